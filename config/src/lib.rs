@@ -1,1 +1,240 @@
+//! pytracer's YAML configuration: schema, defaults and validation.
+//!
+//! Every error names the file, the line and the field, so that a typo in a DaemonSet's ConfigMap is
+//! found from the agent's first log line.
+use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
+/// The shipped default configuration, every field documented. `Config::default()` equals it.
+pub const DEFAULT_YAML: &str = include_str!("../pytracer.yaml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub discovery: Discovery,
+    pub service: Service,
+    pub http: Http,
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// A process is a candidate when its command line contains one of these (case-sensitive).
+    pub whitelist: Vec<String>,
+    /// ...and is ignored when it also contains one of these (checked after the whitelist).
+    pub blacklist: Vec<String>,
+    /// How often `pytracer run` looks for new processes. Children of traced processes are
+    /// followed in the kernel at once; this only finds unrelated new servers.
+    pub rescan_interval_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Service {
+    /// Overrides the service name of every traced process.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Query parameters whose name contains one of these (ignoring case) are recorded as
+    /// `<redacted>`.
+    pub redact_query_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    /// Where JSON span lines go; standard output when absent.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            discovery: Discovery::default(),
+            service: Service::default(),
+            http: Http::default(),
+            output: Output::default(),
+        }
+    }
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            whitelist: strings(&["gunicorn", "uwsgi"]),
+            blacklist: strings(&["pipenv", "runserver", "ipython"]),
+            rescan_interval_seconds: 2.0,
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { redact_query_keys: strings(&["key", "pass", "secret"]) }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}\n  (see config/pytracer.yaml for every field and its meaning)")]
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    Invalid { path: PathBuf, line: usize, field: &'static str, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // An empty file (or one with only comments) means "all defaults".
+        let config: Config = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| {
+                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+                ConfigError::Syntax { path: path.to_owned(), line, column, message: e.to_string() }
+            })?
+        };
+        config.validate(text, path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, field),
+            field,
+            message,
+        };
+        let d = &self.discovery;
+        if d.whitelist.is_empty() {
+            return Err(invalid("whitelist", "is empty, so nothing would ever be traced; list at least one command-line substring such as gunicorn".into()));
+        }
+        if d.whitelist.iter().chain(&d.blacklist).any(|s| s.is_empty()) {
+            return Err(invalid("whitelist", "an empty entry matches every process; remove it".into()));
+        }
+        if !(d.rescan_interval_seconds.is_finite() && d.rescan_interval_seconds >= 0.1) {
+            return Err(invalid(
+                "rescan_interval_seconds",
+                format!("is {}, it must be a number of seconds of at least 0.1", d.rescan_interval_seconds),
+            ));
+        }
+        if self.service.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(invalid("name", "is empty; remove it to derive the name from each process".into()));
+        }
+        if self.http.redact_query_keys.iter().any(|s| s.is_empty()) {
+            return Err(invalid("redact_query_keys", "an empty entry would redact every query value; remove it".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line where `key:` first appears, for messages about values that parse but are wrong.
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':')))
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.yaml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("should be rejected").to_string()
+    }
+
+    #[test]
+    fn shipped_file_is_the_default() {
+        assert_eq!(parse(DEFAULT_YAML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(parse("# nothing\n\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = parse("service:\n  name: shop\n").unwrap();
+        assert_eq!(c.service.name.as_deref(), Some("shop"));
+        assert_eq!(c.discovery, Discovery::default());
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let e = err("discovery:\n  whitelist: [gunicorn]\n  whitelst: [uwsgi]\n");
+        assert!(e.starts_with("test.yaml:3:3: "), "{e}");
+        assert!(e.contains("unknown field `whitelst`"), "{e}");
+        assert!(e.contains("expected one of `whitelist`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected() {
+        let e = err("service:\n  name: a\nexporter:\n  otlp: x\n");
+        assert!(e.starts_with("test.yaml:3:1: "), "{e}");
+        assert!(e.contains("unknown field `exporter`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_field() {
+        let e = err("discovery:\n  rescan_interval_seconds: soon\n");
+        assert!(e.starts_with("test.yaml:2:"), "{e}");
+        assert!(e.contains("rescan_interval_seconds"), "{e}");
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn list_expected_but_scalar_given() {
+        let e = err("discovery:\n  whitelist: gunicorn\n");
+        assert!(e.starts_with("test.yaml:2:"), "{e}");
+        assert!(e.contains("whitelist") && e.contains("expected a sequence"), "{e}");
+    }
+
+    #[test]
+    fn bad_yaml_names_line() {
+        let e = err("discovery:\n  whitelist: [gunicorn\nservice:\n");
+        assert!(e.starts_with("test.yaml:"), "{e}");
+        let line: usize = e.split(':').nth(1).unwrap().parse().unwrap();
+        assert!(line >= 2, "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_line() {
+        let e = err("discovery:\n  whitelist: []\n");
+        assert_eq!(e.lines().next().unwrap().split(": field").next().unwrap(), "test.yaml:2");
+        assert!(e.contains("`whitelist`"), "{e}");
+        let e = err("discovery:\n  whitelist: [gunicorn]\n\n  rescan_interval_seconds: 0\n");
+        assert!(e.starts_with("test.yaml:4: field `rescan_interval_seconds`: is 0"), "{e}");
+        let e = err("service:\n  name: ' '\n");
+        assert!(e.starts_with("test.yaml:2: field `name`"), "{e}");
+        let e = err("http:\n  redact_query_keys: ['']\n");
+        assert!(e.starts_with("test.yaml:2: field `redact_query_keys`"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/pytracer.yaml")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/pytracer.yaml"), "{e}");
+    }
+}

@@ -1,1 +1,12 @@
-
+//! pytracer: zero-touch tracing of Python web servers from outside the process.
+pub mod agent;
+pub mod bpf;
+pub mod cli;
+pub mod clock;
+pub mod discovery;
+pub mod http;
+pub mod procinfo;
+pub mod service;
+pub mod sockaddr;
+pub mod span;
+pub mod stats;

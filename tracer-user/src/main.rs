@@ -1,8 +1,9 @@
-static OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+use clap::Parser;
+
 fn main() {
-    let mut bpf = aya::Ebpf::load(OBJ).unwrap();
-    for (name, p) in bpf.programs_mut() {
-        let p: &mut aya::programs::TracePoint = p.try_into().unwrap();
-        match p.load() { Ok(()) => println!("{name}: ok"), Err(e) => println!("{name}: {e:?}") }
+    let cli = pytracer::cli::Cli::parse();
+    if let Err(e) = pytracer::cli::run(cli) {
+        eprintln!("pytracer: error: {e:#}");
+        std::process::exit(1);
     }
 }

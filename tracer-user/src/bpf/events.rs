@@ -1,0 +1,95 @@
+//! Ring-buffer records, decoded from the `#[repr(C)]` layouts of tracer-common.
+use std::mem::size_of;
+
+use tracer_common::{AcceptEvent, EventHeader, EventKind, ProcEvent, DATA_HEADER_LEN};
+
+#[derive(Debug)]
+pub enum Event<'a> {
+    Accept { h: EventHeader, listen_fd: i32, addr: &'a [u8] },
+    Read { h: EventHeader, data: &'a [u8], flags: u32 },
+    Write { h: EventHeader, data: &'a [u8], flags: u32 },
+    Close { h: EventHeader },
+    Fork { h: EventHeader, child: u32 },
+    Exit { h: EventHeader },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; the types are plain #[repr(C)] data, read unaligned.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
+    let h: EventHeader = read(bytes)?;
+    let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    Ok(match kind {
+        EventKind::Accept => {
+            let ev: AcceptEvent = read(bytes)?;
+            let off = std::mem::offset_of!(AcceptEvent, addr);
+            let len = (ev.addr_len as usize).min(ev.addr.len());
+            Event::Accept { h, listen_fd: ev.listen_fd, addr: &bytes[off..off + len] }
+        }
+        EventKind::Read | EventKind::Write => {
+            if bytes.len() < DATA_HEADER_LEN {
+                return Err(DecodeError::Short(bytes.len()));
+            }
+            let hl = size_of::<EventHeader>();
+            let captured = u32::from_ne_bytes(bytes[hl..hl + 4].try_into().unwrap()) as usize;
+            let flags = u32::from_ne_bytes(bytes[hl + 4..hl + 8].try_into().unwrap());
+            let end = (DATA_HEADER_LEN + captured).min(bytes.len());
+            let data = &bytes[DATA_HEADER_LEN..end];
+            if kind == EventKind::Read {
+                Event::Read { h, data, flags }
+            } else {
+                Event::Write { h, data, flags }
+            }
+        }
+        EventKind::Close => Event::Close { h },
+        EventKind::Fork => Event::Fork { h, child: read::<ProcEvent>(bytes)?.child },
+        EventKind::Exit => Event::Exit { h },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: EventKind) -> EventHeader {
+        EventHeader { kind: kind as u32, tgid: 10, tid: 11, fd: 5, start_ns: 1, end_ns: 2, ret: 3 }
+    }
+
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn data_record_is_as_long_as_its_capture() {
+        let mut rec = bytes(&header(EventKind::Write));
+        rec.extend(3u32.to_ne_bytes());
+        rec.extend(0u32.to_ne_bytes());
+        rec.extend(b"abc");
+        match decode(&rec).unwrap() {
+            Event::Write { h, data, .. } => assert_eq!((h.tgid, h.fd, data), (10, 5, &b"abc"[..])),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_records_are_errors_not_panics() {
+        assert_eq!(decode(&[1, 2, 3]).unwrap_err(), DecodeError::Short(3));
+        let mut h = header(EventKind::Read);
+        h.kind = 99;
+        assert_eq!(decode(&bytes(&h)).unwrap_err(), DecodeError::UnknownKind(99));
+        assert!(decode(&bytes(&header(EventKind::Read))).is_err());
+    }
+}

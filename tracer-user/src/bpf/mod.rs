@@ -1,0 +1,3 @@
+//! The agent's side of the kernel programs: loading and attaching them, and decoding their events.
+pub mod events;
+pub mod probes;

@@ -1,0 +1,138 @@
+//! Loads the eBPF object, attaches it to the syscall and scheduler tracepoints, and gives the
+//! agent typed access to its maps.
+use std::path::Path;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::Ebpf;
+use tracer_common::{ConnKey, DropReason, TrackedProc};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// Program name → the tracepoints it serves. Entry programs are grouped by argument layout; one
+/// exit program serves every traced syscall (it finds the saved entry by thread id).
+const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
+    ("enter_accept", "syscalls", &["sys_enter_accept", "sys_enter_accept4"]),
+    ("enter_read_buf", "syscalls", &["sys_enter_read", "sys_enter_recvfrom"]),
+    ("enter_write_buf", "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
+    ("enter_read_iov", "syscalls", &["sys_enter_readv"]),
+    ("enter_write_iov", "syscalls", &["sys_enter_writev"]),
+    ("enter_read_msg", "syscalls", &["sys_enter_recvmsg"]),
+    ("enter_write_msg", "syscalls", &["sys_enter_sendmsg"]),
+    ("enter_sendfile", "syscalls", &["sys_enter_sendfile64"]),
+    ("enter_close", "syscalls", &["sys_enter_close"]),
+    (
+        "sys_exit",
+        "syscalls",
+        &[
+            "sys_exit_accept", "sys_exit_accept4", "sys_exit_read", "sys_exit_recvfrom", "sys_exit_write",
+            "sys_exit_sendto", "sys_exit_readv", "sys_exit_writev", "sys_exit_recvmsg", "sys_exit_sendmsg",
+            "sys_exit_sendfile64",
+        ],
+    ),
+    ("sched_fork", "sched", &["sched_process_fork"]),
+    ("sched_exit", "sched", &["sched_process_exit"]),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this pytracer binary carries no eBPF programs (it was built with AYA_BUILD_SKIP=1); rebuild it with `cargo build --release`")]
+    NoObject,
+    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({0}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    Tracefs(std::io::Error),
+    #[error("loading the eBPF object failed: {0}. pytracer needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BPF ring buffers (5.8+)")]
+    Load(#[source] aya::EbpfError),
+    #[error("loading program {name} failed: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("attaching {name} to tracepoint {category}:{tracepoint} failed: {source}")]
+    Attach { name: &'static str, category: &'static str, tracepoint: &'static str, source: aya::programs::ProgramError },
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+}
+
+pub struct Probes {
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    tracked: HashMap<MapData, u32, TrackedProc>,
+    conns: HashMap<MapData, ConnKey, u32>,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+impl Probes {
+    /// Loads and attaches everything. Returns the ring buffer of events separately so the event
+    /// loop can own it.
+    pub fn load() -> Result<(Probes, RingBuf<MapData>), ProbeError> {
+        if OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        ensure_tracefs()?;
+        let mut ebpf = Ebpf::load(OBJECT).map_err(ProbeError::Load)?;
+        for &(name, category, tracepoints) in ATTACHMENTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(ProbeError::MissingMap(name))?;
+            prog.load().map_err(|source| ProbeError::Program { name, source })?;
+            for &tracepoint in tracepoints {
+                prog.attach(category, tracepoint)
+                    .map_err(|source| ProbeError::Attach { name, category, tracepoint, source })?;
+            }
+        }
+        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { map: "EVENTS", source })?;
+        let tracked = HashMap::try_from(take(&mut ebpf, "TRACKED")?).map_err(|source| ProbeError::Map { map: "TRACKED", source })?;
+        let conns = HashMap::try_from(take(&mut ebpf, "CONNS")?).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
+        let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(|source| ProbeError::Map { map: "DROPS", source })?;
+        Ok((Probes { _ebpf: ebpf, tracked, conns, drops }, events))
+    }
+
+    /// Follows `pid` (and, through the fork tracepoint, every child it creates from now on).
+    pub fn track(&mut self, pid: u32, root: u32) -> Result<(), ProbeError> {
+        self.tracked
+            .insert(pid, TrackedProc { root_tgid: root, _pad: 0 }, 0)
+            .map_err(|source| ProbeError::Map { map: "TRACKED", source })
+    }
+
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.tracked.get(&pid, 0).is_ok()
+    }
+
+    /// Forgets the connections of a process that exited without closing them.
+    pub fn forget_connections(&mut self, tgid: u32) {
+        let keys: Vec<ConnKey> = self.conns.keys().filter_map(|k| k.ok()).filter(|k| k.tgid == tgid).collect();
+        for k in keys {
+            let _ = self.conns.remove(&k);
+        }
+    }
+
+    /// Events the kernel side could not deliver, summed over CPUs, by reason.
+    pub fn drops(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| {
+                let n = self.drops.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                (r, n)
+            })
+            .collect()
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
+}
+
+/// aya finds tracepoint ids under tracefs, which a fresh machine may not have mounted.
+fn ensure_tracefs() -> Result<(), ProbeError> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").is_dir() || Path::new("/sys/kernel/debug/tracing/events").is_dir() {
+        return Ok(());
+    }
+    let rc = unsafe {
+        libc::mount(c"tracefs".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The command line. Status goes to stderr; spans (and `discover --json`) go to stdout.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pytracer_config::Config;
+
+use crate::agent::{self, Options, Targets};
+use crate::discovery;
+
+#[derive(Debug, Parser)]
+#[command(name = "pytracer", version, about = "Zero-touch tracing of Python web servers (Gunicorn, uWSGI) with eBPF", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace the given processes and every process they fork, printing one JSON span per request.
+    Trace {
+        /// A process to trace (typically a Gunicorn or uWSGI master); repeat for several.
+        #[arg(long = "pid", required = true, value_name = "PID")]
+        pids: Vec<u32>,
+        /// Stop after this many seconds (default: until SIGINT or SIGTERM).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        duration: Option<Duration>,
+        /// Write spans to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Configuration file (service name, redaction); see config/pytracer.yaml.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Find processes per the configuration's discovery rules, continuously, and trace them.
+    Run {
+        /// Configuration file; the shipped defaults when absent.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Stop after this many seconds (default: until SIGINT or SIGTERM).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        duration: Option<Duration>,
+        /// Write spans to this file instead of the configured output or standard output.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// List every candidate process with its decision (traced or ignored) and the reason.
+    Discover {
+        /// One JSON object per process instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file; the shipped defaults when absent.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("`{s}` must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn std::io::Write>> {
+    Ok(match path {
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open output file {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    })
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Trace { pids, duration, output, config } => {
+            let config = load_config(config.as_ref())?;
+            let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
+            block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output }))
+        }
+        Command::Run { config, duration, output } => {
+            let config = load_config(config.as_ref())?;
+            let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
+            block_on(agent::run(Options { targets: Targets::Discover, duration, config, output }))
+        }
+        Command::Discover { json, config } => {
+            let config = load_config(config.as_ref())?;
+            print_candidates(&discovery::scan(&config.discovery), json)
+        }
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+}
+
+fn print_candidates(cands: &[discovery::Candidate], json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for c in cands {
+            serde_json::to_writer(&mut out, c)?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "{:>8} {:>8} {:<8} {:<48} COMMAND", "PID", "PPID", "DECISION", "REASON")?;
+    for c in cands {
+        let (d, reason) = match &c.decision {
+            discovery::Decision::Traced { reason } => ("traced", reason),
+            discovery::Decision::Ignored { reason } => ("ignored", reason),
+        };
+        let cmd: String = c.cmdline.chars().take(100).collect();
+        writeln!(out, "{:>8} {:>8} {:<8} {:<48} {}", c.pid, c.ppid, d, reason, cmd)?;
+    }
+    if cands.is_empty() {
+        writeln!(out, "(no candidate processes: nothing matches the whitelist, and no Python process runs)")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Which processes to trace: the Instana host agent's Python autodiscovery rules. A process is a
+//! candidate when its command line contains a whitelist entry (case-sensitive substring), and is
+//! then ignored when it also contains a blacklist entry.
+use pytracer_config::Discovery;
+use serde::Serialize;
+
+use crate::procinfo::ProcInfo;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum Decision {
+    Traced { reason: String },
+    Ignored { reason: String },
+}
+
+impl Decision {
+    pub fn is_traced(&self) -> bool {
+        matches!(self, Decision::Traced { .. })
+    }
+}
+
+/// The decision for one command line; None when the process is not a candidate at all.
+pub fn decide(cmdline: &str, looks_like_python: bool, rules: &Discovery) -> Option<Decision> {
+    let Some(white) = rules.whitelist.iter().find(|w| cmdline.contains(w.as_str())) else {
+        return looks_like_python.then(|| Decision::Ignored { reason: "no whitelist entry in the command line".into() });
+    };
+    if let Some(black) = rules.blacklist.iter().find(|b| cmdline.contains(b.as_str())) {
+        return Some(Decision::Ignored { reason: format!("command line contains blacklisted \"{black}\"") });
+    }
+    Some(Decision::Traced { reason: format!("command line contains whitelisted \"{white}\"") })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub pid: u32,
+    pub ppid: u32,
+    pub cmdline: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// Scans /proc. The agent itself is never a candidate.
+pub fn scan(rules: &Discovery) -> Vec<Candidate> {
+    let me = std::process::id();
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    let mut out: Vec<Candidate> = all
+        .filter_map(|p| p.ok())
+        .filter(|p| p.pid as u32 != me)
+        .filter_map(|p| ProcInfo::read(p.pid as u32).ok())
+        .filter(|p| !p.cmdline.is_empty())
+        .filter_map(|p| {
+            let python = p.exe_name().is_some_and(|n| n.starts_with("python"));
+            let cmdline = p.cmdline_string();
+            decide(&cmdline, python, rules).map(|decision| Candidate { pid: p.pid, ppid: p.ppid, cmdline, decision })
+        })
+        .collect();
+    out.sort_by_key(|c| c.pid);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Discovery {
+        Discovery::default()
+    }
+
+    #[test]
+    fn whitelist_then_blacklist() {
+        let d = decide("/v/bin/python /v/bin/gunicorn app:app", true, &rules()).unwrap();
+        assert_eq!(d, Decision::Traced { reason: "command line contains whitelisted \"gunicorn\"".into() });
+        let d = decide("pipenv run gunicorn app:app", false, &rules()).unwrap();
+        assert_eq!(d, Decision::Ignored { reason: "command line contains blacklisted \"pipenv\"".into() });
+        assert_eq!(decide("/usr/bin/uwsgi --http :80", false, &rules()).map(|d| d.is_traced()), Some(true));
+    }
+
+    #[test]
+    fn case_sensitive_substring() {
+        assert_eq!(decide("/opt/Gunicorn/run", false, &rules()), None);
+        assert_eq!(decide("/x/mygunicornwrapper", false, &rules()).map(|d| d.is_traced()), Some(true));
+        assert_eq!(decide("python manage.py runserver", true, &rules()).map(|d| d.is_traced()), Some(false));
+    }
+
+    #[test]
+    fn python_without_whitelist_entry_is_listed_as_ignored() {
+        let d = decide("python3 worker.py", true, &rules()).unwrap();
+        assert_eq!(d, Decision::Ignored { reason: "no whitelist entry in the command line".into() });
+        assert_eq!(decide("bash", false, &rules()), None);
+    }
+}

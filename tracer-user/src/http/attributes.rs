@@ -1,0 +1,233 @@
+//! A finished exchange becomes a server span with the stable OpenTelemetry HTTP semantic
+//! conventions' attribute names.
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use super::{connection::Exchange, redact::redact_query};
+use crate::sockaddr::Peer;
+use crate::span::{new_ids, Attributes, Span, SpanKind, Status, StatusCode};
+
+/// What the agent knows about the connection besides its bytes.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    pub client: Peer,
+    /// The listening socket's address, for requests without a Host header.
+    pub local: Option<(IpAddr, u16)>,
+}
+
+const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+
+/// `to_unix` converts the kernel's monotonic timestamps to Unix time.
+pub fn server_span(
+    x: &Exchange,
+    conn: &ConnContext,
+    redact_keys: &[String],
+    resource: Attributes,
+    to_unix: impl Fn(u64) -> u64,
+) -> Span {
+    let mut a = Attributes::new();
+    let req = &x.request;
+    let known = KNOWN_METHODS.contains(&req.method.as_str());
+    if known {
+        a.insert("http.request.method".into(), json!(req.method));
+    } else {
+        a.insert("http.request.method".into(), json!("_OTHER"));
+        a.insert("http.request.method_original".into(), json!(req.method));
+    }
+    let (path, query) = split_target(&req.target);
+    a.insert("url.path".into(), json!(path));
+    if let Some(q) = query {
+        a.insert("url.query".into(), json!(redact_query(q, redact_keys)));
+    }
+    a.insert("url.scheme".into(), json!("http"));
+    if let Some(resp) = &x.response {
+        a.insert("http.response.status_code".into(), json!(resp.status));
+    }
+    let host = req.header("host").and_then(split_host);
+    match (&host, conn.local) {
+        (Some((h, p)), local) => {
+            a.insert("server.address".into(), json!(h));
+            if let Some(port) = p.or(local.map(|l| l.1)) {
+                a.insert("server.port".into(), json!(port));
+            }
+        }
+        (None, Some((ip, port))) => {
+            a.insert("server.address".into(), json!(ip.to_string()));
+            a.insert("server.port".into(), json!(port));
+        }
+        (None, None) => {}
+    }
+    match &conn.client {
+        Peer::Inet { ip, port } => {
+            a.insert("client.address".into(), json!(ip.to_string()));
+            a.insert("client.port".into(), json!(port));
+        }
+        Peer::Unix { path } if !path.is_empty() => {
+            a.insert("client.address".into(), json!(path));
+        }
+        _ => {}
+    }
+    a.insert("network.protocol.version".into(), json!(if req.version == 0 { "1.0" } else { "1.1" }));
+    if let Some(ua) = req.header("user-agent") {
+        a.insert("user_agent.original".into(), json!(ua));
+    }
+    a.insert("http.request.body.size".into(), json!(x.request_body));
+    if x.response.is_some() {
+        a.insert("http.response.body.size".into(), json!(x.response_body));
+    }
+    if req.truncated {
+        a.insert("pytracer.http.request.head_truncated".into(), Value::Bool(true));
+    }
+    let status = x.response.as_ref().map_or(0, |r| r.status);
+    let error = match x.incomplete {
+        Some(why) => Some(why.as_str().to_string()),
+        None if status >= 500 => Some(status.to_string()),
+        None => None,
+    };
+    let code = match error {
+        Some(e) => {
+            a.insert("error.type".into(), json!(e));
+            StatusCode::Error
+        }
+        None => StatusCode::Unset,
+    };
+    let (trace_id, span_id) = new_ids();
+    Span {
+        trace_id,
+        span_id,
+        parent_span_id: None,
+        name: if known { req.method.clone() } else { "HTTP".into() },
+        kind: SpanKind::Server,
+        start_time_unix_nano: to_unix(x.start_ns),
+        end_time_unix_nano: to_unix(x.end_ns),
+        status: Status { code },
+        resource,
+        attributes: a,
+    }
+}
+
+/// Splits an origin-form or absolute-form request target into path and query.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|s| target.strip_prefix(s))
+        .map(|r| r.find('/').map_or("/", |i| &r[i..]))
+        .unwrap_or(target);
+    let rest = rest.split('#').next().unwrap_or(rest);
+    match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    }
+}
+
+/// "host", "host:port", "[v6]" or "[v6]:port".
+fn split_host(h: &str) -> Option<(String, Option<u16>)> {
+    let h = h.trim();
+    if h.is_empty() {
+        return None;
+    }
+    if let Some(rest) = h.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        return Some((ip.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok())));
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok())),
+        None => Some((h.to_string(), None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::connection::Connection;
+    use crate::http::stream::Piece;
+
+    fn exchange(req: &[u8], resp: &[u8]) -> Exchange {
+        let mut c = Connection::default();
+        c.on_read(&Piece { data: req, len: req.len() as u64, start_ns: 1_000, end_ns: 2_000 });
+        let mut out = c.on_write(&Piece { data: resp, len: resp.len() as u64, start_ns: 5_000, end_ns: 9_000 });
+        out.finished.pop().unwrap_or_else(|| c.on_close().finished.pop().unwrap())
+    }
+
+    fn ctx() -> ConnContext {
+        ConnContext { client: Peer::Inet { ip: "127.0.0.1".parse().unwrap(), port: 51234 }, local: Some(("127.0.0.1".parse().unwrap(), 8000)) }
+    }
+
+    fn keys() -> Vec<String> {
+        vec!["key".into(), "pass".into(), "secret".into()]
+    }
+
+    #[test]
+    fn issue_example_attributes_exactly() {
+        let x = exchange(
+            b"GET /users/7?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: curl/7.88.1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"id\": 7, \"x\": 1}",
+        );
+        let s = server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t + 10);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v["attributes"],
+            json!({"http.request.method":"GET","url.path":"/users/7","url.query":"a=1","url.scheme":"http",
+                "http.response.status_code":200,"server.address":"127.0.0.1","server.port":8000,
+                "client.address":"127.0.0.1","client.port":51234,"network.protocol.version":"1.1",
+                "user_agent.original":"curl/7.88.1","http.request.body.size":0,"http.response.body.size":17})
+        );
+        assert_eq!((v["name"].as_str(), v["kind"].as_str(), v["status"]["code"].as_str()), (Some("GET"), Some("server"), Some("unset")));
+        assert_eq!((s.start_time_unix_nano, s.end_time_unix_nano), (1_010, 9_010));
+        assert!(v["parent_span_id"].is_null());
+        // Key order of the JSON line is the documented one.
+        let line = serde_json::to_string(&s).unwrap();
+        assert!(line.starts_with("{\"trace_id\":"), "{line}");
+        assert!(line.find("\"attributes\"").unwrap() > line.find("\"resource\"").unwrap());
+    }
+
+    #[test]
+    fn server_error_and_redaction_and_other_method() {
+        let x = exchange(
+            b"BREW /pot?api_key=s3&x=1 HTTP/1.0\r\n\r\n",
+            b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        );
+        let v = serde_json::to_value(server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let a = &v["attributes"];
+        assert_eq!(a["http.request.method"], "_OTHER");
+        assert_eq!(a["http.request.method_original"], "BREW");
+        assert_eq!(v["name"], "HTTP");
+        assert_eq!(a["url.query"], "api_key=<redacted>&x=1");
+        assert_eq!(a["error.type"], "503");
+        assert_eq!(v["status"]["code"], "error");
+        assert_eq!(a["network.protocol.version"], "1.0");
+        // No Host header: the listening socket's address.
+        assert_eq!((a["server.address"].as_str(), a["server.port"].as_u64()), (Some("127.0.0.1"), Some(8000)));
+        assert!(a.get("user_agent.original").is_none());
+    }
+
+    #[test]
+    fn client_error_is_not_a_span_error() {
+        let x = exchange(b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 3\r\n\r\nno!");
+        let v = serde_json::to_value(server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t)).unwrap();
+        assert_eq!(v["status"]["code"], "unset");
+        assert!(v["attributes"].get("error.type").is_none());
+        assert!(v["attributes"].get("url.query").is_none());
+        assert_eq!(v["attributes"]["server.address"], "h");
+        assert_eq!(v["attributes"]["server.port"], 8000);
+    }
+
+    #[test]
+    fn no_response_is_an_error_without_status_code() {
+        let x = exchange(b"GET /a HTTP/1.1\r\nHost: h:1\r\n\r\n", b"");
+        let v = serde_json::to_value(server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t)).unwrap();
+        assert_eq!(v["attributes"]["error.type"], "no_response");
+        assert!(v["attributes"].get("http.response.status_code").is_none());
+    }
+
+    #[test]
+    fn targets_and_hosts() {
+        assert_eq!(split_target("/a/b?x=1&y"), ("/a/b", Some("x=1&y")));
+        assert_eq!(split_target("http://h:1/p?q"), ("/p", Some("q")));
+        assert_eq!(split_target("http://h"), ("/", None));
+        assert_eq!(split_host("[::1]:8080"), Some(("::1".into(), Some(8080))));
+        assert_eq!(split_host("example.com"), Some(("example.com".into(), None)));
+        assert_eq!(split_host(""), None);
+    }
+}

@@ -1,0 +1,317 @@
+//! Pairs the requests read from one accepted connection with the responses written to it.
+//! HTTP/1.x answers in order, so the response being written always belongs to the oldest request
+//! still waiting: a FIFO is enough for keep-alive and pipelining.
+
+use std::collections::VecDeque;
+
+use super::stream::{Event, Framing, Head, Kind, Piece, Stream};
+
+/// A request and (if it came) its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub request: Head,
+    /// Entry of the syscall that returned the request's first bytes.
+    pub start_ns: u64,
+    /// Request body bytes; the declared length when the body had not been read in full.
+    pub request_body: u64,
+    request_done: bool,
+    pub response: Option<Head>,
+    pub response_body: u64,
+    /// Exit of the syscall that wrote the response's last bytes (or the last seen activity).
+    pub end_ns: u64,
+    /// Why the exchange ended without a complete response.
+    pub incomplete: Option<Incomplete>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incomplete {
+    /// The connection closed before any response head.
+    NoResponse,
+    /// The connection closed in the middle of the response body.
+    ResponseCut,
+}
+
+impl Incomplete {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Incomplete::NoResponse => "no_response",
+            Incomplete::ResponseCut => "response_incomplete",
+        }
+    }
+}
+
+/// What one event on the connection produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub finished: Vec<Exchange>,
+    pub malformed_requests: u32,
+    pub malformed_responses: u32,
+    /// Responses seen with no request to pair them with (the request came before we attached).
+    pub unmatched_responses: u32,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    requests: Stream,
+    responses: Stream,
+    pending: VecDeque<Exchange>,
+    /// Index in `pending` of the exchange whose response is being written, once its head is seen.
+    responding: bool,
+    /// Skip the body of a response that had no request (so the next head is found).
+    orphan_response: bool,
+    last_write_end_ns: u64,
+}
+
+/// Requests waiting for their response on one connection; beyond this the oldest are dropped
+/// (a client pipelining without reading is not a server we can follow).
+const MAX_PENDING: usize = 64;
+
+impl Default for Connection {
+    fn default() -> Self {
+        Connection {
+            requests: Stream::new(Kind::Request),
+            responses: Stream::new(Kind::Response),
+            pending: VecDeque::new(),
+            responding: false,
+            orphan_response: false,
+            last_write_end_ns: 0,
+        }
+    }
+}
+
+impl Connection {
+    pub fn on_read(&mut self, piece: &Piece) -> Outcome {
+        let mut out = Outcome::default();
+        let mut pos = 0;
+        while let Some(ev) = self.requests.next(piece, &mut pos) {
+            match ev {
+                Event::Head { head, start_ns, end_ns } => {
+                    let framing = head.declared_framing();
+                    let declared = match framing {
+                        Some(Framing::Length(n)) => n,
+                        _ => 0,
+                    };
+                    if self.pending.len() == MAX_PENDING {
+                        self.pending.pop_front();
+                        out.malformed_requests += 1;
+                    }
+                    self.pending.push_back(Exchange {
+                        request: head,
+                        start_ns,
+                        request_body: declared,
+                        request_done: false,
+                        response: None,
+                        response_body: 0,
+                        end_ns,
+                        incomplete: None,
+                    });
+                    // A request without a valid length has no body (RFC 9112 6.3, last rule).
+                    if let Some(Event::Done { body_size, .. }) =
+                        self.requests.set_framing(framing.unwrap_or(Framing::None), end_ns)
+                    {
+                        self.request_done(body_size);
+                    }
+                }
+                Event::Done { body_size, .. } => self.request_done(body_size),
+                Event::Malformed { .. } => out.malformed_requests += 1,
+            }
+        }
+        out
+    }
+
+    fn request_done(&mut self, body_size: u64) {
+        if let Some(x) = self.pending.iter_mut().rev().find(|x| !x.request_done) {
+            x.request_body = body_size;
+            x.request_done = true;
+        }
+    }
+
+    pub fn on_write(&mut self, piece: &Piece) -> Outcome {
+        let mut out = Outcome::default();
+        self.last_write_end_ns = piece.end_ns;
+        let mut pos = 0;
+        while let Some(ev) = self.responses.next(piece, &mut pos) {
+            match ev {
+                Event::Head { head, end_ns, .. } => {
+                    let framing = self.response_framing(&head, &mut out);
+                    if let Some(done) = self.responses.set_framing(framing, end_ns) {
+                        self.response_done(done, &mut out);
+                    }
+                }
+                done @ Event::Done { .. } => self.response_done(done, &mut out),
+                Event::Malformed { .. } => out.malformed_responses += 1,
+            }
+        }
+        out
+    }
+
+    /// Attaches a response head to its request and decides how its body is framed.
+    fn response_framing(&mut self, head: &Head, out: &mut Outcome) -> Framing {
+        let interim = (100..200).contains(&head.status) && head.status != 101;
+        let Some(x) = self.pending.front_mut() else {
+            if !interim {
+                out.unmatched_responses += 1;
+                self.orphan_response = true;
+            }
+            return head.declared_framing().unwrap_or(Framing::UntilClose);
+        };
+        if interim {
+            // 100 Continue and friends: the final response follows.
+            return Framing::None;
+        }
+        let no_body = x.request.method == "HEAD" || head.status == 204 || head.status == 304;
+        x.response = Some(head.clone());
+        self.responding = true;
+        if no_body {
+            return Framing::None;
+        }
+        match head.declared_framing() {
+            Some(Framing::None) | None => Framing::UntilClose,
+            Some(f) => f,
+        }
+    }
+
+    fn response_done(&mut self, done: Event, out: &mut Outcome) {
+        let Event::Done { body_size, end_ns } = done else { return };
+        if std::mem::take(&mut self.orphan_response) {
+            return;
+        }
+        if !std::mem::take(&mut self.responding) {
+            return; // an interim response
+        }
+        if let Some(mut x) = self.pending.pop_front() {
+            x.response_body = body_size;
+            x.end_ns = end_ns;
+            out.finished.push(x);
+        }
+    }
+
+    /// The process closed the socket: finish what can be finished, report the rest as incomplete.
+    pub fn on_close(&mut self) -> Outcome {
+        let mut out = Outcome::default();
+        if let Some(done) = self.responses.close() {
+            self.response_done(done, &mut out);
+        }
+        let cut = std::mem::take(&mut self.responding);
+        for (i, mut x) in self.pending.drain(..).enumerate() {
+            x.incomplete = Some(if i == 0 && cut { Incomplete::ResponseCut } else { Incomplete::NoResponse });
+            x.end_ns = x.end_ns.max(self.last_write_end_ns);
+            out.finished.push(x);
+        }
+        out
+    }
+
+    /// Requests whose response has not been completed yet.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(data: &[u8], t: u64) -> Piece<'_> {
+        Piece { data, len: data.len() as u64, start_ns: t, end_ns: t + 1 }
+    }
+
+    fn summary(xs: &[Exchange]) -> Vec<(String, u16, u64, u64, u64, u64)> {
+        xs.iter()
+            .map(|x| {
+                (
+                    format!("{} {}", x.request.method, x.request.target),
+                    x.response.as_ref().map_or(0, |h| h.status),
+                    x.request_body,
+                    x.response_body,
+                    x.start_ns,
+                    x.end_ns,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sync_worker_sequence() {
+        // Gunicorn sync: recvfrom (request), sendto (head), sendto (body), close.
+        let mut c = Connection::default();
+        assert!(c.on_read(&p(b"GET /users/7 HTTP/1.1\r\nHost: a\r\n\r\n", 100)).finished.is_empty());
+        assert!(c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", 200)).finished.is_empty());
+        let out = c.on_write(&p(b"{\"id\": 7}", 300));
+        assert_eq!(summary(&out.finished), [("GET /users/7".into(), 200, 0, 9, 100, 301)]);
+        assert_eq!(c.on_close(), Outcome::default());
+    }
+
+    #[test]
+    fn keep_alive_and_pipelining() {
+        let mut c = Connection::default();
+        c.on_read(&p(b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz", 10));
+        assert_eq!(c.in_flight(), 2);
+        let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nbb", 20));
+        assert_eq!(
+            summary(&out.finished),
+            [("GET /a".into(), 200, 0, 1, 10, 21), ("POST /b".into(), 201, 3, 2, 10, 21)]
+        );
+        c.on_read(&p(b"DELETE /c HTTP/1.1\r\n\r\n", 30));
+        let out = c.on_write(&p(b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 0\r\n\r\n", 40));
+        assert_eq!(summary(&out.finished), [("DELETE /c".into(), 404, 0, 0, 30, 41)]);
+    }
+
+    #[test]
+    fn expect_continue_skips_interim_response() {
+        let mut c = Connection::default();
+        c.on_read(&p(b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n", 10));
+        assert!(c.on_write(&p(b"HTTP/1.1 100 Continue\r\n\r\n", 20)).finished.is_empty());
+        c.on_read(&p(b"data", 30));
+        let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 40));
+        assert_eq!(summary(&out.finished), [("PUT /x".into(), 200, 4, 2, 10, 41)]);
+    }
+
+    #[test]
+    fn head_request_has_no_response_body() {
+        let mut c = Connection::default();
+        c.on_read(&p(b"HEAD / HTTP/1.1\r\n\r\n", 1));
+        let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 2));
+        assert_eq!(summary(&out.finished), [("HEAD /".into(), 200, 0, 0, 1, 3)]);
+    }
+
+    #[test]
+    fn response_until_close_ends_at_last_write() {
+        let mut c = Connection::default();
+        c.on_read(&p(b"GET / HTTP/1.0\r\n\r\n", 1));
+        c.on_write(&p(b"HTTP/1.0 200 OK\r\n\r\nab", 2));
+        c.on_write(&p(b"cd", 5));
+        let out = c.on_close();
+        assert_eq!(summary(&out.finished), [("GET /".into(), 200, 0, 4, 1, 6)]);
+        assert_eq!(out.finished[0].incomplete, None);
+    }
+
+    #[test]
+    fn close_mid_response_and_without_response() {
+        let mut c = Connection::default();
+        c.on_read(&p(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 1));
+        c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 2));
+        let out = c.on_close();
+        let kinds: Vec<_> = out.finished.iter().map(|x| x.incomplete).collect();
+        assert_eq!(kinds, [Some(Incomplete::ResponseCut), Some(Incomplete::NoResponse)]);
+    }
+
+    #[test]
+    fn response_without_request_is_counted_and_skipped() {
+        let mut c = Connection::default();
+        let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1));
+        assert_eq!(out.unmatched_responses, 1);
+        c.on_read(&p(b"GET /n HTTP/1.1\r\n\r\n", 2));
+        let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3));
+        assert_eq!(summary(&out.finished), [("GET /n".into(), 200, 0, 0, 2, 4)]);
+    }
+
+    #[test]
+    fn garbage_is_counted_not_paired() {
+        let mut c = Connection::default();
+        let out = c.on_read(&p(b"\x00\x01\x02 nonsense\r\n\r\n", 1));
+        assert_eq!(out.malformed_requests, 1);
+        let out = c.on_write(&p(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 2));
+        assert!(out.finished.is_empty());
+        assert_eq!(out.unmatched_responses, 1);
+    }
+}

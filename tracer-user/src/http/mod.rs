@@ -1,0 +1,6 @@
+//! HTTP/1.x as seen on the wire: reassembly of each direction, request/response pairing, and the
+//! span attributes of a finished exchange.
+pub mod attributes;
+pub mod connection;
+pub mod redact;
+pub mod stream;

@@ -1,0 +1,145 @@
+//! The resource attributes of a traced process: service name and process identity.
+use serde_json::json;
+
+use crate::procinfo::ProcInfo;
+use crate::span::Attributes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSource {
+    Config,
+    Environment,
+    WsgiModule,
+    Executable,
+}
+
+/// Service name, in order: config; OTEL_SERVICE_NAME or INSTANA_SERVICE_NAME in the process's
+/// environment; the WSGI application module on a Gunicorn command line; the executable's name.
+pub fn service_name(configured: Option<&str>, p: &ProcInfo) -> (String, NameSource) {
+    if let Some(n) = configured {
+        return (n.to_string(), NameSource::Config);
+    }
+    for key in ["OTEL_SERVICE_NAME", "INSTANA_SERVICE_NAME"] {
+        if let Some(v) = p.env(key).filter(|v| !v.trim().is_empty()) {
+            return (v.trim().to_string(), NameSource::Environment);
+        }
+    }
+    if let Some(module) = gunicorn_app_module(&p.cmdline) {
+        return (module, NameSource::WsgiModule);
+    }
+    (executable_name(p), NameSource::Executable)
+}
+
+/// The server's name when a Python interpreter runs it as a script ("gunicorn" rather than
+/// "python3.11"), else the executable's file name. /proc/PID/exe stays available as
+/// process.executable.path.
+pub fn executable_name(p: &ProcInfo) -> String {
+    if gunicorn_index(&p.cmdline).is_some() {
+        return "gunicorn".into();
+    }
+    p.exe_name()
+        .or_else(|| p.cmdline.first().map(|a| basename(a).to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn resource(configured: Option<&str>, p: &ProcInfo) -> Attributes {
+    let mut r = Attributes::new();
+    r.insert("service.name".into(), json!(service_name(configured, p).0));
+    r.insert("process.pid".into(), json!(p.pid));
+    r.insert("process.executable.name".into(), json!(executable_name(p)));
+    if let Some(exe) = &p.exe {
+        r.insert("process.executable.path".into(), json!(exe.to_string_lossy()));
+    }
+    r
+}
+
+fn basename(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+/// Index of the gunicorn script (or of `-m gunicorn`) in the argument list.
+fn gunicorn_index(args: &[String]) -> Option<usize> {
+    args.iter().enumerate().take(4).find_map(|(i, a)| {
+        let b = basename(a);
+        let is_script = b == "gunicorn" || b.starts_with("gunicorn:") || b.starts_with("gunicorn ");
+        let is_module = a == "gunicorn" && i > 0 && args[i - 1] == "-m";
+        (is_script || is_module).then_some(i)
+    })
+}
+
+/// Gunicorn options that do not take a value; every other option does.
+const GUNICORN_FLAGS: &[&str] = &[
+    "--reload", "-D", "--daemon", "--preload", "--reuse-port", "--no-sendfile", "--check-config",
+    "--print-config", "--spew", "--capture-output", "-R", "--enable-stdio-inheritance", "--log-syslog",
+    "--disable-redirect-access-to-syslog", "--proxy-protocol", "--do-handshake-on-connect",
+    "--initgroups", "--strip-header-spaces", "--suppress-ragged-eofs", "-v", "--version", "-h", "--help",
+];
+
+/// The module of the WSGI application argument (`module:app` or `module`), e.g. "shop.wsgi".
+pub fn gunicorn_app_module(args: &[String]) -> Option<String> {
+    let start = gunicorn_index(args)? + 1;
+    let mut positional = None;
+    let mut i = start;
+    while i < args.len() {
+        let a = &args[i];
+        if a.starts_with('-') {
+            let takes_value = !a.contains('=') && !GUNICORN_FLAGS.contains(&a.as_str()) && a.len() > 1;
+            // A short option with its value attached (-w4) takes nothing more.
+            let attached = !a.starts_with("--") && a.len() > 2;
+            i += if takes_value && !attached { 2 } else { 1 };
+            continue;
+        }
+        positional = Some(a.as_str());
+        i += 1;
+    }
+    let module = positional?.split(':').next()?.trim();
+    let valid = !module.is_empty() && module.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    valid.then(|| module.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(args: &[&str], env: &[(&str, &str)]) -> ProcInfo {
+        ProcInfo {
+            pid: 42,
+            ppid: 1,
+            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            exe: Some("/opt/venv/bin/python3.11".into()),
+            environ: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn order_of_sources() {
+        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[("INSTANA_SERVICE_NAME", "inst")]);
+        assert_eq!(service_name(Some("cfg"), &p), ("cfg".into(), NameSource::Config));
+        assert_eq!(service_name(None, &p), ("inst".into(), NameSource::Environment));
+        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[("OTEL_SERVICE_NAME", "otel"), ("INSTANA_SERVICE_NAME", "inst")]);
+        assert_eq!(service_name(None, &p).0, "otel");
+        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[]);
+        assert_eq!(service_name(None, &p), ("shop.wsgi".into(), NameSource::WsgiModule));
+        let p = proc(&["/usr/sbin/nginx"], &[]);
+        assert_eq!(service_name(None, &p), ("python3.11".into(), NameSource::Executable));
+    }
+
+    #[test]
+    fn app_module_among_options() {
+        let m = |a: &[&str]| gunicorn_app_module(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(m(&["gunicorn", "--bind", "127.0.0.1:8000", "--workers", "2", "--worker-class", "sync", "--chdir", "/x", "testapp:app"]).as_deref(), Some("testapp"));
+        assert_eq!(m(&["python", "-m", "gunicorn", "-w4", "--preload", "app"]).as_deref(), Some("app"));
+        assert_eq!(m(&["/v/gunicorn", "--bind=0.0.0.0:80", "api.main:create_app()", "--reload"]).as_deref(), Some("api.main"));
+        assert_eq!(m(&["/v/gunicorn", "-c", "conf.py"]), None);
+        assert_eq!(m(&["uwsgi", "--http", ":80"]), None);
+    }
+
+    #[test]
+    fn resource_attributes() {
+        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "testapp:app"], &[]);
+        let r = resource(None, &p);
+        assert_eq!(
+            serde_json::Value::Object(r),
+            json!({"service.name":"testapp","process.pid":42,"process.executable.name":"gunicorn","process.executable.path":"/opt/venv/bin/python3.11"})
+        );
+    }
+}

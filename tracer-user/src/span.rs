@@ -1,0 +1,60 @@
+//! The span model and its JSON-lines form. Field names follow OTLP's JSON mapping closely so that a
+//! later OTLP exporter is a change of encoding, not of model.
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub type Attributes = Map<String, Value>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Span {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status: Status,
+    pub resource: Attributes,
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanKind {
+    Server,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub code: StatusCode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusCode {
+    Unset,
+    Error,
+}
+
+/// Random W3C ids: 16-byte trace id and 8-byte span id, never all zero.
+pub fn new_ids() -> (String, String) {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let trace: u128 = rng.gen_range(1..=u128::MAX);
+    let span: u64 = rng.gen_range(1..=u64::MAX);
+    (format!("{trace:032x}"), format!("{span:016x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_lowercase_hex_of_w3c_length() {
+        let (t, s) = new_ids();
+        assert_eq!((t.len(), s.len()), (32, 16));
+        assert!(t.chars().chain(s.chars()).all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(new_ids().0, t);
+    }
+}

@@ -1,0 +1,44 @@
+//! The agent's own counters: nothing is dropped without being counted here. Printed on exit, and
+//! the basis of the `pytracer_` metrics.
+use tracer_common::DropReason;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events: u64,
+    pub spans: u64,
+    /// Spans that could not be written to the output.
+    pub spans_lost: u64,
+    /// Kernel records that did not decode.
+    pub bad_records: u64,
+    /// Data on a connection whose accept was not seen.
+    pub unknown_connection: u64,
+    pub malformed_requests: u64,
+    pub malformed_responses: u64,
+    pub unmatched_responses: u64,
+    /// Requests reported with error.type because the connection ended before the response did.
+    pub incomplete_exchanges: u64,
+    /// Requests still waiting for their response when the agent stopped (not reported).
+    pub in_flight_at_exit: u64,
+    pub kernel_drops: Vec<(DropReason, u64)>,
+}
+
+impl Stats {
+    pub fn summary(&self) -> String {
+        let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
+        format!(
+            "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={}",
+            self.spans,
+            self.events,
+            drops.join(" "),
+            self.spans_lost,
+            self.bad_records,
+            self.unknown_connection,
+            self.malformed_requests,
+            self.malformed_responses,
+            self.unmatched_responses,
+            self.incomplete_exchanges,
+            self.in_flight_at_exit
+        )
+    }
+}

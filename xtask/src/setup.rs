@@ -1,0 +1,275 @@
+//! `cargo xtask setup`: installs what building and testing need, each step skipped when done.
+use anyhow::{bail, Context, Result};
+use std::{
+    collections::HashSet,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use crate::{cmd, paths};
+
+/// LLVM 22 matches the nightly toolchain's LLVM, which bpf-linker must link against; wrk and curl
+/// drive load in tests.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "wrk",
+    "curl",
+];
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+/// Written into the virtualenv once pip has installed requirements.txt with this interpreter.
+const VENV_MARKER: &str = ".pytracer-setup";
+
+pub fn run() -> Result<()> {
+    let start = Instant::now();
+    step(
+        "debian packages",
+        missing_debian_packages,
+        install_debian_packages,
+    )?;
+    step("rust-src (nightly)", rust_src_missing, |()| {
+        install_rust_src()
+    })?;
+    step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
+    let venv_name = format!(".venvs/cpython-{}", paths::PYTHON_SERIES);
+    step(&format!("python venv {venv_name}"), venv_plan, install_venv)?;
+    eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `check` returns what is left to do, if anything; `install` does it.
+fn step<T>(
+    name: &str,
+    check: impl FnOnce() -> Result<Option<T>>,
+    install: impl FnOnce(T) -> Result<()>,
+) -> Result<()> {
+    let start = Instant::now();
+    let todo = check().with_context(|| format!("setup step `{name}`"))?;
+    match todo {
+        None => eprintln!(
+            "[setup] {name} ... already installed ({:.1}s)",
+            start.elapsed().as_secs_f64()
+        ),
+        Some(todo) => {
+            eprintln!("[setup] {name} ... installing");
+            install(todo).with_context(|| format!("setup step `{name}`"))?;
+            eprintln!(
+                "[setup] {name} ... installed ({:.1}s)",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn missing_debian_packages() -> Result<Option<Vec<&'static str>>> {
+    // dpkg-query exits 1 when a package is unknown to dpkg, so read its output whatever the status.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\n"])
+        .args(DEBIAN_PACKAGES)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run dpkg-query (this set-up expects Debian bookworm)")?;
+    let installed: HashSet<&str> = std::str::from_utf8(&out.stdout)?
+        .lines()
+        .filter_map(|line| line.strip_suffix(" install ok installed"))
+        .collect();
+    let missing: Vec<_> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect();
+    Ok((!missing.is_empty()).then_some(missing))
+}
+
+fn install_debian_packages(missing: Vec<&str>) -> Result<()> {
+    eprintln!("[setup]   missing: {}", missing.join(" "));
+    cmd::run(as_root("apt-get").arg("update").stdin(Stdio::null()))?;
+    cmd::run(
+        as_root("apt-get")
+            .args(["install", "-y"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null()),
+    )
+}
+
+fn as_root(program: &str) -> Command {
+    if cmd::is_root() {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        // sudo would drop DEBIAN_FRONTEND without this.
+        sudo.args(["--preserve-env=DEBIAN_FRONTEND", program]);
+        sudo
+    }
+}
+
+fn rustup() -> Command {
+    Command::new(paths::find_program("rustup").unwrap_or_else(|| "rustup".into()))
+}
+
+fn rust_src_missing() -> Result<Option<()>> {
+    // tracer-user's build.rs builds the eBPF crate with `-Z build-std=core` on the nightly toolchain.
+    let installed = cmd::stdout(rustup().args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .context("the `nightly` toolchain is needed to build the eBPF programs; install it with `rustup toolchain install nightly`")?;
+    let has_rust_src = installed
+        .lines()
+        .any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-"));
+    Ok((!has_rust_src).then_some(()))
+}
+
+fn install_rust_src() -> Result<()> {
+    cmd::run(rustup().args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker_missing() -> Result<Option<()>> {
+    let works = paths::find_program("bpf-linker").is_some_and(|bin| {
+        Command::new(bin)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    Ok((!works).then_some(()))
+}
+
+fn install_bpf_linker() -> Result<()> {
+    if !Path::new(LLVM_BIN).join("llvm-config").exists() {
+        bail!("{LLVM_BIN}/llvm-config is missing: bpf-linker needs the llvm-22-dev package");
+    }
+    // bpf-linker's build finds libLLVM through the first llvm-config in PATH.
+    let mut install = crate::cmd::cargo();
+    install
+        .args([
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("PATH", paths::path_with(&[PathBuf::from(LLVM_BIN)]));
+    eprintln!("[setup]   {}", cmd::describe(&install));
+    cmd::run(&mut install)
+}
+
+struct VenvPlan {
+    interpreter: PathBuf,
+    /// The virtualenv is missing, broken, or made from another interpreter.
+    create: bool,
+    marker: String,
+}
+
+fn venv_plan() -> Result<Option<VenvPlan>> {
+    let interpreter = pyenv_python()?;
+    let requirements = paths::requirements_txt();
+    let requirements = fs::read_to_string(&requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let marker = format!(
+        "interpreter: {}\n--- tests/apps/requirements.txt ---\n{requirements}",
+        interpreter.display()
+    );
+    let venv = paths::venv_dir();
+    let python = venv.join("bin/python");
+    let home = fs::read_to_string(venv.join("pyvenv.cfg"))
+        .ok()
+        .and_then(|cfg| {
+            cfg.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == "home")
+                .map(|(_, v)| PathBuf::from(v.trim()))
+        });
+    let create = !python.exists() || home.as_deref() != interpreter.parent();
+    if !create && fs::read_to_string(venv.join(VENV_MARKER)).is_ok_and(|m| m == marker) {
+        return Ok(None);
+    }
+    Ok(Some(VenvPlan {
+        interpreter,
+        create,
+        marker,
+    }))
+}
+
+fn install_venv(plan: VenvPlan) -> Result<()> {
+    let venv = paths::venv_dir();
+    let marker = venv.join(VENV_MARKER);
+    // A failed install must not leave a marker claiming the requirements are in.
+    if marker.exists() {
+        fs::remove_file(&marker).with_context(|| format!("cannot remove {}", marker.display()))?;
+    }
+    if plan.create {
+        fs::create_dir_all(venv.parent().expect("venv has a parent"))?;
+        let mut create = Command::new(&plan.interpreter);
+        create.args(["-m", "venv", "--clear"]).arg(&venv);
+        eprintln!("[setup]   {}", cmd::describe(&create));
+        cmd::run(&mut create)?;
+    }
+    let mut pip = Command::new(venv.join("bin/python"));
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "-r",
+    ])
+    .arg(paths::requirements_txt())
+    .stdin(Stdio::null());
+    eprintln!("[setup]   {}", cmd::describe(&pip));
+    cmd::run(&mut pip)?;
+    fs::write(&marker, plan.marker).with_context(|| format!("cannot write {}", marker.display()))
+}
+
+/// The newest `$(pyenv root)/versions/3.11.N/bin/python3.11`.
+fn pyenv_python() -> Result<PathBuf> {
+    let root = pyenv_root().context(
+        "pyenv not found (no `pyenv` in PATH, no $PYENV_ROOT, no ~/.pyenv): install pyenv \
+         (https://github.com/pyenv/pyenv), then `pyenv install 3.11`",
+    )?;
+    let series = paths::PYTHON_SERIES;
+    let versions = root.join("versions");
+    let newest = fs::read_dir(&versions)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            // Only plain releases such as 3.11.7: not 3.11-dev, 3.11.7t or virtualenvs.
+            let patch: u32 = name.strip_prefix(series)?.strip_prefix('.')?.parse().ok()?;
+            Some((patch, name))
+        })
+        .max();
+    let Some((_, version)) = newest else {
+        bail!(
+            "no CPython {series}.x in {}: install one with `pyenv install {series}` \
+             (the tests and the demo run Gunicorn in a CPython {series} virtualenv)",
+            versions.display()
+        );
+    };
+    let python = versions.join(version).join(format!("bin/python{series}"));
+    if !python.exists() {
+        bail!(
+            "{} is missing: reinstall it with `pyenv install --force {series}`",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
+fn pyenv_root() -> Option<PathBuf> {
+    if let Some(pyenv) = paths::find_program("pyenv") {
+        if let Ok(root) = cmd::stdout(Command::new(pyenv).arg("root")) {
+            return Some(PathBuf::from(root.trim()));
+        }
+    }
+    std::env::var_os("PYENV_ROOT")
+        .filter(|r| !r.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| paths::home().map(|h| h.join(".pyenv")))
+        .filter(|root| root.is_dir())
+}

@@ -1,1 +1,36 @@
+//! Test harness for pytracer's end-to-end tests: a Gunicorn serving `tests/apps/testapp.py`,
+//! the agent attached to it, a byte-exact HTTP client, and helpers to read the spans.
+//!
+//! Typical use:
+//! ```no_run
+//! use pytracer_tests::*;
+//! if !require_privileged() { return; }
+//! let g = Gunicorn::start(GunicornOpts::sync(2));
+//! let t = Tracer::start(&[g.pid()], &[]);
+//! assert_eq!(request(g.port(), "GET", "/hello", &[], b"").status, 200);
+//! let r = t.stop();
+//! let s = one_span(&r.spans, "/hello");
+//! ```
 
+pub mod env;
+pub mod gunicorn;
+pub mod http;
+pub mod procfs;
+pub mod span;
+pub mod tmp;
+pub mod tracer;
+pub mod wait;
+
+pub use env::{
+    apps_dir, gunicorn_bin, pytracer_bin, require_privileged, require_venv, venv_dir,
+    workspace_root,
+};
+pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};
+pub use http::{build_request, get, request, Conn, Response};
+pub use span::{
+    attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr,
+    summarize,
+};
+pub use tmp::TempDir;
+pub use tracer::{parse_jsonl, TraceResult, Tracer};
+pub use wait::{wait_for, wait_until};

@@ -1,0 +1,88 @@
+"""Flask app served by Gunicorn in pytracer's end-to-end tests.
+
+Every response body is fixed and small so tests can assert exact bytes and
+sizes; /pid tells a test which worker served a request.
+"""
+
+import json
+import os
+import time
+
+from flask import Flask, Response, request
+
+app = Flask(__name__)
+
+
+def _mark_ready():
+    # The harness waits for this marker, written once the app is imported in a worker (or in the
+    # master under --preload), rather than sending a warm-up request that would count against
+    # --max-requests and show up in traces.
+    ready_dir = os.environ.get("PYTRACER_TESTAPP_READY_DIR")
+    if ready_dir:
+        with open(os.path.join(ready_dir, str(os.getpid())), "w"):
+            pass
+
+
+_mark_ready()
+
+
+def _text(body, status=200):
+    return Response(body, status=status, mimetype="text/plain")
+
+
+@app.get("/hello")
+def hello():
+    return _text("hello")
+
+
+@app.get("/users/<int:user_id>")
+def user(user_id):
+    # json.dumps rather than jsonify: jsonify's separators/newline vary by
+    # Flask config, and tests compare the exact body bytes.
+    return Response(json.dumps({"id": user_id}), mimetype="application/json")
+
+
+@app.post("/items")
+def create_item():
+    body = request.get_data()
+    return _text(f"created {len(body)}", status=201)
+
+
+@app.put("/items/<int:item_id>")
+def update_item(item_id):
+    request.get_data()
+    return _text(f"updated {item_id}")
+
+
+@app.delete("/items/<int:item_id>")
+def delete_item(item_id):
+    return _text(f"deleted {item_id}")
+
+
+@app.get("/fail")
+def fail():
+    # Returned, not raised: tests want a 500 whose body they know, without
+    # a traceback in the Gunicorn log.
+    return _text("boom", status=500)
+
+
+@app.get("/sleep/<int:ms>")
+def sleep(ms):
+    time.sleep(ms / 1000.0)
+    return _text(f"slept {ms}")
+
+
+@app.post("/upload")
+def upload():
+    body = request.get_data()
+    return _text(str(len(body)))
+
+
+@app.get("/big/<int:n>")
+def big(n):
+    return Response(b"x" * n, mimetype="application/octet-stream")
+
+
+@app.get("/pid")
+def pid():
+    return _text(str(os.getpid()))

@@ -1,0 +1,297 @@
+//! A Gunicorn master serving `tests/apps/testapp.py` on a free loopback port.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::env::{apps_dir, gunicorn_bin};
+use crate::procfs;
+use crate::tmp::TempDir;
+use crate::wait::wait_until;
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How to run Gunicorn. Build with [`GunicornOpts::sync`] or [`GunicornOpts::gthread`].
+#[derive(Clone, Debug)]
+pub struct GunicornOpts {
+    /// `sync` or `gthread` (passed to `--worker-class`).
+    pub worker_class: String,
+    pub workers: u32,
+    /// `--threads`; only passed when set.
+    pub threads: Option<u32>,
+    /// Extra command-line arguments, placed before the app, e.g. `--max-requests 5`.
+    pub extra_args: Vec<String>,
+    /// Extra environment variables for the master (and so the workers).
+    pub env: Vec<(String, String)>,
+    /// WSGI app spec, `testapp:app` by default.
+    pub app: String,
+}
+
+impl GunicornOpts {
+    pub fn sync(workers: u32) -> Self {
+        GunicornOpts {
+            worker_class: "sync".into(),
+            workers,
+            threads: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            app: "testapp:app".into(),
+        }
+    }
+
+    pub fn gthread(workers: u32, threads: u32) -> Self {
+        GunicornOpts {
+            worker_class: "gthread".into(),
+            threads: Some(threads),
+            ..Self::sync(workers)
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra_args.push(a.into());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A running Gunicorn master in its own process group; stopped on drop.
+pub struct Gunicorn {
+    child: Child,
+    port: u16,
+    workers: u32,
+    log_path: PathBuf,
+    ready_dir: PathBuf,
+    // Dropped last: it must outlive the processes writing into it.
+    dir: TempDir,
+}
+
+/// A port that was free a moment ago. Racy by nature; `try_start` retries on a collision.
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Last `n` lines of a file, for error messages.
+pub fn file_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read: {e}>"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Gunicorn {
+    /// Start Gunicorn and wait until it serves; panics with the log tail on failure.
+    pub fn start(opts: GunicornOpts) -> Gunicorn {
+        match Self::try_start(opts) {
+            Ok(g) => g,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// Start Gunicorn and wait until the port accepts connections and all workers have imported
+    /// the app (a marker file written by testapp.py), within 20 s.
+    pub fn try_start(opts: GunicornOpts) -> Result<Gunicorn> {
+        let mut last_err = None;
+        for _ in 0..3 {
+            let mut g = Self::spawn(&opts)?;
+            match g.wait_ready() {
+                Ok(()) => return Ok(g),
+                Err(e) => {
+                    let collided = g.log().contains("Address already in use");
+                    last_err = Some(e);
+                    if !collided {
+                        break;
+                    }
+                    // Dropping `g` stops what is left of it; try again on another port.
+                }
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    fn spawn(opts: &GunicornOpts) -> Result<Gunicorn> {
+        let dir = TempDir::new("gunicorn")?;
+        let port = free_port()?;
+        let log_path = dir.path().join("gunicorn.log");
+        let ready_dir = dir.path().join("ready");
+        std::fs::create_dir_all(&ready_dir)?;
+        let log = File::create(&log_path)?;
+
+        let mut cmd = Command::new(gunicorn_bin());
+        cmd.arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--workers")
+            .arg(opts.workers.to_string())
+            .arg("--worker-class")
+            .arg(&opts.worker_class);
+        if let Some(t) = opts.threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        // Gunicorn >= 25 opens a control socket at one per-user path by default, unlinking
+        // whatever is there: parallel instances would steal each other's. Give each its own.
+        let sets_control = opts
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--control-socket") || a == "--no-control-socket");
+        if !sets_control {
+            cmd.arg("--control-socket")
+                .arg(dir.path().join("gunicorn.ctl"));
+        }
+        cmd.arg("--chdir")
+            .arg(apps_dir())
+            .args(&opts.extra_args)
+            .arg(&opts.app)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTRACER_TESTAPP_READY_DIR", &ready_dir)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own group, so Drop can kill the master and every worker with one signal.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", gunicorn_bin().display()))?;
+        Ok(Gunicorn {
+            child,
+            port,
+            workers: opts.workers,
+            log_path,
+            ready_dir,
+            dir,
+        })
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut port_open = false;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "gunicorn exited during startup ({status}); log {}:\n{}",
+                    self.log_path.display(),
+                    file_tail(&self.log_path, 40)
+                );
+            }
+            if !port_open {
+                port_open = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+            }
+            let ready = self.ready_worker_pids();
+            if port_open && ready.len() == self.workers as usize {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "gunicorn not ready after {:?}: port {} {}, workers {:?} of {} expected, \
+                     ready {:?}; log {}:\n{}",
+                    START_TIMEOUT,
+                    self.port,
+                    if port_open { "open" } else { "not accepting" },
+                    self.worker_pids(),
+                    self.workers,
+                    ready,
+                    self.log_path.display(),
+                    file_tail(&self.log_path, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Workers that have imported the app. Under `--preload` the master imported it before
+    /// forking, so every worker counts.
+    fn ready_worker_pids(&self) -> Vec<u32> {
+        let preloaded = self.ready_dir.join(self.pid().to_string()).exists();
+        self.worker_pids()
+            .into_iter()
+            .filter(|w| preloaded || self.ready_dir.join(w.to_string()).exists())
+            .collect()
+    }
+
+    /// The master's pid (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Current live worker pids (children of the master), sorted.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        procfs::children(self.pid())
+    }
+
+    /// Wait until `n` workers exist and have imported the app, none of them in `exclude`
+    /// (e.g. the workers before a `--max-requests` recycle). Returns their pids.
+    pub fn wait_for_workers(&self, n: usize, exclude: &[u32], timeout: Duration) -> Vec<u32> {
+        let mut last = Vec::new();
+        let ok = wait_until(timeout, || {
+            last = self.ready_worker_pids();
+            last.len() == n && last.iter().all(|p| !exclude.contains(p))
+        });
+        assert!(
+            ok,
+            "expected {n} ready workers not in {exclude:?} within {timeout:?}, have {last:?}; \
+             log {}:\n{}",
+            self.log_path.display(),
+            file_tail(&self.log_path, 40)
+        );
+        last
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Gunicorn's combined stdout/stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Scratch directory of this instance (holds the log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn signal_group(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on our own process group; errors (ESRCH) are harmless here.
+        unsafe {
+            libc::kill(-(self.pid() as libc::pid_t), sig);
+        }
+    }
+}
+
+impl Drop for Gunicorn {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Also reaps stragglers: workers orphaned by a master that died first.
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}

@@ -4,10 +4,10 @@
 //! xtask, which then stops them in order: traffic, pytracer (flushes its last spans), Gunicorn.
 use anyhow::{bail, Context, Result};
 use std::{
-    io::{self, BufRead, BufReader, ErrorKind},
+    io::{BufRead, BufReader, ErrorKind},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt,
-    process::{Child, ChildStderr, Command, ExitStatus, Stdio},
+    process::{ChildStderr, Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc,
@@ -16,12 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cmd, paths, setup, traffic};
+use crate::{cmd, paths, setup, supervised::Supervised, traffic};
 
 const READY_LINE: &str = "pytracer: ready";
 const GUNICORN_START_TIMEOUT: Duration = Duration::from_secs(20);
 const PYTRACER_READY_TIMEOUT: Duration = Duration::from_secs(60);
-const STOP_GRACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Set by the SIGINT/SIGTERM handler.
@@ -131,12 +130,7 @@ fn start_gunicorn(addr: SocketAddr) -> Result<Supervised> {
     let child = command
         .spawn()
         .with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
-    let mut gunicorn = Supervised {
-        name: "gunicorn",
-        child,
-        stop_signal: libc::SIGTERM,
-        stopped: false,
-    };
+    let mut gunicorn = Supervised::new("gunicorn", child, libc::SIGTERM);
 
     let deadline = Instant::now() + GUNICORN_START_TIMEOUT;
     loop {
@@ -185,12 +179,7 @@ fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
         .spawn()
         .with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
     let stderr = child.stderr.take().expect("stderr is piped");
-    let mut pytracer = Supervised {
-        name: "pytracer",
-        child,
-        stop_signal: libc::SIGINT,
-        stopped: false,
-    };
+    let mut pytracer = Supervised::new("pytracer", child, libc::SIGINT);
 
     let (events, ready) = mpsc::channel();
     thread::spawn(move || forward_stderr(stderr, events));
@@ -229,52 +218,4 @@ fn forward_stderr(stderr: ChildStderr, events: mpsc::Sender<StderrEvent>) {
         }
     }
     let _ = events.send(StderrEvent::Closed);
-}
-
-/// A child in its own process group, stopped (signal, grace period, then SIGKILL to the group)
-/// on `stop` or, on an error path, on drop.
-struct Supervised {
-    name: &'static str,
-    child: Child,
-    stop_signal: libc::c_int,
-    stopped: bool,
-}
-
-impl Supervised {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) -> io::Result<ExitStatus> {
-        self.stopped = true;
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
-        }
-        let pid = self.pid() as libc::pid_t;
-        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-        unsafe { libc::kill(pid, self.stop_signal) };
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "[demo] {} did not stop within {}s; killing its process group",
-            self.name,
-            STOP_GRACE.as_secs()
-        );
-        // SAFETY: as above; the group id is the child's pid (process_group(0)).
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        self.child.wait()
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.stop();
-        }
-    }
 }

@@ -3,6 +3,7 @@ mod cmd;
 mod demo;
 mod paths;
 mod setup;
+mod supervised;
 mod test;
 mod traffic;
 

@@ -35,10 +35,33 @@ pub fn run() -> Result<()> {
         install_rust_src()
     })?;
     step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
-    let venv_name = format!(".venvs/cpython-{}", paths::PYTHON_SERIES);
-    step(&format!("python venv {venv_name}"), venv_plan, install_venv)?;
+    venv(&Venv::tests())?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A virtualenv made from pyenv's CPython with one requirements file installed.
+pub struct Venv {
+    pub dir: PathBuf,
+    pub requirements: PathBuf,
+}
+
+impl Venv {
+    /// The test and demo apps' virtualenv.
+    pub fn tests() -> Venv {
+        Venv { dir: paths::venv_dir(), requirements: paths::requirements_txt() }
+    }
+
+    /// The benchmark's: the same app stack plus the in-process agents it compares with.
+    pub fn bench() -> Venv {
+        Venv { dir: paths::repo_root().join(".venvs/bench-3.11"), requirements: paths::repo_root().join("bench/requirements.txt") }
+    }
+}
+
+/// Creates or updates `v`; skipped quickly when its marker says it is up to date.
+pub fn venv(v: &Venv) -> Result<()> {
+    let name = v.dir.strip_prefix(paths::repo_root()).unwrap_or(&v.dir).display().to_string();
+    step(&format!("python venv {name}"), || venv_plan(v), |plan| install_venv(v, plan))
 }
 
 /// `check` returns what is left to do, if anything; `install` does it.
@@ -166,16 +189,16 @@ struct VenvPlan {
     marker: String,
 }
 
-fn venv_plan() -> Result<Option<VenvPlan>> {
+fn venv_plan(v: &Venv) -> Result<Option<VenvPlan>> {
     let interpreter = pyenv_python()?;
-    let requirements = paths::requirements_txt();
-    let requirements = fs::read_to_string(&requirements)
-        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let requirements = fs::read_to_string(&v.requirements)
+        .with_context(|| format!("cannot read {}", v.requirements.display()))?;
     let marker = format!(
-        "interpreter: {}\n--- tests/apps/requirements.txt ---\n{requirements}",
-        interpreter.display()
+        "interpreter: {}\n--- {} ---\n{requirements}",
+        interpreter.display(),
+        v.requirements.display()
     );
-    let venv = paths::venv_dir();
+    let venv = &v.dir;
     let python = venv.join("bin/python");
     let home = fs::read_to_string(venv.join("pyvenv.cfg"))
         .ok()
@@ -196,8 +219,8 @@ fn venv_plan() -> Result<Option<VenvPlan>> {
     }))
 }
 
-fn install_venv(plan: VenvPlan) -> Result<()> {
-    let venv = paths::venv_dir();
+fn install_venv(v: &Venv, plan: VenvPlan) -> Result<()> {
+    let venv = &v.dir;
     let marker = venv.join(VENV_MARKER);
     // A failed install must not leave a marker claiming the requirements are in.
     if marker.exists() {
@@ -206,7 +229,7 @@ fn install_venv(plan: VenvPlan) -> Result<()> {
     if plan.create {
         fs::create_dir_all(venv.parent().expect("venv has a parent"))?;
         let mut create = Command::new(&plan.interpreter);
-        create.args(["-m", "venv", "--clear"]).arg(&venv);
+        create.args(["-m", "venv", "--clear"]).arg(venv);
         eprintln!("[setup]   {}", cmd::describe(&create));
         cmd::run(&mut create)?;
     }
@@ -219,7 +242,7 @@ fn install_venv(plan: VenvPlan) -> Result<()> {
         "--disable-pip-version-check",
         "-r",
     ])
-    .arg(paths::requirements_txt())
+    .arg(&v.requirements)
     .stdin(Stdio::null());
     eprintln!("[setup]   {}", cmd::describe(&pip));
     cmd::run(&mut pip)?;

@@ -58,6 +58,12 @@ struct Agent {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    if let Targets::Pids(pids) = &opts.targets {
+        // Fail on a mistyped pid before paying for loading the programs.
+        for &pid in pids {
+            ProcInfo::read(pid).map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))?;
+        }
+    }
     let (probes, ring) = Probes::load()?;
     let mut agent = Agent {
         probes,

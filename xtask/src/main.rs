@@ -1,4 +1,5 @@
 //! Project chores, run as `cargo xtask <task>` (alias in .cargo/config.toml).
+mod bench;
 mod cmd;
 mod demo;
 mod paths;
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "pytracer project chores: set-up, tests, demo"
+    about = "pytracer project chores: set-up, tests, demo, benchmark"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +39,22 @@ enum Task {
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
     },
+    /// Benchmark pytracer's cost on a Gunicorn+Flask app against in-process agents; writes
+    /// bench/results.md and bench/latency.png
+    Bench {
+        /// Rounds; each round runs every configuration once, alternating
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds of load per route and configuration
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
+        /// wrk connections (fixed concurrency)
+        #[arg(long, default_value_t = 8)]
+        connections: u32,
+        /// Configurations to run, from A B C D E
+        #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E")]
+        configs: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +63,18 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test::run(&args),
         Task::Demo { port, duration } => {
             demo::run(port, duration.map(std::time::Duration::from_secs))
+        }
+        Task::Bench { rounds, seconds, connections, configs } => {
+            let configs = configs
+                .iter()
+                .map(|c| {
+                    bench::Config::ALL
+                        .into_iter()
+                        .find(|k| k.key().eq_ignore_ascii_case(c.trim()))
+                        .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            bench::run(bench::Options { rounds, seconds, connections, configs })
         }
     }
 }

@@ -1,0 +1,347 @@
+//! The configurations compared, each a Gunicorn (2 sync workers) serving bench/apps/benchapp.py
+//! with or without a tracer, and how to start, count and stop them.
+use std::{
+    fs,
+    io::{BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{paths, supervised::Supervised};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Config {
+    /// Untraced.
+    A,
+    /// pytracer attached by pid: wire spans only.
+    B,
+    /// pytracer as deployed: `run` with discovery, every probe it has.
+    C,
+    /// OpenTelemetry Python auto-instrumentation, OTLP/HTTP to a local counting sink.
+    D,
+    /// The Instana Python sensor in-process, reporting to a local stub host agent.
+    E,
+}
+
+impl Config {
+    pub const ALL: [Config; 5] = [Config::A, Config::B, Config::C, Config::D, Config::E];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::A => "A untraced",
+            Config::B => "B pytracer wire-only",
+            Config::C => "C pytracer all probes",
+            Config::D => "D OpenTelemetry auto-instr.",
+            Config::E => "E Instana sensor",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Config::A => "A",
+            Config::B => "B",
+            Config::C => "C",
+            Config::D => "D",
+            Config::E => "E",
+        }
+    }
+}
+
+/// What a configuration reported when it was stopped.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Spans the tracer delivered (pytracer's output lines, or the sink's server-span count).
+    pub spans: Option<u64>,
+    /// pytracer only: its CPU seconds and peak resident memory.
+    pub agent_cpu_s: Option<f64>,
+    pub agent_peak_rss_kib: Option<u64>,
+    /// pytracer only: the kernel-side drop counters from its exit summary.
+    pub kernel_drops: Option<u64>,
+}
+
+pub struct Running {
+    pub config: Config,
+    pub port: u16,
+    gunicorn: Supervised,
+    pytracer: Option<(Supervised, PathBuf, PathBuf)>,
+    sink: Option<(Supervised, u16)>,
+    /// Requests sent before the measured load; their spans count too.
+    pub warm_up_requests: u64,
+    _dir: TempDir,
+}
+
+pub struct Env {
+    pub venv: PathBuf,
+    pub pytracer: PathBuf,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn bench_dir() -> PathBuf {
+    paths::repo_root().join("bench")
+}
+
+pub fn start(config: Config, env: &Env) -> Result<Running> {
+    let dir = TempDir::new()?;
+    let port = free_port()?;
+    let sink = match config {
+        Config::D => Some(start_sink("otlp-sink", "otlp_sink.py", env, dir.path())?),
+        Config::E => Some(start_sink("instana-agent-stub", "instana_agent_stub.py", env, dir.path())?),
+        _ => None,
+    };
+    let sink_port = sink.as_ref().map(|s| s.1);
+    let gunicorn = start_gunicorn(config, env, port, sink_port, dir.path())?;
+    wait_for_port(port, &gunicorn, Duration::from_secs(30))?;
+    let pytracer = match config {
+        Config::B => Some(start_pytracer(env, &["trace", "--pid", &gunicorn.pid().to_string()], dir.path())?),
+        Config::C => {
+            // Discovery limited to this app, so stray Gunicorns on the machine do not count.
+            let cfg = dir.path().join("pytracer.yaml");
+            fs::write(&cfg, format!("discovery:\n  whitelist: [\"127.0.0.1:{port}\"]\n"))?;
+            Some(start_pytracer(env, &["run", "--config", cfg.to_str().unwrap()], dir.path())?)
+        }
+        _ => None,
+    };
+    let mut running = Running { config, port, gunicorn, pytracer, sink, warm_up_requests: 0, _dir: dir };
+    running.warm_up()?;
+    Ok(running)
+}
+
+impl Running {
+    /// A few requests per route so that imports and first-request work are out of the numbers,
+    /// and (for E) the sensor has announced before load starts.
+    fn warm_up(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for route in super::ROUTES {
+            for _ in 0..5 {
+                get(self.port, route)?;
+                self.warm_up_requests += 1;
+            }
+        }
+        if self.config == Config::E {
+            // The sensor reports only once announced; wait until the stub has seen spans.
+            while self.sink_count()?.unwrap_or(0) == 0 {
+                if Instant::now() > deadline {
+                    bail!("the Instana sensor did not report to the stub agent within 30s");
+                }
+                get(self.port, "/")?;
+                self.warm_up_requests += 1;
+                thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sink's count once it has stopped growing for a second (or after 10 s).
+    fn settled_sink_count(&self) -> Result<Option<u64>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.sink_count()?;
+        loop {
+            thread::sleep(Duration::from_secs(1));
+            let now = self.sink_count()?;
+            if now == last || Instant::now() > deadline {
+                return Ok(now);
+            }
+            last = now;
+        }
+    }
+
+    fn sink_count(&self) -> Result<Option<u64>> {
+        let Some((_, port)) = &self.sink else { return Ok(None) };
+        let body = get(*port, "/count")?;
+        let v: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("sink /count said {body}"))?;
+        Ok(v["server_spans"].as_u64())
+    }
+
+    /// pytracer's own CPU seconds so far and its peak RSS.
+    pub fn agent_usage(&self) -> (Option<f64>, Option<u64>) {
+        let Some((p, _, _)) = &self.pytracer else { return (None, None) };
+        let pid = p.pid();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at ") ".
+        let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let cpu = (fields.len() > 13).then(|| {
+            (fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)) / ticks
+        });
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+        (cpu, hwm)
+    }
+
+    pub fn stop(mut self) -> Result<Counts> {
+        let (agent_cpu_s, agent_peak_rss_kib) = self.agent_usage();
+        let mut counts = Counts { agent_cpu_s, agent_peak_rss_kib, ..Default::default() };
+        if let Some((mut p, out, err)) = self.pytracer.take() {
+            let status = p.stop()?;
+            let stderr = fs::read_to_string(&err).unwrap_or_default();
+            if !status.success() {
+                bail!("pytracer exited with {status}:\n{stderr}");
+            }
+            counts.spans = Some(count_lines(&out));
+            counts.kernel_drops = Some(kernel_drops(&stderr));
+        }
+        // In-process agents flush their last batch when the workers exit.
+        self.gunicorn.stop()?;
+        if self.sink.is_some() {
+            counts.spans = self.settled_sink_count()?;
+        }
+        if let Some((mut s, _)) = self.sink.take() {
+            s.stop()?;
+        }
+        Ok(counts)
+    }
+}
+
+/// Sum of the `kernel_dropped[...]` counters in pytracer's exit summary.
+pub fn kernel_drops(stderr: &str) -> u64 {
+    let Some(line) = stderr.lines().rev().find(|l| l.contains("kernel_dropped[")) else { return 0 };
+    let inner = line.split("kernel_dropped[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("");
+    inner.split_whitespace().filter_map(|kv| kv.split_once('=')).filter_map(|(_, v)| v.parse::<u64>().ok()).sum()
+}
+
+fn count_lines(path: &Path) -> u64 {
+    fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64).unwrap_or(0)
+}
+
+fn start_gunicorn(config: Config, env: &Env, port: u16, sink: Option<u16>, dir: &Path) -> Result<Supervised> {
+    let bin = env.venv.join("bin");
+    let gunicorn_args = [
+        "--workers", "2", "--worker-class", "sync", "--bind", &format!("127.0.0.1:{port}"),
+        "--chdir", bench_dir().join("apps").to_str().unwrap(), "--no-control-socket", "benchapp:app",
+    ]
+    .map(String::from);
+    let mut cmd = match config {
+        Config::D => {
+            let mut c = Command::new(bin.join("opentelemetry-instrument"));
+            c.args(["--traces_exporter", "otlp", "--metrics_exporter", "none", "--logs_exporter", "none", "--service_name", "benchapp"])
+                .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("http://127.0.0.1:{}/v1/traces", sink.unwrap()))
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+                .arg(bin.join("gunicorn"));
+            c
+        }
+        Config::E => {
+            let mut c = Command::new(bin.join("gunicorn"));
+            c.env("AUTOWRAPT_BOOTSTRAP", "instana")
+                .env("INSTANA_AGENT_HOST", "127.0.0.1")
+                .env("INSTANA_AGENT_PORT", sink.unwrap().to_string())
+                .env("INSTANA_SERVICE_NAME", "benchapp");
+            c
+        }
+        _ => Command::new(bin.join("gunicorn")),
+    };
+    cmd.args(gunicorn_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("gunicorn.log"))?)
+        .process_group(0);
+    let child = cmd.spawn().with_context(|| format!("cannot start gunicorn for {}", config.label()))?;
+    Ok(Supervised::new("gunicorn", child, libc::SIGTERM))
+}
+
+fn start_sink(name: &'static str, script: &str, env: &Env, dir: &Path) -> Result<(Supervised, u16)> {
+    let port = free_port()?;
+    let child = Command::new(env.venv.join("bin/python"))
+        .arg(bench_dir().join(script))
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join(format!("{name}.log")))?)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {script}"))?;
+    let sink = Supervised::new(name, child, libc::SIGTERM);
+    wait_for_port(port, &sink, Duration::from_secs(20))?;
+    Ok((sink, port))
+}
+
+fn start_pytracer(env: &Env, args: &[&str], dir: &Path) -> Result<(Supervised, PathBuf, PathBuf)> {
+    let out = dir.join("spans.jsonl");
+    let err = dir.join("pytracer.err");
+    let child = Command::new(&env.pytracer)
+        .args(args)
+        .arg("--output")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&err)?)
+        .process_group(0)
+        .spawn()
+        .context("cannot start pytracer")?;
+    let p = Supervised::new("pytracer", child, libc::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(&err).unwrap_or_default();
+        if text.lines().any(|l| l == "pytracer: ready") {
+            // `run` discovers on its first scan, before "ready".
+            return Ok((p, out, err));
+        }
+        if Instant::now() > deadline {
+            bail!("pytracer did not get ready in 60s:\n{text}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for_port(port: u16, owner: &Supervised, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            bail!("{} did not listen on port {port} within {}s", owner.name, timeout.as_secs());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A plain GET on its own connection; returns the body.
+fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    let mut resp = Vec::new();
+    BufReader::new(&mut s).read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let mut lines = text.lines();
+    let status = lines.next().unwrap_or_default();
+    if !status.contains(" 200 ") {
+        bail!("GET {path} on port {port}: {status}");
+    }
+    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// A scratch directory for one configuration's logs, removed afterwards.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let base = std::env::temp_dir().join(format!("pytracer-bench-{}-{}", std::process::id(), rand_suffix()));
+        fs::create_dir_all(&base)?;
+        Ok(TempDir(base))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}

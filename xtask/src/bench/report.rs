@@ -1,0 +1,246 @@
+//! bench/results.md, the latency plot, and the short summary printed at the end.
+use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command, time::Duration};
+
+use anyhow::{Context, Result};
+
+use super::{CapacityStep, Config, Options, Run, Sample, ROUTES};
+use crate::{cmd, paths};
+
+/// Cores of this machine: at saturation every core serves, so per-request CPU is cores / rate.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut v: Vec<f64>) -> Option<Stat> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some(Stat { median, min: v[0], max: v[n - 1] })
+}
+
+fn of<'a>(samples: &'a [Sample], c: Config, route: &str) -> impl Iterator<Item = &'a Sample> + 'a {
+    let route = route.to_string();
+    samples.iter().filter(move |s| s.config == c && s.route == route)
+}
+
+pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[CapacityStep], took: Duration) -> Result<String> {
+    let mut md = String::new();
+    let mut summary = String::new();
+    writeln!(md, "# pytracer benchmark results\n")?;
+    writeln!(md, "Written by `cargo xtask bench` on {} (took {:.0} s).\n", sh("date -u '+%Y-%m-%d %H:%M UTC'"), took.as_secs_f64())?;
+    machine(&mut md)?;
+    writeln!(
+        md,
+        "\n## Method\n\nThe same Flask app (bench/apps/benchapp.py) on Gunicorn, 2 sync workers, on 127.0.0.1. \
+         Load: wrk, 1 thread, {} connections, {} s per route, routes `/` (hello), `/users/42` (small JSON) and \
+         `/work` (about 2 ms of Python CPU). Configurations alternate A B C D E over {} rounds; each round starts \
+         the app (and its tracer) afresh and sends 15 warm-up requests. Figures are the median of the rounds, \
+         with [min–max] across rounds.\n",
+        opts.connections, opts.seconds, opts.rounds
+    )?;
+    let labels: Vec<String> = opts.configs.iter().map(|c| format!("**{}**", c.label())).collect();
+    writeln!(md, "Configurations: {}.\n", labels.join(", "))?;
+
+    writeln!(md, "## Throughput and latency\n")?;
+    writeln!(md, "| route | configuration | req/s | ratio to A | p50 ms | p99 ms | added µs/request |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    writeln!(summary, "{:<10} {:<30} {:>9} {:>7} {:>8}", "route", "configuration", "req/s", "ratio", "+µs/req")?;
+    for route in ROUTES {
+        let base = stat(of(samples, Config::A, route).map(|s| s.wrk.rps()).collect());
+        for &c in &opts.configs {
+            let Some(rps) = stat(of(samples, c, route).map(|s| s.wrk.rps()).collect()) else { continue };
+            let p50 = stat(of(samples, c, route).map(|s| s.wrk.p("50")).collect()).unwrap();
+            let p99 = stat(of(samples, c, route).map(|s| s.wrk.p("99")).collect()).unwrap();
+            let (ratio, added) = match &base {
+                Some(b) => (rps.median / b.median, Some(cores() * (1e6 / rps.median - 1e6 / b.median))),
+                None => (f64::NAN, None),
+            };
+            let added_s = added.map_or("–".into(), |a| format!("{a:+.0}"));
+            writeln!(
+                md,
+                "| `{route}` | {} | {:.0} [{:.0}–{:.0}] | {:.2} | {:.2} [{:.2}–{:.2}] | {:.2} [{:.2}–{:.2}] | {added_s} |",
+                c.label(), rps.median, rps.min, rps.max, ratio, p50.median, p50.min, p50.max, p99.median, p99.min, p99.max
+            )?;
+            writeln!(summary, "{:<10} {:<30} {:>9.0} {:>7.2} {:>8}", route, c.label(), rps.median, ratio, added_s)?;
+        }
+    }
+
+    for &c in &opts.configs {
+        let bad: u64 = samples.iter().filter(|s| s.config == c).map(|s| s.wrk.errors + s.wrk.non_2xx).sum();
+        if bad > 0 {
+            writeln!(md, "\n**{}: {bad} requests failed or were not 2xx**: its figures are suspect.", c.label())?;
+            writeln!(summary, "!!! {}: {bad} failed or non-2xx requests", c.label())?;
+        }
+    }
+
+    writeln!(md, "\n## Spans delivered against requests sent\n")?;
+    writeln!(
+        md,
+        "Requests = warm-up requests + wrk's completed responses. wrk stops with up to {} requests in flight per \
+         route; the server still answers them, so a tracer that sees everything delivers between 0 and {} spans more \
+         than wrk counted in each round.\n",
+        opts.connections,
+        3 * opts.connections
+    )?;
+    writeln!(md, "| configuration | round | requests | spans | spans − requests | verdict |")?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    let mut round_of: BTreeMap<Config, u32> = BTreeMap::new();
+    for r in runs {
+        let round = round_of.entry(r.config).or_default();
+        *round += 1;
+        let Some(spans) = r.counts.spans else { continue };
+        let diff = spans as i64 - r.requests as i64;
+        let ok = diff >= 0 && diff <= 3 * opts.connections as i64;
+        let verdict = if ok { "all requests traced" } else if diff < 0 { "**MISSING SPANS**" } else { "**EXTRA SPANS**" };
+        if !ok && matches!(r.config, Config::B | Config::C) {
+            writeln!(summary, "!!! {}: round {round}: {spans} spans for {} requests", r.config.label(), r.requests)?;
+        }
+        writeln!(md, "| {} | {round} | {} | {spans} | {diff:+} | {verdict} |", r.config.label(), r.requests)?;
+    }
+
+    writeln!(md, "\n## The agent's own cost (pytracer)\n")?;
+    writeln!(md, "| configuration | CPU s per 1000 requests | peak RSS MiB | kernel drops |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for c in [Config::B, Config::C] {
+        let mine: Vec<&Run> = runs.iter().filter(|r| r.config == c).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let cpu = stat(mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect());
+        let rss = mine.iter().filter_map(|r| r.counts.agent_peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+        let drops: u64 = mine.iter().filter_map(|r| r.counts.kernel_drops).sum();
+        let cpu = cpu.map_or("–".into(), |s| format!("{:.3} [{:.3}–{:.3}]", s.median, s.min, s.max));
+        writeln!(md, "| {} | {cpu} | {rss:.1} | {drops} |", c.label())?;
+        writeln!(summary, "agent {}: CPU s/1000 req {cpu}, peak RSS {rss:.1} MiB, kernel drops {drops}", c.key())?;
+    }
+
+    if !capacity.is_empty() {
+        writeln!(md, "\n## Capacity\n")?;
+        writeln!(md, "pytracer wire-only on `/`, more connections per step.\n")?;
+        writeln!(md, "| connections | req/s | requests | spans | kernel drops |")?;
+        writeln!(md, "|---|---|---|---|---|")?;
+        let mut best: f64 = 0.0;
+        for s in capacity {
+            let drops = s.counts.kernel_drops.unwrap_or(0);
+            let spans = s.counts.spans.unwrap_or(0);
+            if drops == 0 && spans >= s.requests {
+                best = best.max(s.wrk.rps());
+            }
+            writeln!(md, "| {} | {:.0} | {} | {spans} | {drops} |", s.connections, s.wrk.rps(), s.requests)?;
+        }
+        writeln!(
+            md,
+            "\nLargest rate followed with zero drops: **{best:.0} req/s**. That is the most this 2-core machine \
+             serves with this app; no higher rate could be generated here, so the agent's limit lies above it."
+        )?;
+        writeln!(summary, "capacity: {best:.0} req/s followed with zero drops (machine saturated)")?;
+    }
+
+    let wrk_share = stat(samples.iter().map(|s| s.wrk.cpu_s / s.wrk.duration_s).collect());
+    writeln!(md, "\n## How the cores were shared\n")?;
+    writeln!(
+        md,
+        "Nothing is pinned: the 2 Gunicorn workers, the tracer (pytracer, or the in-process agent's threads and its \
+         sink) and wrk share both cores. wrk runs one thread and used a median of {:.0}% of one core [{:.0}–{:.0}%], \
+         so the server always had more than one core.",
+        wrk_share.as_ref().map_or(0.0, |s| s.median * 100.0),
+        wrk_share.as_ref().map_or(0.0, |s| s.min * 100.0),
+        wrk_share.as_ref().map_or(0.0, |s| s.max * 100.0)
+    )?;
+    writeln!(md, "\n## How to read these numbers\n")?;
+    writeln!(
+        md,
+        "- This VM is nested: every trap into the kernel (a uprobe, a context switch) costs more than on bare metal, \
+         so absolute rates are low and noisy. Compare configurations within one run, never across machines.\n\
+         - The ratio is median req/s over the untraced median for the same route. Min and max show the spread \
+         between rounds: a ratio within that spread is noise.\n\
+         - Added µs/request = cores × (1/rate − 1/rate_A): the CPU time a request costs more than untraced, at \
+         saturation. It is the number that carries to other machines.\n\
+         - For in-process agents the cost lands in the app's own workers; pytracer's lands in the kernel's syscall \
+         tracepoints (counted in the app's rate) and in the agent process (the agent table).\n\
+         - Latency percentiles come from wrk at fixed concurrency, so they rise with any throughput loss.\n"
+    )?;
+    writeln!(md, "![latency distribution](latency.png)")?;
+
+    let out_dir = paths::repo_root().join("bench");
+    fs::write(out_dir.join("results.md"), &md)?;
+    plot(opts, samples)?;
+    writeln!(summary, "wrote bench/results.md and bench/latency.png")?;
+    Ok(summary)
+}
+
+/// The median round's percentiles per configuration and route, plotted by bench/plot.py.
+fn plot(opts: &Options, samples: &[Sample]) -> Result<()> {
+    let mut latency = serde_json::Map::new();
+    for &c in &opts.configs {
+        let mut per_route = serde_json::Map::new();
+        for route in ROUTES {
+            let mut mine: Vec<&Sample> = of(samples, c, route).collect();
+            mine.sort_by(|a, b| a.wrk.rps().total_cmp(&b.wrk.rps()));
+            if let Some(m) = mine.get(mine.len() / 2) {
+                per_route.insert(route.into(), serde_json::to_value(&m.wrk.percentiles_us)?);
+            }
+        }
+        latency.insert(c.key().into(), per_route.into());
+    }
+    let labels: serde_json::Map<String, serde_json::Value> = opts.configs.iter().map(|c| (c.key().to_string(), c.label().into())).collect();
+    let data = serde_json::json!({
+        "routes": ROUTES,
+        "configs": opts.configs.iter().map(|c| c.key()).collect::<Vec<_>>(),
+        "labels": labels,
+        "latency": latency,
+    });
+    let dir = paths::repo_root().join("bench/out");
+    fs::create_dir_all(&dir)?;
+    let json = dir.join("latency.json");
+    fs::write(&json, serde_json::to_vec_pretty(&data)?)?;
+    let python = super::super::setup::Venv::bench().dir.join("bin/python");
+    cmd::run(
+        Command::new(python)
+            .arg(paths::repo_root().join("bench/plot.py"))
+            .arg(&json)
+            .arg(paths::repo_root().join("bench/latency.png")),
+    )
+    .context("plotting the latency distribution")
+}
+
+fn machine(md: &mut String) -> Result<()> {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_default();
+    let mem = fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.to_string())).unwrap_or_default();
+    let venv = super::super::setup::Venv::bench().dir;
+    let freeze = sh(&format!("{}/bin/pip freeze 2>/dev/null", venv.display()));
+    let pkgs: Vec<&str> = freeze
+        .lines()
+        .filter(|l| ["gunicorn==", "Flask==", "opentelemetry-distro==", "opentelemetry-instrumentation-flask==", "instana=="].iter().any(|p| l.starts_with(p)))
+        .collect();
+    writeln!(md, "## Machine\n")?;
+    writeln!(md, "- CPU: {} cores, {cpu}", cores())?;
+    writeln!(md, "- Memory: {}", mem.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))?;
+    writeln!(md, "- Kernel: {}", sh("uname -r"))?;
+    writeln!(md, "- Python: {}", sh(&format!("{}/bin/python -V", venv.display())))?;
+    writeln!(md, "- Packages: {}", pkgs.join(", "))?;
+    writeln!(md, "- wrk: {}", sh("wrk -v 2>&1 | head -1"))?;
+    writeln!(md, "- pytracer: {}", sh("git rev-parse --short HEAD"))?;
+    Ok(())
+}
+
+fn sh(script: &str) -> String {
+    Command::new("sh")
+        .args(["-c", script])
+        .current_dir(paths::repo_root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

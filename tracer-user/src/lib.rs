@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod discovery;
 pub mod http;
+pub mod metrics;
 pub mod procinfo;
 pub mod service;
 pub mod sockaddr;

@@ -127,8 +127,9 @@ impl Running {
             }
         }
         if self.config == Config::E {
-            // The sensor reports only once announced; wait until the stub has seen spans.
-            while self.sink_count()?.unwrap_or(0) == 0 {
+            // The sensor drops spans recorded before its process announced: wait until the master
+            // and both workers have announced and spans arrive.
+            while self.sink_count()?.unwrap_or(0) == 0 || self.announced()? < 3 {
                 if Instant::now() > deadline {
                     bail!("the Instana sensor did not report to the stub agent within 30s");
                 }
@@ -152,6 +153,13 @@ impl Running {
             }
             last = now;
         }
+    }
+
+    /// Processes the Instana stub agent has seen announce.
+    fn announced(&self) -> Result<usize> {
+        let Some((_, port)) = &self.sink else { return Ok(0) };
+        let v: serde_json::Value = serde_json::from_str(&get(*port, "/count")?)?;
+        Ok(v["ready_pids"].as_array().map_or(0, |a| a.len()))
     }
 
     fn sink_count(&self) -> Result<Option<u64>> {
@@ -192,9 +200,13 @@ impl Running {
             counts.spans = Some(count_lines(&out));
             counts.kernel_drops = Some(kernel_drops(&stderr));
         }
-        // In-process agents flush their last batch when the workers exit.
+        // OpenTelemetry flushes its last batch when the workers exit; the Instana sensor has no
+        // flush at exit and reports every second, so its count settles while the app still runs.
+        if self.config == Config::E {
+            counts.spans = self.settled_sink_count()?;
+        }
         self.gunicorn.stop()?;
-        if self.sink.is_some() {
+        if self.config == Config::D {
             counts.spans = self.settled_sink_count()?;
         }
         if let Some((mut s, _)) = self.sink.take() {

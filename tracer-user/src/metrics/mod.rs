@@ -1,0 +1,320 @@
+//! Prometheus metrics of the traced processes and of the agent, served at `/metrics`.
+//!
+//! Names are the OpenTelemetry semantic-convention names in Prometheus form (base units, `_total`
+//! on counters). Labels are bounded: no raw paths, no ids besides the pid of a live process, and a
+//! process's series are removed a grace period after it exits.
+pub mod process;
+pub mod route;
+pub mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::http::connection::Exchange;
+use process::Sample;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcLabels {
+    pub service_name: String,
+    pub pid: u32,
+    /// "master" for a process traced by itself (the one discovered or named), "worker" for the
+    /// processes it forked.
+    pub process_role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    service_name: String,
+    pid: u32,
+    process_role: String,
+    http_request_method: String,
+    http_response_status_code: String,
+    http_route: String,
+}
+
+/// A process's labels plus one more (`cpu_mode` or `type`, which a derived label set cannot name).
+type ProcKindLabels = Vec<(String, String)>;
+
+fn with_kind(p: &ProcLabels, key: &str, value: &str) -> ProcKindLabels {
+    vec![
+        ("service_name".into(), p.service_name.clone()),
+        ("pid".into(), p.pid.to_string()),
+        ("process_role".into(), p.process_role.clone()),
+        (key.into(), value.into()),
+    ]
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    cpu_mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    attach_state: String,
+    python_support: String,
+}
+
+type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_buckets() -> Histogram {
+    // The OpenTelemetry HTTP semantic conventions' advised boundaries.
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0])
+}
+
+fn size_buckets() -> Histogram {
+    Histogram::new([0.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8])
+}
+
+/// The families the agent updates; the registry that encodes them is shared with the server.
+pub struct Metrics {
+    request_duration: Hist<HttpLabels>,
+    request_body: Hist<HttpLabels>,
+    response_body: Hist<HttpLabels>,
+    active_requests: Family<ProcLabels, Gauge>,
+    cpu_time: Family<ProcKindLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    memory_usage: Family<ProcLabels, Gauge>,
+    memory_virtual: Family<ProcLabels, Gauge>,
+    thread_count: Family<ProcLabels, Gauge>,
+    open_fds: Family<ProcLabels, Gauge>,
+    context_switches: Family<ProcKindLabels, Counter>,
+    paging_faults: Family<ProcKindLabels, Counter>,
+    events_received: Counter,
+    events_dropped: Family<ReasonLabels, Counter>,
+    processes: Family<StateLabels, Gauge>,
+    attach_errors: Family<ReasonLabels, Counter>,
+    agent_cpu: Family<ModeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    agent_memory: Gauge,
+    routes: route::Routes,
+    /// Every HTTP label set of a pid, so its series can be removed when it is gone.
+    http_series: HashMap<u32, HashSet<HttpLabels>>,
+    /// Last procfs sample per pid: counters grow by the difference.
+    last: HashMap<u32, (ProcLabels, Sample)>,
+    last_agent: Sample,
+    /// Last values of counters the agent keeps elsewhere (Stats, kernel drop map).
+    synced: HashMap<String, u64>,
+    exited: HashMap<u32, Instant>,
+}
+
+impl Metrics {
+    pub fn new() -> (Metrics, Registry) {
+        let mut r = Registry::default();
+        let m = Metrics {
+            request_duration: Family::new_with_constructor(duration_buckets),
+            request_body: Family::new_with_constructor(size_buckets),
+            response_body: Family::new_with_constructor(size_buckets),
+            active_requests: Family::default(),
+            cpu_time: Family::default(),
+            memory_usage: Family::default(),
+            memory_virtual: Family::default(),
+            thread_count: Family::default(),
+            open_fds: Family::default(),
+            context_switches: Family::default(),
+            paging_faults: Family::default(),
+            events_received: Counter::default(),
+            events_dropped: Family::default(),
+            processes: Family::default(),
+            attach_errors: Family::default(),
+            agent_cpu: Family::default(),
+            agent_memory: Gauge::default(),
+            routes: route::Routes::default(),
+            http_series: HashMap::new(),
+            last: HashMap::new(),
+            last_agent: Sample::default(),
+            synced: HashMap::new(),
+            exited: HashMap::new(),
+        };
+        r.register("http_server_request_duration_seconds", "Duration of HTTP server requests, from the wire", m.request_duration.clone());
+        r.register("http_server_request_body_size_bytes", "Size of HTTP server request bodies", m.request_body.clone());
+        r.register("http_server_response_body_size_bytes", "Size of HTTP server response bodies", m.response_body.clone());
+        r.register("http_server_active_requests", "HTTP requests received and not yet answered", m.active_requests.clone());
+        r.register("process_cpu_time_seconds", "CPU time of the traced process by cpu_mode", m.cpu_time.clone());
+        r.register("process_memory_usage_bytes", "Resident memory of the traced process", m.memory_usage.clone());
+        r.register("process_memory_virtual_bytes", "Virtual memory of the traced process", m.memory_virtual.clone());
+        r.register("process_thread_count", "Threads of the traced process", m.thread_count.clone());
+        r.register("process_open_file_descriptor_count", "Open file descriptors of the traced process", m.open_fds.clone());
+        r.register("process_context_switches", "Context switches of the traced process by type", m.context_switches.clone());
+        r.register("process_paging_faults", "Page faults of the traced process by type", m.paging_faults.clone());
+        r.register("pytracer_events_received", "Kernel events the agent received", m.events_received.clone());
+        r.register("pytracer_events_dropped", "Events or data the agent could not use, by reason", m.events_dropped.clone());
+        r.register("pytracer_processes", "Traced processes by attach state and Python support state", m.processes.clone());
+        r.register("pytracer_attach_errors", "Processes the agent failed to trace, by reason", m.attach_errors.clone());
+        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", m.agent_cpu.clone());
+        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", m.agent_memory.clone());
+        (m, r)
+    }
+
+    pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str) {
+        let labels = HttpLabels {
+            service_name: p.service_name.clone(),
+            pid: p.pid,
+            process_role: p.process_role.clone(),
+            http_request_method: x.request.method.clone(),
+            http_response_status_code: x.response.as_ref().map_or(String::new(), |r| r.status.to_string()),
+            http_route: self.routes.label(&p.service_name, path),
+        };
+        let secs = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
+        self.request_duration.get_or_create(&labels).observe(secs);
+        self.request_body.get_or_create(&labels).observe(x.request_body as f64);
+        if x.response.is_some() {
+            self.response_body.get_or_create(&labels).observe(x.response_body as f64);
+        }
+        self.http_series.entry(p.pid).or_default().insert(labels);
+    }
+
+    pub fn set_active_requests(&mut self, p: &ProcLabels, n: usize) {
+        self.active_requests.get_or_create(p).set(n as i64);
+    }
+
+    pub fn event_received(&self) {
+        self.events_received.inc();
+    }
+
+    /// Adds to `events_dropped{reason}` what `total` grew by since the last call.
+    pub fn sync_dropped(&mut self, reason: &str, total: u64) {
+        let d = self.delta(&format!("dropped/{reason}"), total);
+        // Created even at 0, so that every reason is visible before its first drop.
+        self.events_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(d);
+    }
+
+    pub fn attach_error(&self, reason: &str) {
+        self.attach_errors.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    fn delta(&mut self, key: &str, total: u64) -> u64 {
+        let last = self.synced.insert(key.to_string(), total).unwrap_or(0);
+        total.saturating_sub(last)
+    }
+
+    /// Samples procfs for every traced process and the agent itself.
+    pub fn sample(&mut self, procs: &[ProcLabels]) {
+        self.processes
+            .get_or_create(&StateLabels { attach_state: "traced".into(), python_support: "not_checked".into() })
+            .set(procs.len() as i64);
+        for p in procs {
+            let Some(s) = process::sample(p.pid) else { continue };
+            let prev = self.last.get(&p.pid).map(|l| l.1).unwrap_or_default();
+            self.cpu_time.get_or_create(&with_kind(p, "cpu_mode", "user")).inc_by((s.user_s - prev.user_s).max(0.0));
+            self.cpu_time.get_or_create(&with_kind(p, "cpu_mode", "system")).inc_by((s.system_s - prev.system_s).max(0.0));
+            let switches = [("voluntary", s.voluntary, prev.voluntary), ("involuntary", s.involuntary, prev.involuntary)];
+            for (t, now, before) in switches {
+                self.context_switches.get_or_create(&with_kind(p, "type", t)).inc_by(now.saturating_sub(before));
+            }
+            let faults = [("major", s.major_faults, prev.major_faults), ("minor", s.minor_faults, prev.minor_faults)];
+            for (t, now, before) in faults {
+                self.paging_faults.get_or_create(&with_kind(p, "type", t)).inc_by(now.saturating_sub(before));
+            }
+            self.memory_usage.get_or_create(p).set(s.rss_bytes as i64);
+            self.memory_virtual.get_or_create(p).set(s.virtual_bytes as i64);
+            self.thread_count.get_or_create(p).set(s.threads as i64);
+            self.open_fds.get_or_create(p).set(s.open_fds as i64);
+            self.last.insert(p.pid, (p.clone(), s));
+        }
+        if let Some(s) = process::sample(std::process::id()) {
+            let prev = self.last_agent;
+            self.agent_cpu.get_or_create(&ModeLabels { cpu_mode: "user".into() }).inc_by((s.user_s - prev.user_s).max(0.0));
+            self.agent_cpu.get_or_create(&ModeLabels { cpu_mode: "system".into() }).inc_by((s.system_s - prev.system_s).max(0.0));
+            self.agent_memory.set(s.rss_bytes as i64);
+            self.last_agent = s;
+        }
+    }
+
+    pub fn process_exited(&mut self, pid: u32) {
+        self.exited.insert(pid, Instant::now());
+    }
+
+    /// Removes every series of processes that exited more than `grace` ago.
+    pub fn expire(&mut self, grace: Duration) {
+        let gone: Vec<u32> = self.exited.iter().filter(|(_, t)| t.elapsed() >= grace).map(|(p, _)| *p).collect();
+        for pid in gone {
+            self.exited.remove(&pid);
+            for l in self.http_series.remove(&pid).unwrap_or_default() {
+                self.request_duration.remove(&l);
+                self.request_body.remove(&l);
+                self.response_body.remove(&l);
+            }
+            if let Some((p, _)) = self.last.remove(&pid) {
+                for g in [&self.memory_usage, &self.memory_virtual, &self.thread_count, &self.open_fds, &self.active_requests] {
+                    g.remove(&p);
+                }
+                for k in ["user", "system"] {
+                    self.cpu_time.remove(&with_kind(&p, "cpu_mode", k));
+                }
+                for t in ["voluntary", "involuntary"] {
+                    self.context_switches.remove(&with_kind(&p, "type", t));
+                }
+                for t in ["major", "minor"] {
+                    self.paging_faults.remove(&with_kind(&p, "type", t));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::connection::Connection;
+    use crate::http::stream::Piece;
+
+    fn encode(r: &Registry) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+        s
+    }
+
+    fn exchange() -> Exchange {
+        let mut c = Connection::default();
+        let req = b"GET /users/42 HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        c.on_read(&Piece { data: req, len: req.len() as u64, start_ns: 0, end_ns: 1 });
+        c.on_write(&Piece { data: resp, len: resp.len() as u64, start_ns: 2, end_ns: 30_000_000 }).finished.pop().unwrap()
+    }
+
+    #[test]
+    fn red_metrics_and_expiry() {
+        let (mut m, r) = Metrics::new();
+        let p = ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into() };
+        m.observe_exchange(&p, &exchange(), "/users/42");
+        let text = encode(&r);
+        let line = "http_server_request_duration_seconds_bucket{service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\",le=\"0.05\"} 1";
+        assert!(text.contains(line), "{text}");
+        assert!(text.contains("le=\"0.025\"} 0"), "{text}");
+        assert!(text.contains("http_server_response_body_size_bytes_sum{service_name=\"shop\",pid=\"7\""), "{text}");
+        m.process_exited(7);
+        m.expire(Duration::from_secs(3600));
+        assert!(encode(&r).contains("pid=\"7\""));
+        m.expire(Duration::ZERO);
+        assert!(!encode(&r).contains("pid=\"7\""), "{}", encode(&r));
+    }
+
+    #[test]
+    fn dropped_counters_follow_totals() {
+        let (mut m, r) = Metrics::new();
+        m.sync_dropped("ringbuf_full", 0);
+        assert!(encode(&r).contains("pytracer_events_dropped_total{reason=\"ringbuf_full\"} 0"));
+        m.sync_dropped("ringbuf_full", 5);
+        m.sync_dropped("ringbuf_full", 12);
+        assert!(encode(&r).contains("pytracer_events_dropped_total{reason=\"ringbuf_full\"} 12"));
+    }
+
+    #[test]
+    fn process_metrics_of_a_live_process() {
+        let (mut m, r) = Metrics::new();
+        let me = ProcLabels { service_name: "self".into(), pid: std::process::id(), process_role: "master".into() };
+        m.sample(&[me]);
+        let text = encode(&r);
+        for name in ["process_cpu_time_seconds_total", "process_memory_usage_bytes", "process_thread_count", "process_open_file_descriptor_count", "process_context_switches_total", "process_paging_faults_total", "pytracer_memory_usage_bytes", "pytracer_processes"] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
+}

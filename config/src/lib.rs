@@ -16,6 +16,22 @@ pub struct Config {
     pub service: Service,
     pub http: Http,
     pub output: Output,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address of the Prometheus `/metrics` endpoint of `pytracer run`; null turns it off.
+    pub listen: Option<String>,
+    /// Seconds a process's series stay after it exited, so a last scrape still sees them.
+    pub exited_process_grace_seconds: f64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { listen: Some("0.0.0.0:9464".into()), exited_process_grace_seconds: 60.0 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -59,6 +75,7 @@ impl Default for Config {
             service: Service::default(),
             http: Http::default(),
             output: Output::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -138,6 +155,15 @@ impl Config {
         if self.service.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return Err(invalid("name", "is empty; remove it to derive the name from each process".into()));
         }
+        if let Some(addr) = &self.metrics.listen {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("listen", format!("`{addr}` is not an address and port such as 0.0.0.0:9464 (or null to turn metrics off)")));
+            }
+        }
+        let grace = self.metrics.exited_process_grace_seconds;
+        if !(grace.is_finite() && grace >= 0.0) {
+            return Err(invalid("exited_process_grace_seconds", format!("is {grace}, it must be a number of seconds, 0 or more")));
+        }
         if self.http.redact_query_keys.iter().any(|s| s.is_empty()) {
             return Err(invalid("redact_query_keys", "an empty entry would redact every query value; remove it".into()));
         }
@@ -167,6 +193,11 @@ mod tests {
     #[test]
     fn shipped_file_is_the_default() {
         assert_eq!(parse(DEFAULT_YAML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off() {
+        assert_eq!(parse("metrics:\n  listen: null\n").unwrap().metrics.listen, None);
     }
 
     #[test]
@@ -230,6 +261,10 @@ mod tests {
         assert!(e.starts_with("test.yaml:2: field `name`"), "{e}");
         let e = err("http:\n  redact_query_keys: ['']\n");
         assert!(e.starts_with("test.yaml:2: field `redact_query_keys`"), "{e}");
+        let e = err("metrics:\n  listen: localhost\n");
+        assert!(e.starts_with("test.yaml:2: field `listen`: `localhost` is not an address"), "{e}");
+        let e = err("metrics:\n  listen: null\n  exited_process_grace_seconds: -1\n");
+        assert!(e.starts_with("test.yaml:3: field `exited_process_grace_seconds`"), "{e}");
     }
 
     #[test]

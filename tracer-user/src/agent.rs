@@ -14,6 +14,7 @@ use crate::bpf::events::{decode, Event};
 use crate::bpf::probes::Probes;
 use crate::clock::Clock;
 use crate::discovery;
+use crate::metrics::{self, Metrics, ProcLabels};
 use crate::http::attributes::{server_span, ConnContext};
 use crate::http::connection::{Connection, Outcome};
 use crate::http::stream::Piece;
@@ -36,11 +37,23 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub config: Config,
     pub output: Box<dyn Write>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// A process being traced.
+struct Traced {
+    /// Span resource attributes.
+    resource: Attributes,
+    /// Metric labels.
+    labels: ProcLabels,
 }
 
 struct Conn {
     http: Connection,
     ctx: ConnContext,
+    /// The listening socket it was accepted on, for requests that need the server's address.
+    listen_fd: i32,
 }
 
 struct Agent {
@@ -48,13 +61,13 @@ struct Agent {
     config: Config,
     clock: Clock,
     out: std::io::BufWriter<Box<dyn Write>>,
-    /// Resource attributes of every traced process, by pid.
-    procs: HashMap<u32, Attributes>,
+    procs: HashMap<u32, Traced>,
     conns: HashMap<(u32, i32), Conn>,
     /// Local address of each listening socket, by (pid, fd).
     listeners: HashMap<(u32, i32), Option<(IpAddr, u16)>>,
     stats: Stats,
     reported_drops: u64,
+    metrics: Metrics,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -65,6 +78,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     let (probes, ring) = Probes::load()?;
+    let (metrics, registry) = Metrics::new();
+    if let Some(addr) = opts.metrics_addr {
+        let listener = metrics::server::bind(addr).await?;
+        eprintln!("pytracer: metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry)));
+    }
     let mut agent = Agent {
         probes,
         config: opts.config,
@@ -75,6 +94,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         listeners: HashMap::new(),
         stats: Stats::default(),
         reported_drops: 0,
+        metrics,
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -88,6 +108,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             true
         }
     };
+    agent.tick();
     eprintln!("pytracer: ready");
     eprintln!("pytracer: tracing {} processes: {}", agent.procs.len(), agent.pid_list());
 
@@ -97,6 +118,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel side wakes the agent only when the ring buffer fills up; otherwise the agent
+    // drains it on this timer, so spans are at most this late.
+    let mut drain_timer = tokio::time::interval(Duration::from_millis(10));
+    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let rescan_every = Duration::from_secs_f64(agent.config.discovery.rescan_interval_seconds);
     let mut last_scan = Instant::now();
     loop {
@@ -106,11 +131,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 agent.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
+            _ = drain_timer.tick() => agent.drain(ring.get_mut()),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = tick.tick() => {
-                agent.report_drops();
+                agent.tick();
                 if discover && last_scan.elapsed() >= rescan_every {
                     agent.rescan();
                     last_scan = Instant::now();
@@ -145,9 +171,18 @@ impl Agent {
 
     fn track(&mut self, pid: u32, root: u32, info: &ProcInfo) -> anyhow::Result<()> {
         self.probes.track(pid, root)?;
-        let resource = service::resource(self.config.service.name.as_deref(), info);
-        self.procs.insert(pid, resource);
+        self.procs.insert(pid, self.traced(info, pid == root));
         Ok(())
+    }
+
+    fn traced(&self, info: &ProcInfo, master: bool) -> Traced {
+        let resource = service::resource(self.config.service.name.as_deref(), info);
+        let labels = ProcLabels {
+            service_name: resource["service.name"].as_str().unwrap_or_default().to_string(),
+            pid: info.pid,
+            process_role: if master { "master" } else { "worker" }.into(),
+        };
+        Traced { resource, labels }
     }
 
     fn rescan(&mut self) {
@@ -155,7 +190,10 @@ impl Agent {
             if c.decision.is_traced() && !self.procs.contains_key(&c.pid) {
                 match self.trace_tree(c.pid) {
                     Ok(()) => eprintln!("pytracer: tracing pid {} ({})", c.pid, c.cmdline),
-                    Err(e) => eprintln!("pytracer: cannot trace pid {}: {e:#}", c.pid),
+                    Err(e) => {
+                        self.metrics.attach_error(if e.to_string().contains("no process") { "process_gone" } else { "map_update" });
+                        eprintln!("pytracer: cannot trace pid {}: {e:#}", c.pid);
+                    }
                 }
             }
         }
@@ -178,6 +216,7 @@ impl Agent {
 
     fn handle(&mut self, record: &[u8]) {
         self.stats.events += 1;
+        self.metrics.event_received();
         let ev = match decode(record) {
             Ok(ev) => ev,
             Err(e) => {
@@ -188,12 +227,12 @@ impl Agent {
         };
         match ev {
             Event::Accept { h, listen_fd, addr } => {
-                let ctx = ConnContext { client: sockaddr::decode(addr), local: self.listener_addr(h.tgid, listen_fd) };
-                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx });
+                let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
+                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx, listen_fd });
                 if let Some(mut old) = old {
                     // The close of the previous socket on this fd was not seen.
                     let out = old.http.on_close();
-                    self.settle(h.tgid, &old.ctx, out);
+                    self.settle(h.tgid, &mut old.ctx, old.listen_fd, out);
                 }
             }
             Event::Read { h, data, .. } | Event::Write { h, data, .. } => {
@@ -204,13 +243,18 @@ impl Agent {
                 };
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 let out = if is_read { conn.http.on_read(&piece) } else { conn.http.on_write(&piece) };
-                let ctx = conn.ctx.clone();
-                self.settle(h.tgid, &ctx, out);
+                if out != Outcome::default() {
+                    let (mut ctx, listen_fd) = (conn.ctx.clone(), conn.listen_fd);
+                    self.settle(h.tgid, &mut ctx, listen_fd, out);
+                    if let Some(conn) = self.conns.get_mut(&(h.tgid, h.fd)) {
+                        conn.ctx.local = ctx.local;
+                    }
+                }
             }
             Event::Close { h } => {
                 if let Some(mut conn) = self.conns.remove(&(h.tgid, h.fd)) {
                     let out = conn.http.on_close();
-                    self.settle(h.tgid, &conn.ctx, out);
+                    self.settle(h.tgid, &mut conn.ctx, conn.listen_fd, out);
                 }
             }
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
@@ -218,14 +262,24 @@ impl Agent {
         }
     }
 
-    fn settle(&mut self, tgid: u32, ctx: &ConnContext, out: Outcome) {
+    fn settle(&mut self, tgid: u32, ctx: &mut ConnContext, listen_fd: i32, out: Outcome) {
         self.stats.malformed_requests += out.malformed_requests as u64;
         self.stats.malformed_responses += out.malformed_responses as u64;
         self.stats.unmatched_responses += out.unmatched_responses as u64;
         for x in out.finished {
-            let resource = self.procs.get(&tgid).cloned().unwrap_or_else(|| self.resolve(tgid));
+            if !self.procs.contains_key(&tgid) {
+                self.resolve(tgid);
+            }
+            // Only a request without a usable Host header needs the listener's own address.
+            let host_port = x.request.header("host").is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
+            if !host_port && ctx.local.is_none() {
+                ctx.local = self.listener_addr(tgid, listen_fd);
+            }
+            let traced = &self.procs[&tgid];
+            let path = x.request.target.split('?').next().unwrap_or_default();
+            self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
-            let span = server_span(&x, ctx, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
+            let span = server_span(&x, ctx, &self.config.http.redact_query_keys, traced.resource.clone(), |t| clock.to_unix_ns(t));
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;
             }
@@ -240,12 +294,11 @@ impl Agent {
         }
     }
 
-    /// Resource of a process we did not see start (it is gone or raced us): what /proc still says.
-    fn resolve(&mut self, pid: u32) -> Attributes {
+    /// A process we did not see start (it is gone or raced us): what /proc still says.
+    fn resolve(&mut self, pid: u32) {
         let info = ProcInfo::read(pid).unwrap_or(ProcInfo { pid, ..Default::default() });
-        let r = service::resource(self.config.service.name.as_deref(), &info);
-        self.procs.insert(pid, r.clone());
-        r
+        let traced = self.traced(&info, false);
+        self.procs.insert(pid, traced);
     }
 
     fn on_fork(&mut self, parent: u32, child: u32) {
@@ -254,16 +307,18 @@ impl Agent {
             Some(tgid) if tgid != child => return,
             _ => {}
         }
-        let resource = match ProcInfo::read(child) {
-            Ok(info) => service::resource(self.config.service.name.as_deref(), &info),
+        let traced = match ProcInfo::read(child) {
+            Ok(info) => self.traced(&info, false),
             Err(_) => {
                 // Already gone: it looked like its parent.
-                let mut r = self.procs.get(&parent).cloned().unwrap_or_default();
-                r.insert("process.pid".into(), child.into());
-                r
+                let parent = self.procs.get(&parent);
+                let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
+                resource.insert("process.pid".into(), child.into());
+                let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
+                Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() } }
             }
         };
-        self.procs.insert(child, resource);
+        self.procs.insert(child, traced);
         eprintln!("pytracer: following pid {child} (forked by {parent})");
     }
 
@@ -272,26 +327,51 @@ impl Agent {
         for k in keys {
             if let Some(mut conn) = self.conns.remove(&k) {
                 let out = conn.http.on_close();
-                self.settle(tgid, &conn.ctx, out);
+                self.settle(tgid, &mut conn.ctx, conn.listen_fd, out);
             }
         }
         self.probes.forget_connections(tgid);
         self.listeners.retain(|k, _| k.0 != tgid);
         if self.procs.remove(&tgid).is_some() {
+            self.metrics.process_exited(tgid);
             eprintln!("pytracer: pid {tgid} exited; still tracing {} processes", self.procs.len());
         }
     }
 
-    /// The local address of a listening socket, from the process's own view of its network
-    /// namespace (/proc/PID/net/tcp{,6}). Looked up once per listener.
+    /// The local address of a listening socket, looked up once per listener.
     fn listener_addr(&mut self, tgid: u32, fd: i32) -> Option<(IpAddr, u16)> {
-        *self.listeners.entry((tgid, fd)).or_insert_with(|| {
-            use procfs::process::{FDTarget, Process};
-            let p = Process::new(tgid as i32).ok()?;
-            let FDTarget::Socket(inode) = p.fd_from_fd(fd).ok()?.target else { return None };
-            let tcp = p.tcp().unwrap_or_default().into_iter().chain(p.tcp6().unwrap_or_default());
-            tcp.into_iter().find(|e| e.inode == inode).map(|e| (e.local_address.ip(), e.local_address.port()))
+        *self.listeners.entry((tgid, fd)).or_insert_with(|| match sockaddr::local_addr_of(tgid, fd) {
+            Some(sockaddr::Peer::Inet { ip, port }) => Some((ip, port)),
+            _ => None,
         })
+    }
+
+    /// Once a second: drop counters, procfs samples, expiry of exited processes' series.
+    fn tick(&mut self) {
+        self.report_drops();
+        let s = &self.stats;
+        let user_side = [
+            ("bad_record", s.bad_records),
+            ("unknown_connection", s.unknown_connection),
+            ("malformed_request", s.malformed_requests),
+            ("malformed_response", s.malformed_responses),
+            ("unmatched_response", s.unmatched_responses),
+            ("span_write_failed", s.spans_lost),
+        ];
+        let kernel_side: Vec<_> = s.kernel_drops.iter().map(|(r, n)| (r.name(), *n)).collect();
+        for (reason, total) in kernel_side.into_iter().chain(user_side) {
+            self.metrics.sync_dropped(reason, total);
+        }
+        let mut active: HashMap<u32, usize> = HashMap::new();
+        for ((tgid, _), c) in &self.conns {
+            *active.entry(*tgid).or_default() += c.http.in_flight();
+        }
+        let labels: Vec<ProcLabels> = self.procs.values().map(|t| t.labels.clone()).collect();
+        for l in &labels {
+            self.metrics.set_active_requests(l, active.get(&l.pid).copied().unwrap_or(0));
+        }
+        self.metrics.sample(&labels);
+        self.metrics.expire(Duration::from_secs_f64(self.config.metrics.exited_process_grace_seconds));
     }
 
     fn report_drops(&mut self) {

@@ -1,4 +1,5 @@
 //! The command line. Status goes to stderr; spans (and `discover --json`) go to stdout.
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub enum Command {
         /// Configuration file (service name, redaction); see config/pytracer.yaml.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
     },
     /// Find processes per the configuration's discovery rules, continuously, and trace them.
     Run {
@@ -44,6 +48,9 @@ pub enum Command {
         /// Write spans to this file instead of the configured output or standard output.
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Serve Prometheus metrics here instead of the configured metrics.listen.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
     },
     /// List every candidate process with its decision (traced or ignored) and the reason.
     Discover {
@@ -86,15 +93,17 @@ fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn std::io::Write>
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Trace { pids, duration, output, config } => {
+        Command::Trace { pids, duration, output, config, metrics_addr } => {
             let config = load_config(config.as_ref())?;
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
-            block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output }))
+            block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output, metrics_addr }))
         }
-        Command::Run { config, duration, output } => {
+        Command::Run { config, duration, output, metrics_addr } => {
             let config = load_config(config.as_ref())?;
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
-            block_on(agent::run(Options { targets: Targets::Discover, duration, config, output }))
+            // Validated when the config was loaded.
+            let metrics_addr = metrics_addr.or_else(|| config.metrics.listen.as_ref().and_then(|a| a.parse().ok()));
+            block_on(agent::run(Options { targets: Targets::Discover, duration, config, output, metrics_addr }))
         }
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;

@@ -77,6 +77,14 @@ const GUNICORN_FLAGS: &[&str] = &[
 /// The module of the WSGI application argument (`module:app` or `module`), e.g. "shop.wsgi".
 pub fn gunicorn_app_module(args: &[String]) -> Option<String> {
     let start = gunicorn_index(args)? + 1;
+    // `module:callable` is unambiguous whatever options surround it (and Gunicorn adds options
+    // faster than any list here): prefer the last such argument.
+    let app_spec = args[start..].iter().rev().find(|a| {
+        a.split_once(':').is_some_and(|(m, c)| is_module(m) && c.chars().next().is_some_and(|ch| ch.is_alphabetic() || ch == '_'))
+    });
+    if let Some(spec) = app_spec {
+        return spec.split(':').next().map(str::to_string);
+    }
     let mut positional = None;
     let mut i = start;
     while i < args.len() {
@@ -92,8 +100,11 @@ pub fn gunicorn_app_module(args: &[String]) -> Option<String> {
         i += 1;
     }
     let module = positional?.split(':').next()?.trim();
-    let valid = !module.is_empty() && module.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.');
-    valid.then(|| module.to_string())
+    is_module(module).then(|| module.to_string())
+}
+
+fn is_module(m: &str) -> bool {
+    m.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && m.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
 }
 
 #[cfg(test)]
@@ -131,6 +142,8 @@ mod tests {
         assert_eq!(m(&["/v/gunicorn", "--bind=0.0.0.0:80", "api.main:create_app()", "--reload"]).as_deref(), Some("api.main"));
         assert_eq!(m(&["/v/gunicorn", "-c", "conf.py"]), None);
         assert_eq!(m(&["uwsgi", "--http", ":80"]), None);
+        // An option this parser does not know before the app.
+        assert_eq!(m(&["/v/gunicorn", "--bind", "localhost:80", "--no-control-socket", "benchapp:app"]).as_deref(), Some("benchapp"));
     }
 
     #[test]

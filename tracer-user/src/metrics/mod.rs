@@ -286,9 +286,9 @@ mod tests {
         let p = ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into() };
         m.observe_exchange(&p, &exchange(), "/users/42");
         let text = encode(&r);
-        let line = "http_server_request_duration_seconds_bucket{service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\",le=\"0.05\"} 1";
+        let line = "http_server_request_duration_seconds_bucket{le=\"0.05\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\"} 1";
         assert!(text.contains(line), "{text}");
-        assert!(text.contains("le=\"0.025\"} 0"), "{text}");
+        assert!(text.contains("_bucket{le=\"0.025\",service_name=\"shop\""), "{text}");
         assert!(text.contains("http_server_response_body_size_bytes_sum{service_name=\"shop\",pid=\"7\""), "{text}");
         m.process_exited(7);
         m.expire(Duration::from_secs(3600));

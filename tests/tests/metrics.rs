@@ -1,0 +1,143 @@
+//! End to end: the agent's Prometheus endpoint while it traces a real Gunicorn.
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use pytracer_tests::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One sample line: name, labels, value.
+#[derive(Debug)]
+struct Line {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+fn scrape(port: u16) -> Vec<Line> {
+    let resp = get(port, "/metrics");
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-type").unwrap_or_default().starts_with("application/openmetrics-text"));
+    let text = resp.text();
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF:\n{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_string(), v.trim_matches('"').to_string())
+                })
+                .collect();
+            Line { name: name.to_string(), labels, value: value.parse().unwrap() }
+        })
+        .collect()
+}
+
+fn sum(lines: &[Line], name: &str, want: &[(&str, &str)]) -> f64 {
+    lines
+        .iter()
+        .filter(|l| l.name == name && want.iter().all(|(k, v)| l.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|l| l.value)
+        .sum()
+}
+
+#[test]
+fn red_and_process_metrics_match_the_requests() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(2));
+    let mport = free_port();
+    let t = Tracer::start(&[g.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    for i in 0..5 {
+        assert_eq!(get(g.port(), &format!("/users/{i}")).status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(g.port(), "/hello").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(g.port(), "/fail").status, 500);
+    }
+    assert_eq!(request(g.port(), "POST", "/items", &[], b"abc").status, 201);
+    // Process metrics are sampled once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = scrape(mport);
+
+    let count = "http_server_request_duration_seconds_count";
+    let get200 = [("http_request_method", "GET"), ("http_response_status_code", "200")];
+    assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/users/{id}")]), 5.0);
+    assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/hello")]), 3.0);
+    assert_eq!(sum(&m, count, &[("http_response_status_code", "500"), ("http_route", "/fail")]), 2.0);
+    assert_eq!(sum(&m, count, &[("http_request_method", "POST"), ("http_response_status_code", "201"), ("http_route", "/items")]), 1.0);
+    assert_eq!(sum(&m, count, &[]), 11.0, "no other requests");
+    assert_eq!(sum(&m, "http_server_request_body_size_bytes_sum", &[("http_route", "/items")]), 3.0);
+    assert_eq!(sum(&m, "http_server_response_body_size_bytes_sum", &[("http_route", "/hello")]), 15.0, "3 × b\"hello\"");
+    let workers = g.worker_pids();
+    for l in m.iter().filter(|l| l.name.starts_with("http_server_request_duration_seconds")) {
+        assert_eq!(l.labels["service_name"], "testapp");
+        assert_eq!(l.labels["process_role"], "worker");
+        assert!(workers.contains(&l.labels["pid"].parse().unwrap()), "{l:?}");
+    }
+
+    // Per-process metrics for the master and each worker, with their roles.
+    let master = g.pid().to_string();
+    let threads = |pid: &str| sum(&m, "process_thread_count", &[("pid", pid)]);
+    assert!(threads(&master) >= 1.0);
+    assert_eq!(m.iter().find(|l| l.name == "process_thread_count" && l.labels["pid"] == master).unwrap().labels["process_role"], "master");
+    for w in &workers {
+        let w = w.to_string();
+        assert_eq!(threads(&w), 1.0, "a sync worker has one thread");
+        assert!(sum(&m, "process_memory_usage_bytes", &[("pid", &w)]) > 1e6);
+        assert!(sum(&m, "process_open_file_descriptor_count", &[("pid", &w)]) >= 3.0);
+        assert!(sum(&m, "process_cpu_time_seconds_total", &[("pid", &w), ("cpu_mode", "user")]) > 0.0);
+        for t in ["voluntary", "involuntary"] {
+            assert_eq!(m.iter().filter(|l| l.name == "process_context_switches_total" && l.labels["pid"] == w && l.labels["type"] == t).count(), 1);
+        }
+        assert_eq!(m.iter().filter(|l| l.name == "process_paging_faults_total" && l.labels["pid"] == w).count(), 2);
+    }
+    assert_eq!(sum(&m, "pytracer_processes", &[("attach_state", "traced")]), 3.0);
+    assert_eq!(sum(&m, "pytracer_events_dropped_total", &[("reason", "ringbuf_full")]), 0.0);
+    assert!(sum(&m, "pytracer_events_received_total", &[]) >= 11.0 * 4.0, "accept, read, writes, close per request");
+    assert!(sum(&m, "pytracer_memory_usage_bytes", &[]) > 0.0);
+    let r = t.stop();
+    assert_eq!(r.spans.len(), 11);
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(2));
+    let mport = free_port();
+    let t = Tracer::start(&[g.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let agent = t.pid().unwrap() as i32;
+    // Stop the agent (never the target): the kernel side goes on producing, the ring buffer
+    // (4 MiB) fills with the uploads' records, and every record that does not fit is counted.
+    // Gunicorn reads a 1 MB body in about four recv calls, 4 KiB of each captured: about 21 KB of
+    // records per upload, so 400 uploads bring about 8 MB.
+    unsafe { libc::kill(agent, libc::SIGSTOP) };
+    let body = vec![b'u'; 1_048_576];
+    for _ in 0..400 {
+        assert_eq!(request(g.port(), "POST", "/upload", &[], &body).status, 200);
+    }
+    unsafe { libc::kill(agent, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(2500));
+    let dropped = sum(&scrape(mport), "pytracer_events_dropped_total", &[("reason", "ringbuf_full")]);
+    assert!(dropped > 0.0, "400 uploads must overflow a 4 MiB ring buffer");
+    let r = t.stop();
+    let summary = r.stderr.lines().rev().find(|l| l.contains("kernel_dropped[")).unwrap();
+    assert!(summary.contains(&format!("ringbuf_full={dropped} ")), "metric {dropped} vs exit summary: {summary}");
+    assert!(r.stderr.contains("kernel events dropped so far"), "the agent warns on stderr:\n{}", r.stderr);
+}

@@ -74,7 +74,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Targets::Pids(pids) = &opts.targets {
         // Fail on a mistyped pid before paying for loading the programs.
         for &pid in pids {
-            ProcInfo::read(pid).map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))?;
+            read_target(pid)?;
         }
     }
     let (probes, ring) = Probes::load()?;
@@ -148,6 +148,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     agent.finish()
 }
 
+fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
+    ProcInfo::read(pid).map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -159,7 +163,7 @@ impl Agent {
     /// Tracks `pid` and every process already below it (Gunicorn's existing workers). The root is
     /// tracked first so that a worker forked during the scan is caught by the kernel instead.
     fn trace_tree(&mut self, pid: u32) -> anyhow::Result<()> {
-        let info = ProcInfo::read(pid).map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))?;
+        let info = read_target(pid)?;
         self.track(pid, pid, &info)?;
         for child in procinfo::descendants(&[pid], &procinfo::all_parents()) {
             if let Ok(info) = ProcInfo::read(child) {
@@ -191,7 +195,9 @@ impl Agent {
                 match self.trace_tree(c.pid) {
                     Ok(()) => eprintln!("pytracer: tracing pid {} ({})", c.pid, c.cmdline),
                     Err(e) => {
-                        self.metrics.attach_error(if e.to_string().contains("no process") { "process_gone" } else { "map_update" });
+                        // A process that exited between the scan and the attach is not an agent fault.
+                        let gone = procinfo::tgid_of(c.pid).is_none();
+                        self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
                         eprintln!("pytracer: cannot trace pid {}: {e:#}", c.pid);
                     }
                 }

@@ -27,14 +27,14 @@ Point the sensor at it with INSTANA_AGENT_HOST=127.0.0.1 INSTANA_AGENT_PORT=AGEN
 Stop it with SIGTERM/SIGINT (kill <pid>).
 """
 
-import argparse
 import json
 import re
-import signal
 import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+import counting_server  # noqa: E402  (bench/ is the script's directory)
 
 _DISCOVERY = "/com.instana.plugin.python.discovery"
 _DATA = re.compile(r"^/com\.instana\.plugin\.python\.(\d+)$")
@@ -186,22 +186,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    args = ap.parse_args()
-    srv = ThreadingHTTPServer((args.host, args.port), Handler)
-    srv.daemon_threads = True
-
-    def _stop(*_):
-        threading.Thread(target=srv.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"instana_agent_stub listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    srv.serve_forever()
-    srv.server_close()
-    print(f"instana_agent_stub final counts: {json.dumps(_snapshot())}", file=sys.stderr, flush=True)
+    counting_server.serve("instana_agent_stub", Handler, _snapshot, __doc__)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,20 @@ Usage: python bench/otlp_sink.py --port SINKPORT   (binds 127.0.0.1 only)
 Stop it with SIGTERM/SIGINT (kill <pid>).
 """
 
-import argparse
 import gzip
 import json
-import signal
 import sys
 import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+import counting_server  # noqa: E402  (bench/ is the script's directory)
 
 _SERVER = Span.SpanKind.SPAN_KIND_SERVER
 _EMPTY_RESPONSE = ExportTraceServiceResponse().SerializeToString()
@@ -114,22 +114,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    args = ap.parse_args()
-    srv = ThreadingHTTPServer((args.host, args.port), Handler)
-    srv.daemon_threads = True
-
-    def _stop(*_):
-        threading.Thread(target=srv.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"otlp_sink listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    srv.serve_forever()
-    srv.server_close()
-    print(f"otlp_sink final counts: {json.dumps(_snapshot())}", file=sys.stderr, flush=True)
+    counting_server.serve("otlp_sink", Handler, _snapshot, __doc__)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,15 @@ pub struct Config {
     pub http: Http,
     pub output: Output,
     pub metrics: Metrics,
+    pub cpython: Cpython,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cpython {
+    /// Measure how long threads wait to take the GIL back (cpython_gil_wait_seconds). Off by
+    /// default: it costs a uprobe pair on every blocking call's return, several per request.
+    pub gil_wait: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -76,6 +85,7 @@ impl Default for Config {
             http: Http::default(),
             output: Output::default(),
             metrics: Metrics::default(),
+            cpython: Cpython::default(),
         }
     }
 }

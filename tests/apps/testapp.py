@@ -4,13 +4,18 @@ Every response body is fixed and small so tests can assert exact bytes and
 sizes; /pid tells a test which worker served a request.
 """
 
+import gc
 import json
 import os
+import threading
 import time
 
 from flask import Flask, Response, request
 
 app = Flask(__name__)
+
+# Only explicit gc.collect() calls collect, so the runtime-metrics tests can predict every count.
+gc.set_threshold(1_000_000, 10, 10)
 
 
 def _mark_ready():
@@ -86,3 +91,25 @@ def big(n):
 @app.get("/pid")
 def pid():
     return _text(str(os.getpid()))
+
+
+@app.get("/debug/runtime")
+def debug_runtime():
+    """What the process says of itself, for comparison with what pytracer reads from outside."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    body = {
+        "pid": os.getpid(),
+        "gc": gc.get_stats(),
+        "threads": threading.active_count(),
+        "rusage": {"utime": ru.ru_utime, "stime": ru.ru_stime, "maxrss_kib": ru.ru_maxrss},
+    }
+    return Response(json.dumps(body), mimetype="application/json")
+
+
+@app.get("/gc/collect/<int:generation>")
+def collect(generation):
+    gc.collect(generation)
+    return _text(str(os.getpid()))
+

@@ -141,3 +141,59 @@ fn ring_buffer_overflow_is_counted() {
     assert!(summary.contains(&format!("ringbuf_full={dropped} ")), "metric {dropped} vs exit summary: {summary}");
     assert!(r.stderr.contains("kernel events dropped so far"), "the agent warns on stderr:\n{}", r.stderr);
 }
+
+/// The interpreter's own numbers, read by pytracer from outside, against what the worker says of
+/// itself: GC statistics per generation (gc.get_stats()), thread states, the runtime's version,
+/// and one GC-pause observation per collection.
+#[test]
+fn cpython_metrics_match_the_interpreter() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(2));
+    let mport = free_port();
+    let t = Tracer::start(&[g.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = scrape(mport);
+    let pause_count = |m: &[Line], pid: &str| sum(m, "cpython_gc_pause_seconds_count", &[("pid", pid)]);
+    let collections = |m: &[Line], pid: &str| sum(m, "cpython_gc_collections_total", &[("pid", pid)]);
+
+    // Explicit collections; the app raised gen0's threshold, so no others happen.
+    let mut collected_by: HashMap<String, u32> = HashMap::new();
+    for generation in [2, 0, 1, 2, 2, 0] {
+        let pid = get(g.port(), &format!("/gc/collect/{generation}")).text();
+        *collected_by.entry(pid).or_default() += 1;
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = scrape(mport);
+
+    let workers = g.worker_pids();
+    let mut seen = HashMap::new();
+    while seen.len() < workers.len() {
+        let v: serde_json::Value = serde_json::from_slice(&get(g.port(), "/debug/runtime").body).unwrap();
+        seen.insert(v["pid"].to_string(), v);
+    }
+    for (pid, inside) in &seen {
+        for generation in 0..3 {
+            let gen = generation.to_string();
+            let want = &inside["gc"][generation];
+            for (metric, key) in [
+                ("cpython_gc_collections_total", "collections"),
+                ("cpython_gc_collected_objects_total", "collected"),
+                ("cpython_gc_uncollectable_objects_total", "uncollectable"),
+            ] {
+                let got = sum(&after, metric, &[("pid", pid), ("cpython_gc_generation", &gen)]);
+                assert_eq!(got, want[key].as_f64().unwrap(), "pid {pid} generation {gen} {key}");
+            }
+        }
+        assert_eq!(sum(&after, "cpython_threads", &[("pid", pid)]), inside["threads"].as_f64().unwrap(), "pid {pid} threads");
+        assert_eq!(sum(&after, "python_info", &[("pid", pid), ("version", "3.11.7"), ("implementation", "cpython")]), 1.0);
+        let n = *collected_by.get(pid).unwrap_or(&0) as f64;
+        assert_eq!(collections(&after, pid) - collections(&before, pid), n, "pid {pid}: collections counted in memory");
+        assert_eq!(pause_count(&after, pid) - pause_count(&before, pid), n, "pid {pid}: one GC pause per collection");
+    }
+    let paused: f64 = sum(&after, "cpython_gc_pause_seconds_sum", &[]);
+    assert!(paused > 0.0, "pauses have a duration");
+    assert_eq!(sum(&after, "pytracer_processes", &[("python_support", "supported")]), 3.0);
+    drop(t);
+}

@@ -34,6 +34,10 @@ pub enum EventKind {
     Fork = 5,
     /// A tracked process exited (its whole thread group).
     Exit = 6,
+    /// One garbage collection: start_ns..end_ns is the pause.
+    GcPause = 7,
+    /// A thread took the GIL back: start_ns..end_ns is the wait (PyEval_RestoreThread).
+    GilWait = 8,
 }
 
 impl EventKind {
@@ -45,6 +49,8 @@ impl EventKind {
             4 => Self::Close,
             5 => Self::Fork,
             6 => Self::Exit,
+            7 => Self::GcPause,
+            8 => Self::GilWait,
             _ => return None,
         })
     }

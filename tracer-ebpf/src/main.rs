@@ -10,9 +10,9 @@
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
-    macros::{map, tracepoint},
+    macros::{map, tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::*;
 
@@ -411,6 +411,70 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     };
     output(&ev);
     0
+}
+
+// ---- CPython: GC pauses and GIL waits ------------------------------------------------------
+//
+// Entry/return pairs keyed by thread. The uprobes are attached per library file, so every
+// process mapping that file traps; the TRACKED check keeps the rest of the work to ours.
+
+#[map]
+static GC_STARTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+#[map]
+static GIL_REQUESTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+#[inline(always)]
+fn span_begin(started: &LruHashMap<u64, u64>) -> u32 {
+    let (id, tgid, _) = ids();
+    if is_tracked(tgid) {
+        let _ = started.insert(id, unsafe { bpf_ktime_get_ns() }, 0);
+    }
+    0
+}
+
+#[inline(always)]
+fn span_end(started: &LruHashMap<u64, u64>, kind: EventKind) -> u32 {
+    let (id, tgid, tid) = ids();
+    let Some(start) = started.get_ptr(id) else { return 0 };
+    let start = unsafe { *start };
+    let _ = started.remove(id);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ev = ProcEvent {
+        header: EventHeader { kind: kind as u32, tgid, tid, fd: -1, start_ns: start, end_ns: now, ret: 0 },
+        child: 0,
+        _pad: 0,
+    };
+    output(&ev);
+    0
+}
+
+/// Entry of the collection function, or the gc__start USDT probe.
+#[uprobe]
+pub fn gc_start(_ctx: ProbeContext) -> u32 {
+    span_begin(&GC_STARTED)
+}
+
+/// Return of the collection function.
+#[uretprobe]
+pub fn gc_return(_ctx: RetProbeContext) -> u32 {
+    span_end(&GC_STARTED, EventKind::GcPause)
+}
+
+/// The gc__done USDT probe.
+#[uprobe]
+pub fn gc_done(_ctx: ProbeContext) -> u32 {
+    span_end(&GC_STARTED, EventKind::GcPause)
+}
+
+#[uprobe]
+pub fn gil_request(_ctx: ProbeContext) -> u32 {
+    span_begin(&GIL_REQUESTED)
+}
+
+#[uretprobe]
+pub fn gil_taken(_ctx: RetProbeContext) -> u32 {
+    span_end(&GIL_REQUESTED, EventKind::GilWait)
 }
 
 #[cfg(not(test))]

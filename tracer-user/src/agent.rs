@@ -1,6 +1,7 @@
 //! The event loop: kernel events in, spans out. One thread; the kernel programs do the filtering,
 //! so the loop only sees the traced processes' connections and process lifecycle.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::bpf::events::{decode, Event};
 use crate::bpf::probes::Probes;
 use crate::clock::Clock;
+use crate::cpython::{self, layout::Layout};
 use crate::discovery;
 use crate::metrics::{self, Metrics, ProcLabels};
 use crate::http::attributes::{server_span, ConnContext};
@@ -47,6 +49,15 @@ struct Traced {
     resource: Attributes,
     /// Metric labels.
     labels: ProcLabels,
+    python: Python,
+}
+
+/// What the agent can read of a traced process's interpreter.
+#[derive(Clone)]
+enum Python {
+    Supported { runtime_addr: u64, layout: &'static Layout, version: String },
+    /// Wire-only; the label is the `python_support` metric label.
+    Unsupported { label: &'static str },
 }
 
 struct Conn {
@@ -68,6 +79,8 @@ struct Agent {
     stats: Stats,
     reported_drops: u64,
     metrics: Metrics,
+    /// Library files whose GC (and GIL) probes were attached, or found impossible to attach.
+    probed_files: HashSet<PathBuf>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -95,6 +108,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         stats: Stats::default(),
         reported_drops: 0,
         metrics,
+        probed_files: HashSet::new(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -175,18 +189,78 @@ impl Agent {
 
     fn track(&mut self, pid: u32, root: u32, info: &ProcInfo) -> anyhow::Result<()> {
         self.probes.track(pid, root)?;
-        self.procs.insert(pid, self.traced(info, pid == root));
+        let python = self.inspect_python(pid);
+        let traced = self.traced(info, pid == root, python);
+        self.procs.insert(pid, traced);
         Ok(())
     }
 
-    fn traced(&self, info: &ProcInfo, master: bool) -> Traced {
+    fn traced(&mut self, info: &ProcInfo, master: bool, python: Python) -> Traced {
         let resource = service::resource(self.config.service.name.as_deref(), info);
         let labels = ProcLabels {
             service_name: resource["service.name"].as_str().unwrap_or_default().to_string(),
             pid: info.pid,
             process_role: if master { "master" } else { "worker" }.into(),
         };
-        Traced { resource, labels }
+        if let Python::Supported { version, .. } = &python {
+            self.metrics.set_python_info(&labels, version);
+        }
+        Traced { resource, labels, python }
+    }
+
+    /// Identifies the process's Python build and attaches the GC (and, if asked, GIL) probes to
+    /// its library file the first time that file is seen.
+    fn inspect_python(&mut self, pid: u32) -> Python {
+        match cpython::inspect(pid) {
+            cpython::Support::Supported { build, layout } => {
+                if self.probed_files.insert(build.host_path.clone()) {
+                    self.attach_python_probes(&build, layout);
+                }
+                Python::Supported { runtime_addr: build.runtime_addr, layout, version: build.version.to_string() }
+            }
+            cpython::Support::Unsupported { reason, label } => {
+                if label != "not_python" {
+                    eprintln!("pytracer: pid {pid}: {reason}");
+                }
+                Python::Unsupported { label }
+            }
+        }
+    }
+
+    fn attach_python_probes(&mut self, build: &cpython::build::PythonBuild, layout: &Layout) {
+        let offset = |name: &str| build.symbol_offsets.iter().find(|(n, _)| n == name).map(|(_, o)| *o);
+        let path = build.host_path.clone();
+        // The compiler may have split the collector into clones (3.8: collect.constprop.0 and .1,
+        // each on its own call path): probe every one.
+        let collectors: Vec<u64> = build.symbol_offsets.iter().filter(|(n, _)| layout.is_gc_collect_symbol(n)).map(|(_, o)| *o).collect();
+        for &off in &collectors {
+            for prog in ["gc_start", "gc_return"] {
+                if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
+                    self.metrics.attach_error("gc_probe");
+                    eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
+                }
+            }
+        }
+        if collectors.is_empty() {
+            eprintln!(
+                "pytracer: no GC pause metric for {}: it has no symbol {} (a stripped build); GC counts still come from memory",
+                path.display(),
+                layout.gc_collect_fn
+            );
+        }
+        if self.config.cpython.gil_wait {
+            match offset("PyEval_RestoreThread") {
+                Some(off) => {
+                    for prog in ["gil_request", "gil_taken"] {
+                        if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
+                            self.metrics.attach_error("gil_probe");
+                            eprintln!("pytracer: no GIL wait metric for {}: {e}", path.display());
+                        }
+                    }
+                }
+                None => eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display()),
+            }
+        }
     }
 
     fn rescan(&mut self) {
@@ -265,6 +339,15 @@ impl Agent {
             }
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
             Event::Exit { h } => self.on_exit(h.tgid),
+            Event::GcPause { h } | Event::GilWait { h } => {
+                let secs = h.end_ns.saturating_sub(h.start_ns) as f64 / 1e9;
+                let Some(t) = self.procs.get(&h.tgid) else { return };
+                if matches!(ev, Event::GcPause { .. }) {
+                    self.metrics.observe_gc_pause(&t.labels, secs);
+                } else {
+                    self.metrics.observe_gil_wait(&t.labels, secs);
+                }
+            }
         }
     }
 
@@ -303,7 +386,8 @@ impl Agent {
     /// A process we did not see start (it is gone or raced us): what /proc still says.
     fn resolve(&mut self, pid: u32) {
         let info = ProcInfo::read(pid).unwrap_or(ProcInfo { pid, ..Default::default() });
-        let traced = self.traced(&info, false);
+        let python = self.inspect_python(pid);
+        let traced = self.traced(&info, false, python);
         self.procs.insert(pid, traced);
     }
 
@@ -313,15 +397,17 @@ impl Agent {
             Some(tgid) if tgid != child => return,
             _ => {}
         }
+        // A forked child has its parent's address space: same interpreter, same addresses.
+        let python = self.procs.get(&parent).map_or(Python::Unsupported { label: "not_python" }, |p| p.python.clone());
         let traced = match ProcInfo::read(child) {
-            Ok(info) => self.traced(&info, false),
+            Ok(info) => self.traced(&info, false, python),
             Err(_) => {
                 // Already gone: it looked like its parent.
                 let parent = self.procs.get(&parent);
                 let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
                 resource.insert("process.pid".into(), child.into());
                 let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
-                Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() } }
+                Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
             }
         };
         self.procs.insert(child, traced);
@@ -363,6 +449,7 @@ impl Agent {
             ("malformed_response", s.malformed_responses),
             ("unmatched_response", s.unmatched_responses),
             ("span_write_failed", s.spans_lost),
+            ("interpreter_read_error", s.interpreter_read_errors),
         ];
         let kernel_side: Vec<_> = s.kernel_drops.iter().map(|(r, n)| (r.name(), *n)).collect();
         for (reason, total) in kernel_side.into_iter().chain(user_side) {
@@ -377,6 +464,22 @@ impl Agent {
             self.metrics.set_active_requests(l, active.get(&l.pid).copied().unwrap_or(0));
         }
         self.metrics.sample(&labels);
+        let mut states: HashMap<&'static str, usize> = HashMap::new();
+        for t in self.procs.values() {
+            let label = match &t.python {
+                Python::Supported { runtime_addr, layout, .. } => {
+                    match cpython::runtime::snapshot(&cpython::memory::Memory::new(t.labels.pid), *runtime_addr, layout) {
+                        Ok(snap) => self.metrics.observe_python(&t.labels, &snap),
+                        // A process in the middle of starting or exiting; counted, retried next tick.
+                        Err(_) => self.stats.interpreter_read_errors += 1,
+                    }
+                    "supported"
+                }
+                Python::Unsupported { label } => label,
+            };
+            *states.entry(label).or_default() += 1;
+        }
+        self.metrics.set_process_states(&states);
         self.metrics.expire(Duration::from_secs_f64(self.config.metrics.exited_process_grace_seconds));
     }
 

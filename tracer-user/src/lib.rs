@@ -3,6 +3,7 @@ pub mod agent;
 pub mod bpf;
 pub mod cli;
 pub mod clock;
+pub mod cpython;
 pub mod discovery;
 pub mod http;
 pub mod metrics;

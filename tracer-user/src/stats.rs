@@ -19,6 +19,8 @@ pub struct Stats {
     pub incomplete_exchanges: u64,
     /// Requests still waiting for their response when the agent stopped (not reported).
     pub in_flight_at_exit: u64,
+    /// Interpreter snapshots that could not be read (process starting or exiting).
+    pub interpreter_read_errors: u64,
     pub kernel_drops: Vec<(DropReason, u64)>,
 }
 

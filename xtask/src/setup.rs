@@ -11,7 +11,8 @@ use std::{
 use crate::{cmd, paths};
 
 /// LLVM 22 matches the nightly toolchain's LLVM, which bpf-linker must link against; wrk and curl
-/// drive load in tests.
+/// drive load in tests; gdb and binutils (nm) read the DWARF and symbols of the CPython builds
+/// that the layout-table test checks the table against.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -19,6 +20,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "wrk",
     "curl",
+    "gdb",
+    "binutils",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Written into the virtualenv once pip has installed requirements.txt with this interpreter.

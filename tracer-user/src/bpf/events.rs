@@ -11,6 +11,8 @@ pub enum Event<'a> {
     Close { h: EventHeader },
     Fork { h: EventHeader, child: u32 },
     Exit { h: EventHeader },
+    GcPause { h: EventHeader },
+    GilWait { h: EventHeader },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::Close => Event::Close { h },
         EventKind::Fork => Event::Fork { h, child: read::<ProcEvent>(bytes)?.child },
         EventKind::Exit => Event::Exit { h },
+        EventKind::GcPause => Event::GcPause { h },
+        EventKind::GilWait => Event::GilWait { h },
     })
 }
 

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::programs::{TracePoint, UProbe};
 use aya::Ebpf;
 use tracer_common::{ConnKey, DropReason, TrackedProc};
 
@@ -34,6 +35,9 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("sched_exit", "sched", &["sched_process_exit"]),
 ];
 
+/// Loaded at start, attached per Python library file once a traced process is seen using it.
+const UPROBES: [&str; 5] = ["gc_start", "gc_return", "gc_done", "gil_request", "gil_taken"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("this pytracer binary carries no eBPF programs (it was built with AYA_BUILD_SKIP=1); rebuild it with `cargo build --release`")]
@@ -46,15 +50,17 @@ pub enum ProbeError {
     Program { name: &'static str, source: aya::programs::ProgramError },
     #[error("attaching {name} to tracepoint {category}:{tracepoint} failed: {source}")]
     Attach { name: &'static str, category: &'static str, tracepoint: &'static str, source: aya::programs::ProgramError },
-    #[error("the eBPF object has no map {0}")]
+    #[error("the eBPF object has no map or program {0}")]
     MissingMap(&'static str),
+    #[error("attaching {name} to {path} at file offset {offset:#x} failed: {source}")]
+    Uprobe { name: &'static str, path: String, offset: u64, source: aya::programs::ProgramError },
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
 }
 
 pub struct Probes {
     /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     tracked: HashMap<MapData, u32, TrackedProc>,
     conns: HashMap<MapData, ConnKey, u32>,
     drops: PerCpuArray<MapData, u64>,
@@ -84,7 +90,11 @@ impl Probes {
         let tracked = HashMap::try_from(take(&mut ebpf, "TRACKED")?).map_err(|source| ProbeError::Map { map: "TRACKED", source })?;
         let conns = HashMap::try_from(take(&mut ebpf, "CONNS")?).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(|source| ProbeError::Map { map: "DROPS", source })?;
-        Ok((Probes { _ebpf: ebpf, tracked, conns, drops }, events))
+        for name in UPROBES {
+            let prog: &mut UProbe = ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+            prog.load().map_err(|source| ProbeError::Program { name, source })?;
+        }
+        Ok((Probes { ebpf, tracked, conns, drops }, events))
     }
 
     /// Follows `pid` (and, through the fork tracepoint, every child it creates from now on).
@@ -96,6 +106,15 @@ impl Probes {
 
     pub fn is_tracked(&self, pid: u32) -> bool {
         self.tracked.get(&pid, 0).is_ok()
+    }
+
+    /// Attaches program `name` (a uprobe or uretprobe) at a file offset of `path`, for every
+    /// process that maps the file; the programs themselves skip untraced processes.
+    pub fn attach_uprobe(&mut self, name: &'static str, path: &Path, offset: u64) -> Result<(), ProbeError> {
+        let prog: &mut UProbe = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses)
+            .map(|_| ())
+            .map_err(|source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source })
     }
 
     /// Forgets the connections of a process that exited without closing them.

@@ -49,6 +49,15 @@ fn with_kind(p: &ProcLabels, key: &str, value: &str) -> ProcKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    service_name: String,
+    pid: u32,
+    process_role: String,
+    version: String,
+    implementation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -69,6 +78,10 @@ type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 fn duration_buckets() -> Histogram {
     // The OpenTelemetry HTTP semantic conventions' advised boundaries.
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0])
+}
+
+fn pause_buckets() -> Histogram {
+    Histogram::new([0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0])
 }
 
 fn size_buckets() -> Histogram {
@@ -94,6 +107,17 @@ pub struct Metrics {
     attach_errors: Family<ReasonLabels, Counter>,
     agent_cpu: Family<ModeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     agent_memory: Gauge,
+    gc_collections: Family<ProcKindLabels, Counter>,
+    gc_collected: Family<ProcKindLabels, Counter>,
+    gc_uncollectable: Family<ProcKindLabels, Counter>,
+    gc_pause: Hist<ProcLabels>,
+    gil_wait: Hist<ProcLabels>,
+    python_threads: Family<ProcLabels, Gauge>,
+    python_info: Family<InfoLabels, Gauge>,
+    /// python_info's label set per pid, to remove it on expiry.
+    info_of: HashMap<u32, InfoLabels>,
+    /// Last interpreter snapshot per pid: GC counters grow by the difference.
+    last_python: HashMap<u32, crate::cpython::runtime::Snapshot>,
     routes: route::Routes,
     /// Every HTTP label set of a pid, so its series can be removed when it is gone.
     http_series: HashMap<u32, HashSet<HttpLabels>>,
@@ -126,6 +150,15 @@ impl Metrics {
             attach_errors: Family::default(),
             agent_cpu: Family::default(),
             agent_memory: Gauge::default(),
+            gc_collections: Family::default(),
+            gc_collected: Family::default(),
+            gc_uncollectable: Family::default(),
+            gc_pause: Family::new_with_constructor(pause_buckets),
+            gil_wait: Family::new_with_constructor(pause_buckets),
+            python_threads: Family::default(),
+            python_info: Family::default(),
+            info_of: HashMap::new(),
+            last_python: HashMap::new(),
             routes: route::Routes::default(),
             http_series: HashMap::new(),
             last: HashMap::new(),
@@ -144,6 +177,13 @@ impl Metrics {
         r.register("process_open_file_descriptor_count", "Open file descriptors of the traced process", m.open_fds.clone());
         r.register("process_context_switches", "Context switches of the traced process by type", m.context_switches.clone());
         r.register("process_paging_faults", "Page faults of the traced process by type", m.paging_faults.clone());
+        r.register("cpython_gc_collections", "Collections per generation, as gc.get_stats() counts them", m.gc_collections.clone());
+        r.register("cpython_gc_collected_objects", "Objects collected per generation, as gc.get_stats() counts them", m.gc_collected.clone());
+        r.register("cpython_gc_uncollectable_objects", "Uncollectable objects per generation, as gc.get_stats() counts them", m.gc_uncollectable.clone());
+        r.register("cpython_gc_pause_seconds", "Duration of each garbage collection (entry to return of the collector)", m.gc_pause.clone());
+        r.register("cpython_gil_wait_seconds", "Time threads waited to take the GIL back (PyEval_RestoreThread); opt-in", m.gil_wait.clone());
+        r.register("cpython_threads", "Python thread states of the interpreter", m.python_threads.clone());
+        r.register("python_info", "Python runtime of the process (value 1)", m.python_info.clone());
         r.register("pytracer_events_received", "Kernel events the agent received", m.events_received.clone());
         r.register("pytracer_events_dropped", "Events or data the agent could not use, by reason", m.events_dropped.clone());
         r.register("pytracer_processes", "Traced processes by attach state and Python support state", m.processes.clone());
@@ -171,6 +211,38 @@ impl Metrics {
         self.http_series.entry(p.pid).or_default().insert(labels);
     }
 
+    /// Interpreter counters are cumulative since the process started; the metric follows them.
+    pub fn observe_python(&mut self, p: &ProcLabels, snap: &crate::cpython::runtime::Snapshot) {
+        let prev = self.last_python.insert(p.pid, *snap).unwrap_or_default();
+        for (g, (now, before)) in snap.gc.iter().zip(prev.gc.iter()).enumerate() {
+            let l = with_kind(p, "cpython_gc_generation", &g.to_string());
+            self.gc_collections.get_or_create(&l).inc_by(now.collections.saturating_sub(before.collections));
+            self.gc_collected.get_or_create(&l).inc_by(now.collected.saturating_sub(before.collected));
+            self.gc_uncollectable.get_or_create(&l).inc_by(now.uncollectable.saturating_sub(before.uncollectable));
+        }
+        self.python_threads.get_or_create(p).set(snap.threads as i64);
+    }
+
+    pub fn set_python_info(&mut self, p: &ProcLabels, version: &str) {
+        let l = InfoLabels {
+            service_name: p.service_name.clone(),
+            pid: p.pid,
+            process_role: p.process_role.clone(),
+            version: version.to_string(),
+            implementation: "cpython".into(),
+        };
+        self.python_info.get_or_create(&l).set(1);
+        self.info_of.insert(p.pid, l);
+    }
+
+    pub fn observe_gc_pause(&mut self, p: &ProcLabels, secs: f64) {
+        self.gc_pause.get_or_create(p).observe(secs);
+    }
+
+    pub fn observe_gil_wait(&mut self, p: &ProcLabels, secs: f64) {
+        self.gil_wait.get_or_create(p).observe(secs);
+    }
+
     pub fn set_active_requests(&mut self, p: &ProcLabels, n: usize) {
         self.active_requests.get_or_create(p).set(n as i64);
     }
@@ -196,10 +268,17 @@ impl Metrics {
     }
 
     /// Samples procfs for every traced process and the agent itself.
+    /// Traced processes by Python support state (`supported`, or why not).
+    pub fn set_process_states(&mut self, states: &HashMap<&'static str, usize>) {
+        self.processes.clear();
+        for (support, n) in states {
+            self.processes
+                .get_or_create(&StateLabels { attach_state: "traced".into(), python_support: support.to_string() })
+                .set(*n as i64);
+        }
+    }
+
     pub fn sample(&mut self, procs: &[ProcLabels]) {
-        self.processes
-            .get_or_create(&StateLabels { attach_state: "traced".into(), python_support: "not_checked".into() })
-            .set(procs.len() as i64);
         for p in procs {
             let Some(s) = process::sample(p.pid) else { continue };
             let prev = self.last.get(&p.pid).map(|l| l.1).unwrap_or_default();
@@ -242,9 +321,22 @@ impl Metrics {
                 self.request_body.remove(&l);
                 self.response_body.remove(&l);
             }
+            if let Some(l) = self.info_of.remove(&pid) {
+                self.python_info.remove(&l);
+            }
             if let Some((p, _)) = self.last.remove(&pid) {
-                for g in [&self.memory_usage, &self.memory_virtual, &self.thread_count, &self.open_fds, &self.active_requests] {
+                for g in [&self.memory_usage, &self.memory_virtual, &self.thread_count, &self.open_fds, &self.active_requests, &self.python_threads] {
                     g.remove(&p);
+                }
+                self.gc_pause.remove(&p);
+                self.gil_wait.remove(&p);
+                if self.last_python.remove(&pid).is_some() {
+                    for g in 0..crate::cpython::runtime::GENERATIONS {
+                        let l = with_kind(&p, "cpython_gc_generation", &g.to_string());
+                        for f in [&self.gc_collections, &self.gc_collected, &self.gc_uncollectable] {
+                            f.remove(&l);
+                        }
+                    }
                 }
                 for k in ["user", "system"] {
                     self.cpu_time.remove(&with_kind(&p, "cpu_mode", k));
@@ -313,7 +405,7 @@ mod tests {
         let me = ProcLabels { service_name: "self".into(), pid: std::process::id(), process_role: "master".into() };
         m.sample(&[me]);
         let text = encode(&r);
-        for name in ["process_cpu_time_seconds_total", "process_memory_usage_bytes", "process_thread_count", "process_open_file_descriptor_count", "process_context_switches_total", "process_paging_faults_total", "pytracer_memory_usage_bytes", "pytracer_processes"] {
+        for name in ["process_cpu_time_seconds_total", "process_memory_usage_bytes", "process_thread_count", "process_open_file_descriptor_count", "process_context_switches_total", "process_paging_faults_total", "pytracer_memory_usage_bytes"] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }
     }

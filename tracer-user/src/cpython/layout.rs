@@ -1,0 +1,562 @@
+//! Offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds of 3.8–3.13
+//! without free threading. The numbers come from the DWARF of the pyenv builds on the dev machine, and
+//! the test below checks them against it again. CPython does not promise these layouts, but they are
+//! fixed within a minor version for a given configuration: a debug build (`--with-pydebug`) or a
+//! free-threaded 3.13t one differs and is not covered.
+//!
+//! What 3.13's `_Py_DebugOffsets` (at the start of `_PyRuntime`) already provides, and agrees with the
+//! 3.13 row below (the test reads it from the same library): `runtime_state.interpreters_head`,
+//! `interpreter_state.next`, `.threads_head`, `.gc`, `thread_state.next`, `.thread_id`,
+//! `.native_thread_id`, and `gc.size`/`gc.collecting`. It does not provide `enabled`, `generations`
+//! or `generation_stats` (3.15's adds the latter), so the GC fields below are still needed for 3.13.
+
+/// Where the GC state lives: 3.8 keeps it in _PyRuntimeState, 3.9+ in each PyInterpreterState.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcHome {
+    Runtime,
+    Interpreter,
+}
+
+/// Length of both `generations` and `generation_stats` in every version here. 3.13.0 still has three
+/// generations: the incremental young/old collector was backed out before the release (3.14 has it: not covered).
+pub const GENERATIONS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub minor: u8,
+    /// offsetof(_PyRuntimeState, interpreters.head)
+    pub runtime_interpreters_head: u64,
+    /// offsetof(PyInterpreterState, next)
+    pub interp_next: u64,
+    /// offsetof(PyInterpreterState, tstate_head) up to 3.10, threads.head from 3.11
+    pub interp_threads_head: u64,
+    /// offsetof(PyThreadState, next)
+    pub tstate_next: u64,
+    /// offsetof(PyThreadState, thread_id): the pthread_t, not the kernel tid
+    pub tstate_thread_id: u64,
+    /// offsetof(PyThreadState, native_thread_id): the kernel tid; 3.11+, None before
+    pub tstate_native_thread_id: Option<u64>,
+    pub gc_home: GcHome,
+    /// offsetof(_PyRuntimeState, gc) for 3.8; offsetof(PyInterpreterState, gc) for 3.9+
+    pub gc_offset: u64,
+    /// offsetof(struct _gc_runtime_state, enabled) (an int)
+    pub gc_enabled: u64,
+    /// offsetof(struct _gc_runtime_state, generation_stats): [struct gc_generation_stats; GENERATIONS]
+    pub gc_generation_stats: u64,
+    /// sizeof(struct gc_generation_stats): collections, collected, uncollectable (Py_ssize_t each)
+    pub gc_generation_stats_size: u64,
+    /// offsetof(struct _gc_runtime_state, generations): [struct gc_generation; GENERATIONS]
+    pub gc_generations: u64,
+    /// sizeof(struct gc_generation): {PyGC_Head head; int threshold; int count}
+    pub gc_generation_size: u64,
+    pub gc_generation_threshold: u64,
+    pub gc_generation_count: u64,
+    /// The C function whose entry and return bound one collection, for a GC-pause uprobe pair. Every
+    /// collection (automatic, gc.collect(), PyGC_Collect, shutdown) goes through exactly one call of it,
+    /// and it does not recurse (`collecting` guards it). It is a local symbol in every version: in
+    /// .symtab only, so stripped distro builds do not have it. GCC may emit it only as clones with a
+    /// suffix (pyenv's 3.8.18 has `collect.constprop.0` and `.1` and no plain `collect`; automatic
+    /// collections use one, PyGC_Collect the other): attach to every symbol that
+    /// [`Layout::is_gc_collect_symbol`] accepts.
+    pub gc_collect_fn: &'static str,
+}
+
+impl Layout {
+    /// Whether an ELF symbol is `gc_collect_fn` or a whole clone of it (`.constprop.N`, `.isra.N`).
+    /// `.part.N` and `.cold` pieces are rejected: they are fragments, so their entry and return do not
+    /// bound a collection.
+    pub fn is_gc_collect_symbol(&self, symbol: &str) -> bool {
+        let Some(rest) = symbol.strip_prefix(self.gc_collect_fn) else {
+            return false;
+        };
+        if rest.is_empty() {
+            return true;
+        }
+        let Some(rest) = rest.strip_prefix('.') else {
+            return false;
+        };
+        let parts: Vec<&str> = rest.split('.').collect();
+        parts.len().is_multiple_of(2)
+            && parts.chunks(2).all(|p| {
+                matches!(p[0], "constprop" | "isra")
+                    && !p[1].is_empty()
+                    && p[1].bytes().all(|b| b.is_ascii_digit())
+            })
+    }
+}
+
+// The GC struct kept the same shape from 3.8 to 3.13; only where it sits moved.
+const GC_ENABLED: u64 = 12;
+const GC_GENERATIONS: u64 = 24;
+const GC_GENERATION_SIZE: u64 = 24;
+const GC_GENERATION_THRESHOLD: u64 = 16;
+const GC_GENERATION_COUNT: u64 = 20;
+const GC_GENERATION_STATS: u64 = 128;
+const GC_GENERATION_STATS_SIZE: u64 = 24;
+
+static LAYOUTS: [Layout; 6] = [
+    Layout {
+        minor: 8,
+        runtime_interpreters_head: 32,
+        interp_next: 0,
+        interp_threads_head: 8,
+        tstate_next: 8,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: None,
+        gc_home: GcHome::Runtime,
+        gc_offset: 344,
+        gc_enabled: GC_ENABLED,
+        gc_generation_stats: GC_GENERATION_STATS,
+        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
+        gc_generations: GC_GENERATIONS,
+        gc_generation_size: GC_GENERATION_SIZE,
+        gc_generation_threshold: GC_GENERATION_THRESHOLD,
+        gc_generation_count: GC_GENERATION_COUNT,
+        gc_collect_fn: "collect",
+    },
+    Layout {
+        minor: 9,
+        runtime_interpreters_head: 32,
+        interp_next: 0,
+        interp_threads_head: 8,
+        tstate_next: 8,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: None,
+        gc_home: GcHome::Interpreter,
+        gc_offset: 616,
+        gc_enabled: GC_ENABLED,
+        gc_generation_stats: GC_GENERATION_STATS,
+        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
+        gc_generations: GC_GENERATIONS,
+        gc_generation_size: GC_GENERATION_SIZE,
+        gc_generation_threshold: GC_GENERATION_THRESHOLD,
+        gc_generation_count: GC_GENERATION_COUNT,
+        gc_collect_fn: "collect",
+    },
+    Layout {
+        minor: 10,
+        runtime_interpreters_head: 32,
+        interp_next: 0,
+        interp_threads_head: 8,
+        tstate_next: 8,
+        tstate_thread_id: 176,
+        tstate_native_thread_id: None,
+        gc_home: GcHome::Interpreter,
+        gc_offset: 616,
+        gc_enabled: GC_ENABLED,
+        gc_generation_stats: GC_GENERATION_STATS,
+        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
+        gc_generations: GC_GENERATIONS,
+        gc_generation_size: GC_GENERATION_SIZE,
+        gc_generation_threshold: GC_GENERATION_THRESHOLD,
+        gc_generation_count: GC_GENERATION_COUNT,
+        gc_collect_fn: "gc_collect_main",
+    },
+    Layout {
+        minor: 11,
+        runtime_interpreters_head: 40,
+        interp_next: 0,
+        interp_threads_head: 16,
+        tstate_next: 8,
+        tstate_thread_id: 152,
+        tstate_native_thread_id: Some(160),
+        gc_home: GcHome::Interpreter,
+        gc_offset: 648,
+        gc_enabled: GC_ENABLED,
+        gc_generation_stats: GC_GENERATION_STATS,
+        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
+        gc_generations: GC_GENERATIONS,
+        gc_generation_size: GC_GENERATION_SIZE,
+        gc_generation_threshold: GC_GENERATION_THRESHOLD,
+        gc_generation_count: GC_GENERATION_COUNT,
+        gc_collect_fn: "gc_collect_main",
+    },
+    Layout {
+        minor: 12,
+        runtime_interpreters_head: 40,
+        interp_next: 0,
+        interp_threads_head: 72,
+        tstate_next: 8,
+        tstate_thread_id: 136,
+        tstate_native_thread_id: Some(144),
+        gc_home: GcHome::Interpreter,
+        gc_offset: 112,
+        gc_enabled: GC_ENABLED,
+        gc_generation_stats: GC_GENERATION_STATS,
+        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
+        gc_generations: GC_GENERATIONS,
+        gc_generation_size: GC_GENERATION_SIZE,
+        gc_generation_threshold: GC_GENERATION_THRESHOLD,
+        gc_generation_count: GC_GENERATION_COUNT,
+        gc_collect_fn: "gc_collect_main",
+    },
+    Layout {
+        minor: 13,
+        runtime_interpreters_head: 632,
+        interp_next: 7264,
+        interp_threads_head: 7344,
+        tstate_next: 8,
+        tstate_thread_id: 152,
+        tstate_native_thread_id: Some(160),
+        gc_home: GcHome::Interpreter,
+        gc_offset: 7400,
+        gc_enabled: GC_ENABLED,
+        gc_generation_stats: GC_GENERATION_STATS,
+        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
+        gc_generations: GC_GENERATIONS,
+        gc_generation_size: GC_GENERATION_SIZE,
+        gc_generation_threshold: GC_GENERATION_THRESHOLD,
+        gc_generation_count: GC_GENERATION_COUNT,
+        gc_collect_fn: "gc_collect_main",
+    },
+];
+
+pub fn for_minor(minor: u8) -> Option<&'static Layout> {
+    LAYOUTS.iter().find(|l| l.minor == minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    #[test]
+    fn only_3_8_to_3_13_are_known() {
+        assert!(for_minor(7).is_none());
+        assert!(for_minor(14).is_none());
+        for minor in 8..=13 {
+            assert_eq!(for_minor(minor).map(|l| l.minor), Some(minor));
+        }
+    }
+
+    #[test]
+    fn gc_collect_symbol_accepts_whole_clones_only() {
+        let l = for_minor(8).unwrap();
+        for ok in [
+            "collect",
+            "collect.constprop.0",
+            "collect.isra.1.constprop.0",
+        ] {
+            assert!(l.is_gc_collect_symbol(ok), "{ok}");
+        }
+        for bad in [
+            "collect.cold",
+            "collect.part.0",
+            "collect_with_callback",
+            "collect.constprop",
+            "gc_collect",
+        ] {
+            assert!(!l.is_gc_collect_symbol(bad), "{bad}");
+        }
+    }
+
+    /// No pyenv build or no gdb/nm: a skip on a dev box, a failure where the privileged suite must run.
+    fn skip(why: &str) {
+        if std::env::var("PYTRACER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("PYTRACER_REQUIRE_PRIVILEGED=1 but {why}");
+        }
+        eprintln!("SKIPPED: {why}");
+    }
+
+    fn pyenv_root() -> Option<PathBuf> {
+        if let Some(root) = std::env::var_os("PYENV_ROOT") {
+            return Some(root.into());
+        }
+        if let Ok(out) = Command::new("pyenv").arg("root").output() {
+            let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !root.is_empty() {
+                return Some(root.into());
+            }
+        }
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv"))
+    }
+
+    /// The minor of a pyenv version directory this table claims to describe: "3.X.Y", pre-releases
+    /// included (they must match too). Free-threaded ("3.13.0t"), other implementations and "-dev"
+    /// checkouts are out of the table's scope.
+    fn minor_of(dir_name: &str) -> Option<u8> {
+        let mut parts = dir_name.splitn(3, '.');
+        let (major, minor, patch) = (parts.next()?, parts.next()?, parts.next()?);
+        let patch_ok = patch.starts_with(|c: char| c.is_ascii_digit())
+            && patch
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start_matches(['a', 'b', 'r', 'c'])
+                .bytes()
+                .all(|b| b.is_ascii_digit());
+        let minor: u8 = minor.parse().ok()?;
+        (major == "3" && patch_ok && (8..=13).contains(&minor)).then_some(minor)
+    }
+
+    fn tool_works(tool: &str) -> bool {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Expressions for gdb, by key. Members that do not exist in a version are asked for anyway, so
+    /// that their absence is checked too (gdb prints an error and goes on to the next command).
+    fn queries(minor: u8) -> Vec<(&'static str, String)> {
+        let off = |ty: &str, member: &str| format!("&(({ty}*)0)->{member}");
+        let threads = if minor <= 10 {
+            "tstate_head"
+        } else {
+            "threads.head"
+        };
+        let mut q = vec![
+            ("runtime_interpreters_head", off("_PyRuntimeState", "interpreters.head")),
+            ("interp_next", off("PyInterpreterState", "next")),
+            ("interp_threads_head", off("PyInterpreterState", threads)),
+            ("tstate_next", off("PyThreadState", "next")),
+            ("tstate_thread_id", off("PyThreadState", "thread_id")),
+            ("tstate_native_thread_id", off("PyThreadState", "native_thread_id")),
+            ("runtime_gc", off("_PyRuntimeState", "gc")),
+            ("interp_gc", off("PyInterpreterState", "gc")),
+            ("gc_enabled", off("struct _gc_runtime_state", "enabled")),
+            ("gc_generation_stats", off("struct _gc_runtime_state", "generation_stats")),
+            ("gc_generation_stats_size", "sizeof(struct gc_generation_stats)".into()),
+            ("gc_generations", off("struct _gc_runtime_state", "generations")),
+            ("gc_generation_size", "sizeof(struct gc_generation)".into()),
+            ("gc_generation_threshold", off("struct gc_generation", "threshold")),
+            ("gc_generation_count", off("struct gc_generation", "count")),
+            (
+                "gc_generations_len",
+                "sizeof(((struct _gc_runtime_state*)0)->generations) / sizeof(struct gc_generation)".into(),
+            ),
+            (
+                "gc_generation_stats_len",
+                "sizeof(((struct _gc_runtime_state*)0)->generation_stats) / sizeof(struct gc_generation_stats)"
+                    .into(),
+            ),
+        ];
+        if minor >= 13 {
+            // The initializer of _PyRuntime in the file's .PyRuntime section: what a reader of
+            // _Py_DebugOffsets would see in a live process of this build.
+            let d = |path: &str| format!("_PyRuntime.debug_offsets.{path}");
+            q.extend([
+                (
+                    "debug.runtime_interpreters_head",
+                    d("runtime_state.interpreters_head"),
+                ),
+                ("debug.interp_next", d("interpreter_state.next")),
+                (
+                    "debug.interp_threads_head",
+                    d("interpreter_state.threads_head"),
+                ),
+                ("debug.interp_gc", d("interpreter_state.gc")),
+                ("debug.tstate_next", d("thread_state.next")),
+                ("debug.tstate_thread_id", d("thread_state.thread_id")),
+                (
+                    "debug.tstate_native_thread_id",
+                    d("thread_state.native_thread_id"),
+                ),
+            ]);
+        }
+        q
+    }
+
+    fn run_gdb(
+        lib: &Path,
+        queries: &[(&'static str, String)],
+    ) -> Result<HashMap<String, u64>, String> {
+        let mut cmd = Command::new("gdb");
+        cmd.args(["-batch", "-nx"]);
+        for (key, expr) in queries {
+            cmd.arg("-ex")
+                .arg(format!("printf \"{key}=%lu\\n\", (unsigned long)({expr})"));
+        }
+        // Proves gdb ran every command rather than giving up part way.
+        cmd.args(["-ex", "echo END\\n"]).arg(lib);
+        let out = cmd.output().map_err(|e| format!("gdb: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stdout.lines().last() != Some("END") {
+            return Err(format!(
+                "gdb did not finish: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(stdout
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect())
+    }
+
+    /// Symbols of the library's .symtab accepted by `is_gc_collect_symbol`, with nm's type letter.
+    fn gc_collect_symbols(lib: &Path, layout: &Layout) -> Result<Vec<(char, String)>, String> {
+        let out = Command::new("nm")
+            .arg("--defined-only")
+            .arg(lib)
+            .output()
+            .map_err(|e| format!("nm: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "nm failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                let (_addr, kind, name) = (f.next()?, f.next()?, f.next()?);
+                layout
+                    .is_gc_collect_symbol(name)
+                    .then(|| (kind.chars().next().unwrap_or('?'), name.to_string()))
+            })
+            .collect())
+    }
+
+    /// Every disagreement between the table and one build, as "version field: ..." lines.
+    fn check_build(version: &str, minor: u8, lib: &Path) -> Vec<String> {
+        let layout = for_minor(minor).unwrap();
+        let got = match run_gdb(lib, &queries(minor)) {
+            Ok(got) => got,
+            Err(e) => return vec![format!("{version}: {e}")],
+        };
+        let mut bad = Vec::new();
+        let mut expect = |field: &str, want: Option<u64>| {
+            let have = got.get(field).copied();
+            if have != want {
+                bad.push(format!(
+                    "{version} {field}: table says {want:?}, DWARF of {} says {have:?}",
+                    lib.display()
+                ));
+            }
+        };
+        let (runtime_gc, interp_gc) = match layout.gc_home {
+            GcHome::Runtime => (Some(layout.gc_offset), None),
+            GcHome::Interpreter => (None, Some(layout.gc_offset)),
+        };
+        expect(
+            "runtime_interpreters_head",
+            Some(layout.runtime_interpreters_head),
+        );
+        expect("interp_next", Some(layout.interp_next));
+        expect("interp_threads_head", Some(layout.interp_threads_head));
+        expect("tstate_next", Some(layout.tstate_next));
+        expect("tstate_thread_id", Some(layout.tstate_thread_id));
+        expect("tstate_native_thread_id", layout.tstate_native_thread_id);
+        expect("runtime_gc", runtime_gc);
+        expect("interp_gc", interp_gc);
+        expect("gc_enabled", Some(layout.gc_enabled));
+        expect("gc_generation_stats", Some(layout.gc_generation_stats));
+        expect(
+            "gc_generation_stats_size",
+            Some(layout.gc_generation_stats_size),
+        );
+        expect("gc_generations", Some(layout.gc_generations));
+        expect("gc_generation_size", Some(layout.gc_generation_size));
+        expect(
+            "gc_generation_threshold",
+            Some(layout.gc_generation_threshold),
+        );
+        expect("gc_generation_count", Some(layout.gc_generation_count));
+        expect("gc_generations_len", Some(GENERATIONS as u64));
+        expect("gc_generation_stats_len", Some(GENERATIONS as u64));
+        if minor >= 13 {
+            expect(
+                "debug.runtime_interpreters_head",
+                Some(layout.runtime_interpreters_head),
+            );
+            expect("debug.interp_next", Some(layout.interp_next));
+            expect(
+                "debug.interp_threads_head",
+                Some(layout.interp_threads_head),
+            );
+            expect("debug.interp_gc", Some(layout.gc_offset));
+            expect("debug.tstate_next", Some(layout.tstate_next));
+            expect("debug.tstate_thread_id", Some(layout.tstate_thread_id));
+            expect(
+                "debug.tstate_native_thread_id",
+                layout.tstate_native_thread_id,
+            );
+        }
+        match gc_collect_symbols(lib, layout) {
+            Err(e) => bad.push(format!("{version} gc_collect_fn: {e}")),
+            Ok(syms) if syms.is_empty() => bad.push(format!(
+                "{version} gc_collect_fn: no symbol {:?} (or a clone of it) in {}",
+                layout.gc_collect_fn,
+                lib.display()
+            )),
+            Ok(syms) => {
+                // The doc comment promises a local symbol ('t'); a global one would mean it changed.
+                for (kind, name) in syms.iter().filter(|(kind, _)| *kind != 't') {
+                    bad.push(format!(
+                        "{version} gc_collect_fn: {name} has nm type {kind:?}, not local 't'"
+                    ));
+                }
+            }
+        }
+        bad
+    }
+
+    #[test]
+    fn table_matches_dwarf_of_every_pyenv_build() {
+        let Some(root) = pyenv_root() else {
+            return skip("no pyenv root (PYENV_ROOT, `pyenv root`, ~/.pyenv)");
+        };
+        let versions_dir = root.join("versions");
+        let mut builds: Vec<(String, u8, PathBuf)> = std::fs::read_dir(&versions_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let version = entry.file_name().to_string_lossy().into_owned();
+                let minor = minor_of(&version)?;
+                // --enable-shared puts the interpreter in libpython; a default pyenv build links it
+                // into the executable, which carries the same DWARF.
+                let dir = entry.path();
+                let lib = dir.join(format!("lib/libpython3.{minor}.so.1.0"));
+                let lib = if lib.exists() {
+                    lib
+                } else {
+                    dir.join(format!("bin/python3.{minor}"))
+                };
+                Some((version, minor, lib))
+            })
+            .collect();
+        builds.sort_by_key(|(_, minor, _)| *minor);
+        if builds.is_empty() {
+            return skip(&format!(
+                "no CPython 3.8–3.13 build under {}",
+                versions_dir.display()
+            ));
+        }
+        for tool in ["gdb", "nm"] {
+            if !tool_works(tool) {
+                return skip(&format!(
+                    "`{tool}` is not installed; it is needed to read the builds' debug info"
+                ));
+            }
+        }
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let jobs: Vec<_> = builds
+                .iter()
+                .map(|(version, minor, lib)| s.spawn(move || check_build(version, *minor, lib)))
+                .collect();
+            jobs.into_iter().flat_map(|j| j.join().unwrap()).collect()
+        });
+        let checked: Vec<&str> = builds.iter().map(|(v, _, _)| v.as_str()).collect();
+        assert!(
+            failures.is_empty(),
+            "layout table disagrees with DWARF:\n{}",
+            failures.join("\n")
+        );
+        eprintln!("layout table matches DWARF of {}", checked.join(", "));
+    }
+
+    #[test]
+    fn pyenv_directory_names() {
+        assert_eq!(minor_of("3.8.18"), Some(8));
+        assert_eq!(minor_of("3.13.0"), Some(13));
+        assert_eq!(minor_of("3.13.0rc1"), Some(13));
+        assert_eq!(minor_of("3.13.0t"), None);
+        assert_eq!(minor_of("3.7.16"), None);
+        assert_eq!(minor_of("3.14.0"), None);
+        assert_eq!(minor_of("pypy3.10-7.3.12"), None);
+        assert_eq!(minor_of("3.12-dev"), None);
+    }
+}

@@ -108,6 +108,24 @@ pub fn require_privileged() -> bool {
     gate(missing)
 }
 
+/// The test app's virtualenv on Debian's python3.11 (static, stripped, with USDT probes):
+/// `$PYTRACER_DEBIAN_VENV`, else `<root>/.venvs/debian-3.11`.
+pub fn debian_venv_dir() -> PathBuf {
+    match std::env::var_os("PYTRACER_DEBIAN_VENV") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => workspace_root().join(".venvs").join("debian-3.11"),
+    }
+}
+
+/// [`require_privileged`], plus the Debian-python virtualenv.
+pub fn require_privileged_debian() -> bool {
+    let g = debian_venv_dir().join("bin").join("gunicorn");
+    if !g.is_file() {
+        return gate(vec![format!("{} not found (set PYTRACER_DEBIAN_VENV or run `cargo xtask setup`)", g.display())]);
+    }
+    require_privileged()
+}
+
 /// Like [`require_privileged`] but only needs the venv: for tests of the harness and the app.
 pub fn require_venv() -> bool {
     gate(missing_venv())

@@ -31,6 +31,8 @@ pub struct GunicornOpts {
     pub env: Vec<(String, String)>,
     /// WSGI app spec, `testapp:app` by default.
     pub app: String,
+    /// The virtualenv whose gunicorn runs; the default test venv when None.
+    pub venv: Option<PathBuf>,
 }
 
 impl GunicornOpts {
@@ -42,7 +44,14 @@ impl GunicornOpts {
             extra_args: Vec::new(),
             env: Vec::new(),
             app: "testapp:app".into(),
+            venv: None,
         }
+    }
+
+    /// Run the gunicorn of another virtualenv (another Python build).
+    pub fn venv(mut self, dir: PathBuf) -> Self {
+        self.venv = Some(dir);
+        self
     }
 
     pub fn gthread(workers: u32, threads: u32) -> Self {
@@ -131,7 +140,8 @@ impl Gunicorn {
         std::fs::create_dir_all(&ready_dir)?;
         let log = File::create(&log_path)?;
 
-        let mut cmd = Command::new(gunicorn_bin());
+        let bin = opts.venv.as_ref().map_or_else(gunicorn_bin, |v| v.join("bin").join("gunicorn"));
+        let mut cmd = Command::new(&bin);
         cmd.arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--workers")
@@ -165,7 +175,7 @@ impl Gunicorn {
             .process_group(0);
         let child = cmd
             .spawn()
-            .with_context(|| format!("spawning {}", gunicorn_bin().display()))?;
+            .with_context(|| format!("spawning {}", bin.display()))?;
         Ok(Gunicorn {
             child,
             port,

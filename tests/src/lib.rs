@@ -22,7 +22,7 @@ pub mod tracer;
 pub mod wait;
 
 pub use env::{
-    apps_dir, gunicorn_bin, pytracer_bin, require_privileged, require_venv, venv_dir,
+    apps_dir, debian_venv_dir, gunicorn_bin, pytracer_bin, require_privileged, require_privileged_debian, require_venv, venv_dir,
     workspace_root,
 };
 pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};

@@ -1,7 +1,6 @@
 //! The event loop: kernel events in, spans out. One thread; the kernel programs do the filtering,
 //! so the loop only sees the traced processes' connections and process lifecycle.
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -79,8 +78,10 @@ struct Agent {
     stats: Stats,
     reported_drops: u64,
     metrics: Metrics,
-    /// Library files whose GC (and GIL) probes were attached, or found impossible to attach.
-    probed_files: HashSet<PathBuf>,
+    /// Library files, by (device, inode), whose GC (and GIL) probes were attached or found
+    /// impossible to attach. Not by path: each process reaches the same file through its own
+    /// /proc/PID/root, and a second attach would trap twice for nothing.
+    probed_files: HashSet<(u64, u64)>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -213,7 +214,9 @@ impl Agent {
     fn inspect_python(&mut self, pid: u32) -> Python {
         match cpython::inspect(pid) {
             cpython::Support::Supported { build, layout } => {
-                if self.probed_files.insert(build.host_path.clone()) {
+                use std::os::unix::fs::MetadataExt;
+                let file = std::fs::metadata(&build.host_path).map(|m| (m.dev(), m.ino())).unwrap_or_default();
+                if self.probed_files.insert(file) {
                     self.attach_python_probes(&build, layout);
                 }
                 Python::Supported { runtime_addr: build.runtime_addr, layout, version: build.version.to_string() }
@@ -242,11 +245,24 @@ impl Agent {
             }
         }
         if collectors.is_empty() {
-            eprintln!(
-                "pytracer: no GC pause metric for {}: it has no symbol {} (a stripped build); GC counts still come from memory",
-                path.display(),
-                layout.gc_collect_fn
-            );
+            // A stripped build: the collector's symbol is gone, but distro builds keep the
+            // gc__start/gc__done USDT probes.
+            let usdt = |n: &str| build.usdt.iter().find(|p| p.provider == "python" && p.name == n);
+            match (usdt("gc__start"), usdt("gc__done")) {
+                (Some(start), Some(done)) => {
+                    for (prog, p) in [("gc_start", start), ("gc_done", done)] {
+                        if let Err(e) = self.probes.attach_usdt(prog, &path, p.pc_offset, p.semaphore_offset) {
+                            self.metrics.attach_error("gc_probe");
+                            eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
+                        }
+                    }
+                }
+                _ => eprintln!(
+                    "pytracer: no GC pause metric for {}: it has neither the symbol {} nor gc__start/gc__done USDT probes; GC counts still come from memory",
+                    path.display(),
+                    layout.gc_collect_fn
+                ),
+            }
         }
         if self.config.cpython.gil_wait {
             match offset("PyEval_RestoreThread") {

@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "gdb",
     "binutils",
+    "python3.11",
+    "python3.11-venv",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Written into the virtualenv once pip has installed requirements.txt with this interpreter.
@@ -39,6 +41,7 @@ pub fn run() -> Result<()> {
     })?;
     step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
     venv(&Venv::tests())?;
+    venv(&Venv::debian())?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -47,17 +50,29 @@ pub fn run() -> Result<()> {
 pub struct Venv {
     pub dir: PathBuf,
     pub requirements: PathBuf,
+    /// The interpreter to make it from; pyenv's newest 3.11 when None.
+    pub python: Option<PathBuf>,
 }
 
 impl Venv {
     /// The test and demo apps' virtualenv.
     pub fn tests() -> Venv {
-        Venv { dir: paths::venv_dir(), requirements: paths::requirements_txt() }
+        Venv { dir: paths::venv_dir(), requirements: paths::requirements_txt(), python: None }
+    }
+
+    /// The test app on Debian's own python3.11: a static, stripped build with USDT probes, the
+    /// other kind of build the agent must handle.
+    pub fn debian() -> Venv {
+        Venv {
+            dir: paths::repo_root().join(".venvs/debian-3.11"),
+            requirements: paths::requirements_txt(),
+            python: Some(PathBuf::from("/usr/bin/python3.11")),
+        }
     }
 
     /// The benchmark's: the same app stack plus the in-process agents it compares with.
     pub fn bench() -> Venv {
-        Venv { dir: paths::repo_root().join(".venvs/bench-3.11"), requirements: paths::repo_root().join("bench/requirements.txt") }
+        Venv { dir: paths::repo_root().join(".venvs/bench-3.11"), requirements: paths::repo_root().join("bench/requirements.txt"), python: None }
     }
 }
 
@@ -193,7 +208,10 @@ struct VenvPlan {
 }
 
 fn venv_plan(v: &Venv) -> Result<Option<VenvPlan>> {
-    let interpreter = pyenv_python()?;
+    let interpreter = match &v.python {
+        Some(p) => p.clone(),
+        None => pyenv_python()?,
+    };
     let requirements = fs::read_to_string(&v.requirements)
         .with_context(|| format!("cannot read {}", v.requirements.display()))?;
     let marker = format!(

@@ -1,3 +1,4 @@
 //! The agent's side of the kernel programs: loading and attaching them, and decoding their events.
 pub mod events;
 pub mod probes;
+pub mod usdt;

@@ -52,6 +52,8 @@ pub enum ProbeError {
     Attach { name: &'static str, category: &'static str, tracepoint: &'static str, source: aya::programs::ProgramError },
     #[error("the eBPF object has no map or program {0}")]
     MissingMap(&'static str),
+    #[error("attaching {name} to the USDT probe of {path} at file offset {offset:#x} failed: {source}")]
+    Usdt { name: &'static str, path: String, offset: u64, source: std::io::Error },
     #[error("attaching {name} to {path} at file offset {offset:#x} failed: {source}")]
     Uprobe { name: &'static str, path: String, offset: u64, source: aya::programs::ProgramError },
     #[error("map {map}: {source}")]
@@ -64,6 +66,7 @@ pub struct Probes {
     tracked: HashMap<MapData, u32, TrackedProc>,
     conns: HashMap<MapData, ConnKey, u32>,
     drops: PerCpuArray<MapData, u64>,
+    usdt_links: Vec<super::usdt::UsdtLink>,
 }
 
 impl Probes {
@@ -94,7 +97,7 @@ impl Probes {
             let prog: &mut UProbe = ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
         }
-        Ok((Probes { ebpf, tracked, conns, drops }, events))
+        Ok((Probes { ebpf, tracked, conns, drops, usdt_links: Vec::new() }, events))
     }
 
     /// Follows `pid` (and, through the fork tracepoint, every child it creates from now on).
@@ -115,6 +118,18 @@ impl Probes {
         prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses)
             .map(|_| ())
             .map_err(|source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source })
+    }
+
+    /// Attaches program `name` (a uprobe) to a USDT probe at file `offset`, raising its semaphore
+    /// through the kernel (see usdt.rs).
+    pub fn attach_usdt(&mut self, name: &'static str, path: &Path, offset: u64, semaphore_offset: u64) -> Result<(), ProbeError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog: &mut UProbe = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+        let err = |e: std::io::Error| ProbeError::Usdt { name, path: path.display().to_string(), offset, source: e };
+        let fd = prog.fd().map_err(|e| err(std::io::Error::other(e.to_string())))?.as_fd().as_raw_fd();
+        let link = super::usdt::attach(fd, path, offset, semaphore_offset).map_err(err)?;
+        self.usdt_links.push(link);
+        Ok(())
     }
 
     /// Forgets the connections of a process that exited without closing them.

@@ -213,3 +213,36 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
     let r = t.stop();
     assert!(!r.stderr.contains("no GC pause metric"), "{}", r.stderr);
 }
+
+/// The GIL-wait histogram costs a uprobe pair on every PyEval_RestoreThread, so it is off unless
+/// the configuration asks for it: no samples by default, samples for every worker when on.
+#[test]
+fn gil_wait_is_opt_in() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::gthread(2, 4));
+    for enabled in [false, true] {
+        let dir = TempDir::new("gil-config").unwrap();
+        let config = dir.path().join("pytracer.yaml");
+        std::fs::write(&config, format!("cpython:\n  gil_wait: {enabled}\n")).unwrap();
+        let mport = free_port();
+        let t = Tracer::start(&[g.pid()], &["--config", config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{mport}")]);
+        for _ in 0..40 {
+            assert_eq!(get(g.port(), "/sleep/1").status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let m = scrape(mport);
+        let waits = sum(&m, "cpython_gil_wait_seconds_count", &[]);
+        let requests = sum(&m, "http_server_request_duration_seconds_count", &[]);
+        assert_eq!(requests, 40.0);
+        if enabled {
+            // time.sleep releases the GIL and takes it back: at least once per request.
+            assert!(waits >= 40.0, "{waits} GIL waits for 40 requests");
+            eprintln!("GIL waits per request (gthread, /sleep/1): {:.1}", waits / requests);
+        } else {
+            assert_eq!(waits, 0.0, "off by default");
+        }
+        t.stop();
+    }
+}

@@ -46,13 +46,13 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
         /// Seconds of load per route and configuration
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
         /// wrk connections (fixed concurrency)
         #[arg(long, default_value_t = 8)]
         connections: u32,
-        /// Configurations to run, from A B C D E
-        #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E")]
+        /// Configurations to run, from A B C D E F
+        #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
         configs: Vec<String>,
     },
 }
@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
                     bench::Config::ALL
                         .into_iter()
                         .find(|k| k.key().eq_ignore_ascii_case(c.trim()))
-                        .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E"))
+                        .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E, F"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             bench::run(bench::Options { rounds, seconds, connections, configs })

@@ -27,10 +27,12 @@ pub enum Config {
     D,
     /// The Instana Python sensor in-process, reporting to a local stub host agent.
     E,
+    /// C plus the opt-in GIL-wait probe.
+    F,
 }
 
 impl Config {
-    pub const ALL: [Config; 5] = [Config::A, Config::B, Config::C, Config::D, Config::E];
+    pub const ALL: [Config; 6] = [Config::A, Config::B, Config::C, Config::D, Config::E, Config::F];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -39,6 +41,7 @@ impl Config {
             Config::C => "C pytracer all probes",
             Config::D => "D OpenTelemetry auto-instr.",
             Config::E => "E Instana sensor",
+            Config::F => "F pytracer + GIL wait (opt-in)",
         }
     }
 
@@ -49,6 +52,7 @@ impl Config {
             Config::C => "C",
             Config::D => "D",
             Config::E => "E",
+            Config::F => "F",
         }
     }
 }
@@ -63,6 +67,16 @@ pub struct Counts {
     pub agent_peak_rss_kib: Option<u64>,
     /// pytracer only: the kernel-side drop counters from its exit summary.
     pub kernel_drops: Option<u64>,
+    /// `pytracer run` only (from its /metrics): kernel records received, GC-pause probe hits,
+    /// GIL-wait probe hits.
+    pub probe_hits: Option<ProbeHits>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeHits {
+    pub events: f64,
+    pub gc_pauses: f64,
+    pub gil_waits: f64,
 }
 
 pub struct Running {
@@ -70,6 +84,8 @@ pub struct Running {
     pub port: u16,
     gunicorn: Supervised,
     pytracer: Option<(Supervised, PathBuf, PathBuf)>,
+    /// The agent's /metrics port (`run` configurations).
+    metrics_port: Option<u16>,
     sink: Option<(Supervised, u16)>,
     /// Requests sent before the measured load; their spans count too.
     pub warm_up_requests: u64,
@@ -100,17 +116,27 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
     let sink_port = sink.as_ref().map(|s| s.1);
     let gunicorn = start_gunicorn(config, env, port, sink_port, dir.path())?;
     wait_for_port(port, &gunicorn, Duration::from_secs(30))?;
+    let mut metrics_port = None;
     let pytracer = match config {
         Config::B => Some(start_pytracer(env, &["trace", "--pid", &gunicorn.pid().to_string()], dir.path())?),
-        Config::C => {
-            // Discovery limited to this app, so stray Gunicorns on the machine do not count.
+        Config::C | Config::F => {
+            // Discovery limited to this app's Gunicorn: its `--bind` argument, which neither stray
+            // Gunicorns nor wrk (whose command line holds the URL) have.
             let cfg = dir.path().join("pytracer.yaml");
-            fs::write(&cfg, format!("discovery:\n  whitelist: [\"127.0.0.1:{port}\"]\n"))?;
+            let mport = free_port()?;
+            metrics_port = Some(mport);
+            fs::write(
+                &cfg,
+                format!(
+                    "discovery:\n  whitelist: [\"--bind 127.0.0.1:{port}\"]\nmetrics:\n  listen: 127.0.0.1:{mport}\ncpython:\n  gil_wait: {}\n",
+                    config == Config::F
+                ),
+            )?;
             Some(start_pytracer(env, &["run", "--config", cfg.to_str().unwrap()], dir.path())?)
         }
         _ => None,
     };
-    let mut running = Running { config, port, gunicorn, pytracer, sink, warm_up_requests: 0, _dir: dir };
+    let mut running = Running { config, port, gunicorn, pytracer, metrics_port, sink, warm_up_requests: 0, _dir: dir };
     running.warm_up()?;
     Ok(running)
 }
@@ -188,9 +214,29 @@ impl Running {
         (cpu, hwm)
     }
 
+    /// Sums of the agent's own counters, scraped from its /metrics.
+    fn probe_hits(&self) -> Result<Option<ProbeHits>> {
+        let Some(port) = self.metrics_port else { return Ok(None) };
+        // The agent samples once a second; let the last second land.
+        thread::sleep(Duration::from_millis(1200));
+        let text = get(port, "/metrics")?;
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+                .sum()
+        };
+        Ok(Some(ProbeHits {
+            events: sum("pytracer_events_received_total"),
+            gc_pauses: sum("cpython_gc_pause_seconds_count"),
+            gil_waits: sum("cpython_gil_wait_seconds_count"),
+        }))
+    }
+
     pub fn stop(mut self) -> Result<Counts> {
         let (agent_cpu_s, agent_peak_rss_kib) = self.agent_usage();
-        let mut counts = Counts { agent_cpu_s, agent_peak_rss_kib, ..Default::default() };
+        let probe_hits = self.probe_hits()?;
+        let mut counts = Counts { agent_cpu_s, agent_peak_rss_kib, probe_hits, ..Default::default() };
         if let Some((mut p, out, err)) = self.pytracer.take() {
             let status = p.stop()?;
             let stderr = fs::read_to_string(&err).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what pytracer costs the traced app, side by side with the in-process
 //! agents users would otherwise install, and what the agent itself costs.
 //!
-//! Configurations are alternated (A B C D E A B C D E ...) so that slow drifts of this nested VM
+//! Configurations are alternated (A B C D E F A B C D E F ...) so that slow drifts of this nested VM
 //! hit all of them alike; medians are reported with the min and max across rounds.
 mod configs;
 mod report;

@@ -42,7 +42,7 @@ pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[Capac
         md,
         "\n## Method\n\nThe same Flask app (bench/apps/benchapp.py) on Gunicorn, 2 sync workers, on 127.0.0.1. \
          Load: wrk, 1 thread, {} connections, {} s per route, routes `/` (hello), `/users/42` (small JSON) and \
-         `/work` (about 2 ms of Python CPU). Configurations alternate A B C D E over {} rounds; each round starts \
+         `/work` (about 2 ms of Python CPU). Configurations alternate (A B C … A B C …) over {} rounds; each round starts \
          the app (and its tracer) afresh and sends 15 warm-up requests. Figures are the median of the rounds, \
          with [min–max] across rounds.\n",
         opts.connections, opts.seconds, opts.rounds
@@ -110,7 +110,7 @@ pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[Capac
     writeln!(md, "\n## The agent's own cost (pytracer)\n")?;
     writeln!(md, "| configuration | CPU s per 1000 requests | peak RSS MiB | kernel drops |")?;
     writeln!(md, "|---|---|---|---|")?;
-    for c in [Config::B, Config::C] {
+    for c in [Config::B, Config::C, Config::F] {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.config == c).collect();
         if mine.is_empty() {
             continue;
@@ -121,6 +121,25 @@ pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[Capac
         let cpu = cpu.map_or("–".into(), |s| format!("{:.3} [{:.3}–{:.3}]", s.median, s.min, s.max));
         writeln!(md, "| {} | {cpu} | {rss:.1} | {drops} |", c.label())?;
         writeln!(summary, "agent {}: CPU s/1000 req {cpu}, peak RSS {rss:.1} MiB, kernel drops {drops}", c.key())?;
+    }
+
+    writeln!(md, "\n## Probe hits per request\n")?;
+    writeln!(
+        md,
+        "From the agent's own /metrics at the end of each round (`pytracer run` configurations), over all requests \
+         of the round. Kernel records are the syscall-tracepoint records delivered (accept, reads, writes, close); \
+         GC pauses are uprobe-pair hits on the collector; GIL waits are uprobe-pair hits on PyEval_RestoreThread \
+         (opt-in, F only). Their cost shows as F against C in the throughput table.\n"
+    )?;
+    writeln!(md, "| configuration | kernel records/request | GC-pause probe hits/request | GIL-wait probe hits/request |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for c in [Config::C, Config::F] {
+        let per = |f: fn(&super::configs::ProbeHits) -> f64| {
+            stat(runs.iter().filter(|r| r.config == c).filter_map(|r| r.counts.probe_hits.map(|h| f(&h) / r.requests.max(1) as f64)).collect())
+        };
+        let (Some(ev), Some(gc), Some(gil)) = (per(|h| h.events), per(|h| h.gc_pauses), per(|h| h.gil_waits)) else { continue };
+        writeln!(md, "| {} | {:.2} | {:.3} | {:.1} |", c.label(), ev.median, gc.median, gil.median)?;
+        writeln!(summary, "probes {}: {:.2} kernel records, {:.3} GC-pause hits, {:.1} GIL-wait hits per request", c.key(), ev.median, gc.median, gil.median)?;
     }
 
     if !capacity.is_empty() {

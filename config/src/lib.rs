@@ -18,6 +18,36 @@ pub struct Config {
     pub output: Output,
     pub metrics: Metrics,
     pub cpython: Cpython,
+    pub otlp: Otlp,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Otlp {
+    /// The OTLP/HTTP traces URL. When absent, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (plus /v1/traces) in the agent's environment enable export.
+    pub endpoint: Option<String>,
+    /// Extra request headers (API keys); OTEL_EXPORTER_OTLP_HEADERS adds to them.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// "gzip" or "none".
+    pub compression: String,
+    pub batch_size: usize,
+    /// Spans waiting for export; beyond it they are dropped and counted.
+    pub queue_size: usize,
+    pub timeout_seconds: f64,
+}
+
+impl Default for Otlp {
+    fn default() -> Self {
+        Otlp {
+            endpoint: None,
+            headers: Default::default(),
+            compression: "gzip".into(),
+            batch_size: 512,
+            queue_size: 8192,
+            timeout_seconds: 10.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -86,6 +116,7 @@ impl Default for Config {
             output: Output::default(),
             metrics: Metrics::default(),
             cpython: Cpython::default(),
+            otlp: Otlp::default(),
         }
     }
 }
@@ -173,6 +204,24 @@ impl Config {
         let grace = self.metrics.exited_process_grace_seconds;
         if !(grace.is_finite() && grace >= 0.0) {
             return Err(invalid("exited_process_grace_seconds", format!("is {grace}, it must be a number of seconds, 0 or more")));
+        }
+        let o = &self.otlp;
+        if let Some(url) = &o.endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("endpoint", format!("`{url}` is not an http:// or https:// URL (the full traces URL, e.g. http://collector:4318/v1/traces)")));
+            }
+        }
+        if o.compression != "gzip" && o.compression != "none" {
+            return Err(invalid("compression", format!("is `{}`; use gzip or none", o.compression)));
+        }
+        if !(1..=10_000).contains(&o.batch_size) {
+            return Err(invalid("batch_size", format!("is {}; use 1 to 10000 spans", o.batch_size)));
+        }
+        if o.queue_size < o.batch_size {
+            return Err(invalid("queue_size", format!("is {}, smaller than batch_size {}", o.queue_size, o.batch_size)));
+        }
+        if !(o.timeout_seconds.is_finite() && o.timeout_seconds > 0.0) {
+            return Err(invalid("timeout_seconds", format!("is {}; use a positive number of seconds", o.timeout_seconds)));
         }
         if self.http.redact_query_keys.iter().any(|s| s.is_empty()) {
             return Err(invalid("redact_query_keys", "an empty entry would redact every query value; remove it".into()));
@@ -271,6 +320,12 @@ mod tests {
         assert!(e.starts_with("test.yaml:2: field `name`"), "{e}");
         let e = err("http:\n  redact_query_keys: ['']\n");
         assert!(e.starts_with("test.yaml:2: field `redact_query_keys`"), "{e}");
+        let e = err("otlp:\n  endpoint: collector:4318\n");
+        assert!(e.starts_with("test.yaml:2: field `endpoint`: `collector:4318` is not an http"), "{e}");
+        let e = err("otlp:\n  compression: zstd\n");
+        assert!(e.starts_with("test.yaml:2: field `compression`"), "{e}");
+        let e = err("otlp:\n  batch_size: 100\n  queue_size: 10\n");
+        assert!(e.starts_with("test.yaml:3: field `queue_size`"), "{e}");
         let e = err("metrics:\n  listen: localhost\n");
         assert!(e.starts_with("test.yaml:2: field `listen`: `localhost` is not an address"), "{e}");
         let e = err("metrics:\n  listen: null\n  exited_process_grace_seconds: -1\n");

@@ -16,7 +16,9 @@ use crate::clock::Clock;
 use crate::cpython::{self, layout::Layout};
 use crate::discovery;
 use crate::metrics::{self, Metrics, ProcLabels};
+use crate::export::otlp;
 use crate::http::attributes::{server_span, ConnContext};
+use crate::http::traceparent::{self, Incoming};
 use crate::http::connection::{Connection, Outcome};
 use crate::http::stream::Piece;
 use crate::procinfo::{self, ProcInfo};
@@ -40,6 +42,8 @@ pub struct Options {
     pub output: Box<dyn Write>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where to export spans over OTLP/HTTP, if anywhere (JSON lines are always written).
+    pub otlp: Option<otlp::Settings>,
 }
 
 /// A process being traced.
@@ -78,6 +82,7 @@ struct Agent {
     stats: Stats,
     reported_drops: u64,
     metrics: Metrics,
+    exporter: Option<otlp::Exporter>,
     /// Library files, by (device, inode), whose GC (and GIL) probes were attached or found
     /// impossible to attach. Not by path: each process reaches the same file through its own
     /// /proc/PID/root, and a second attach would trap twice for nothing.
@@ -109,6 +114,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         stats: Stats::default(),
         reported_drops: 0,
         metrics,
+        exporter: opts.otlp.map(|s| {
+            eprintln!("pytracer: exporting spans over OTLP/HTTP to {}", s.url);
+            otlp::Exporter::start(s)
+        }),
         probed_files: HashSet::new(),
     };
     let discover = match opts.targets {
@@ -384,11 +393,24 @@ impl Agent {
             let path = x.request.target.split('?').next().unwrap_or_default();
             self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
-            let span = server_span(&x, ctx, &self.config.http.redact_query_keys, traced.resource.clone(), |t| clock.to_unix_ns(t));
+            let incoming = traceparent::parse(x.request.header("traceparent"), x.request.header("tracestate"));
+            match &incoming {
+                Incoming::Invalid(_) => self.stats.invalid_traceparent += 1,
+                Incoming::Valid(p) if !p.sampled => {
+                    // The caller decided not to record this trace: metrics count it, no span.
+                    self.stats.unsampled += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            let span = server_span(&x, ctx, &incoming, &self.config.http.redact_query_keys, traced.resource.clone(), |t| clock.to_unix_ns(t));
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;
             }
             let written = serde_json::to_writer(&mut self.out, &span).map_err(std::io::Error::from).and_then(|_| self.out.write_all(b"\n"));
+            if let Some(e) = &self.exporter {
+                e.send(span);
+            }
             match written {
                 Ok(()) => self.stats.spans += 1,
                 Err(e) => {
@@ -471,6 +493,16 @@ impl Agent {
         for (reason, total) in kernel_side.into_iter().chain(user_side) {
             self.metrics.sync_dropped(reason, total);
         }
+        self.metrics.sync_total("pytracer_traceparent_invalid", self.stats.invalid_traceparent);
+        self.metrics.sync_total("pytracer_spans_unsampled", self.stats.unsampled);
+        if let Some(e) = &self.exporter {
+            use std::sync::atomic::Ordering::Relaxed;
+            let c = &e.counters;
+            for (outcome, n) in [("exported", c.exported.load(Relaxed)), ("queue_full", c.queue_full.load(Relaxed)), ("failed", c.failed.load(Relaxed))] {
+                self.metrics.sync_otlp(outcome, n);
+            }
+            self.metrics.sync_total("pytracer_otlp_retries", c.retries.load(Relaxed));
+        }
         let mut active: HashMap<u32, usize> = HashMap::new();
         for ((tgid, _), c) in &self.conns {
             *active.entry(*tgid).or_default() += c.http.in_flight();
@@ -511,6 +543,19 @@ impl Agent {
     }
 
     fn finish(mut self) -> anyhow::Result<()> {
+        if let Some(mut e) = self.exporter.take() {
+            // Sends what is queued; bounded by the retry budget.
+            e.shutdown();
+            use std::sync::atomic::Ordering::Relaxed;
+            let c = &e.counters;
+            eprintln!(
+                "pytracer: OTLP: exported={} queue_full={} failed={} retries={}",
+                c.exported.load(Relaxed),
+                c.queue_full.load(Relaxed),
+                c.failed.load(Relaxed),
+                c.retries.load(Relaxed)
+            );
+        }
         self.report_drops();
         self.stats.in_flight_at_exit = self.conns.values().map(|c| c.http.in_flight() as u64).sum();
         self.out.flush()?;

@@ -9,6 +9,7 @@ use pytracer_config::Config;
 
 use crate::agent::{self, Options, Targets};
 use crate::discovery;
+use crate::export::otlp;
 
 #[derive(Debug, Parser)]
 #[command(name = "pytracer", version, about = "Zero-touch tracing of Python web servers (Gunicorn, uWSGI) with eBPF", long_about = None)]
@@ -96,14 +97,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trace { pids, duration, output, config, metrics_addr } => {
             let config = load_config(config.as_ref())?;
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
-            block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output, metrics_addr }))
+            let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
+            block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output, metrics_addr, otlp }))
         }
         Command::Run { config, duration, output, metrics_addr } => {
             let config = load_config(config.as_ref())?;
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
             // Validated when the config was loaded.
             let metrics_addr = metrics_addr.or_else(|| config.metrics.listen.as_ref().and_then(|a| a.parse().ok()));
-            block_on(agent::run(Options { targets: Targets::Discover, duration, config, output, metrics_addr }))
+            let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
+            block_on(agent::run(Options { targets: Targets::Discover, duration, config, output, metrics_addr, otlp }))
         }
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;
@@ -126,14 +129,21 @@ fn print_candidates(cands: &[discovery::Candidate], json: bool) -> anyhow::Resul
         }
         return Ok(());
     }
-    writeln!(out, "{:>8} {:>8} {:<8} {:<48} COMMAND", "PID", "PPID", "DECISION", "REASON")?;
+    writeln!(out, "{:>8} {:>8} {:<8} {:<48} {:<28} COMMAND", "PID", "PPID", "DECISION", "REASON", "PYTHON")?;
     for c in cands {
         let (d, reason) = match &c.decision {
             discovery::Decision::Traced { reason } => ("traced", reason),
             discovery::Decision::Ignored { reason } => ("ignored", reason),
         };
         let cmd: String = c.cmdline.chars().take(100).collect();
-        writeln!(out, "{:>8} {:>8} {:<8} {:<48} {}", c.pid, c.ppid, d, reason, cmd)?;
+        let py = c.python.as_ref().map_or("-".to_string(), |p| p.short());
+        writeln!(out, "{:>8} {:>8} {:<8} {:<48} {:<28} {}", c.pid, c.ppid, d, reason, py, cmd)?;
+    }
+    // Why a traced process stays wire-only, in full (the table only has room for a word).
+    for c in cands {
+        if let Some(discovery::PythonSummary::Unsupported { unsupported }) = &c.python {
+            writeln!(out, "pid {}: {unsupported}", c.pid)?;
+        }
     }
     if cands.is_empty() {
         writeln!(out, "(no candidate processes: nothing matches the whitelist, and no Python process runs)")?;

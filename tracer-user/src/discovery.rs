@@ -37,6 +37,54 @@ pub struct Candidate {
     pub cmdline: String,
     #[serde(flatten)]
     pub decision: Decision,
+    /// The Python build the process runs, or why it cannot be read (traced candidates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonSummary>,
+}
+
+/// What `discover` says of a process's Python build.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PythonSummary {
+    Supported {
+        version: String,
+        version_source: String,
+        linkage: String,
+        stripped: bool,
+        free_threaded: bool,
+        usdt_probes: usize,
+        path: String,
+    },
+    Unsupported {
+        unsupported: String,
+    },
+}
+
+impl PythonSummary {
+    pub fn of(pid: u32) -> PythonSummary {
+        match crate::cpython::inspect(pid) {
+            crate::cpython::Support::Supported { build, .. } => PythonSummary::Supported {
+                version: build.version.to_string(),
+                version_source: format!("{:?}", build.version_source),
+                linkage: format!("{:?}", build.kind).to_lowercase(),
+                stripped: build.stripped,
+                free_threaded: build.free_threaded,
+                usdt_probes: build.usdt.len(),
+                path: build.mapped_path.display().to_string(),
+            },
+            crate::cpython::Support::Unsupported { reason, .. } => PythonSummary::Unsupported { unsupported: reason },
+        }
+    }
+
+    /// One short column for the table.
+    pub fn short(&self) -> String {
+        match self {
+            PythonSummary::Supported { version, linkage, stripped, usdt_probes, .. } => {
+                format!("{version} {linkage}{}{}", if *stripped { " stripped" } else { "" }, if *usdt_probes > 0 { " usdt" } else { "" })
+            }
+            PythonSummary::Unsupported { .. } => "unsupported".into(),
+        }
+    }
 }
 
 /// Scans /proc. The agent itself is never a candidate.
@@ -51,7 +99,10 @@ pub fn scan(rules: &Discovery) -> Vec<Candidate> {
         .filter_map(|p| {
             let python = p.exe_name().is_some_and(|n| n.starts_with("python"));
             let cmdline = p.cmdline_string();
-            decide(&cmdline, python, rules).map(|decision| Candidate { pid: p.pid, ppid: p.ppid, cmdline, decision })
+            decide(&cmdline, python, rules).map(|decision| {
+                let python = decision.is_traced().then(|| PythonSummary::of(p.pid));
+                Candidate { pid: p.pid, ppid: p.ppid, cmdline, decision, python }
+            })
         })
         .collect();
     out.sort_by_key(|c| c.pid);

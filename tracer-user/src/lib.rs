@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod cpython;
 pub mod discovery;
+pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod procinfo;

@@ -10,6 +10,9 @@ pub struct Span {
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: Option<String>,
+    /// The caller's W3C tracestate, carried along with its traceparent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_state: Option<String>,
     pub name: String,
     pub kind: SpanKind,
     pub start_time_unix_nano: u64,

@@ -19,6 +19,10 @@ pub struct Stats {
     pub incomplete_exchanges: u64,
     /// Requests still waiting for their response when the agent stopped (not reported).
     pub in_flight_at_exit: u64,
+    /// Requests whose traceparent broke the W3C rules: they started a new trace.
+    pub invalid_traceparent: u64,
+    /// Requests whose caller's traceparent said "not sampled": no span written.
+    pub unsampled: u64,
     /// Interpreter snapshots that could not be read (process starting or exiting).
     pub interpreter_read_errors: u64,
     pub kernel_drops: Vec<(DropReason, u64)>,
@@ -29,7 +33,7 @@ impl Stats {
         let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
         format!(
             "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
-             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={}",
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={}",
             self.spans,
             self.events,
             drops.join(" "),
@@ -40,7 +44,9 @@ impl Stats {
             self.malformed_responses,
             self.unmatched_responses,
             self.incomplete_exchanges,
-            self.in_flight_at_exit
+            self.in_flight_at_exit,
+            self.invalid_traceparent,
+            self.unsampled
         )
     }
 }

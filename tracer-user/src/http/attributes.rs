@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::{connection::Exchange, redact::redact_query};
+use super::{connection::Exchange, redact::redact_query, traceparent::Incoming};
 use crate::sockaddr::Peer;
 use crate::span::{new_ids, Attributes, Span, SpanKind, Status, StatusCode};
 
@@ -22,6 +22,7 @@ const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS",
 pub fn server_span(
     x: &Exchange,
     conn: &ConnContext,
+    incoming: &Incoming,
     redact_keys: &[String],
     resource: Attributes,
     to_unix: impl Fn(u64) -> u64,
@@ -92,11 +93,16 @@ pub fn server_span(
         }
         None => StatusCode::Unset,
     };
-    let (trace_id, span_id) = new_ids();
+    let (new_trace_id, span_id) = new_ids();
+    let (trace_id, parent_span_id, trace_state) = match incoming {
+        Incoming::Valid(p) => (p.trace_id.clone(), Some(p.span_id.clone()), p.trace_state.clone()),
+        Incoming::Absent | Incoming::Invalid(_) => (new_trace_id, None, None),
+    };
     Span {
         trace_id,
         span_id,
-        parent_span_id: None,
+        parent_span_id,
+        trace_state,
         name: if known { req.method.clone() } else { "HTTP".into() },
         kind: SpanKind::Server,
         start_time_unix_nano: to_unix(x.start_ns),
@@ -164,7 +170,7 @@ mod tests {
             b"GET /users/7?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: curl/7.88.1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"id\": 7, \"x\": 1}",
         );
-        let s = server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t + 10);
+        let s = server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t + 10);
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(
             v["attributes"],
@@ -188,7 +194,7 @@ mod tests {
             b"BREW /pot?api_key=s3&x=1 HTTP/1.0\r\n\r\n",
             b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
         );
-        let v = serde_json::to_value(server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
         assert_eq!(a["http.request.method"], "_OTHER");
         assert_eq!(a["http.request.method_original"], "BREW");
@@ -205,7 +211,7 @@ mod tests {
     #[test]
     fn client_error_is_not_a_span_error() {
         let x = exchange(b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 3\r\n\r\nno!");
-        let v = serde_json::to_value(server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["status"]["code"], "unset");
         assert!(v["attributes"].get("error.type").is_none());
         assert!(v["attributes"].get("url.query").is_none());
@@ -216,9 +222,22 @@ mod tests {
     #[test]
     fn no_response_is_an_error_without_status_code() {
         let x = exchange(b"GET /a HTTP/1.1\r\nHost: h:1\r\n\r\n", b"");
-        let v = serde_json::to_value(server_span(&x, &ctx(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["attributes"]["error.type"], "no_response");
         assert!(v["attributes"].get("http.response.status_code").is_none());
+    }
+
+    #[test]
+    fn incoming_context_sets_trace_and_parent() {
+        let x = exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let incoming = crate::http::traceparent::parse(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some("k=v"));
+        let v = serde_json::to_value(server_span(&x, &ctx(), &incoming, &keys(), Attributes::new(), |t| t)).unwrap();
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["parent_span_id"], "00f067aa0ba902b7");
+        assert_eq!(v["trace_state"], "k=v");
+        assert_ne!(v["span_id"], "00f067aa0ba902b7");
+        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Invalid("bad trace-id"), &keys(), Attributes::new(), |t| t)).unwrap();
+        assert!(v["parent_span_id"].is_null() && v.get("trace_state").is_none());
     }
 
     #[test]

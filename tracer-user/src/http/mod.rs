@@ -4,3 +4,4 @@ pub mod attributes;
 pub mod connection;
 pub mod redact;
 pub mod stream;
+pub mod traceparent;

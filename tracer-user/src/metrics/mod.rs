@@ -62,6 +62,18 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// Counters the agent keeps elsewhere and exports as they are.
+const TOTALS: [(&str, &str); 3] = [
+    ("pytracer_traceparent_invalid", "Requests whose traceparent broke the W3C rules; they started a new trace"),
+    ("pytracer_spans_unsampled", "Requests whose caller's traceparent said not to record them: no span"),
+    ("pytracer_otlp_retries", "OTLP export requests retried after 429/502/503/504 or a network error"),
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     cpu_mode: String,
@@ -107,6 +119,9 @@ pub struct Metrics {
     attach_errors: Family<ReasonLabels, Counter>,
     agent_cpu: Family<ModeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     agent_memory: Gauge,
+    /// Agent counters kept elsewhere (Stats, the exporter), by metric name.
+    totals: Vec<(&'static str, Counter)>,
+    otlp_spans: Family<OutcomeLabels, Counter>,
     gc_collections: Family<ProcKindLabels, Counter>,
     gc_collected: Family<ProcKindLabels, Counter>,
     gc_uncollectable: Family<ProcKindLabels, Counter>,
@@ -150,6 +165,8 @@ impl Metrics {
             attach_errors: Family::default(),
             agent_cpu: Family::default(),
             agent_memory: Gauge::default(),
+            totals: TOTALS.iter().map(|(name, _)| (*name, Counter::default())).collect(),
+            otlp_spans: Family::default(),
             gc_collections: Family::default(),
             gc_collected: Family::default(),
             gc_uncollectable: Family::default(),
@@ -188,6 +205,10 @@ impl Metrics {
         r.register("pytracer_events_dropped", "Events or data the agent could not use, by reason", m.events_dropped.clone());
         r.register("pytracer_processes", "Traced processes by attach state and Python support state", m.processes.clone());
         r.register("pytracer_attach_errors", "Processes the agent failed to trace, by reason", m.attach_errors.clone());
+        for ((name, help), (_, c)) in TOTALS.iter().zip(&m.totals) {
+            r.register(*name, *help, c.clone());
+        }
+        r.register("pytracer_otlp_spans", "Spans handed to the OTLP exporter, by outcome: exported, queue_full (dropped), failed (dropped after retries)", m.otlp_spans.clone());
         r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", m.agent_cpu.clone());
         r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", m.agent_memory.clone());
         (m, r)
@@ -256,6 +277,19 @@ impl Metrics {
         let d = self.delta(&format!("dropped/{reason}"), total);
         // Created even at 0, so that every reason is visible before its first drop.
         self.events_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(d);
+    }
+
+    /// Adds to counter `name` (one of TOTALS) what `total` grew by since the last call.
+    pub fn sync_total(&mut self, name: &str, total: u64) {
+        let d = self.delta(&format!("total/{name}"), total);
+        if let Some((_, c)) = self.totals.iter().find(|(n, _)| *n == name) {
+            c.inc_by(d);
+        }
+    }
+
+    pub fn sync_otlp(&mut self, outcome: &str, total: u64) {
+        let d = self.delta(&format!("otlp/{outcome}"), total);
+        self.otlp_spans.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc_by(d);
     }
 
     pub fn attach_error(&self, reason: &str) {

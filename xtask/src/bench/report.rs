@@ -138,8 +138,9 @@ pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[Capac
             stat(runs.iter().filter(|r| r.config == c).filter_map(|r| r.counts.probe_hits.map(|h| f(&h) / r.requests.max(1) as f64)).collect())
         };
         let (Some(ev), Some(gc), Some(gil)) = (per(|h| h.events), per(|h| h.gc_pauses), per(|h| h.gil_waits)) else { continue };
-        writeln!(md, "| {} | {:.2} | {:.3} | {:.1} |", c.label(), ev.median, gc.median, gil.median)?;
-        writeln!(summary, "probes {}: {:.2} kernel records, {:.3} GC-pause hits, {:.1} GIL-wait hits per request", c.key(), ev.median, gc.median, gil.median)?;
+        // `+ 0.0` turns a median of -0.0 into 0.0 for printing.
+        writeln!(md, "| {} | {:.2} | {:.3} | {:.1} |", c.label(), ev.median, gc.median, gil.median + 0.0)?;
+        writeln!(summary, "probes {}: {:.2} kernel records, {:.3} GC-pause hits, {:.1} GIL-wait hits per request", c.key(), ev.median, gc.median, gil.median + 0.0)?;
     }
 
     if !capacity.is_empty() {

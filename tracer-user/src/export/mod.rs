@@ -1,0 +1,3 @@
+//! Where spans go besides the JSON lines.
+pub mod otlp;
+pub mod proto;

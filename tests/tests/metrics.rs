@@ -202,6 +202,13 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
             }
         }
         assert_eq!(sum(&after, "cpython_threads", &[("pid", pid)]), inside["threads"].as_f64().unwrap(), "pid {pid} threads");
+        // procfs counts CPU in 10 ms ticks and was sampled up to a second before the worker's
+        // getrusage; the idle worker spent far less than 50 ms in between.
+        for (mode, key) in [("user", "utime"), ("system", "stime")] {
+            let outside = sum(&after, "process_cpu_time_seconds_total", &[("pid", pid), ("cpu_mode", mode)]);
+            let inside_s = inside["rusage"][key].as_f64().unwrap();
+            assert!((outside - inside_s).abs() < 0.05, "pid {pid} {mode} CPU: {outside} s from /proc, {inside_s} s from getrusage");
+        }
         assert_eq!(sum(&after, "python_info", &[("pid", pid), ("version", version), ("implementation", "cpython")]), 1.0);
         let n = *collected_by.get(pid).unwrap_or(&0) as f64;
         assert_eq!(collections(&after, pid) - collections(&before, pid), n, "pid {pid}: collections counted in memory");
@@ -246,3 +253,33 @@ fn gil_wait_is_opt_in() {
         t.stop();
     }
 }
+
+/// A process's series go away once it has exited and the grace period passed: metrics do not
+/// grow with every worker Gunicorn ever recycled.
+#[test]
+fn exited_process_series_are_removed() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(2));
+    let dir = TempDir::new("grace-config").unwrap();
+    let config = dir.path().join("pytracer.yaml");
+    std::fs::write(&config, "metrics:\n  exited_process_grace_seconds: 1\n").unwrap();
+    let mport = free_port();
+    let t = Tracer::start(&[g.pid()], &["--config", config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let victim = get(g.port(), "/pid").text();
+    std::thread::sleep(Duration::from_millis(1500));
+    let has = |m: &[Line], name: &str| m.iter().any(|l| l.name == name && l.labels.get("pid") == Some(&victim));
+    let before = scrape(mport);
+    for name in ["http_server_request_duration_seconds_count", "process_thread_count", "cpython_threads", "python_info"] {
+        assert!(has(&before, name), "{name} for pid {victim} before it exits");
+    }
+    unsafe { libc::kill(victim.parse().unwrap(), libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(10), || t.stderr_now().contains(&format!("pid {victim} exited"))));
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = scrape(mport);
+    let left: Vec<&Line> = after.iter().filter(|l| l.labels.get("pid") == Some(&victim)).collect();
+    assert!(left.is_empty(), "series of the exited pid {victim} remain: {left:?}");
+    t.stop();
+}
+

@@ -27,7 +27,13 @@ pub fn inspect(pid: u32) -> Support {
         }
     };
     if build.free_threaded {
-        return Support::Unsupported { reason: format!("{} is free-threaded: its GC and thread state differ; spans stay wire-only", build.version), label: "unsupported_build" };
+        return Support::Unsupported {
+            reason: format!(
+                "CPython {} is a free-threaded build: it has no GIL (so no cpython_gil_wait_seconds), and its GC and thread states differ from the tables, so runtime metrics are off; spans stay wire-only",
+                build.version
+            ),
+            label: "free_threaded",
+        };
     }
     match layout::for_minor(build.version.minor) {
         Some(layout) if build.version.major == 3 => Support::Supported { build, layout },

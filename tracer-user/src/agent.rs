@@ -19,7 +19,7 @@ use crate::metrics::{self, Metrics, ProcLabels};
 use crate::export::otlp;
 use crate::http::attributes::{server_span, ConnContext};
 use crate::http::traceparent::{self, Incoming};
-use crate::http::connection::{Connection, Outcome};
+use crate::http::connection::{Connection, Exchange, Outcome};
 use crate::http::stream::Piece;
 use crate::procinfo::{self, ProcInfo};
 use crate::service;
@@ -68,7 +68,12 @@ struct Conn {
     ctx: ConnContext,
     /// The listening socket it was accepted on, for requests that need the server's address.
     listen_fd: i32,
+    /// Requests on this connection that a worker answered for us (uWSGI's HTTP router): the
+    /// worker's pid, and the request's method and target to match it, in order.
+    routed: Routed,
 }
+
+type Routed = std::collections::VecDeque<(u32, String, String)>;
 
 struct Agent {
     probes: Probes,
@@ -79,6 +84,9 @@ struct Agent {
     conns: HashMap<(u32, i32), Conn>,
     /// Local address of each listening socket, by (pid, fd).
     listeners: HashMap<(u32, i32), Option<(IpAddr, u16)>>,
+    /// Accepted TCP connections by client address, to find the router connection a uwsgi
+    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client).
+    by_client: HashMap<(IpAddr, u16), (u32, i32)>,
     stats: Stats,
     reported_drops: u64,
     metrics: Metrics,
@@ -111,6 +119,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         procs: HashMap::new(),
         conns: HashMap::new(),
         listeners: HashMap::new(),
+        by_client: HashMap::new(),
         stats: Stats::default(),
         reported_drops: 0,
         metrics,
@@ -333,11 +342,14 @@ impl Agent {
         match ev {
             Event::Accept { h, listen_fd, addr } => {
                 let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
-                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx, listen_fd });
+                if let sockaddr::Peer::Inet { ip, port } = ctx.client {
+                    self.by_client.insert((ip, port), (h.tgid, h.fd));
+                }
+                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx, listen_fd, routed: Routed::new() });
                 if let Some(mut old) = old {
                     // The close of the previous socket on this fd was not seen.
                     let out = old.http.on_close();
-                    self.settle(h.tgid, &mut old.ctx, old.listen_fd, out);
+                    self.settle(h.tgid, &mut old.ctx, old.listen_fd, &mut old.routed, out);
                 }
             }
             Event::Read { h, data, .. } | Event::Write { h, data, .. } => {
@@ -349,17 +361,18 @@ impl Agent {
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 let out = if is_read { conn.http.on_read(&piece) } else { conn.http.on_write(&piece) };
                 if out != Outcome::default() {
-                    let (mut ctx, listen_fd) = (conn.ctx.clone(), conn.listen_fd);
-                    self.settle(h.tgid, &mut ctx, listen_fd, out);
+                    let (mut ctx, listen_fd, mut routed) = (conn.ctx.clone(), conn.listen_fd, std::mem::take(&mut conn.routed));
+                    self.settle(h.tgid, &mut ctx, listen_fd, &mut routed, out);
                     if let Some(conn) = self.conns.get_mut(&(h.tgid, h.fd)) {
                         conn.ctx.local = ctx.local;
+                        conn.routed = routed;
                     }
                 }
             }
             Event::Close { h } => {
-                if let Some(mut conn) = self.conns.remove(&(h.tgid, h.fd)) {
+                if let Some(mut conn) = self.remove_conn((h.tgid, h.fd)) {
                     let out = conn.http.on_close();
-                    self.settle(h.tgid, &mut conn.ctx, conn.listen_fd, out);
+                    self.settle(h.tgid, &mut conn.ctx, conn.listen_fd, &mut conn.routed, out);
                 }
             }
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
@@ -376,20 +389,65 @@ impl Agent {
         }
     }
 
-    fn settle(&mut self, tgid: u32, ctx: &mut ConnContext, listen_fd: i32, out: Outcome) {
+    fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
+        let conn = self.conns.remove(&key)?;
+        if let sockaddr::Peer::Inet { ip, port } = conn.ctx.client {
+            if self.by_client.get(&(ip, port)) == Some(&key) {
+                self.by_client.remove(&(ip, port));
+            }
+        }
+        Some(conn)
+    }
+
+    /// A worker's uwsgi request that came through a router connection we follow (uWSGI's HTTP
+    /// router): the router's span will carry it, with the client's timing and the worker's pid.
+    fn hand_to_router(&mut self, worker: u32, x: &Exchange) -> bool {
+        let Some((ip, port)) = x.request.remote.as_ref().filter(|_| x.request.uwsgi.is_some()) else { return false };
+        let Ok(ip) = ip.parse::<IpAddr>() else { return false };
+        let (method, target) = (&x.request.method, &x.request.target);
+        // uWSGI 2.0's HTTP router writes REMOTE_PORT in network byte order (seen: a client on
+        // port 58892 arrives as 3302), so the swapped port is tried too; the router connection
+        // must also be waiting for this very request.
+        for port in [*port, port.swap_bytes()] {
+            let Some(&key) = self.by_client.get(&(ip, port)) else { continue };
+            match self.conns.get_mut(&key) {
+                Some(router) if key.0 != worker && router.http.awaits(method, target) => {
+                    router.routed.push_back((worker, method.clone(), target.clone()));
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn settle(&mut self, tgid: u32, ctx: &mut ConnContext, listen_fd: i32, routed: &mut Routed, out: Outcome) {
         self.stats.malformed_requests += out.malformed_requests as u64;
         self.stats.malformed_responses += out.malformed_responses as u64;
         self.stats.unmatched_responses += out.unmatched_responses as u64;
         for x in out.finished {
-            if !self.procs.contains_key(&tgid) {
-                self.resolve(tgid);
+            if self.hand_to_router(tgid, &x) {
+                self.stats.routed += 1;
+                continue;
+            }
+            // The process that ran the code: the worker a router handed this request to.
+            let served_by = match routed.front() {
+                Some((w, m, t)) if *m == x.request.method && *t == x.request.target => {
+                    let w = *w;
+                    routed.pop_front();
+                    w
+                }
+                _ => tgid,
+            };
+            if !self.procs.contains_key(&served_by) {
+                self.resolve(served_by);
             }
             // Only a request without a usable Host header needs the listener's own address.
             let host_port = x.request.header("host").is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
             if !host_port && ctx.local.is_none() {
                 ctx.local = self.listener_addr(tgid, listen_fd);
             }
-            let traced = &self.procs[&tgid];
+            let traced = &self.procs[&served_by];
             let path = x.request.target.split('?').next().unwrap_or_default();
             self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
@@ -455,9 +513,9 @@ impl Agent {
     fn on_exit(&mut self, tgid: u32) {
         let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
         for k in keys {
-            if let Some(mut conn) = self.conns.remove(&k) {
+            if let Some(mut conn) = self.remove_conn(k) {
                 let out = conn.http.on_close();
-                self.settle(tgid, &mut conn.ctx, conn.listen_fd, out);
+                self.settle(tgid, &mut conn.ctx, conn.listen_fd, &mut conn.routed, out);
             }
         }
         self.probes.forget_connections(tgid);

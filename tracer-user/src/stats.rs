@@ -23,6 +23,8 @@ pub struct Stats {
     pub invalid_traceparent: u64,
     /// Requests whose caller's traceparent said "not sampled": no span written.
     pub unsampled: u64,
+    /// Worker-side uwsgi requests folded into the router's span (uWSGI --http).
+    pub routed: u64,
     /// Interpreter snapshots that could not be read (process starting or exiting).
     pub interpreter_read_errors: u64,
     pub kernel_drops: Vec<(DropReason, u64)>,
@@ -33,7 +35,7 @@ impl Stats {
         let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
         format!(
             "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
-             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={}",
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={}",
             self.spans,
             self.events,
             drops.join(" "),
@@ -46,7 +48,8 @@ impl Stats {
             self.incomplete_exchanges,
             self.in_flight_at_exit,
             self.invalid_traceparent,
-            self.unsampled
+            self.unsampled,
+            self.routed
         )
     }
 }

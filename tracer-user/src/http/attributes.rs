@@ -41,7 +41,7 @@ pub fn server_span(
     if let Some(q) = query {
         a.insert("url.query".into(), json!(redact_query(q, redact_keys)));
     }
-    a.insert("url.scheme".into(), json!("http"));
+    a.insert("url.scheme".into(), json!(req.scheme.as_deref().unwrap_or("http")));
     if let Some(resp) = &x.response {
         a.insert("http.response.status_code".into(), json!(resp.status));
     }
@@ -59,7 +59,9 @@ pub fn server_span(
         }
         (None, None) => {}
     }
-    match &conn.client {
+    // Behind nginx or uWSGI's router the socket's peer is the proxy; the client is in the vars.
+    let vars_client = req.remote.as_ref().map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])), port: *port });
+    match vars_client.as_ref().unwrap_or(&conn.client) {
         Peer::Inet { ip, port } => {
             a.insert("client.address".into(), json!(ip.to_string()));
             a.insert("client.port".into(), json!(port));
@@ -238,6 +240,23 @@ mod tests {
         assert_ne!(v["span_id"], "00f067aa0ba902b7");
         let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Invalid("bad trace-id"), &keys(), Attributes::new(), |t| t)).unwrap();
         assert!(v["parent_span_id"].is_null() && v.get("trace_state").is_none());
+    }
+
+    #[test]
+    fn uwsgi_request_names_the_real_client() {
+        let mut req = crate::http::uwsgi::tests::packet(
+            0,
+            &[("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/items"), ("CONTENT_LENGTH", "3"), ("REMOTE_ADDR", "10.0.0.7"), ("REMOTE_PORT", "40000"), ("HTTP_HOST", "shop:80"), ("UWSGI_SCHEME", "https")],
+        );
+        req.extend(b"abc");
+        let x = exchange(&req, b"HTTP/1.1 201 CREATED\r\nContent-Length: 2\r\n\r\nok");
+        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
+        let a = &v["attributes"];
+        assert_eq!((a["client.address"].as_str(), a["client.port"].as_u64()), (Some("10.0.0.7"), Some(40000)));
+        assert_eq!((a["server.address"].as_str(), a["server.port"].as_u64()), (Some("shop"), Some(80)));
+        assert_eq!(a["url.scheme"], "https");
+        assert_eq!(a["http.request.body.size"], 3);
+        assert_eq!(a["http.response.status_code"], 201);
     }
 
     #[test]

@@ -201,6 +201,11 @@ impl Connection {
         out
     }
 
+    /// Whether a request with this method and target is waiting for its response.
+    pub fn awaits(&self, method: &str, target: &str) -> bool {
+        self.pending.iter().any(|x| x.request.method == method && x.request.target == target)
+    }
+
     /// Requests whose response has not been completed yet.
     pub fn in_flight(&self) -> usize {
         self.pending.len()

@@ -5,3 +5,4 @@ pub mod connection;
 pub mod redact;
 pub mod stream;
 pub mod traceparent;
+pub mod uwsgi;

@@ -14,7 +14,8 @@ pub struct Piece<'a> {
 }
 
 /// Heads larger than this are not buffered further: the message is reported with what was seen.
-pub const MAX_HEAD: usize = 64 * 1024;
+/// Room for the largest uwsgi vars block (16-bit size) and its 4-byte header.
+pub const MAX_HEAD: usize = 64 * 1024 + 8;
 const MAX_HEADERS: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,13 @@ pub struct Head {
     pub headers: Vec<(String, String)>,
     /// The head did not fit the capture: some headers were not seen.
     pub truncated: bool,
+    /// A uwsgi-protocol request: (modifier1, modifier2) of its packet header.
+    pub uwsgi: Option<(u8, u8)>,
+    /// The client as the front server saw it (uwsgi REMOTE_ADDR, REMOTE_PORT): behind nginx or
+    /// uWSGI's router, the socket's peer is the proxy, not the client.
+    pub remote: Option<(String, u16)>,
+    /// The scheme the front server received (uwsgi UWSGI_SCHEME or HTTPS=on).
+    pub scheme: Option<String>,
 }
 
 impl Head {
@@ -236,6 +244,9 @@ impl Stream {
 }
 
 fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
+    if kind == Kind::Request && super::uwsgi::is_packet_start(buf) {
+        return super::uwsgi::parse(buf, false);
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match kind {
         Kind::Request => {
@@ -249,6 +260,7 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
                         version: req.version.unwrap_or(1),
                         headers: collect(req.headers),
                         truncated: false,
+                        ..Default::default()
                     },
                     n,
                 ))),
@@ -268,6 +280,7 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
                         version: resp.version.unwrap_or(1),
                         headers: collect(resp.headers),
                         truncated: false,
+                        ..Default::default()
                     },
                     n,
                 ))),
@@ -280,6 +293,9 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
 
 /// Best effort for a head that was cut: the first line, and each complete header line after it.
 fn parse_partial(kind: Kind, buf: &[u8]) -> Option<Head> {
+    if kind == Kind::Request && super::uwsgi::is_packet_start(buf) {
+        return super::uwsgi::parse(buf, true).ok().flatten().map(|(h, _)| h);
+    }
     let text = String::from_utf8_lossy(buf);
     let mut lines = text.split("\r\n");
     let first = lines.next()?;
@@ -325,6 +341,7 @@ fn collect(headers: &[httparse::Header]) -> Vec<(String, String)> {
 fn looks_like_start(kind: Kind, data: &[u8]) -> bool {
     match kind {
         Kind::Response => data.starts_with(b"HTTP/1."),
+        Kind::Request if super::uwsgi::is_packet_start(data) => true,
         Kind::Request => {
             let Some(sp) = data.iter().take(16).position(|&b| b == b' ') else { return false };
             sp > 0 && data[..sp].iter().all(|b| b.is_ascii_uppercase())

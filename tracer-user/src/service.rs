@@ -23,7 +23,7 @@ pub fn service_name(configured: Option<&str>, p: &ProcInfo) -> (String, NameSour
             return (v.trim().to_string(), NameSource::Environment);
         }
     }
-    if let Some(module) = gunicorn_app_module(&p.cmdline) {
+    if let Some(module) = gunicorn_app_module(&p.cmdline).or_else(|| uwsgi_app_module(p)) {
         return (module, NameSource::WsgiModule);
     }
     (executable_name(p), NameSource::Executable)
@@ -35,6 +35,10 @@ pub fn service_name(configured: Option<&str>, p: &ProcInfo) -> (String, NameSour
 pub fn executable_name(p: &ProcInfo) -> String {
     if gunicorn_index(&p.cmdline).is_some() {
         return "gunicorn".into();
+    }
+    // uWSGI may be a Python package's entry script run by the interpreter, like Gunicorn.
+    if p.cmdline.iter().take(2).any(|a| basename(a) == "uwsgi") {
+        return "uwsgi".into();
     }
     p.exe_name()
         .or_else(|| p.cmdline.first().map(|a| basename(a).to_string()))
@@ -103,6 +107,65 @@ pub fn gunicorn_app_module(args: &[String]) -> Option<String> {
     is_module(module).then(|| module.to_string())
 }
 
+/// uWSGI's application: `--module`/`-w`/`--wsgi`, else `--wsgi-file`/`--file` (its file stem), on
+/// the command line or in the `[uwsgi]` section of an `--ini` file (read through the process's
+/// root and working directory, so containers and chroots work).
+pub fn uwsgi_app_module(p: &ProcInfo) -> Option<String> {
+    let args = &p.cmdline;
+    let is_uwsgi = args.iter().take(3).any(|a| basename(a) == "uwsgi" || basename(a).starts_with("uwsgi "));
+    if !is_uwsgi {
+        return None;
+    }
+    let mut options: Vec<(String, String)> = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].trim_start_matches('-');
+        let (key, value) = match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (a.to_string(), args.get(i + 1).filter(|v| !v.starts_with('-')).cloned()),
+        };
+        if let Some(v) = value {
+            if !args[i].contains('=') {
+                i += 1;
+            }
+            options.push((key, v));
+        }
+        i += 1;
+    }
+    for (k, v) in options.clone() {
+        if k == "ini" {
+            options.extend(read_ini(p.pid, &v));
+        }
+    }
+    let get = |names: &[&str]| options.iter().find(|(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.clone());
+    if let Some(m) = get(&["module", "w", "wsgi"]) {
+        let m = m.split(':').next().unwrap_or_default().trim().to_string();
+        return is_module(&m).then_some(m);
+    }
+    let file = get(&["wsgi-file", "file"])?;
+    let stem = std::path::Path::new(&file).file_stem()?.to_string_lossy().into_owned();
+    Some(stem)
+}
+
+/// The key/value lines of the `[uwsgi]` section of an ini file as the process sees it.
+fn read_ini(pid: u32, path: &str) -> Vec<(String, String)> {
+    let proc = format!("/proc/{pid}");
+    let host = if path.starts_with('/') { format!("{proc}/root{path}") } else { format!("{proc}/cwd/{path}") };
+    let Ok(text) = std::fs::read_to_string(host) else { return Vec::new() };
+    let mut in_uwsgi = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_uwsgi = line == "[uwsgi]";
+        } else if in_uwsgi && !line.starts_with([';', '#']) {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
 fn is_module(m: &str) -> bool {
     m.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && m.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
 }
@@ -144,6 +207,21 @@ mod tests {
         assert_eq!(m(&["uwsgi", "--http", ":80"]), None);
         // An option this parser does not know before the app.
         assert_eq!(m(&["/v/gunicorn", "--bind", "localhost:80", "--no-control-socket", "benchapp:app"]).as_deref(), Some("benchapp"));
+    }
+
+    #[test]
+    fn uwsgi_module_wsgi_file_and_ini() {
+        let p = |args: &[&str]| ProcInfo { pid: std::process::id(), cmdline: args.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        assert_eq!(uwsgi_app_module(&p(&["uwsgi", "--master", "--http", ":80", "--module", "shop.wsgi:application"])).as_deref(), Some("shop.wsgi"));
+        assert_eq!(uwsgi_app_module(&p(&["/v/bin/uwsgi", "-w", "api:app", "--processes", "2"])).as_deref(), Some("api"));
+        assert_eq!(uwsgi_app_module(&p(&["uwsgi", "--wsgi-file=/srv/app/run.py"])).as_deref(), Some("run"));
+        let dir = std::env::temp_dir().join(format!("pytracer-ini-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ini = dir.join("app.ini");
+        std::fs::write(&ini, "[other]\nmodule = nope\n[uwsgi]\n; comment\nmaster = true\nmodule = billing.wsgi:app\n").unwrap();
+        assert_eq!(uwsgi_app_module(&p(&["uwsgi", "--ini", ini.to_str().unwrap()])).as_deref(), Some("billing.wsgi"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(uwsgi_app_module(&p(&["gunicorn", "--module", "x"])), None);
     }
 
     #[test]

@@ -113,3 +113,14 @@ def collect(generation):
     gc.collect(generation)
     return _text(str(os.getpid()))
 
+
+
+@app.get("/stream/<int:n>")
+def stream(n):
+    """A response without Content-Length: Gunicorn sends it chunked."""
+
+    def chunks():
+        for i in range(n):
+            yield f"chunk-{i}\n".encode()
+
+    return Response(chunks(), mimetype="text/plain")

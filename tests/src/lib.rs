@@ -15,10 +15,12 @@
 pub mod env;
 pub mod gunicorn;
 pub mod http;
+pub mod nginx;
 pub mod procfs;
 pub mod span;
 pub mod tmp;
 pub mod tracer;
+pub mod uwsgi;
 pub mod wait;
 
 pub use env::{
@@ -27,10 +29,12 @@ pub use env::{
 };
 pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
+pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use span::{
     attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr,
     summarize,
 };
 pub use tmp::TempDir;
 pub use tracer::{parse_jsonl, TraceResult, Tracer};
+pub use uwsgi::{uwsgi_bin, Upstream, Uwsgi, UwsgiMode, UwsgiOpts};
 pub use wait::{wait_for, wait_until};

@@ -2,6 +2,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod paths;
 mod setup;
 mod supervised;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "pytracer project chores: set-up, tests, demo, benchmark"
+    about = "pytracer project chores: set-up, tests, demo, benchmark, fuzzing"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +39,12 @@ enum Task {
         /// Stop after this many seconds instead of waiting for Ctrl-C
         #[arg(long, value_name = "SECONDS")]
         duration: Option<u64>,
+    },
+    /// Fuzz the HTTP and uwsgi parsers (cargo-fuzz) for a bounded time per target
+    Fuzz {
+        /// Seconds per target
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Benchmark pytracer's cost on a Gunicorn+Flask app against in-process agents; writes
     /// bench/results.md and bench/latency.png
@@ -64,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { port, duration } => {
             demo::run(port, duration.map(std::time::Duration::from_secs))
         }
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench { rounds, seconds, connections, configs } => {
             let configs = configs
                 .iter()

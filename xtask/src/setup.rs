@@ -24,6 +24,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "binutils",
     "python3.11",
     "python3.11-venv",
+    // uWSGI compiles against the Debian interpreter's headers in .venvs/debian-3.11.
+    "python3.11-dev",
+    "nginx",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Written into the virtualenv once pip has installed requirements.txt with this interpreter.

@@ -1,0 +1,323 @@
+//! An nginx in front of a `--socket` uWSGI (`uwsgi_pass`), on a free loopback port.
+//!
+//! Runs in the foreground (`-g 'daemon off;'`) with its config, prefix, logs, pid file and
+//! temp paths in a scratch directory: never the system service, never port 80.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::env::venv_dir;
+use crate::gunicorn::file_tail;
+use crate::procfs;
+use crate::tmp::TempDir;
+use crate::uwsgi::{free_port, uwsgi_bin, Upstream};
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// nginx's standard `uwsgi_params` (as shipped in /etc/nginx), written into the scratch dir so
+/// the test does not depend on the system's copy.
+const UWSGI_PARAMS: &str = "\
+uwsgi_param  QUERY_STRING       $query_string;
+uwsgi_param  REQUEST_METHOD     $request_method;
+uwsgi_param  CONTENT_TYPE       $content_type;
+uwsgi_param  CONTENT_LENGTH     $content_length;
+
+uwsgi_param  REQUEST_URI        $request_uri;
+uwsgi_param  PATH_INFO          $document_uri;
+uwsgi_param  DOCUMENT_ROOT      $document_root;
+uwsgi_param  SERVER_PROTOCOL    $server_protocol;
+uwsgi_param  REQUEST_SCHEME     $scheme;
+uwsgi_param  HTTPS              $https if_not_empty;
+
+uwsgi_param  REMOTE_ADDR        $remote_addr;
+uwsgi_param  REMOTE_PORT        $remote_port;
+uwsgi_param  SERVER_PORT        $server_port;
+uwsgi_param  SERVER_NAME        $server_name;
+";
+
+/// The nginx binary: `$PYTRACER_NGINX`, else `nginx` in PATH, else /usr/sbin/nginx.
+pub fn nginx_bin() -> PathBuf {
+    if let Some(v) = std::env::var_os("PYTRACER_NGINX").filter(|v| !v.is_empty()) {
+        return PathBuf::from(v);
+    }
+    let in_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("nginx"))
+            .find(|p| p.is_file())
+    });
+    in_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+fn ci_requires_privileged() -> bool {
+    std::env::var("PYTRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+/// env.rs's `gate`: skip (false) with a visible note, or panic under PYTRACER_REQUIRE_PRIVILEGED=1.
+fn gate(missing: Vec<String>) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join("; ");
+    if ci_requires_privileged() {
+        panic!("test cannot run: {reason}; CI requires it (PYTRACER_REQUIRE_PRIVILEGED=1)");
+    }
+    let name = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("<unknown test>")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {name}: {reason}");
+    false
+}
+
+fn missing_uwsgi() -> Vec<String> {
+    let u = uwsgi_bin();
+    if u.is_file() {
+        vec![]
+    } else {
+        vec![format!(
+            "{} not found (set PYTRACER_VENV or run `cargo xtask setup`; venv {})",
+            u.display(),
+            venv_dir().display()
+        )]
+    }
+}
+
+fn missing_nginx() -> Vec<String> {
+    let n = nginx_bin();
+    if n.is_file() {
+        vec![]
+    } else {
+        vec![format!(
+            "{} not found (set PYTRACER_NGINX or run `cargo xtask setup`)",
+            n.display()
+        )]
+    }
+}
+
+/// Like [`crate::require_venv`], for uWSGI tests without the agent: the venv's uwsgi exists.
+pub fn require_uwsgi() -> bool {
+    gate(missing_uwsgi())
+}
+
+/// [`require_uwsgi`] plus the nginx binary.
+pub fn require_uwsgi_nginx() -> bool {
+    let mut missing = missing_uwsgi();
+    missing.extend(missing_nginx());
+    gate(missing)
+}
+
+/// A running nginx master (and its one worker) in its own process group; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    port: u16,
+    conf_path: PathBuf,
+    error_log: PathBuf,
+    access_log: PathBuf,
+    stderr_path: PathBuf,
+    // Dropped last: nginx writes its logs and temp files into it.
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// nginx on 127.0.0.1:<free port> passing every request to `target` (a TCP port or unix
+    /// socket path of a `UwsgiSocket` uWSGI, e.g. `u.upstream()`); panics on failure.
+    pub fn start_uwsgi_pass(target: impl Into<Upstream>) -> Nginx {
+        match Self::try_start_uwsgi_pass(target) {
+            Ok(n) => n,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    pub fn try_start_uwsgi_pass(target: impl Into<Upstream>) -> Result<Nginx> {
+        let target = target.into();
+        let pass = match &target {
+            Upstream::Tcp(p) => format!("127.0.0.1:{p}"),
+            Upstream::Unix(p) => format!("unix:{}", p.display()),
+        };
+        let location = format!("uwsgi_pass {pass};\n            include uwsgi_params;");
+        let mut last_err = None;
+        for _ in 0..3 {
+            let mut n = Self::spawn(&location)?;
+            match n.wait_ready() {
+                Ok(()) => return Ok(n),
+                Err(e) => {
+                    let collided = n.logs().contains("Address already in use");
+                    last_err = Some(e);
+                    if !collided {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    fn spawn(location: &str) -> Result<Nginx> {
+        let dir = TempDir::new("nginx")?;
+        let d = dir.path();
+        let port = free_port()?;
+        let conf_path = d.join("nginx.conf");
+        let error_log = d.join("error.log");
+        let access_log = d.join("access.log");
+        let stderr_path = d.join("stderr.log");
+        std::fs::write(d.join("uwsgi_params"), UWSGI_PARAMS)?;
+        // As root, nginx's workers would switch to an unprivileged user that can neither
+        // connect to a root-owned unix socket nor write temp files here: keep them as we are.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root;\n"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}worker_processes 1;
+pid {pid};
+error_log {error_log} info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {access_log};
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            {location}
+        }}
+    }}
+}}
+",
+            pid = d.join("nginx.pid").display(),
+            error_log = error_log.display(),
+            access_log = access_log.display(),
+            d = d.display(),
+        );
+        std::fs::write(&conf_path, conf)?;
+        let stderr = File::create(&stderr_path)?;
+        let bin = nginx_bin();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-p")
+            .arg(d)
+            .arg("-c")
+            .arg(&conf_path)
+            // Before reading the config nginx opens its compiled-in error log; point it here.
+            .arg("-e")
+            .arg(&error_log)
+            .arg("-g")
+            .arg("daemon off;")
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone()?)
+            .stderr(stderr)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        Ok(Nginx {
+            child,
+            port,
+            conf_path,
+            error_log,
+            access_log,
+            stderr_path,
+            dir,
+        })
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "nginx exited during startup ({status}); config {}:\n{}",
+                    self.conf_path.display(),
+                    self.logs()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && !self.worker_pids().is_empty()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nginx not accepting on 127.0.0.1:{} after {START_TIMEOUT:?}; config {}:\n{}",
+                    self.port,
+                    self.conf_path.display(),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The nginx master's pid (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The worker process(es): children of the master.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        procfs::children(self.pid())
+    }
+
+    pub fn conf_path(&self) -> &Path {
+        &self.conf_path
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+
+    /// The tails of the error log and of nginx's stderr, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- {} ---\n{}\n--- {} ---\n{}",
+            self.error_log.display(),
+            file_tail(&self.error_log, 30),
+            self.stderr_path.display(),
+            file_tail(&self.stderr_path, 10)
+        )
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: graceful shutdown (SIGTERM/SIGINT are nginx's fast shutdown).
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, libc::SIGQUIT);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on our own process group; ESRCH is harmless.
+        unsafe {
+            libc::kill(-(self.pid() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}

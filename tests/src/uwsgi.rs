@@ -1,0 +1,645 @@
+//! A uWSGI master serving `tests/apps/testapp.py`, in one of its three front-ends: workers
+//! speaking HTTP themselves (`--http-socket`), an HTTP router process forwarding uwsgi packets to
+//! the workers (`--http` plus an internal `--socket`), or bare uwsgi-protocol workers
+//! (`--socket`) for nginx's `uwsgi_pass` (see [`crate::nginx`]).
+//!
+//! uWSGI's signals are not Gunicorn's: SIGTERM *reloads* a 2.0 master (unless `--die-on-term`),
+//! SIGHUP reloads gracefully, SIGINT and SIGQUIT shut it down (workers are "buried" after
+//! about 1 s). Drop sends SIGINT.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::env::{apps_dir, venv_dir};
+use crate::gunicorn::file_tail;
+use crate::procfs;
+use crate::tmp::TempDir;
+use crate::wait::wait_until;
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A port that was free a moment ago. Racy by nature; `try_start` retries on a collision.
+pub(crate) fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The `uwsgi` of the default test venv.
+pub fn uwsgi_bin() -> PathBuf {
+    venv_dir().join("bin").join("uwsgi")
+}
+
+/// Which uWSGI front-end the test talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UwsgiMode {
+    /// `--http-socket ADDR`: each worker accepts and parses HTTP itself.
+    HttpSocket,
+    /// `--http ADDR --socket INTERNAL`: a router process (child of the master) accepts HTTP and
+    /// forwards uwsgi packets to the workers on the internal socket.
+    HttpRouter,
+    /// `--socket ADDR`: workers speak the uwsgi binary protocol (what nginx's `uwsgi_pass` sends).
+    UwsgiSocket,
+}
+
+/// Where a uwsgi-protocol socket listens: what [`crate::nginx::Nginx::start_uwsgi_pass`] targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
+impl From<u16> for Upstream {
+    fn from(port: u16) -> Self {
+        Upstream::Tcp(port)
+    }
+}
+
+impl From<&Path> for Upstream {
+    fn from(path: &Path) -> Self {
+        Upstream::Unix(path.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for Upstream {
+    fn from(path: PathBuf) -> Self {
+        Upstream::Unix(path)
+    }
+}
+
+/// How to run uWSGI. Build with [`UwsgiOpts::http_socket`], [`UwsgiOpts::http_router`] or
+/// [`UwsgiOpts::uwsgi_socket`], then the builder methods.
+#[derive(Clone, Debug)]
+pub struct UwsgiOpts {
+    pub mode: UwsgiMode,
+    /// `--processes`.
+    pub processes: u32,
+    /// `--threads`; only passed when set.
+    pub threads: Option<u32>,
+    /// `--lazy-apps`: each worker imports the app after the fork (else the master imports it
+    /// once, before forking).
+    pub lazy_apps: bool,
+    /// `--enable-threads` (Python threads with one uWSGI thread per worker).
+    pub enable_threads: bool,
+    /// `--master`; true by default.
+    pub master: bool,
+    /// Bind the workers' socket on a unix path in the scratch dir instead of loopback TCP
+    /// (`--http-socket`/`--socket`; in `HttpRouter` mode the internal socket, the router itself
+    /// stays on TCP).
+    pub unix_socket: bool,
+    /// Write every option into `<tmp>/app.ini` and run `uwsgi --ini <tmp>/app.ini [extra args]`:
+    /// the command line then names neither the module nor the sockets.
+    pub ini: bool,
+    /// More `key = value` lines for the ini file (only with `ini`).
+    pub ini_lines: Vec<(String, String)>,
+    /// Extra command-line arguments, after the generated ones, e.g. `--max-requests 5`
+    /// (which needs `--min-worker-lifetime 0` too: uWSGI 2.0 does not recycle a worker younger
+    /// than 10 s), or `--harakiri 2`.
+    pub extra_args: Vec<String>,
+    /// Extra environment variables for the master (and so the workers).
+    pub env: Vec<(String, String)>,
+    /// `--module`, `testapp:app` by default (found through `--chdir tests/apps`).
+    pub module: String,
+    /// The virtualenv whose `bin/uwsgi` runs; the default test venv when None.
+    pub venv: Option<PathBuf>,
+}
+
+impl UwsgiOpts {
+    pub fn new(mode: UwsgiMode, processes: u32) -> Self {
+        UwsgiOpts {
+            mode,
+            processes,
+            threads: None,
+            lazy_apps: false,
+            enable_threads: false,
+            master: true,
+            unix_socket: false,
+            ini: false,
+            ini_lines: Vec::new(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            module: "testapp:app".into(),
+            venv: None,
+        }
+    }
+
+    pub fn http_socket(processes: u32) -> Self {
+        Self::new(UwsgiMode::HttpSocket, processes)
+    }
+
+    pub fn http_router(processes: u32) -> Self {
+        Self::new(UwsgiMode::HttpRouter, processes)
+    }
+
+    pub fn uwsgi_socket(processes: u32) -> Self {
+        Self::new(UwsgiMode::UwsgiSocket, processes)
+    }
+
+    pub fn threads(mut self, n: u32) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    pub fn lazy_apps(mut self, on: bool) -> Self {
+        self.lazy_apps = on;
+        self
+    }
+
+    pub fn enable_threads(mut self, on: bool) -> Self {
+        self.enable_threads = on;
+        self
+    }
+
+    pub fn master(mut self, on: bool) -> Self {
+        self.master = on;
+        self
+    }
+
+    pub fn unix_socket(mut self, on: bool) -> Self {
+        self.unix_socket = on;
+        self
+    }
+
+    pub fn ini(mut self, on: bool) -> Self {
+        self.ini = on;
+        self
+    }
+
+    pub fn ini_line(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.ini_lines.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn module(mut self, m: impl Into<String>) -> Self {
+        self.module = m.into();
+        self
+    }
+
+    /// Run the uwsgi of another virtualenv (another Python build).
+    pub fn venv(mut self, dir: PathBuf) -> Self {
+        self.venv = Some(dir);
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra_args.push(a.into());
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.venv
+            .as_ref()
+            .map_or_else(uwsgi_bin, |v| v.join("bin").join("uwsgi"))
+    }
+}
+
+/// Where the spawned instance listens.
+#[derive(Clone, Debug)]
+enum Listen {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    fn spec(&self) -> String {
+        match self {
+            Listen::Tcp(p) => format!("127.0.0.1:{p}"),
+            Listen::Unix(p) => p.display().to_string(),
+        }
+    }
+
+    fn accepts(&self) -> bool {
+        match self {
+            Listen::Tcp(p) => TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], *p)),
+                Duration::from_millis(200),
+            )
+            .is_ok(),
+            Listen::Unix(p) => UnixStream::connect(p).is_ok(),
+        }
+    }
+}
+
+/// A running uWSGI master in its own process group; stopped on drop.
+pub struct Uwsgi {
+    child: Child,
+    opts: UwsgiOpts,
+    /// What clients connect to: the HTTP port (router's in `HttpRouter` mode) or the uwsgi socket.
+    front: Listen,
+    /// The workers' socket (differs from `front` in `HttpRouter` mode only).
+    workers_sock: Listen,
+    fifo: PathBuf,
+    command: Vec<String>,
+    log_path: PathBuf,
+    ready_dir: PathBuf,
+    // Dropped last: it must outlive the processes writing into it.
+    dir: TempDir,
+}
+
+impl Uwsgi {
+    /// Start uWSGI and wait until it serves; panics with the log tail on failure.
+    pub fn start(opts: UwsgiOpts) -> Uwsgi {
+        match Self::try_start(opts) {
+            Ok(u) => u,
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// Start uWSGI and wait, within 20 s, until its front socket accepts connections, all
+    /// `processes` workers exist and have the app imported (testapp.py's marker file: the
+    /// master's without `--lazy-apps`, each worker's with it), and in `HttpRouter` mode the
+    /// router process exists.
+    pub fn try_start(opts: UwsgiOpts) -> Result<Uwsgi> {
+        let mut last_err = None;
+        for _ in 0..3 {
+            let mut u = Self::spawn(&opts)?;
+            match u.wait_ready() {
+                Ok(()) => return Ok(u),
+                Err(e) => {
+                    let collided = u.log().contains("Address already in use");
+                    last_err = Some(e);
+                    if !collided {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// The options as (name, value) pairs; a flag has value None.
+    fn options(
+        opts: &UwsgiOpts,
+        front: &Listen,
+        workers: &Listen,
+        fifo: &Path,
+    ) -> Vec<(String, Option<String>)> {
+        let mut o: Vec<(String, Option<String>)> = Vec::new();
+        let mut kv = |k: &str, v: Option<String>| o.push((k.to_string(), v));
+        if opts.master {
+            kv("master", None);
+        }
+        kv("processes", Some(opts.processes.to_string()));
+        if let Some(t) = opts.threads {
+            kv("threads", Some(t.to_string()));
+        }
+        if opts.enable_threads {
+            kv("enable-threads", None);
+        }
+        if opts.lazy_apps {
+            kv("lazy-apps", None);
+        }
+        match opts.mode {
+            UwsgiMode::HttpSocket => kv("http-socket", Some(front.spec())),
+            UwsgiMode::HttpRouter => {
+                kv("http", Some(front.spec()));
+                kv("socket", Some(workers.spec()));
+            }
+            UwsgiMode::UwsgiSocket => kv("socket", Some(front.spec())),
+        }
+        kv("module", Some(opts.module.clone()));
+        kv("chdir", Some(apps_dir().display().to_string()));
+        if opts.master {
+            kv("master-fifo", Some(fifo.display().to_string()));
+        }
+        // Exit when the app fails to import, instead of serving 500s in "full dynamic mode".
+        kv("need-app", None);
+        o
+    }
+
+    fn spawn(opts: &UwsgiOpts) -> Result<Uwsgi> {
+        let dir = TempDir::new("uwsgi")?;
+        let log_path = dir.path().join("uwsgi.log");
+        let ready_dir = dir.path().join("ready");
+        let fifo = dir.path().join("fifo");
+        std::fs::create_dir_all(&ready_dir)?;
+        let log = File::create(&log_path)?;
+
+        let unix = |name: &str| Listen::Unix(dir.path().join(name));
+        let (front, workers_sock) = match (opts.mode, opts.unix_socket) {
+            (UwsgiMode::HttpRouter, false) => {
+                (Listen::Tcp(free_port()?), Listen::Tcp(free_port()?))
+            }
+            (UwsgiMode::HttpRouter, true) => (Listen::Tcp(free_port()?), unix("uwsgi.sock")),
+            (UwsgiMode::HttpSocket, true) => (unix("http.sock"), unix("http.sock")),
+            (UwsgiMode::UwsgiSocket, true) => (unix("uwsgi.sock"), unix("uwsgi.sock")),
+            (_, false) => {
+                let p = Listen::Tcp(free_port()?);
+                (p.clone(), p)
+            }
+        };
+        let options = Self::options(opts, &front, &workers_sock, &fifo);
+
+        let bin = opts.bin();
+        let mut args: Vec<String> = Vec::new();
+        if opts.ini {
+            let ini = dir.path().join("app.ini");
+            let mut text = String::from("[uwsgi]\n");
+            for (k, v) in &options {
+                text.push_str(&format!("{k} = {}\n", v.as_deref().unwrap_or("true")));
+            }
+            for (k, v) in &opts.ini_lines {
+                text.push_str(&format!("{k} = {v}\n"));
+            }
+            std::fs::write(&ini, text).with_context(|| format!("writing {}", ini.display()))?;
+            args.push("--ini".into());
+            args.push(ini.display().to_string());
+        } else {
+            for (k, v) in options {
+                args.push(format!("--{k}"));
+                args.extend(v);
+            }
+        }
+        args.extend(opts.extra_args.iter().cloned());
+
+        let mut cmd = Command::new(&bin);
+        cmd.args(&args)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTRACER_TESTAPP_READY_DIR", &ready_dir)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own group, so Drop can kill the master, the workers and the router with one signal.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut command = vec![bin.display().to_string()];
+        command.extend(args);
+        Ok(Uwsgi {
+            child,
+            opts: opts.clone(),
+            front,
+            workers_sock,
+            fifo,
+            command,
+            log_path,
+            ready_dir,
+            dir,
+        })
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut open = false;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "uwsgi exited during startup ({status}); log {}:\n{}",
+                    self.log_path.display(),
+                    file_tail(&self.log_path, 40)
+                );
+            }
+            if !open {
+                open = self.front.accepts();
+            }
+            let ready = self.ready_worker_pids();
+            let router_ok = self.opts.mode != UwsgiMode::HttpRouter || self.router_pid().is_some();
+            if open && router_ok && ready.len() == self.opts.processes as usize {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "uwsgi not ready after {:?}: {} {}, workers {:?} of {} expected, ready {:?}, \
+                     router {:?}; command {:?}; log {}:\n{}",
+                    START_TIMEOUT,
+                    self.front.spec(),
+                    if open { "open" } else { "not accepting" },
+                    self.worker_pids(),
+                    self.opts.processes,
+                    ready,
+                    self.router_pid(),
+                    self.command,
+                    self.log_path.display(),
+                    file_tail(&self.log_path, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Workers that have the app imported: without `--lazy-apps` the master imported it before
+    /// forking (after each reload too), so every worker counts once the master's marker exists.
+    fn ready_worker_pids(&self) -> Vec<u32> {
+        let preloaded =
+            !self.opts.lazy_apps && self.ready_dir.join(self.pid().to_string()).exists();
+        self.worker_pids()
+            .into_iter()
+            .filter(|w| preloaded || self.ready_dir.join(w.to_string()).exists())
+            .collect()
+    }
+
+    /// The master's pid (also the process group id). Without `--master`, the first worker.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The TCP port clients connect to: the workers' HTTP port (`HttpSocket`), the router's
+    /// (`HttpRouter`), or the uwsgi socket (`UwsgiSocket`). Panics when that is a unix socket.
+    pub fn port(&self) -> u16 {
+        match &self.front {
+            Listen::Tcp(p) => *p,
+            Listen::Unix(p) => panic!("uwsgi listens on unix socket {}, not TCP", p.display()),
+        }
+    }
+
+    /// The unix socket path clients connect to, when `unix_socket` is set (not in `HttpRouter`
+    /// mode, whose front is TCP: see [`Uwsgi::workers_socket_path`]).
+    pub fn socket_path(&self) -> Option<&Path> {
+        match &self.front {
+            Listen::Unix(p) => Some(p),
+            Listen::Tcp(_) => None,
+        }
+    }
+
+    /// The workers' TCP port: the internal `--socket` in `HttpRouter` mode, else [`Uwsgi::port`].
+    pub fn workers_port(&self) -> Option<u16> {
+        match &self.workers_sock {
+            Listen::Tcp(p) => Some(*p),
+            Listen::Unix(_) => None,
+        }
+    }
+
+    /// The workers' unix socket path, if they listen on one.
+    pub fn workers_socket_path(&self) -> Option<&Path> {
+        match &self.workers_sock {
+            Listen::Unix(p) => Some(p),
+            Listen::Tcp(_) => None,
+        }
+    }
+
+    /// The uwsgi-protocol socket for nginx (`UwsgiSocket` mode).
+    pub fn upstream(&self) -> Upstream {
+        assert_eq!(
+            self.opts.mode,
+            UwsgiMode::UwsgiSocket,
+            "only a --socket uWSGI speaks the uwsgi protocol to its clients"
+        );
+        match &self.front {
+            Listen::Tcp(p) => Upstream::Tcp(*p),
+            Listen::Unix(p) => Upstream::Unix(p.clone()),
+        }
+    }
+
+    pub fn mode(&self) -> UwsgiMode {
+        self.opts.mode
+    }
+
+    pub fn opts(&self) -> &UwsgiOpts {
+        &self.opts
+    }
+
+    /// The exact command line run (binary first).
+    pub fn command(&self) -> &[String] {
+        &self.command
+    }
+
+    /// Pids uWSGI logged with `spawned uWSGI <kind> N (pid: P...)` (or `respawned`), kind being
+    /// e.g. `http` for the router, in log order.
+    fn logged_pids(&self, kind: &str) -> Vec<u32> {
+        let needle = format!("uWSGI {kind} ");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("spawned") && l.contains(&needle))
+            .filter_map(|l| {
+                let rest = &l[l.find("pid: ")? + 5..];
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().ok()
+            })
+            .collect()
+    }
+
+    /// The HTTP router process (`HttpRouter` mode): a child of the master, which logs
+    /// `spawned uWSGI http 1 (pid: P)` for it. Its cmdline and comm are the master's (uWSGI
+    /// renames processes only with `--auto-procname`/`--procname*`).
+    pub fn router_pid(&self) -> Option<u32> {
+        let children = procfs::children(self.pid());
+        self.logged_pids("http")
+            .into_iter()
+            .rev()
+            .find(|p| children.contains(p))
+    }
+
+    /// Current live worker pids, sorted: the master's children but the router (with `master`
+    /// off, the first process and its children).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let routers = self.logged_pids("http");
+        let mut w: Vec<u32> = procfs::children(self.pid())
+            .into_iter()
+            .filter(|p| !routers.contains(p))
+            .collect();
+        if !self.opts.master && procfs::is_alive(self.pid()) {
+            w.push(self.pid());
+            w.sort_unstable();
+        }
+        w
+    }
+
+    /// Wait until `n` workers exist and have the app imported, none of them in `exclude`
+    /// (e.g. the workers before a `--max-requests` recycle or a reload). Returns their pids.
+    pub fn wait_for_workers(&self, n: usize, exclude: &[u32], timeout: Duration) -> Vec<u32> {
+        let mut last = Vec::new();
+        let ok = wait_until(timeout, || {
+            last = self.ready_worker_pids();
+            last.len() == n && last.iter().all(|p| !exclude.contains(p))
+        });
+        assert!(
+            ok,
+            "expected {n} ready uwsgi workers not in {exclude:?} within {timeout:?}, have {last:?}; \
+             log {}:\n{}",
+            self.log_path.display(),
+            file_tail(&self.log_path, 40)
+        );
+        last
+    }
+
+    /// Send a command to the master FIFO (`--master-fifo`), e.g. `r` (graceful reload), `R`
+    /// (brutal reload), `w` (reload workers only), `q` (graceful stop).
+    pub fn fifo_command(&self, cmd: &str) {
+        assert!(self.opts.master, "the master FIFO needs --master");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.fifo)
+            .unwrap_or_else(|e| panic!("opening master fifo {}: {e}", self.fifo.display()));
+        f.write_all(cmd.as_bytes())
+            .unwrap_or_else(|e| panic!("writing {cmd:?} to {}: {e}", self.fifo.display()));
+    }
+
+    /// Graceful reload through the master FIFO (`r`). Without `--lazy-apps` the master re-execs
+    /// itself (same pid), imports the app again and forks new workers; with it, only the
+    /// workers are replaced. Follow with [`Uwsgi::wait_for_workers`] excluding the old pids.
+    pub fn reload(&self) {
+        self.fifo_command("r");
+    }
+
+    /// Graceful reload by SIGHUP to the master.
+    pub fn reload_sighup(&self) {
+        self.signal_master(libc::SIGHUP);
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// uWSGI's combined stdout/stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Scratch directory of this instance (log, fifo, ini, unix sockets).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn signal_master(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, sig);
+        }
+    }
+
+    fn signal_group(&self, sig: libc::c_int) {
+        // SAFETY: plain kill(2) on our own process group; errors (ESRCH) are harmless here.
+        unsafe {
+            libc::kill(-(self.pid() as libc::pid_t), sig);
+        }
+    }
+}
+
+impl Drop for Uwsgi {
+    fn drop(&mut self) {
+        // SIGINT: shut down (SIGTERM would reload a uWSGI 2.0 master).
+        self.signal_master(libc::SIGINT);
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Also reaps stragglers: workers or the router orphaned by a master that died first.
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod env;
+pub mod expect;
 pub mod gunicorn;
 pub mod http;
 pub mod nginx;
@@ -23,6 +24,7 @@ pub mod tracer;
 pub mod uwsgi;
 pub mod wait;
 
+pub use expect::{check_spans, check_spans_of, mixed_sequence, now_ns, send, spans_of_client, Sent, MB};
 pub use env::{
     apps_dir, debian_venv_dir, gunicorn_bin, pytracer_bin, require_privileged, require_privileged_debian, require_venv, venv_dir,
     workspace_root,

@@ -74,6 +74,7 @@ fn ini_name_recycling_and_reload() {
     }
     let r = t.stop();
     assert_eq!(r.spans.len(), 30, "{}", summarize(&r.spans));
+    assert!(r.stderr.contains(&format!("pytracer: pid {} executed", u.pid())), "the reload re-executes the master:\n{}", r.stderr);
     for (client_port, pid) in &served_by {
         let mine = spans_of_client(&r.spans, *client_port);
         assert_eq!(mine.len(), 1, "client port {client_port}");

@@ -38,6 +38,8 @@ pub enum EventKind {
     GcPause = 7,
     /// A thread took the GIL back: start_ns..end_ns is the wait (PyEval_RestoreThread).
     GilWait = 8,
+    /// A tracked process executed a new program (same pid, new image).
+    Exec = 9,
 }
 
 impl EventKind {
@@ -51,6 +53,7 @@ impl EventKind {
             6 => Self::Exit,
             7 => Self::GcPause,
             8 => Self::GilWait,
+            9 => Self::Exec,
             _ => return None,
         })
     }

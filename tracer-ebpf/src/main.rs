@@ -413,6 +413,24 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A tracked process that executes a new program keeps its pid (and stays tracked), but its
+/// address space is new: the agent must look at it again (a uWSGI reload re-executes the master).
+#[tracepoint]
+pub fn sched_exec(_ctx: TracePointContext) -> u32 {
+    let (_, tgid, tid) = ids();
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ev = ProcEvent {
+        header: EventHeader { kind: EventKind::Exec as u32, tgid, tid, fd: -1, start_ns: now, end_ns: now, ret: 0 },
+        child: 0,
+        _pad: 0,
+    };
+    output(&ev);
+    0
+}
+
 // ---- CPython: GC pauses and GIL waits ------------------------------------------------------
 //
 // Entry/return pairs keyed by thread. The uprobes are attached per library file, so every

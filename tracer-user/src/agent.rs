@@ -377,6 +377,7 @@ impl Agent {
             }
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
             Event::Exit { h } => self.on_exit(h.tgid),
+            Event::Exec { h } => self.on_exec(h.tgid),
             Event::GcPause { h } | Event::GilWait { h } => {
                 let secs = h.end_ns.saturating_sub(h.start_ns) as f64 / 1e9;
                 let Some(t) = self.procs.get(&h.tgid) else { return };
@@ -508,6 +509,17 @@ impl Agent {
         };
         self.procs.insert(child, traced);
         eprintln!("pytracer: following pid {child} (forked by {parent})");
+    }
+
+    /// Same pid, new program: its Python build, addresses and command line are all new.
+    fn on_exec(&mut self, tgid: u32) {
+        let Some(old) = self.procs.get(&tgid) else { return };
+        let master = old.labels.process_role == "master";
+        let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
+        let python = self.inspect_python(tgid);
+        let traced = self.traced(&info, master, python);
+        self.procs.insert(tgid, traced);
+        eprintln!("pytracer: pid {tgid} executed {}", info.cmdline_string());
     }
 
     fn on_exit(&mut self, tgid: u32) {

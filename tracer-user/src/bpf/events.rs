@@ -13,6 +13,7 @@ pub enum Event<'a> {
     Exit { h: EventHeader },
     GcPause { h: EventHeader },
     GilWait { h: EventHeader },
+    Exec { h: EventHeader },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,6 +62,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::Exit => Event::Exit { h },
         EventKind::GcPause => Event::GcPause { h },
         EventKind::GilWait => Event::GilWait { h },
+        EventKind::Exec => Event::Exec { h },
     })
 }
 

@@ -33,6 +33,7 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ),
     ("sched_fork", "sched", &["sched_process_fork"]),
     ("sched_exit", "sched", &["sched_process_exit"]),
+    ("sched_exec", "sched", &["sched_process_exec"]),
 ];
 
 /// Loaded at start, attached per Python library file once a traced process is seen using it.

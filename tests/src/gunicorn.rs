@@ -114,22 +114,7 @@ impl Gunicorn {
     /// Start Gunicorn and wait until the port accepts connections and all workers have imported
     /// the app (a marker file written by testapp.py), within 20 s.
     pub fn try_start(opts: GunicornOpts) -> Result<Gunicorn> {
-        let mut last_err = None;
-        for _ in 0..3 {
-            let mut g = Self::spawn(&opts)?;
-            match g.wait_ready() {
-                Ok(()) => return Ok(g),
-                Err(e) => {
-                    let collided = g.log().contains("Address already in use");
-                    last_err = Some(e);
-                    if !collided {
-                        break;
-                    }
-                    // Dropping `g` stops what is left of it; try again on another port.
-                }
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
+        crate::server::start_retrying(|| Self::spawn(&opts))
     }
 
     fn spawn(opts: &GunicornOpts) -> Result<Gunicorn> {
@@ -303,5 +288,15 @@ impl Drop for Gunicorn {
         // Also reaps stragglers: workers orphaned by a master that died first.
         self.signal_group(libc::SIGKILL);
         let _ = self.child.wait();
+    }
+}
+
+impl crate::server::Started for Gunicorn {
+    fn log(&self) -> String {
+        Gunicorn::log(self)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        Gunicorn::wait_ready(self)
     }
 }

@@ -18,6 +18,7 @@ pub mod gunicorn;
 pub mod http;
 pub mod nginx;
 pub mod procfs;
+mod server;
 pub mod span;
 pub mod tmp;
 pub mod tracer;

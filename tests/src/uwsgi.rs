@@ -268,21 +268,7 @@ impl Uwsgi {
     /// master's without `--lazy-apps`, each worker's with it), and in `HttpRouter` mode the
     /// router process exists.
     pub fn try_start(opts: UwsgiOpts) -> Result<Uwsgi> {
-        let mut last_err = None;
-        for _ in 0..3 {
-            let mut u = Self::spawn(&opts)?;
-            match u.wait_ready() {
-                Ok(()) => return Ok(u),
-                Err(e) => {
-                    let collided = u.log().contains("Address already in use");
-                    last_err = Some(e);
-                    if !collided {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
+        crate::server::start_retrying(|| Self::spawn(&opts))
     }
 
     /// The options as (name, value) pairs; a flag has value None.
@@ -641,5 +627,15 @@ impl Drop for Uwsgi {
         // Also reaps stragglers: workers or the router orphaned by a master that died first.
         self.signal_group(libc::SIGKILL);
         let _ = self.child.wait();
+    }
+}
+
+impl crate::server::Started for Uwsgi {
+    fn log(&self) -> String {
+        Uwsgi::log(self)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        Uwsgi::wait_ready(self)
     }
 }

@@ -162,16 +162,18 @@ fn reload_replaces_workers() {
         return;
     }
     for lazy in [false, true] {
-        let u = Uwsgi::start(opts(UwsgiMode::HttpSocket).lazy_apps(lazy));
+        // uWSGI 2.0 delays replacing a worker younger than --min-worker-lifetime (10 s by
+        // default), and this test reloads right after start.
+        let u = Uwsgi::start(opts(UwsgiMode::HttpSocket).lazy_apps(lazy).args(&["--min-worker-lifetime", "0"]));
         let before = u.worker_pids();
         u.reload();
-        let after = u.wait_for_workers(2, &before, Duration::from_secs(20));
+        let after = u.wait_for_workers(2, &before, Duration::from_secs(40));
         assert!(procfs::is_alive(u.pid()), "master survives a reload");
         check_routes(u.port());
         assert!(after.iter().all(|p| !before.contains(p)));
         let before = after;
         u.reload_sighup();
-        u.wait_for_workers(2, &before, Duration::from_secs(20));
+        u.wait_for_workers(2, &before, Duration::from_secs(40));
         check_routes(u.port());
     }
 }

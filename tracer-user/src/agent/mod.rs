@@ -14,12 +14,15 @@ use crate::bpf::events::{decode, Event};
 use crate::bpf::probes::Probes;
 use crate::clock::Clock;
 use crate::cpython::{self, layout::Layout};
+
+mod python;
+mod routing;
 use crate::discovery;
 use crate::metrics::{self, Metrics, ProcLabels};
 use crate::export::otlp;
 use crate::http::attributes::{server_span, ConnContext};
 use crate::http::traceparent::{self, Incoming};
-use crate::http::connection::{Connection, Exchange, Outcome};
+use crate::http::connection::{Connection, Outcome};
 use crate::http::stream::Piece;
 use crate::procinfo::{self, ProcInfo};
 use crate::service;
@@ -227,76 +230,6 @@ impl Agent {
         Traced { resource, labels, python }
     }
 
-    /// Identifies the process's Python build and attaches the GC (and, if asked, GIL) probes to
-    /// its library file the first time that file is seen.
-    fn inspect_python(&mut self, pid: u32) -> Python {
-        match cpython::inspect(pid) {
-            cpython::Support::Supported { build, layout } => {
-                use std::os::unix::fs::MetadataExt;
-                let file = std::fs::metadata(&build.host_path).map(|m| (m.dev(), m.ino())).unwrap_or_default();
-                if self.probed_files.insert(file) {
-                    self.attach_python_probes(&build, layout);
-                }
-                Python::Supported { runtime_addr: build.runtime_addr, layout, version: build.version.to_string() }
-            }
-            cpython::Support::Unsupported { reason, label } => {
-                if label != "not_python" {
-                    eprintln!("pytracer: pid {pid}: {reason}");
-                }
-                Python::Unsupported { label }
-            }
-        }
-    }
-
-    fn attach_python_probes(&mut self, build: &cpython::build::PythonBuild, layout: &Layout) {
-        let offset = |name: &str| build.symbol_offsets.iter().find(|(n, _)| n == name).map(|(_, o)| *o);
-        let path = build.host_path.clone();
-        // The compiler may have split the collector into clones (3.8: collect.constprop.0 and .1,
-        // each on its own call path): probe every one.
-        let collectors: Vec<u64> = build.symbol_offsets.iter().filter(|(n, _)| layout.is_gc_collect_symbol(n)).map(|(_, o)| *o).collect();
-        for &off in &collectors {
-            for prog in ["gc_start", "gc_return"] {
-                if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
-                    self.metrics.attach_error("gc_probe");
-                    eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
-                }
-            }
-        }
-        if collectors.is_empty() {
-            // A stripped build: the collector's symbol is gone, but distro builds keep the
-            // gc__start/gc__done USDT probes.
-            let usdt = |n: &str| build.usdt.iter().find(|p| p.provider == "python" && p.name == n);
-            match (usdt("gc__start"), usdt("gc__done")) {
-                (Some(start), Some(done)) => {
-                    for (prog, p) in [("gc_start", start), ("gc_done", done)] {
-                        if let Err(e) = self.probes.attach_usdt(prog, &path, p.pc_offset, p.semaphore_offset) {
-                            self.metrics.attach_error("gc_probe");
-                            eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
-                        }
-                    }
-                }
-                _ => eprintln!(
-                    "pytracer: no GC pause metric for {}: it has neither the symbol {} nor gc__start/gc__done USDT probes; GC counts still come from memory",
-                    path.display(),
-                    layout.gc_collect_fn
-                ),
-            }
-        }
-        if self.config.cpython.gil_wait {
-            match offset("PyEval_RestoreThread") {
-                Some(off) => {
-                    for prog in ["gil_request", "gil_taken"] {
-                        if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
-                            self.metrics.attach_error("gil_probe");
-                            eprintln!("pytracer: no GIL wait metric for {}: {e}", path.display());
-                        }
-                    }
-                }
-                None => eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display()),
-            }
-        }
-    }
-
     fn rescan(&mut self) {
         for c in discovery::scan(&self.config.discovery) {
             if c.decision.is_traced() && !self.procs.contains_key(&c.pid) {
@@ -388,38 +321,6 @@ impl Agent {
                 }
             }
         }
-    }
-
-    fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
-        let conn = self.conns.remove(&key)?;
-        if let sockaddr::Peer::Inet { ip, port } = conn.ctx.client {
-            if self.by_client.get(&(ip, port)) == Some(&key) {
-                self.by_client.remove(&(ip, port));
-            }
-        }
-        Some(conn)
-    }
-
-    /// A worker's uwsgi request that came through a router connection we follow (uWSGI's HTTP
-    /// router): the router's span will carry it, with the client's timing and the worker's pid.
-    fn hand_to_router(&mut self, worker: u32, x: &Exchange) -> bool {
-        let Some((ip, port)) = x.request.remote.as_ref().filter(|_| x.request.uwsgi.is_some()) else { return false };
-        let Ok(ip) = ip.parse::<IpAddr>() else { return false };
-        let (method, target) = (&x.request.method, &x.request.target);
-        // uWSGI 2.0's HTTP router writes REMOTE_PORT in network byte order (seen: a client on
-        // port 58892 arrives as 3302), so the swapped port is tried too; the router connection
-        // must also be waiting for this very request.
-        for port in [*port, port.swap_bytes()] {
-            let Some(&key) = self.by_client.get(&(ip, port)) else { continue };
-            match self.conns.get_mut(&key) {
-                Some(router) if key.0 != worker && router.http.awaits(method, target) => {
-                    router.routed.push_back((worker, method.clone(), target.clone()));
-                    return true;
-                }
-                _ => {}
-            }
-        }
-        false
     }
 
     fn settle(&mut self, tgid: u32, ctx: &mut ConnContext, listen_fd: i32, routed: &mut Routed, out: Outcome) {

@@ -1,0 +1,76 @@
+//! The agent's view of CPython in the processes it traces: which build each runs, and the GC
+//! (and opt-in GIL) probes on each library file, attached once per file.
+use super::{Agent, Python};
+use crate::cpython::{self, layout::Layout};
+
+impl Agent {
+    /// Identifies the process's Python build and attaches the GC (and, if asked, GIL) probes to
+    /// its library file the first time that file is seen.
+    pub(super) fn inspect_python(&mut self, pid: u32) -> Python {
+        match cpython::inspect(pid) {
+            cpython::Support::Supported { build, layout } => {
+                use std::os::unix::fs::MetadataExt;
+                let file = std::fs::metadata(&build.host_path).map(|m| (m.dev(), m.ino())).unwrap_or_default();
+                if self.probed_files.insert(file) {
+                    self.attach_python_probes(&build, layout);
+                }
+                Python::Supported { runtime_addr: build.runtime_addr, layout, version: build.version.to_string() }
+            }
+            cpython::Support::Unsupported { reason, label } => {
+                if label != "not_python" {
+                    eprintln!("pytracer: pid {pid}: {reason}");
+                }
+                Python::Unsupported { label }
+            }
+        }
+    }
+
+    fn attach_python_probes(&mut self, build: &cpython::build::PythonBuild, layout: &Layout) {
+        let offset = |name: &str| build.symbol_offsets.iter().find(|(n, _)| n == name).map(|(_, o)| *o);
+        let path = build.host_path.clone();
+        // The compiler may have split the collector into clones (3.8: collect.constprop.0 and .1,
+        // each on its own call path): probe every one.
+        let collectors: Vec<u64> = build.symbol_offsets.iter().filter(|(n, _)| layout.is_gc_collect_symbol(n)).map(|(_, o)| *o).collect();
+        for &off in &collectors {
+            for prog in ["gc_start", "gc_return"] {
+                if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
+                    self.metrics.attach_error("gc_probe");
+                    eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
+                }
+            }
+        }
+        if collectors.is_empty() {
+            // A stripped build: the collector's symbol is gone, but distro builds keep the
+            // gc__start/gc__done USDT probes.
+            let usdt = |n: &str| build.usdt.iter().find(|p| p.provider == "python" && p.name == n);
+            match (usdt("gc__start"), usdt("gc__done")) {
+                (Some(start), Some(done)) => {
+                    for (prog, p) in [("gc_start", start), ("gc_done", done)] {
+                        if let Err(e) = self.probes.attach_usdt(prog, &path, p.pc_offset, p.semaphore_offset) {
+                            self.metrics.attach_error("gc_probe");
+                            eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
+                        }
+                    }
+                }
+                _ => eprintln!(
+                    "pytracer: no GC pause metric for {}: it has neither the symbol {} nor gc__start/gc__done USDT probes; GC counts still come from memory",
+                    path.display(),
+                    layout.gc_collect_fn
+                ),
+            }
+        }
+        if self.config.cpython.gil_wait {
+            match offset("PyEval_RestoreThread") {
+                Some(off) => {
+                    for prog in ["gil_request", "gil_taken"] {
+                        if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
+                            self.metrics.attach_error("gil_probe");
+                            eprintln!("pytracer: no GIL wait metric for {}: {e}", path.display());
+                        }
+                    }
+                }
+                None => eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display()),
+            }
+        }
+    }
+}

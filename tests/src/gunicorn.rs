@@ -263,31 +263,11 @@ impl Gunicorn {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-
-    fn signal_group(&self, sig: libc::c_int) {
-        // SAFETY: plain kill(2) on our own process group; errors (ESRCH) are harmless here.
-        unsafe {
-            libc::kill(-(self.pid() as libc::pid_t), sig);
-        }
-    }
 }
 
 impl Drop for Gunicorn {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.pid() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Also reaps stragglers: workers orphaned by a master that died first.
-        self.signal_group(libc::SIGKILL);
-        let _ = self.child.wait();
+        crate::server::stop_group(&mut self.child, libc::SIGTERM, STOP_GRACE);
     }
 }
 

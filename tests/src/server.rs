@@ -26,3 +26,18 @@ pub(crate) fn start_retrying<S: Started>(mut spawn: impl FnMut() -> Result<S>) -
     }
     Err(last_err.expect("at least one attempt"))
 }
+
+/// Stops a server started in its own process group: `signal` to the master, up to `grace` for it
+/// to exit, then SIGKILL to the whole group, which also takes workers orphaned by a master that
+/// died first.
+pub(crate) fn stop_group(child: &mut std::process::Child, signal: libc::c_int, grace: std::time::Duration) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on a child we spawned and have not reaped, and on its process group.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let _ = child.wait();
+}

@@ -604,29 +604,12 @@ impl Uwsgi {
             libc::kill(self.pid() as libc::pid_t, sig);
         }
     }
-
-    fn signal_group(&self, sig: libc::c_int) {
-        // SAFETY: plain kill(2) on our own process group; errors (ESRCH) are harmless here.
-        unsafe {
-            libc::kill(-(self.pid() as libc::pid_t), sig);
-        }
-    }
 }
 
 impl Drop for Uwsgi {
     fn drop(&mut self) {
-        // SIGINT: shut down (SIGTERM would reload a uWSGI 2.0 master).
-        self.signal_master(libc::SIGINT);
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Also reaps stragglers: workers or the router orphaned by a master that died first.
-        self.signal_group(libc::SIGKILL);
-        let _ = self.child.wait();
+        // SIGINT shuts uWSGI down; SIGTERM would reload a uWSGI 2.0 master.
+        crate::server::stop_group(&mut self.child, libc::SIGINT, STOP_GRACE);
     }
 }
 

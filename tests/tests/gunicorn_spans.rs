@@ -121,7 +121,7 @@ fn killed_worker_does_not_stop_tracing() {
     }
     let victim = g.worker_pids()[0];
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    wait_until(Duration::from_secs(10), || t.stderr_now().contains(&format!("pid {victim} exited")));
+    assert!(wait_until(Duration::from_secs(10), || t.stderr_now().contains(&format!("pid {victim} exited"))), "the agent did not report the killed worker:\n{}", t.stderr_now());
     // The master replaces the worker; the survivor and the replacement go on being traced.
     let workers = g.wait_for_workers(2, &[victim], Duration::from_secs(20));
     for _ in 0..10 {

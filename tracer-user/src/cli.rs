@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;
-            print_candidates(&discovery::scan(&config.discovery), json)
+            print_candidates(&discovery::scan(&config.discovery, true), json)
         }
     }
 }

@@ -87,20 +87,21 @@ impl PythonSummary {
     }
 }
 
-/// Scans /proc. The agent itself is never a candidate.
-pub fn scan(rules: &Discovery) -> Vec<Candidate> {
+/// Scans /proc. The agent itself is never a candidate. `describe_python` identifies each traced
+/// candidate's Python build (an ELF parse per process): for `discover`, not for `run`'s rescans.
+pub fn scan(rules: &Discovery, describe_python: bool) -> Vec<Candidate> {
     let me = std::process::id();
     let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
     let mut out: Vec<Candidate> = all
         .filter_map(|p| p.ok())
         .filter(|p| p.pid as u32 != me)
-        .filter_map(|p| ProcInfo::read(p.pid as u32).ok())
+        .filter_map(|p| ProcInfo::read_identity(p.pid as u32).ok())
         .filter(|p| !p.cmdline.is_empty())
         .filter_map(|p| {
             let python = p.exe_name().is_some_and(|n| n.starts_with("python"));
             let cmdline = p.cmdline_string();
             decide(&cmdline, python, rules).map(|decision| {
-                let python = decision.is_traced().then(|| PythonSummary::of(p.pid));
+                let python = (describe_python && decision.is_traced()).then(|| PythonSummary::of(p.pid));
                 Candidate { pid: p.pid, ppid: p.ppid, cmdline, decision, python }
             })
         })

@@ -15,6 +15,21 @@ pub struct ProcInfo {
 
 impl ProcInfo {
     pub fn read(pid: u32) -> Result<ProcInfo, procfs::ProcError> {
+        let mut info = ProcInfo::read_identity(pid)?;
+        let p = Process::new(pid as i32)?;
+        info.environ = p
+            .environ()
+            .map(|env| {
+                env.into_iter()
+                    .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(info)
+    }
+
+    /// Everything but the environment: what discovery needs of every process on each scan.
+    pub fn read_identity(pid: u32) -> Result<ProcInfo, procfs::ProcError> {
         let p = Process::new(pid as i32)?;
         let stat = p.stat()?;
         Ok(ProcInfo {
@@ -22,14 +37,7 @@ impl ProcInfo {
             ppid: stat.ppid as u32,
             cmdline: p.cmdline().unwrap_or_default(),
             exe: p.exe().ok(),
-            environ: p
-                .environ()
-                .map(|env| {
-                    env.into_iter()
-                        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            environ: Vec::new(),
         })
     }
 

@@ -231,7 +231,7 @@ impl Agent {
     }
 
     fn rescan(&mut self) {
-        for c in discovery::scan(&self.config.discovery) {
+        for c in discovery::scan(&self.config.discovery, false) {
             if c.decision.is_traced() && !self.procs.contains_key(&c.pid) {
                 match self.trace_tree(c.pid) {
                     Ok(()) => eprintln!("pytracer: tracing pid {} ({})", c.pid, c.cmdline),

@@ -142,14 +142,6 @@ impl ElfFacts {
         vaddr_to_offset(&self.segments, vaddr)
     }
 
-    /// Link-time virtual address of a file offset, if a segment maps it.
-    pub fn offset_to_vaddr(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + s.filesz)
-            .map(|s| s.vaddr + (offset - s.offset))
-    }
-
     /// Load bias from the lowest mapping of this file: what to add to an ELF virtual address to
     /// get the process address. The mapping's file offset tells which segment it starts.
     pub fn load_bias(&self, lowest: &MapEntry) -> Option<u64> {
@@ -222,10 +214,7 @@ impl PythonBuild {
 
     /// Process address of a file offset (for reading memory near a probe site).
     pub fn offset_to_addr(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + s.filesz)
-            .map(|s| (s.vaddr + (offset - s.offset)).wrapping_add(self.load_bias))
+        offset_to_vaddr(&self.segments, offset).map(|v| v.wrapping_add(self.load_bias))
     }
 }
 
@@ -549,6 +538,13 @@ fn vaddr_to_offset(segments: &[LoadSegment], vaddr: u64) -> Option<u64> {
         .iter()
         .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)
         .map(|s| s.offset + (vaddr - s.vaddr))
+}
+
+fn offset_to_vaddr(segments: &[LoadSegment], offset: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|s| offset >= s.offset && offset < s.offset + s.filesz)
+        .map(|s| s.vaddr + (offset - s.offset))
 }
 
 fn page_size() -> u64 {

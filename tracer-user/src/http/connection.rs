@@ -21,6 +21,9 @@ pub struct Exchange {
     pub end_ns: u64,
     /// Why the exchange ended without a complete response.
     pub incomplete: Option<Incomplete>,
+    /// Another connection's span already tells of this request (a worker's side of a request
+    /// uWSGI's HTTP router forwarded, when the router's connection ended first).
+    pub handed_off: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +107,7 @@ impl Connection {
                         response_body: 0,
                         end_ns,
                         incomplete: None,
+                        handed_off: false,
                     });
                     // A request without a valid length has no body (RFC 9112 6.3, last rule).
                     if let Some(Event::Done { body_size, .. }) =
@@ -210,6 +214,23 @@ impl Connection {
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
+
+    /// The heads of the requests still waiting for (the end of) their response, oldest first.
+    pub fn pending_requests(&self) -> impl Iterator<Item = &Head> {
+        self.pending.iter().map(|x| &x.request)
+    }
+
+    /// Marks the oldest waiting request that `matches` and is not yet handed off as told by
+    /// another connection's span (see [`Exchange::handed_off`]); false when there is none.
+    pub fn hand_off(&mut self, matches: impl Fn(&Head) -> bool) -> bool {
+        match self.pending.iter_mut().find(|x| !x.handed_off && matches(&x.request)) {
+            Some(x) => {
+                x.handed_off = true;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +329,22 @@ mod tests {
         c.on_read(&p(b"GET /n HTTP/1.1\r\n\r\n", 2));
         let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3));
         assert_eq!(summary(&out.finished), [("GET /n".into(), 200, 0, 0, 2, 4)]);
+    }
+
+    #[test]
+    fn handed_off_request_finishes_marked() {
+        let mut c = Connection::default();
+        c.on_read(&p(b"GET /a HTTP/1.1\r\n\r\nGET /big HTTP/1.1\r\n\r\n", 1));
+        let waiting: Vec<_> = c.pending_requests().map(|h| h.target.clone()).collect();
+        assert_eq!(waiting, ["/a", "/big"]);
+        assert!(c.hand_off(|h| h.target == "/big"));
+        assert!(!c.hand_off(|h| h.target == "/big"), "each request is handed off once");
+        assert!(!c.hand_off(|h| h.target == "/none"));
+        c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", 2));
+        c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nxx", 3));
+        let out = c.on_close();
+        let marks: Vec<_> = out.finished.iter().map(|x| (x.request.target.as_str(), x.handed_off, x.incomplete)).collect();
+        assert_eq!(marks, [("/big", true, Some(Incomplete::ResponseCut))]);
     }
 
     #[test]

@@ -50,7 +50,17 @@ pub fn parse(buf: &[u8], partial: bool) -> Result<Option<(Head, usize)>, String>
             "REQUEST_URI" => uri = Some(value),
             "PATH_INFO" => path_info = Some(value),
             "QUERY_STRING" => query = Some(value),
+            // A request line the front server took apart though it was no HTTP (uWSGI's router
+            // forwards `NOT A REQUEST` as method NOT, URI A, protocol REQUEST): not a request.
+            "SERVER_PROTOCOL" if !value.starts_with("HTTP/") => {
+                return Err(format!("uwsgi request with SERVER_PROTOCOL {value:?}"));
+            }
             "SERVER_PROTOCOL" => head.version = if value == "HTTP/1.0" { 0 } else { 1 },
+            // The front server has framed the body already: in the uwsgi protocol the body is
+            // CONTENT_LENGTH bytes as they are. nginx de-chunks a chunked request body and
+            // passes CONTENT_LENGTH, but forwards the client's Transfer-Encoding header too,
+            // which must not make the body look chunked.
+            "HTTP_TRANSFER_ENCODING" => {}
             "REMOTE_ADDR" => addr = Some(value),
             "REMOTE_PORT" => port = value.parse().ok(),
             "SERVER_NAME" => server_name = Some(value),
@@ -186,6 +196,32 @@ pub mod tests {
         let size = (p.len() - 4) as u16;
         p[1..3].copy_from_slice(&size.to_le_bytes());
         assert!(parse(&p, false).is_err());
+    }
+
+    #[test]
+    fn body_is_content_length_even_with_the_clients_transfer_encoding() {
+        // What nginx sends for a chunked request it buffered (seen on the wire).
+        let p = packet(
+            0,
+            &[
+                ("REQUEST_METHOD", "POST"),
+                ("CONTENT_LENGTH", "11"),
+                ("REQUEST_URI", "/upload"),
+                ("SERVER_PROTOCOL", "HTTP/1.1"),
+                ("HTTP_TRANSFER_ENCODING", "chunked"),
+            ],
+        );
+        let (h, _) = parse(&p, false).unwrap().unwrap();
+        assert_eq!(h.header("transfer-encoding"), None);
+        assert_eq!(h.declared_framing(), Some(crate::http::stream::Framing::Length(11)));
+    }
+
+    #[test]
+    fn a_protocol_that_is_not_http_is_not_a_request() {
+        let p = packet(0, &[("REQUEST_METHOD", "NOT"), ("REQUEST_URI", "A"), ("SERVER_PROTOCOL", "REQUEST")]);
+        assert!(parse(&p, false).unwrap_err().contains("SERVER_PROTOCOL"));
+        let p = packet(0, &[("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/"), ("SERVER_PROTOCOL", "HTTP/2.0")]);
+        assert!(parse(&p, false).is_ok(), "nginx passes HTTP/2 clients' requests on");
     }
 
     #[test]

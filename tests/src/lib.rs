@@ -24,6 +24,7 @@ pub mod tmp;
 pub mod tracer;
 pub mod uwsgi;
 pub mod wait;
+pub mod wire;
 
 pub use expect::{check_spans, check_spans_of, mixed_sequence, now_ns, send, spans_of_client, Sent, MB};
 pub use env::{

@@ -193,11 +193,16 @@ impl Connection {
     /// The process closed the socket: finish what can be finished, report the rest as incomplete.
     pub fn on_close(&mut self) -> Outcome {
         let mut out = Outcome::default();
+        let written = self.responses.body_so_far();
         if let Some(done) = self.responses.close() {
             self.response_done(done, &mut out);
         }
         let cut = std::mem::take(&mut self.responding);
         for (i, mut x) in self.pending.drain(..).enumerate() {
+            if i == 0 && cut {
+                // The body bytes written before the cut.
+                x.response_body = written;
+            }
             x.incomplete = Some(if i == 0 && cut { Incomplete::ResponseCut } else { Incomplete::NoResponse });
             x.end_ns = x.end_ns.max(self.last_write_end_ns);
             out.finished.push(x);
@@ -319,6 +324,8 @@ mod tests {
         let out = c.on_close();
         let kinds: Vec<_> = out.finished.iter().map(|x| x.incomplete).collect();
         assert_eq!(kinds, [Some(Incomplete::ResponseCut), Some(Incomplete::NoResponse)]);
+        assert_eq!(out.finished[0].response_body, 3, "the body bytes written before the cut");
+        assert_eq!(out.finished[1].response_body, 0);
     }
 
     #[test]

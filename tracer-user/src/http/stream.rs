@@ -234,6 +234,14 @@ impl Stream {
         None
     }
 
+    /// Body bytes of the message in progress seen so far (0 between messages).
+    pub fn body_so_far(&self) -> u64 {
+        match &self.state {
+            State::Body { body, .. } | State::Chunked { body, .. } | State::UntilClose { body, .. } => *body,
+            _ => 0,
+        }
+    }
+
     /// The connection closed: a body that runs until close is complete now.
     pub fn close(&mut self) -> Option<Event> {
         match std::mem::replace(&mut self.state, State::Unsynced) {

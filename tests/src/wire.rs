@@ -22,6 +22,18 @@ pub fn read_all(mut s: TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// What the server answered on one connection, and the client's port (the span's `client.port`).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub text: String,
+    pub client_port: u16,
+}
+
+fn answer(s: TcpStream) -> Answer {
+    let client_port = s.local_addr().map_or(0, |a| a.port());
+    Answer { text: read_all(s), client_port }
+}
+
 /// The status code of a raw answer's first line (`HTTP/1.x NNN ...`), if it has one.
 pub fn status_of(answer: &str) -> Option<u16> {
     let line = answer.lines().next()?;
@@ -36,29 +48,29 @@ pub fn body_of(answer: &str) -> &str {
 }
 
 /// `POST /upload` with `Transfer-Encoding: chunked`, head and then the 11 data bytes in two
-/// chunks (`hello`, ` world`), in two writes. Returns the answer (testapp answers the number of
+/// chunks (`hello`, ` world`), in two writes. Testapp answers the number of
 /// body bytes the app read).
-pub fn chunked_upload(port: u16) -> String {
+pub fn chunked_upload(port: u16) -> Answer {
     let mut s = raw(port);
     s.write_all(format!("POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     s.write_all(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap();
-    read_all(s)
+    answer(s)
 }
 
 /// `GET /hello` with a 6000-byte Cookie: a head longer than the 4 KiB capture window. The
 /// User-Agent (`pytracer-tests/1`) comes before the cut.
-pub fn long_head(port: u16) -> String {
+pub fn long_head(port: u16) -> Answer {
     let mut s = raw(port);
     let cookie = "c".repeat(6000);
     s.write_all(format!("GET /hello HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: pytracer-tests/1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
-    read_all(s)
+    answer(s)
 }
 
 /// `PUT /items/4` with `Expect: 100-continue` and a 4-byte body sent only after the interim
 /// response. With `interim`, the server must answer `100 Continue` first; without, it must say
 /// nothing for a second, after which the client sends the body anyway (as curl does).
 /// Returns the final answer.
-pub fn expect_continue(port: u16, interim: bool) -> String {
+pub fn expect_continue(port: u16, interim: bool) -> Answer {
     let mut s = raw(port);
     s.write_all(format!("PUT /items/4 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nExpect: 100-continue\r\nContent-Length: 4\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     if interim {
@@ -75,14 +87,14 @@ pub fn expect_continue(port: u16, interim: bool) -> String {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     }
     s.write_all(b"data").unwrap();
-    read_all(s)
+    answer(s)
 }
 
 /// `GET /users/10 HTTP/1.0` (no Connection header: 1.0 closes by default).
-pub fn http10(port: u16) -> String {
+pub fn http10(port: u16) -> Answer {
     let mut s = raw(port);
     s.write_all(format!("GET /users/10 HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes()).unwrap();
-    read_all(s)
+    answer(s)
 }
 
 /// Time between two bytes of [`slow_client`].
@@ -90,7 +102,7 @@ pub const SLOW_GAP: Duration = Duration::from_millis(5);
 
 /// `GET /users/11` written one byte at a time, [`SLOW_GAP`] apart. Returns the answer and how
 /// long the trickle lasted at least (gaps × (bytes − 1)).
-pub fn slow_client(port: u16) -> (String, Duration) {
+pub fn slow_client(port: u16) -> (Answer, Duration) {
     let mut s = raw(port);
     let slow = format!("GET /users/11 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     let started = Instant::now();
@@ -98,42 +110,42 @@ pub fn slow_client(port: u16) -> (String, Duration) {
         s.write_all(&[*b]).unwrap();
         std::thread::sleep(SLOW_GAP);
     }
-    let answer = read_all(s);
+    let got = answer(s);
     let trickle = SLOW_GAP * (slow.len() as u32 - 1);
     assert!(started.elapsed() >= trickle);
-    (answer, trickle)
+    (got, trickle)
 }
 
 /// Size of the response [`cut_response`] asks for.
 pub const BIG: u64 = 64 << 20;
 
-/// `GET /big/67108864`, then the client reads 64 KiB and goes away.
-pub fn cut_response(port: u16) {
+/// `GET /big/67108864`, then the client reads 64 KiB and goes away. Returns the client's port.
+pub fn cut_response(port: u16) -> u16 {
     let mut s = raw(port);
     s.write_all(format!("GET /big/{BIG} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut some = vec![0u8; 65536];
     s.read_exact(&mut some).unwrap();
-    drop(s);
+    s.local_addr().unwrap().port()
 }
 
 /// Binary garbage (the start of a TLS ClientHello), then what the server answers.
-pub fn garbage(port: u16) -> String {
+pub fn garbage(port: u16) -> Answer {
     let mut s = raw(port);
     s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n").unwrap();
-    read_all(s)
+    answer(s)
 }
 
 /// An invalid request line, then what the server answers.
-pub fn invalid_request_line(port: u16) -> String {
+pub fn invalid_request_line(port: u16) -> Answer {
     let mut s = raw(port);
     s.write_all(b"NOT A REQUEST\r\n\r\n").unwrap();
-    read_all(s)
+    answer(s)
 }
 
 /// `GET /users/21` and `GET /users/22` (the second with `Connection: close`) in one write on one
 /// connection. Returns everything the server answers before it closes.
-pub fn pipelined(port: u16) -> String {
+pub fn pipelined(port: u16) -> Answer {
     let mut s = raw(port);
     s.write_all(format!("GET /users/21 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nGET /users/22 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
-    read_all(s)
+    answer(s)
 }

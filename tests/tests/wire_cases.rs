@@ -14,7 +14,7 @@ fn hard_cases_on_the_wire() {
     let t = Tracer::start(&[g.pid()], &[]);
 
     // Chunked request body: the span counts the decoded data bytes.
-    assert!(wire::chunked_upload(port).ends_with("\r\n\r\n11"), "the app read 11 bytes");
+    assert!(wire::chunked_upload(port).text.ends_with("\r\n\r\n11"), "the app read 11 bytes");
 
     // Chunked response body.
     let r = get(port, "/stream/3");
@@ -22,18 +22,18 @@ fn hard_cases_on_the_wire() {
     assert_eq!(r.body, b"chunk-0\nchunk-1\nchunk-2\n");
 
     // A head longer than the 4 KiB capture window.
-    assert_eq!(status_of(&wire::long_head(port)), Some(200));
+    assert_eq!(status_of(&wire::long_head(port).text), Some(200));
 
     // Expect: 100-continue, the body sent only after the interim response.
-    assert!(wire::expect_continue(port, true).ends_with("updated 4"));
+    assert!(wire::expect_continue(port, true).text.ends_with("updated 4"));
 
     // HTTP/1.0.
-    let answer = wire::http10(port);
+    let answer = wire::http10(port).text;
     assert!(answer.starts_with("HTTP/1.") && status_of(&answer) == Some(200) && body_of(&answer) == "{\"id\": 10}", "{answer}");
 
     // A slow client: one byte at a time.
     let (answer, trickle) = wire::slow_client(port);
-    assert!(answer.ends_with("{\"id\": 11}"));
+    assert!(answer.text.ends_with("{\"id\": 11}"));
 
     // A client that goes away in the middle of a 64 MB response.
     wire::cut_response(port);

@@ -167,4 +167,81 @@ mod tests {
         assert_eq!(truncate("héllo".into(), 2), "h");
         assert_eq!(truncate("abc".into(), 5), "abc");
     }
+
+    /// What tests/apps/backend.py's `GET /items/1` sends and receives (checked against an
+    /// strace of the app under Gunicorn: the same bytes as these fixtures), and the calls the
+    /// exit spans are made of.
+    #[test]
+    fn backend_items_route_as_the_app_speaks_it() {
+        use fixtures::*;
+        let piece = |d: &'static [u8], i: u64| Piece { data: d, len: d.len() as u64, start_ns: i * 10, end_ns: i * 10 + 5 };
+        let mut pg = PgConnection::new();
+        let mut calls = Vec::new();
+        let pg_script: [(bool, &'static [u8]); 9] = [
+            (true, PG_SSL_REQUEST),
+            (false, PG_SSL_NO),
+            (true, PG_STARTUP),
+            (false, PG_STARTUP_REPLY),
+            // load_item: cur.execute("SELECT name FROM items WHERE id = %s", (item_id,))
+            (true, PG_EXTENDED),
+            (false, PG_EXTENDED_REPLY),
+            // count_items: conn.execute("SELECT count(*) ... <> 'gone'", prepare=False)
+            (true, PG_SIMPLE_QUERY),
+            (false, PG_SIMPLE_REPLY),
+            (true, PG_TERMINATE),
+        ];
+        for (i, (write, d)) in pg_script.into_iter().enumerate() {
+            let p = piece(d, i as u64);
+            calls.extend(if write { pg.on_write(&p) } else { pg.on_read(&p) });
+        }
+        calls.extend(pg.on_close());
+        let mut redis = RedisConnection::new();
+        let redis_script: [(bool, &'static [u8]); 14] = [
+            // redis-py's connection handshake.
+            (true, REDIS_HELLO),
+            (false, REDIS_HELLO_REPLY),
+            (true, REDIS_MAINT),
+            (false, REDIS_MAINT_REPLY),
+            (true, REDIS_SETINFO_NAME),
+            (false, REDIS_SETINFO_NAME_REPLY),
+            (true, REDIS_SETINFO_VER),
+            (false, REDIS_SETINFO_VER_REPLY),
+            // cache_get (a miss on the first request), cache_set, record_hit's pipeline.
+            (true, REDIS_GET),
+            (false, REDIS_GET_MISSING_REPLY),
+            (true, REDIS_SET),
+            (false, REDIS_SET_REPLY),
+            (true, REDIS_PIPELINE),
+            (false, REDIS_PIPELINE_REPLY),
+        ];
+        for (i, (write, d)) in redis_script.into_iter().enumerate() {
+            let p = piece(d, 100 + i as u64);
+            calls.extend(if write { redis.on_write(&p) } else { redis.on_read(&p) });
+        }
+        calls.extend(redis.on_close());
+        let got: Vec<(&str, &str, Option<&str>, Option<&str>)> =
+            calls.iter().map(|c| (c.system, c.operation.as_str(), c.query_text.as_deref(), c.error.as_deref())).collect();
+        let setinfo_err = Some("ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.");
+        assert_eq!(
+            got,
+            [
+                ("postgresql", "SELECT", Some("SELECT name FROM items WHERE id = $1"), None),
+                ("postgresql", "SELECT", Some("SELECT count(*) FROM items WHERE name <> ?"), None),
+                ("redis", "HELLO", Some("HELLO ?"), None),
+                (
+                    "redis",
+                    "CLIENT MAINT_NOTIFICATIONS",
+                    Some("CLIENT MAINT_NOTIFICATIONS ? ? ?"),
+                    Some("ERR unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.")
+                ),
+                ("redis", "CLIENT SETINFO", Some("CLIENT SETINFO ? ?"), setinfo_err),
+                ("redis", "CLIENT SETINFO", Some("CLIENT SETINFO ? ?"), setinfo_err),
+                ("redis", "GET", Some("GET ?"), None),
+                ("redis", "SET", Some("SET ? ? ? ?"), None),
+                ("redis", "BATCH", Some("INCRBY ? ?; EXPIRE ? ?"), None),
+            ]
+        );
+        assert_eq!((calls[0].start_ns, calls[0].end_ns), (40, 55));
+        assert_eq!(calls[0].attributes["db.namespace"], "app");
+    }
 }

@@ -97,6 +97,12 @@ pub struct DbStats {
     pub resyncs: u64,
     /// Calls dropped because the framing was lost while they were in flight.
     pub calls_lost: u64,
+    /// Calls whose reply could not be followed to its end (later headers beyond the capture):
+    /// ended at the last read before the client wrote again or closed, without the reply's
+    /// status.
+    pub unframed_replies: u64,
+    /// Requests whose end was beyond the capture: taken as one call.
+    pub unframed_requests: u64,
     /// Replies that matched no request (a reply whose request was not seen).
     pub unmatched_replies: u64,
     /// The connection switched to TLS (or GSSAPI encryption), or was given up on: nothing more is

@@ -284,6 +284,10 @@ pub struct PgConnection {
     building: Option<Building>,
     inflight: VecDeque<Pending>,
     last_end_ns: u64,
+    /// The reply's framing was lost inside a read (its later headers were beyond the capture):
+    /// the exit of the last read since. The calls in flight end there when the client writes
+    /// again, which a client waiting for its reply only does once it has read all of it.
+    reply_gap: Option<u64>,
     stats: DbStats,
 }
 
@@ -309,6 +313,7 @@ impl PgConnection {
             building: None,
             inflight: VecDeque::new(),
             last_end_ns: 0,
+            reply_gap: None,
             stats: DbStats::default(),
         }
     }
@@ -348,9 +353,15 @@ impl PgConnection {
         if self.stats.given_up {
             return Vec::new();
         }
+        let mut calls = Vec::new();
+        if let Some(end) = self.reply_gap.take() {
+            calls = self.finish_in_flight(end);
+            self.back.reset();
+            self.stats.resyncs += 1;
+        }
         if self.front.lost() {
             if !self.front.resyncs_at(p, b"QPBSX") {
-                return Vec::new();
+                return calls;
             }
             self.front.reset();
             self.stats.resyncs += 1;
@@ -361,7 +372,7 @@ impl PgConnection {
             match self.front.next(p, &mut pos, mode, front_cap) {
                 None => break,
                 Some(Step::Lost) => {
-                    self.lose();
+                    self.lose_front();
                     break;
                 }
                 Some(Step::Msg(m)) => self.frontend_message(m),
@@ -370,7 +381,7 @@ impl PgConnection {
                 break;
             }
         }
-        Vec::new()
+        calls
     }
 
     /// What the client read.
@@ -381,6 +392,11 @@ impl PgConnection {
             return calls;
         }
         if self.back.lost() {
+            if self.reply_gap.is_some() {
+                // Still the reply whose framing was lost.
+                self.reply_gap = Some(p.end_ns);
+                return calls;
+            }
             if self.byte_answers > 0 || !self.back.resyncs_at(p, BACKEND_TYPES) {
                 return calls;
             }
@@ -393,7 +409,7 @@ impl PgConnection {
             match self.back.next(p, &mut pos, mode, back_cap) {
                 None => break,
                 Some(Step::Lost) => {
-                    self.lose();
+                    self.lose_back(p.end_ns);
                     break;
                 }
                 Some(Step::Msg(m)) => {
@@ -421,6 +437,9 @@ impl PgConnection {
     /// The connection ended: calls still waiting for their reply are returned with an error.
     pub fn on_close(&mut self) -> Vec<Call> {
         self.building = None;
+        if let Some(end) = self.reply_gap.take() {
+            return self.finish_in_flight(end);
+        }
         let end = self.last_end_ns;
         let db = self.database().map(str::to_string);
         self.inflight
@@ -435,18 +454,52 @@ impl PgConnection {
             .collect()
     }
 
-    fn lose(&mut self) {
+    /// A request's framing was lost inside a write (a large Bind, say, whose later messages
+    /// were beyond the capture). The sequence being written is taken as one call whose Sync was
+    /// in the lost bytes; the next write that starts at a message boundary resynchronises.
+    fn lose_front(&mut self) {
         self.stats.desyncs += 1;
-        self.stats.calls_lost += self.in_flight() as u64 + u64::from(self.building.is_some());
-        self.inflight.clear();
-        self.building = None;
-        self.portal_sql = None;
-        self.front.state = FState::Lost;
-        self.back.state = FState::Lost;
         if !self.startup_done || self.byte_answers > 0 {
             // Nothing to resynchronise on before the protocol proper begins.
             self.give_up();
+            return;
         }
+        if let Some(b) = self.building.take() {
+            self.stats.unframed_requests += 1;
+            self.inflight.push_back(Pending {
+                kind: Kind::Extended,
+                start_ns: b.start_ns,
+                sql: b.sql,
+                executes: b.executes.max(1),
+                tag: None,
+                error: None,
+            });
+        }
+        self.front.state = FState::Lost;
+    }
+
+    /// A reply's framing was lost inside the read that ended at `end_ns`: see `reply_gap`.
+    fn lose_back(&mut self, end_ns: u64) {
+        self.stats.desyncs += 1;
+        if self.byte_answers > 0 {
+            self.give_up();
+            return;
+        }
+        self.back.state = FState::Lost;
+        self.reply_gap = Some(end_ns);
+    }
+
+    /// Ends every call in flight at `end_ns` (their replies could not be followed to the end).
+    fn finish_in_flight(&mut self, end_ns: u64) -> Vec<Call> {
+        let db = self.database().map(str::to_string);
+        let calls: Vec<Call> = self
+            .inflight
+            .drain(..)
+            .filter(|p| p.kind != Kind::Startup && (p.executes > 0 || p.error.is_some()))
+            .map(|p| make_call(p, end_ns, db.as_deref(), false))
+            .collect();
+        self.stats.unframed_replies += calls.len() as u64;
+        calls
     }
 
     fn give_up(&mut self) {
@@ -872,7 +925,7 @@ mod tests {
     }
 
     #[test]
-    fn uncaptured_headers_lose_the_call_then_resync_on_the_next_query() {
+    fn a_request_cut_by_the_capture_is_one_call_and_the_next_write_resyncs() {
         // The large Bind and the Describe/Execute/Sync after it in one write: the later headers
         // are beyond the 4096 captured bytes.
         let total = PG_LARGE_INSERT_LEN + PG_LARGE_INSERT_TAIL.len() as u64;
@@ -886,11 +939,59 @@ mod tests {
         ];
         let mut c = PgConnection::new();
         let calls = run(&mut c, &script);
-        assert_eq!(summary(&calls), vec![expected()[6].clone()]);
-        assert_eq!(
-            c.stats(),
-            &DbStats { desyncs: 1, resyncs: 2, calls_lost: 1, unmatched_replies: 1, given_up: false }
-        );
+        assert_eq!(summary(&calls), vec![expected()[5].clone(), expected()[6].clone()]);
+        assert_eq!((calls[0].start_ns, calls[0].end_ns), (200, 350));
+        assert_eq!(c.stats(), &DbStats { desyncs: 1, resyncs: 1, unframed_requests: 1, ..DbStats::default() });
+    }
+
+    /// A reply larger than the capture: RowDescription, 300 DataRows, CommandComplete, ReadyForQuery.
+    fn big_reply() -> &'static [u8] {
+        let mut r = PG_SIMPLE_REPLY[..31].to_vec(); // RowDescription
+        for i in 0..300u32 {
+            let v = format!("{i:020}");
+            r.push(b'D');
+            r.extend_from_slice(&(4 + 2 + 4 + v.len() as u32).to_be_bytes());
+            r.extend_from_slice(&1u16.to_be_bytes());
+            r.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            r.extend_from_slice(v.as_bytes());
+        }
+        r.extend_from_slice(b"C\x00\x00\x00\x0fSELECT 300\x00Z\x00\x00\x00\x05I");
+        Box::leak(r.into_boxed_slice())
+    }
+
+    #[test]
+    fn a_reply_cut_by_the_capture_ends_when_the_client_writes_again() {
+        let big = big_reply();
+        assert!(big.len() > 2 * CAPTURE);
+        let (first, second) = big.split_at(big.len() / 2);
+        let script = vec![
+            full(W, PG_STARTUP),
+            full(R, PG_STARTUP_REPLY),
+            full(W, PG_SIMPLE_QUERY),
+            // Two reads, each captured to 4096 bytes: the headers after that are not seen.
+            (R, &first[..CAPTURE], first.len() as u64),
+            (R, &second[..CAPTURE], second.len() as u64),
+            full(W, PG_EXTENDED),
+            full(R, PG_EXTENDED_REPLY),
+            full(W, PG_SIMPLE_QUERY),
+            (R, &big[..CAPTURE], big.len() as u64),
+        ];
+        let mut c = PgConnection::new();
+        let calls = run(&mut c, &script);
+        let e = expected();
+        assert_eq!(summary(&calls), vec![e[0].clone(), e[1].clone(), e[0].clone()]);
+        // The first ends with the last read before the next write; the last one at close.
+        let times: Vec<(u64, u64)> = calls.iter().map(|c| (c.start_ns, c.end_ns)).collect();
+        assert_eq!(times, [(200, 450), (500, 650), (700, 850)]);
+        // Its status (CommandComplete) was not seen.
+        assert!(!calls[0].attributes.contains_key("db.response.returned_rows"));
+        assert_eq!(c.stats(), &DbStats { desyncs: 2, resyncs: 1, unframed_replies: 2, ..DbStats::default() });
+
+        // Fully captured, the same reply is followed to its ReadyForQuery.
+        let mut c = PgConnection::new();
+        let calls = run(&mut c, &[full(W, PG_STARTUP), full(R, PG_STARTUP_REPLY), full(W, PG_SIMPLE_QUERY), full(R, big)]);
+        assert_eq!(calls[0].attributes["db.response.returned_rows"], 300);
+        assert_eq!(c.stats(), &DbStats::default());
     }
 
     #[test]

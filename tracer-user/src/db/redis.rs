@@ -244,6 +244,12 @@ impl Requests {
         i < 3
     }
 
+    /// The command being read when the framing was lost, if its name was seen.
+    fn partial(&mut self) -> Option<Command> {
+        let named = self.argc > 0 && self.elems.first().is_some_and(|e| !e.is_empty());
+        named.then(|| self.finish())
+    }
+
     fn finish(&mut self) -> Command {
         let elems = std::mem::take(&mut self.elems);
         let word = |i: usize| elems.get(i).map(|e| String::from_utf8_lossy(e).to_ascii_uppercase());
@@ -585,6 +591,10 @@ pub struct RedisConnection {
     /// Batches written, oldest first, waiting for their replies.
     inflight: VecDeque<Batch>,
     last_end_ns: u64,
+    /// A reply's framing was lost inside a read (an element header beyond the capture): the exit
+    /// of the last read since. What is in flight ends there when the client writes again, which
+    /// a client waiting for its replies only does once it has read them.
+    reply_gap: Option<u64>,
     stats: DbStats,
 }
 
@@ -602,6 +612,7 @@ impl RedisConnection {
             writing: Vec::new(),
             inflight: VecDeque::new(),
             last_end_ns: 0,
+            reply_gap: None,
             stats: DbStats::default(),
         }
     }
@@ -618,12 +629,18 @@ impl RedisConnection {
     /// What the client wrote.
     pub fn on_write(&mut self, p: &Piece) -> Vec<Call> {
         self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        let mut calls = Vec::new();
         if self.stats.given_up {
-            return Vec::new();
+            return calls;
+        }
+        if let Some(end) = self.reply_gap.take() {
+            calls = self.finish_in_flight(end);
+            self.replies = Replies::new();
+            self.stats.resyncs += 1;
         }
         if matches!(self.requests.state, ReqState::Lost) {
             if !looks_like_request(p.data) {
-                return Vec::new();
+                return calls;
             }
             self.requests = Requests::new();
             self.stats.resyncs += 1;
@@ -632,7 +649,14 @@ impl RedisConnection {
         let ok = self.requests.feed(p, &mut cmds);
         self.writing.extend(cmds);
         if !ok {
-            self.lose();
+            // The rest of the write was not captured (or is not RESP). A command whose name was
+            // seen is taken as written whole; the next write that looks like a request resyncs.
+            self.stats.desyncs += 1;
+            if let Some(c) = self.requests.partial() {
+                self.stats.unframed_requests += 1;
+                self.writing.push(c);
+            }
+            self.requests.state = ReqState::Lost;
         }
         if self.in_flight() > MAX_INFLIGHT {
             self.stats.calls_lost += self.in_flight() as u64;
@@ -640,7 +664,7 @@ impl RedisConnection {
             self.inflight.clear();
             self.stats.given_up = true;
         }
-        Vec::new()
+        calls
     }
 
     /// What the client read.
@@ -652,6 +676,10 @@ impl RedisConnection {
         }
         self.close_batch();
         if matches!(self.replies.state, RepState::Lost) {
+            if self.reply_gap.is_some() {
+                self.reply_gap = Some(p.end_ns);
+                return calls;
+            }
             // Resync on a read that starts with a reply's type byte once commands were written
             // after the loss (everything in flight before it was dropped): a synchronous client
             // reads a reply whole before it writes again, so that read starts a fresh reply.
@@ -675,7 +703,8 @@ impl RedisConnection {
             }
         }
         if !ok {
-            self.lose();
+            self.stats.desyncs += 1;
+            self.reply_gap = Some(p.end_ns);
         }
         calls
     }
@@ -683,6 +712,9 @@ impl RedisConnection {
     /// The connection ended: commands still waiting for replies are returned with an error.
     pub fn on_close(&mut self) -> Vec<Call> {
         self.close_batch();
+        if let Some(end) = self.reply_gap.take() {
+            return self.finish_in_flight(end);
+        }
         let end = self.last_end_ns;
         self.inflight
             .drain(..)
@@ -706,15 +738,21 @@ impl RedisConnection {
         }
     }
 
-    /// Lost framing in either direction: what is in flight cannot be paired any more.
-    fn lose(&mut self) {
-        self.stats.desyncs += 1;
-        self.stats.calls_lost += self.inflight.len() as u64 + u64::from(!self.writing.is_empty());
-        self.inflight.clear();
-        self.writing.clear();
-        self.requests.state = ReqState::Lost;
-        self.replies.state = RepState::Lost;
-        self.replies.stack.clear();
+    /// Ends every batch in flight at `end_ns` (their replies could not be followed to the end);
+    /// errors seen before the gap are kept.
+    fn finish_in_flight(&mut self, end_ns: u64) -> Vec<Call> {
+        let calls: Vec<Call> = self
+            .inflight
+            .drain(..)
+            .map(|mut b| {
+                while b.errors.len() < b.commands.len() {
+                    b.errors.push(None);
+                }
+                make_call(b, end_ns)
+            })
+            .collect();
+        self.stats.unframed_replies += calls.len() as u64;
+        calls
     }
 }
 
@@ -998,19 +1036,59 @@ mod tests {
     }
 
     #[test]
-    fn uncaptured_reply_header_loses_framing_then_resyncs() {
+    fn a_reply_cut_by_the_capture_ends_when_the_client_writes_again() {
         let script = vec![
             full(W, REDIS_GET),
-            // Header bytes were not captured (a piece with no data).
+            // Not even the header was captured.
             (R, b"", 11),
             full(W, REDIS_GET),
             full(R, REDIS_GET_REPLY),
         ];
         let mut c = RedisConnection::new();
         let calls = run(&mut c, &script);
-        assert_eq!(summary(&calls), vec![("GET".to_string(), "GET ?".to_string(), Some(1), None)]);
-        assert_eq!((calls[0].start_ns, calls[0].end_ns), (200, 350));
-        assert_eq!(c.stats(), &DbStats { desyncs: 1, resyncs: 2, calls_lost: 1, unmatched_replies: 0, given_up: false });
+        let get = ("GET".to_string(), "GET ?".to_string(), Some(1), None);
+        assert_eq!(summary(&calls), vec![get.clone(), get]);
+        assert_eq!((calls[0].start_ns, calls[0].end_ns, calls[1].start_ns, calls[1].end_ns), (0, 150, 200, 350));
+        assert_eq!(c.stats(), &DbStats { desyncs: 1, resyncs: 1, unframed_replies: 1, ..DbStats::default() });
+    }
+
+    #[test]
+    fn large_values_beyond_the_capture() {
+        // MGET of three 3000-byte values: the third's header is beyond the 4096 captured bytes
+        // of the one read; the reply continues in a second read.
+        let v = "v".repeat(3000);
+        let reply = format!("*3\r\n$3000\r\n{v}\r\n$3000\r\n{v}\r\n$3000\r\n{v}\r\n");
+        let reply: &'static [u8] = Box::leak(reply.into_bytes().into_boxed_slice());
+        let (r1, r2) = reply.split_at(8000);
+        // MSET of two 5000-byte values in one write: the second key's header is not captured.
+        let w = "w".repeat(5000);
+        let mset = format!("*5\r\n$4\r\nMSET\r\n$2\r\nk1\r\n$5000\r\n{w}\r\n$2\r\nk2\r\n$5000\r\n{w}\r\n");
+        let mset: &'static [u8] = Box::leak(mset.into_bytes().into_boxed_slice());
+        let script = vec![
+            full(W, REDIS_MGET),
+            (R, &r1[..CAPTURE], r1.len() as u64),
+            full(R, r2),
+            (W, &mset[..CAPTURE], mset.len() as u64),
+            full(R, b"+OK\r\n"),
+            full(W, REDIS_GET),
+            full(R, REDIS_GET_REPLY),
+        ];
+        let mut c = RedisConnection::new();
+        let calls = run(&mut c, &script);
+        assert_eq!(
+            summary(&calls),
+            vec![
+                ("MGET".to_string(), "MGET ? ? ?".to_string(), Some(3), None),
+                ("MSET".to_string(), "MSET ? ? ? ?".to_string(), Some(2), None),
+                ("GET".to_string(), "GET ?".to_string(), Some(1), None),
+            ]
+        );
+        let times: Vec<(u64, u64)> = calls.iter().map(|c| (c.start_ns, c.end_ns)).collect();
+        assert_eq!(times, [(0, 250), (300, 450), (500, 650)]);
+        assert_eq!(
+            c.stats(),
+            &DbStats { desyncs: 2, resyncs: 2, unframed_replies: 1, unframed_requests: 1, ..DbStats::default() }
+        );
     }
 
     #[test]
@@ -1018,7 +1096,7 @@ mod tests {
         let mut c = RedisConnection::new();
         let calls = run(&mut c, &[full(W, b"*2\r\nGET\r\n"), full(R, b"-ERR Protocol error\r\n")]);
         assert!(calls.is_empty());
-        assert_eq!(c.stats().desyncs, 1);
+        assert_eq!(c.stats(), &DbStats { desyncs: 1, unmatched_replies: 1, ..DbStats::default() });
     }
 
     #[test]

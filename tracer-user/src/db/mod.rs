@@ -5,9 +5,18 @@
 //! The input is the same as HTTP's: [`Piece`]s of which only a bounded prefix was captured. Writes
 //! are what the client sent, reads what it received. Only framing and the few fields a span needs
 //! are read; everything else (row data, bulk values, long parameters) is skipped by its declared
-//! length, so a large result costs nothing to follow. When the framing itself was not captured the
-//! connection is resynchronised at a plausible message boundary, or given up on, and counted
-//! ([`DbStats`]).
+//! length, so a large result costs nothing to follow.
+//!
+//! When framing itself was not captured (a reply or request longer than the capture whose later
+//! headers fell beyond it), the parsers lean on the client waiting for its replies, as psycopg
+//! (outside pipeline mode) and redis-py do: a request cut short is taken as one call; a reply cut
+//! short ends, without its status, at the last read before the client writes again (or closes),
+//! and the next write and the read after it start at message boundaries again. Everything of the
+//! kind is counted in [`DbStats`]. A connection that switches to TLS, or whose start-up cannot be
+//! followed, is given up on.
+//!
+//! Redis exports no `db.redis.*` attribute in the conventions for the key count; it is
+//! `db.redis.key_count` here, set when the command's key positions are known.
 //!
 //! Attribute names follow the OpenTelemetry database semantic conventions (`db.system.name`,
 //! `db.query.text`, `db.operation.name`, `db.namespace`, `db.response.status_code`,

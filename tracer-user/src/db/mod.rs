@@ -15,8 +15,8 @@
 //! kind is counted in [`DbStats`]. A connection that switches to TLS, or whose start-up cannot be
 //! followed, is given up on.
 //!
-//! Redis exports no `db.redis.*` attribute in the conventions for the key count; it is
-//! `db.redis.key_count` here, set when the command's key positions are known.
+//! The conventions have no attribute for a Redis command's key count: it is `db.redis.key_count`
+//! here, set when the command's key positions are known ([`redis::key_count`]).
 //!
 //! Attribute names follow the OpenTelemetry database semantic conventions (`db.system.name`,
 //! `db.query.text`, `db.operation.name`, `db.namespace`, `db.response.status_code`,

@@ -135,6 +135,12 @@ pub(crate) fn base_attributes(system: &'static str, operation: &str, query_text:
     a
 }
 
+/// `p` with no more data than it moved (a defence against a malformed record).
+pub(crate) fn clamp<'a>(p: &Piece<'a>) -> Piece<'a> {
+    let n = p.data.len().min(usize::try_from(p.len).unwrap_or(usize::MAX));
+    Piece { data: &p.data[..n], ..*p }
+}
+
 /// Cuts `s` to at most `max` bytes at a character boundary.
 pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -175,6 +181,17 @@ mod tests {
         ] {
             assert_eq!(detect(not), None, "{not:?}");
         }
+    }
+
+    #[test]
+    fn pieces_claiming_more_data_than_moved_are_clamped() {
+        let mut c = RedisConnection::new();
+        // Two bytes moved, but the record carries a whole command.
+        c.on_write(&Piece { data: fixtures::REDIS_GET, len: 2, start_ns: 0, end_ns: 1 });
+        assert_eq!(c.in_flight(), 0);
+        let mut pg = PgConnection::new();
+        pg.on_write(&Piece { data: fixtures::PG_STARTUP, len: 3, start_ns: 0, end_ns: 1 });
+        assert_eq!(pg.database(), None);
     }
 
     #[test]

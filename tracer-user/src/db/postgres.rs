@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde_json::json;
 
-use super::{base_attributes, sql, Call, DbStats, Piece};
+use super::{base_attributes, clamp, sql, Call, DbStats, Piece};
 
 /// `db.system.name`.
 pub const SYSTEM: &str = "postgresql";
@@ -349,6 +349,7 @@ impl PgConnection {
 
     /// What the client wrote.
     pub fn on_write(&mut self, p: &Piece) -> Vec<Call> {
+        let p = &clamp(p);
         self.last_end_ns = self.last_end_ns.max(p.end_ns);
         if self.stats.given_up {
             return Vec::new();
@@ -386,6 +387,7 @@ impl PgConnection {
 
     /// What the client read.
     pub fn on_read(&mut self, p: &Piece) -> Vec<Call> {
+        let p = &clamp(p);
         self.last_end_ns = self.last_end_ns.max(p.end_ns);
         let mut calls = Vec::new();
         if self.stats.given_up {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use serde_json::json;
 
-use super::{base_attributes, truncate, Call, DbStats, Piece, MAX_QUERY_TEXT};
+use super::{base_attributes, clamp, truncate, Call, DbStats, Piece, MAX_QUERY_TEXT};
 
 /// `db.system.name`.
 pub const SYSTEM: &str = "redis";
@@ -628,6 +628,7 @@ impl RedisConnection {
 
     /// What the client wrote.
     pub fn on_write(&mut self, p: &Piece) -> Vec<Call> {
+        let p = &clamp(p);
         self.last_end_ns = self.last_end_ns.max(p.end_ns);
         let mut calls = Vec::new();
         if self.stats.given_up {
@@ -669,6 +670,7 @@ impl RedisConnection {
 
     /// What the client read.
     pub fn on_read(&mut self, p: &Piece) -> Vec<Call> {
+        let p = &clamp(p);
         self.last_end_ns = self.last_end_ns.max(p.end_ns);
         let mut calls = Vec::new();
         if self.stats.given_up {

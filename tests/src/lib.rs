@@ -17,8 +17,11 @@ pub mod expect;
 pub mod gunicorn;
 pub mod http;
 pub mod nginx;
+pub mod postgres;
 pub mod procfs;
+pub mod redis;
 mod server;
+pub mod services;
 pub mod span;
 pub mod tmp;
 pub mod tracer;
@@ -33,6 +36,9 @@ pub use env::{
 };
 pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
+pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};
+pub use redis::{redis_server_bin, resp_command, Redis};
+pub use services::{backend_opts, frontend_opts, require_privileged_two_services, require_two_services, TwoServices};
 pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use span::{
     attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr,

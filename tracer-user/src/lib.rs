@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod cli;
 pub mod clock;
 pub mod cpython;
+pub mod db;
 pub mod discovery;
 pub mod export;
 pub mod http;

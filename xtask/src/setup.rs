@@ -12,7 +12,8 @@ use crate::{cmd, paths};
 
 /// LLVM 22 matches the nightly toolchain's LLVM, which bpf-linker must link against; wrk and curl
 /// drive load in tests; gdb and binutils (nm) read the DWARF and symbols of the CPython builds
-/// that the layout-table test checks the table against.
+/// that the layout-table test checks the table against. PostgreSQL and Redis are the real servers
+/// the exit-span tests' backend app talks to (started privately by the test harness).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -27,6 +28,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // uWSGI compiles against the Debian interpreter's headers in .venvs/debian-3.11.
     "python3.11-dev",
     "nginx",
+    "postgresql",
+    "redis-server",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Written into the virtualenv once pip has installed requirements.txt with this interpreter.

@@ -56,6 +56,33 @@ pub struct Cpython {
     /// Measure how long threads wait to take the GIL back (cpython_gil_wait_seconds). Off by
     /// default: it costs a uprobe pair on every blocking call's return, several per request.
     pub gil_wait: bool,
+    pub frame_eval: FrameEval,
+}
+
+/// When the stack-walking uprobe on `_PyEval_EvalFrameDefault` is attached. It fires about 120
+/// times per Flask request, so it cannot stay on by default within the cost budget.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrameEval {
+    /// `sampled`: on for `window_ms` every `every_seconds` in each traced process; `always`: on
+    /// all the time (for the processes you choose to trace that way); `off`.
+    pub mode: FrameEvalMode,
+    pub window_ms: u64,
+    pub every_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameEvalMode {
+    Off,
+    Sampled,
+    Always,
+}
+
+impl Default for FrameEval {
+    fn default() -> Self {
+        FrameEval { mode: FrameEvalMode::Sampled, window_ms: 200, every_seconds: 10.0 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -204,6 +231,15 @@ impl Config {
         let grace = self.metrics.exited_process_grace_seconds;
         if !(grace.is_finite() && grace >= 0.0) {
             return Err(invalid("exited_process_grace_seconds", format!("is {grace}, it must be a number of seconds, 0 or more")));
+        }
+        let fe = &self.cpython.frame_eval;
+        if fe.mode == FrameEvalMode::Sampled {
+            if fe.window_ms == 0 || fe.window_ms > 60_000 {
+                return Err(invalid("window_ms", format!("is {}, it must be 1 to 60000 milliseconds", fe.window_ms)));
+            }
+            if !(fe.every_seconds.is_finite() && fe.every_seconds * 1000.0 > fe.window_ms as f64) {
+                return Err(invalid("every_seconds", format!("is {}, it must be longer than the window ({} ms)", fe.every_seconds, fe.window_ms)));
+            }
         }
         let o = &self.otlp;
         if let Some(url) = &o.endpoint {

@@ -130,3 +130,24 @@ pub fn require_privileged_debian() -> bool {
 pub fn require_venv() -> bool {
     gate(missing_venv())
 }
+
+/// CPython series the interpreter tests cover, each in `.venvs/interp-<series>` (pyenv builds).
+pub const INTERPRETER_SERIES: [&str; 6] = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
+
+/// The virtualenv of one interpreter series, made by `cargo xtask setup`.
+pub fn interpreter_venv_dir(series: &str) -> PathBuf {
+    workspace_root().join(".venvs").join(format!("interp-{series}"))
+}
+
+/// [`require_privileged`], plus the virtualenv of every series in [`INTERPRETER_SERIES`] and of
+/// 3.7 (the unsupported one). An absent interpreter is named in the skip (and fails CI).
+pub fn require_interpreters() -> bool {
+    let missing: Vec<String> = INTERPRETER_SERIES
+        .iter()
+        .chain(&["3.7"])
+        .map(|s| interpreter_venv_dir(s).join("bin").join("gunicorn"))
+        .filter(|g| !g.is_file())
+        .map(|g| format!("{} not found (run `cargo xtask setup`)", g.display()))
+        .collect();
+    gate(missing) && require_privileged()
+}

@@ -49,6 +49,12 @@ pub fn send(port: u16, method: &'static str, target: &str, body: &[u8], expect_s
     }
 }
 
+/// pytracer's `url.template` for the test app's paths: number segments become `{id}` (the only
+/// kind of identifier the tests send; the agent's unit tests cover the others).
+pub fn template_of(path: &str) -> String {
+    path.split('/').map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "{id}" } else { s }).collect::<Vec<_>>().join("/")
+}
+
 /// The attributes the span of `s` must have, exactly.
 pub fn expected_attributes(s: &Sent, port: u16) -> Value {
     let (path, query) = match s.target.split_once('?') {
@@ -58,6 +64,7 @@ pub fn expected_attributes(s: &Sent, port: u16) -> Value {
     let mut a = Map::new();
     a.insert("http.request.method".into(), json!(s.method));
     a.insert("url.path".into(), json!(path));
+    a.insert("url.template".into(), json!(template_of(path)));
     if let Some(q) = query {
         a.insert("url.query".into(), json!(redacted(q)));
     }

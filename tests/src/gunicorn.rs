@@ -48,6 +48,12 @@ impl GunicornOpts {
         }
     }
 
+    /// Serve another WSGI app of tests/apps, e.g. `djangoapp:application`.
+    pub fn app(mut self, spec: impl Into<String>) -> Self {
+        self.app = spec.into();
+        self
+    }
+
     /// Run the gunicorn of another virtualenv (another Python build).
     pub fn venv(mut self, dir: PathBuf) -> Self {
         self.venv = Some(dir);
@@ -93,6 +99,24 @@ pub struct Gunicorn {
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Whether the venv's Gunicorn is 25 or newer (older ones have no control socket and reject
+/// the option), from the name of its installed dist-info directory.
+fn has_control_socket(venv: Option<&Path>) -> bool {
+    let venv = venv.map(Path::to_path_buf).unwrap_or_else(crate::env::venv_dir);
+    let major = std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|py| std::fs::read_dir(py.path().join("site-packages")).into_iter().flatten().flatten())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = name.strip_prefix("gunicorn-")?.strip_suffix(".dist-info")?.to_string();
+            version.split('.').next()?.parse::<u32>().ok()
+        })
+        .next();
+    major.is_none_or(|m| m >= 25)
 }
 
 /// Last `n` lines of a file, for error messages.
@@ -142,7 +166,7 @@ impl Gunicorn {
             .extra_args
             .iter()
             .any(|a| a.starts_with("--control-socket") || a == "--no-control-socket");
-        if !sets_control {
+        if !sets_control && has_control_socket(opts.venv.as_deref()) {
             cmd.arg("--control-socket")
                 .arg(dir.path().join("gunicorn.ctl"));
         }

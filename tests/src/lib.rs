@@ -17,6 +17,7 @@ pub mod expect;
 pub mod gunicorn;
 pub mod http;
 pub mod nginx;
+pub mod otlp_sink;
 pub mod postgres;
 pub mod procfs;
 pub mod redis;
@@ -29,9 +30,10 @@ pub mod uwsgi;
 pub mod wait;
 pub mod wire;
 
-pub use expect::{check_spans, check_spans_of, mixed_sequence, now_ns, send, spans_of_client, Sent, MB};
+pub use expect::{check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent, MB};
 pub use env::{
-    apps_dir, debian_venv_dir, gunicorn_bin, pytracer_bin, require_privileged, require_privileged_debian, require_venv, venv_dir,
+    apps_dir, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_interpreters, require_privileged,
+    require_privileged_debian, require_venv, venv_dir, INTERPRETER_SERIES,
     workspace_root,
 };
 pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};
@@ -44,6 +46,7 @@ pub use span::{
     attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr,
     summarize,
 };
+pub use otlp_sink::{first_line_of, OtlpSink};
 pub use tmp::TempDir;
 pub use tracer::{parse_jsonl, TraceResult, Tracer};
 pub use uwsgi::{uwsgi_bin, Upstream, Uwsgi, UwsgiMode, UwsgiOpts};

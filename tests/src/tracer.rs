@@ -35,8 +35,16 @@ pub struct Tracer {
 impl Tracer {
     /// Run `pytracer trace --pid P... --output <tmp>/spans.jsonl [extra]` and wait for
     /// `pytracer: ready` on its stderr. Panics (showing stderr) on timeout or early exit.
+    ///
+    /// The frame-evaluation probe is off unless the test passes `--frame-eval`: its sampled
+    /// windows would add handler attributes to whichever spans fall inside one, and the wire-level
+    /// tests compare attributes exactly. tests/tests/interpreters.rs asserts the handler's code.
     pub fn start(pids: &[u32], extra_args: &[&str]) -> Tracer {
-        Self::start_with_bin(&pytracer_bin(), pids, extra_args)
+        let mut args = extra_args.to_vec();
+        if !args.contains(&"--frame-eval") {
+            args.extend(["--frame-eval", "off"]);
+        }
+        Self::start_with_bin(&pytracer_bin(), pids, &args)
     }
 
     /// [`Tracer::start`] with an explicit agent binary (the harness self-test uses a stand-in).

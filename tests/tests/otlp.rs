@@ -1,53 +1,15 @@
 //! End to end: spans exported over OTLP/HTTP to a receiver that decodes them with the official
 //! OpenTelemetry protobuf definitions (bench/otlp_sink.py, opentelemetry-proto from PyPI), and
 //! incoming W3C trace context.
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use pytracer_tests::*;
-use serde_json::{json, Value};
-
-struct Sink {
-    child: Child,
-    port: u16,
-}
-
-impl Sink {
-    /// The receiver refuses its first `fail_first` exports with 503, to exercise retries.
-    fn start(fail_first: u32) -> Sink {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(venv_dir().join("bin/python"))
-            .arg(workspace_root().join("bench/otlp_sink.py"))
-            .args(["--port", &port.to_string()])
-            .env("OTLP_SINK_KEEP_SPANS", "1")
-            .env("OTLP_SINK_FAIL_FIRST", fail_first.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting bench/otlp_sink.py");
-        assert!(wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "the OTLP receiver did not start");
-        Sink { child, port }
-    }
-
-    fn json(&self, path: &str) -> Value {
-        serde_json::from_slice(&get(self.port, path).body).unwrap()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serde_json::json;
 
 #[test]
 fn spans_arrive_over_otlp_with_incoming_context() {
     if !require_privileged() {
         return;
     }
-    let sink = Sink::start(2);
+    let sink = OtlpSink::start(2);
     let g = Gunicorn::start(GunicornOpts::sync(2));
     let dir = TempDir::new("otlp-config").unwrap();
     let config = dir.path().join("pytracer.yaml");

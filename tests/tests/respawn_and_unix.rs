@@ -55,7 +55,7 @@ fn gunicorn_on_a_unix_socket() {
     assert_eq!(r.spans.len(), 1, "{}", summarize(&r.spans));
     assert_eq!(
         r.spans[0]["attributes"],
-        json!({"http.request.method": "GET", "url.path": "/users/5", "url.query": "secret=<redacted>", "url.scheme": "http",
+        json!({"http.request.method": "GET", "url.path": "/users/5", "url.template": "/users/{id}", "url.query": "secret=<redacted>", "url.scheme": "http",
                "http.response.status_code": 200, "server.address": "localhost", "network.protocol.version": "1.1",
                "http.request.body.size": 0, "http.response.body.size": 9})
     );

@@ -71,7 +71,7 @@ fn run_cases(port: u16, interim: bool) -> Answers {
 /// value removes the key).
 fn expected(port: u16, client_port: u16, method: &str, path: &str, extra: Value) -> Value {
     let mut a = json!({
-        "http.request.method": method, "url.path": path, "url.scheme": "http",
+        "http.request.method": method, "url.path": path, "url.template": template_of(path), "url.scheme": "http",
         "server.address": "127.0.0.1", "server.port": port,
         "client.address": "127.0.0.1", "client.port": client_port,
         "network.protocol.version": "1.1", "http.request.body.size": 0,

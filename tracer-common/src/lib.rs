@@ -40,6 +40,10 @@ pub enum EventKind {
     GilWait = 8,
     /// A tracked process executed a new program (same pid, new image).
     Exec = 9,
+    /// A walk of the Python stack of one thread (a [`StackEvent`]).
+    Stack = 10,
+    /// A tracked process connected a socket (an [`AcceptEvent`] whose address is the peer's).
+    Connect = 11,
 }
 
 impl EventKind {
@@ -54,6 +58,8 @@ impl EventKind {
             7 => Self::GcPause,
             8 => Self::GilWait,
             9 => Self::Exec,
+            10 => Self::Stack,
+            11 => Self::Connect,
             _ => return None,
         })
     }
@@ -166,8 +172,100 @@ impl DropReason {
     }
 }
 
+/// Python frames kept per stack walk, innermost first. A Flask request's handler sits about 20
+/// frames deep under Gunicorn; 32 leaves room for middleware and helpers.
+pub const MAX_STACK_FRAMES: usize = 32;
+/// Thread states examined when looking for the current thread's (bounded loop).
+pub const MAX_PY_THREADS: usize = 64;
+/// An offset that a version does not have.
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Why a stack walk was made.
+pub const STACK_TRIGGER_FRAME_EVAL: u32 = 1;
+/// A write on a connection the process opened (a database query, an HTTP call): the walk names
+/// the Python code that made it.
+pub const STACK_TRIGGER_CLIENT_WRITE: u32 = 2;
+
+/// CONNS values: how the process got the socket.
+pub const CONN_ACCEPTED: u32 = 0;
+pub const CONN_CONNECTED: u32 = 1;
+
+/// Index in the KCONFIG array map of `offsetof(struct task_struct, thread.fsbase)` (0: unknown,
+/// and walks from syscalls are off).
+pub const KCONFIG_TASK_FSBASE: u32 = 0;
+pub const KCONFIG_LEN: u32 = 4;
+
+/// The walk stopped at MAX_STACK_FRAMES with more frames above.
+pub const STACK_FLAG_TRUNCATED: u32 = 1;
+/// A read of interpreter memory failed part way (the frames before it are good).
+pub const STACK_FLAG_READ_FAULT: u32 = 2;
+
+/// One frame of a walk: enough to name its code object from user space later, and to notice when
+/// a freed code object's address was reused by another (the name pointer and first line differ).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PyFrame {
+    pub code: u64,
+    pub name: u64,
+    pub first_line: u32,
+    pub _pad: u32,
+}
+
+/// A Python stack, innermost frame first. Only `depth` frames are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackEvent {
+    pub header: EventHeader,
+    pub trigger: u32,
+    pub depth: u32,
+    /// STACK_FLAG_* bits.
+    pub flags: u32,
+    pub _pad: u32,
+    pub frames: [PyFrame; MAX_STACK_FRAMES],
+}
+
+pub const STACK_HEADER_LEN: usize = core::mem::size_of::<EventHeader>() + 16;
+
+/// How to walk one process's Python stack: addresses and offsets pushed by the agent per process
+/// (one eBPF object serves every CPython version). Every pointer read is checked in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyOffsets {
+    /// Address of `_PyRuntime` in the process.
+    pub runtime_addr: u64,
+    /// Runtime → first interpreter → its thread states (`next`-linked), each with `thread_id`
+    /// (pthread_self(), which is the thread's fsbase on x86_64).
+    pub interpreters_head: u32,
+    pub interp_threads_head: u32,
+    pub tstate_next: u32,
+    pub tstate_thread_id: u32,
+    /// Address of `PyCode_Type` in the process: a frame whose code object's type is not this is
+    /// not reported (a shim frame, or a torn read).
+    pub code_type_addr: u64,
+    /// Which argument register of `_PyEval_EvalFrameDefault` holds the frame entered (1 or 2),
+    /// and which the thread state (0: none, 3.8).
+    pub frame_arg: u32,
+    pub tstate_arg: u32,
+    /// Thread state → current frame: `*(tstate + tstate_frame)`, then, when `frame_indirect` is not
+    /// NO_OFFSET, `*(that + frame_indirect)` (3.11 and 3.12 go through `cframe`).
+    pub tstate_frame: u32,
+    pub frame_indirect: u32,
+    /// 3.8–3.10 start from the entered frame object, whose `f_back` is already linked; 3.11+
+    /// start from the thread state (the entered frame is linked only inside the function).
+    pub walk_from_tstate: u32,
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    /// Offset of the `owner` byte; frames owned by the C stack (3.12+ shims) are skipped.
+    pub frame_owner: u32,
+    pub owner_cstack: u32,
+    pub code_name: u32,
+    pub code_first_line: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::PyOffsets {}
     // SAFETY: plain #[repr(C)] data with no padding-dependent invariants.
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::TrackedProc {}

@@ -16,6 +16,9 @@ use aya_ebpf::{
 };
 use tracer_common::*;
 
+mod python_stack;
+use python_stack::PY_OFFSETS;
+
 #[map]
 static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries(MAX_TRACKED_PIDS, 0);
 
@@ -64,6 +67,8 @@ enum Op {
     WriteMsg,
     /// sendfile: bytes go out but there is nothing to copy from user memory.
     WriteNoData,
+    /// connect: `ptr` is the peer address, `aux` its length.
+    Connect,
 }
 
 // Offsets in the syscalls:sys_enter_* records (see the tracepoints' format files): the common
@@ -110,11 +115,6 @@ fn is_tracked(tgid: u32) -> bool {
 }
 
 #[inline(always)]
-fn is_conn(tgid: u32, fd: i32) -> bool {
-    fd >= 0 && CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }).is_some()
-}
-
-#[inline(always)]
 fn save(id: u64, op: Op, fd: i32, ptr: u64, aux: u64) {
     let v = Inflight { start_ns: unsafe { bpf_ktime_get_ns() }, ptr, aux, fd, op };
     if INFLIGHT.insert(id, v, 0).is_err() {
@@ -145,7 +145,7 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
-    let (id, tgid, _) = ids();
+    let (id, tgid, tid) = ids();
     if !is_tracked(tgid) {
         return 0;
     }
@@ -153,8 +153,13 @@ fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
         return 0;
     };
     let fd = fd as i32;
-    if !is_conn(tgid, fd) {
+    if fd < 0 {
         return 0;
+    }
+    let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
+    if unsafe { *how } == CONN_CONNECTED && matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg) {
+        // An outgoing call (a query, an HTTP request): which Python code made it.
+        python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
     }
     let aux = match op {
         Op::ReadIov | Op::WriteIov => arg::<u64>(ctx, ARG2).unwrap_or(0),
@@ -206,6 +211,21 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
     enter_data(&ctx, Op::WriteNoData)
 }
 
+/// connect: (fd, uservaddr, addrlen)
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let (id, tgid, _) = ids();
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(&ctx, ARG0), arg::<u64>(&ctx, ARG1), arg::<u64>(&ctx, ARG2))
+    else {
+        return 0;
+    };
+    save(id, Op::Connect, fd as i32, addr, len);
+    0
+}
+
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
     let (_, tgid, tid) = ids();
@@ -238,6 +258,11 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let inf = unsafe { *inf };
     let _ = INFLIGHT.remove(id);
     let Some(ret) = arg::<i64>(&ctx, EXIT_RET) else { return 0 };
+    // A non-blocking connect returns EINPROGRESS and completes later: the socket is ours anyway.
+    if inf.op == Op::Connect && (ret == 0 || ret == -EINPROGRESS) {
+        on_connected(tgid, tid, &inf);
+        return 0;
+    }
     if ret < 0 {
         return 0; // EAGAIN on non-blocking sockets and the like: nothing moved
     }
@@ -258,10 +283,31 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+const EINPROGRESS: i64 = 115;
+
+#[inline(always)]
+fn on_connected(tgid: u32, tid: u32, inf: &Inflight) {
+    if inf.fd < 0 {
+        return;
+    }
+    if CONNS.insert(ConnKey { tgid, fd: inf.fd as u32 }, CONN_CONNECTED, 0).is_err() {
+        count_drop(DropReason::ConnMapFull);
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let header = EventHeader { kind: EventKind::Connect as u32, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns: now, ret: 0 };
+    let mut ev = AcceptEvent { header, listen_fd: -1, addr_len: 0, addr: [0; SOCKADDR_LEN] };
+    let len = if inf.aux as usize > SOCKADDR_LEN { SOCKADDR_LEN } else { inf.aux as usize };
+    if inf.ptr != 0 && len > 0 && read_user::<SOCKADDR_LEN>(ev.addr.as_mut_ptr(), len, inf.ptr) {
+        ev.addr_len = len as u32;
+    }
+    output(&ev);
+}
+
 #[inline(always)]
 fn on_accepted(mut header: EventHeader, inf: &Inflight) {
     let key = ConnKey { tgid: header.tgid, fd: header.ret as u32 };
-    if CONNS.insert(key, 0, 0).is_err() {
+    if CONNS.insert(key, CONN_ACCEPTED, 0).is_err() {
         count_drop(DropReason::ConnMapFull);
         return;
     }
@@ -304,7 +350,7 @@ fn on_data(mut header: EventHeader, inf: &Inflight) {
             let n = unsafe { bpf_probe_read_user((inf.ptr + 24) as *const u64) }.unwrap_or(0);
             gather_iov(ev, iov, n, want)
         }
-        Op::WriteNoData | Op::Accept => 0,
+        Op::WriteNoData | Op::Accept | Op::Connect => 0,
     };
     ev.captured = captured as u32;
     let size = DATA_HEADER_LEN + (captured & (SCRATCH_LEN - 1));
@@ -382,6 +428,12 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
         count_drop(DropReason::ProcMapFull);
         return 0;
     }
+    // Same address space after fork: same interpreter at the same addresses. Copied here so the
+    // child's first request can be walked before the agent hears of the child.
+    if let Some(py) = PY_OFFSETS.get_ptr(tgid) {
+        let py = unsafe { *py };
+        let _ = PY_OFFSETS.insert(child, py, 0);
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     let ev = ProcEvent {
         header: EventHeader { kind: EventKind::Fork as u32, tgid, tid, fd: -1, start_ns: now, end_ns: now, ret: 0 },
@@ -398,9 +450,14 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
     if tid != tgid {
         // A thread created by a tracked process was entered under its thread id by sched_fork.
         let _ = TRACKED.remove(tid);
+        let _ = PY_OFFSETS.remove(tid);
     }
     let group_dead = arg::<u8>(&ctx, EXIT_GROUP_DEAD).unwrap_or(0) != 0;
-    if !group_dead || TRACKED.remove(tgid).is_err() {
+    if !group_dead {
+        return 0;
+    }
+    let _ = PY_OFFSETS.remove(tgid);
+    if TRACKED.remove(tgid).is_err() {
         return 0;
     }
     let now = unsafe { bpf_ktime_get_ns() };
@@ -421,6 +478,8 @@ pub fn sched_exec(_ctx: TracePointContext) -> u32 {
     if !is_tracked(tgid) {
         return 0;
     }
+    // A new image: the old interpreter's addresses mean nothing now; the agent pushes new ones.
+    let _ = PY_OFFSETS.remove(tgid);
     let now = unsafe { bpf_ktime_get_ns() };
     let ev = ProcEvent {
         header: EventHeader { kind: EventKind::Exec as u32, tgid, tid, fd: -1, start_ns: now, end_ns: now, ret: 0 },

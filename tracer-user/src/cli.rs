@@ -37,6 +37,10 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<SocketAddr>,
+        /// When to walk Python stacks for the handler's code: off, sampled (short windows, the
+        /// default) or always (every request, at ~+150 µs each). Overrides cpython.frame_eval.mode.
+        #[arg(long, value_name = "MODE", value_parser = parse_frame_eval)]
+        frame_eval: Option<pytracer_config::FrameEvalMode>,
     },
     /// Find processes per the configuration's discovery rules, continuously, and trace them.
     Run {
@@ -72,6 +76,16 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+fn parse_frame_eval(s: &str) -> Result<pytracer_config::FrameEvalMode, String> {
+    use pytracer_config::FrameEvalMode::*;
+    match s {
+        "off" => Ok(Off),
+        "sampled" => Ok(Sampled),
+        "always" => Ok(Always),
+        _ => Err(format!("`{s}` is not a mode: use off, sampled or always")),
+    }
+}
+
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     Ok(match path {
         Some(p) => Config::load(p)?,
@@ -94,8 +108,11 @@ fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn std::io::Write>
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Trace { pids, duration, output, config, metrics_addr } => {
-            let config = load_config(config.as_ref())?;
+        Command::Trace { pids, duration, output, config, metrics_addr, frame_eval } => {
+            let mut config = load_config(config.as_ref())?;
+            if let Some(mode) = frame_eval {
+                config.cpython.frame_eval.mode = mode;
+            }
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
             let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
             block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output, metrics_addr, otlp }))

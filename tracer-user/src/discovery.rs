@@ -54,6 +54,12 @@ pub enum PythonSummary {
         free_threaded: bool,
         usdt_probes: usize,
         path: String,
+        /// Where the interpreter offsets come from: the repo's table or `_Py_DebugOffsets`.
+        offsets: String,
+        /// The handler's code on spans: "yes", or why not.
+        stack_walk: String,
+        /// `_PyEval_EvalFrameDefault` starts with endbr64 (its probe then goes 4 bytes in).
+        eval_frame_endbr64: bool,
     },
     Unsupported {
         unsupported: String,
@@ -63,7 +69,14 @@ pub enum PythonSummary {
 impl PythonSummary {
     pub fn of(pid: u32) -> PythonSummary {
         match crate::cpython::inspect(pid) {
-            crate::cpython::Support::Supported { build, .. } => PythonSummary::Supported {
+            crate::cpython::Support::Supported { build, layout, layout_source } => PythonSummary::Supported {
+                stack_walk: match crate::cpython::walk::offsets(&build, layout) {
+                    Ok(_) if build.symbol_offset(crate::cpython::build::EVAL_FRAME_SYMBOL).is_some() => "yes".into(),
+                    Ok(_) => format!("no: no {} symbol", crate::cpython::build::EVAL_FRAME_SYMBOL),
+                    Err(e) => format!("no: {e}"),
+                },
+                offsets: layout_source.as_str().into(),
+                eval_frame_endbr64: build.eval_frame_endbr64,
                 version: build.version.to_string(),
                 version_source: format!("{:?}", build.version_source),
                 linkage: format!("{:?}", build.kind).to_lowercase(),

@@ -26,6 +26,18 @@ pub struct Span {
 #[serde(rename_all = "lowercase")]
 pub enum SpanKind {
     Server,
+    /// An outgoing call: a database query, an HTTP request to another service.
+    Client,
+}
+
+impl SpanKind {
+    /// OTLP's Span.SpanKind number.
+    pub fn otlp(self) -> i32 {
+        match self {
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +50,15 @@ pub struct Status {
 pub enum StatusCode {
     Unset,
     Error,
+}
+
+impl Span {
+    /// The application code that handled the request (OpenTelemetry `code.*` attributes).
+    pub fn set_code(&mut self, code: &crate::cpython::code::CodeInfo) {
+        self.attributes.insert("code.function.name".into(), code.qualname.clone().into());
+        self.attributes.insert("code.file.path".into(), code.file.clone().into());
+        self.attributes.insert("code.line.number".into(), code.first_line.into());
+    }
 }
 
 /// Random W3C ids: 16-byte trace id and 8-byte span id, never all zero.

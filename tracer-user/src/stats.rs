@@ -25,6 +25,12 @@ pub struct Stats {
     pub unsampled: u64,
     /// Worker-side uwsgi requests folded into the router's span (uWSGI --http).
     pub routed: u64,
+    /// Exit spans written (database queries, HTTP calls to other services).
+    pub exit_spans: u64,
+    /// Outgoing connections whose protocol pytracer does not parse (DNS, TLS, ...): not spans.
+    pub unparsed_client_connections: u64,
+    /// Server spans parented by a traced caller's exit span on the same host (no headers).
+    pub stitched: u64,
     /// Interpreter snapshots that could not be read (process starting or exiting).
     pub interpreter_read_errors: u64,
     pub kernel_drops: Vec<(DropReason, u64)>,
@@ -35,7 +41,7 @@ impl Stats {
         let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
         format!(
             "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
-             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={}",
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} unparsed_client_connections={} stitched={}",
             self.spans,
             self.events,
             drops.join(" "),
@@ -49,7 +55,10 @@ impl Stats {
             self.in_flight_at_exit,
             self.invalid_traceparent,
             self.unsampled,
-            self.routed
+            self.routed,
+            self.exit_spans,
+            self.unparsed_client_connections,
+            self.stitched
         )
     }
 }

@@ -48,22 +48,30 @@ pub fn run() -> Result<()> {
     step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
     venv(&Venv::tests())?;
     venv(&Venv::debian())?;
+    for series in INTERPRETER_SERIES {
+        venv(&Venv::interpreter(series))?;
+    }
+    venv(&Venv::unsupported())?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// The pyenv CPython series the interpreter tests run the same Flask and Django apps on.
+pub const INTERPRETER_SERIES: [&str; 6] = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
 
 /// A virtualenv made from pyenv's CPython with one requirements file installed.
 pub struct Venv {
     pub dir: PathBuf,
     pub requirements: PathBuf,
-    /// The interpreter to make it from; pyenv's newest 3.11 when None.
+    /// The interpreter to make it from; pyenv's newest of `series` when None.
     pub python: Option<PathBuf>,
+    pub series: &'static str,
 }
 
 impl Venv {
     /// The test and demo apps' virtualenv.
     pub fn tests() -> Venv {
-        Venv { dir: paths::venv_dir(), requirements: paths::requirements_txt(), python: None }
+        Venv { dir: paths::venv_dir(), requirements: paths::requirements_txt(), python: None, series: paths::PYTHON_SERIES }
     }
 
     /// The test app on Debian's own python3.11: a static, stripped build with USDT probes, the
@@ -73,12 +81,35 @@ impl Venv {
             dir: paths::repo_root().join(".venvs/debian-3.11"),
             requirements: paths::requirements_txt(),
             python: Some(PathBuf::from("/usr/bin/python3.11")),
+            series: "3.11",
+        }
+    }
+
+    /// Gunicorn, Flask and Django on pyenv's CPython `series`, for the interpreter tests. One
+    /// set of pins that installs on 3.8 to 3.13 (tests/apps/requirements-interpreters.txt).
+    pub fn interpreter(series: &'static str) -> Venv {
+        Venv {
+            dir: paths::repo_root().join(format!(".venvs/interp-{series}")),
+            requirements: paths::repo_root().join("tests/apps/requirements-interpreters.txt"),
+            python: None,
+            series,
+        }
+    }
+
+    /// Gunicorn on pyenv's CPython 3.7, which pytracer does not read: spans must stay exact
+    /// at the wire level.
+    pub fn unsupported() -> Venv {
+        Venv {
+            dir: paths::repo_root().join(".venvs/interp-3.7"),
+            requirements: paths::repo_root().join("tests/apps/requirements-unsupported.txt"),
+            python: None,
+            series: "3.7",
         }
     }
 
     /// The benchmark's: the same app stack plus the in-process agents it compares with.
     pub fn bench() -> Venv {
-        Venv { dir: paths::repo_root().join(".venvs/bench-3.11"), requirements: paths::repo_root().join("bench/requirements.txt"), python: None }
+        Venv { dir: paths::repo_root().join(".venvs/bench-3.11"), requirements: paths::repo_root().join("bench/requirements.txt"), python: None, series: paths::PYTHON_SERIES }
     }
 }
 
@@ -216,7 +247,7 @@ struct VenvPlan {
 fn venv_plan(v: &Venv) -> Result<Option<VenvPlan>> {
     let interpreter = match &v.python {
         Some(p) => p.clone(),
-        None => pyenv_python()?,
+        None => pyenv_python(v.series)?,
     };
     let requirements = fs::read_to_string(&v.requirements)
         .with_context(|| format!("cannot read {}", v.requirements.display()))?;
@@ -276,13 +307,12 @@ fn install_venv(v: &Venv, plan: VenvPlan) -> Result<()> {
     fs::write(&marker, plan.marker).with_context(|| format!("cannot write {}", marker.display()))
 }
 
-/// The newest `$(pyenv root)/versions/3.11.N/bin/python3.11`.
-fn pyenv_python() -> Result<PathBuf> {
+/// The newest `$(pyenv root)/versions/3.X.N/bin/python3.X` of `series` (3.X).
+fn pyenv_python(series: &str) -> Result<PathBuf> {
     let root = pyenv_root().context(
         "pyenv not found (no `pyenv` in PATH, no $PYENV_ROOT, no ~/.pyenv): install pyenv \
          (https://github.com/pyenv/pyenv), then `pyenv install 3.11`",
     )?;
-    let series = paths::PYTHON_SERIES;
     let versions = root.join("versions");
     let newest = fs::read_dir(&versions)
         .into_iter()

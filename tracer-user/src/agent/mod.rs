@@ -15,6 +15,9 @@ use crate::bpf::probes::Probes;
 use crate::clock::Clock;
 use crate::cpython::{self, layout::Layout};
 
+mod client;
+mod frame_eval;
+mod handlers;
 mod python;
 mod routing;
 use crate::discovery;
@@ -71,6 +74,8 @@ struct Conn {
     ctx: ConnContext,
     /// The listening socket it was accepted on, for requests that need the server's address.
     listen_fd: i32,
+    /// The thread that last read from it: the one serving its current request.
+    tid: u32,
     /// Requests on this connection that a worker answered for us (uWSGI's HTTP router): the
     /// worker's pid, and the request's method and target to match it, in order.
     routed: Routed,
@@ -98,6 +103,15 @@ struct Agent {
     /// impossible to attach. Not by path: each process reaches the same file through its own
     /// /proc/PID/root, and a second attach would trap twice for nothing.
     probed_files: HashSet<(u64, u64)>,
+    frame_eval: frame_eval::FrameEvalProbes,
+    samples: handlers::Samples,
+    code_cache: cpython::code::CodeCache,
+    /// Connections the traced processes opened (connect), by (pid, fd).
+    clients: HashMap<(u32, i32), client::ClientConn>,
+    /// Their local addresses, for same-host stitching.
+    clients_by_local: HashMap<(IpAddr, u16), (u32, i32)>,
+    /// Ids fixed early for requests still being served, by (pid, fd, request start).
+    assigned: HashMap<(u32, i32, u64), client::Ids>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -131,6 +145,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             otlp::Exporter::start(s)
         }),
         probed_files: HashSet::new(),
+        frame_eval: Default::default(),
+        samples: Default::default(),
+        code_cache: Default::default(),
+        clients: HashMap::new(),
+        clients_by_local: HashMap::new(),
+        assigned: HashMap::new(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -167,7 +187,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 agent.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = drain_timer.tick() => agent.drain(ring.get_mut()),
+            _ = drain_timer.tick() => {
+                agent.drain(ring.get_mut());
+                agent.frame_eval_windows();
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = sleep_until(deadline) => break,
@@ -278,24 +301,33 @@ impl Agent {
                 if let sockaddr::Peer::Inet { ip, port } = ctx.client {
                     self.by_client.insert((ip, port), (h.tgid, h.fd));
                 }
-                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx, listen_fd, routed: Routed::new() });
+                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx, listen_fd, tid: h.tid, routed: Routed::new() });
                 if let Some(mut old) = old {
                     // The close of the previous socket on this fd was not seen.
                     let out = old.http.on_close();
-                    self.settle(h.tgid, &mut old.ctx, old.listen_fd, &mut old.routed, out);
+                    self.settle(h.tgid, h.fd, old.tid, &mut old.ctx, old.listen_fd, &mut old.routed, out);
                 }
             }
             Event::Read { h, data, .. } | Event::Write { h, data, .. } => {
                 let is_read = matches!(ev, Event::Read { .. });
+                if self.is_client(h.tgid, h.fd) {
+                    let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
+                    self.on_client_data(h.tgid, h.tid, h.fd, &piece, !is_read);
+                    return;
+                }
                 let Some(conn) = self.conns.get_mut(&(h.tgid, h.fd)) else {
                     self.stats.unknown_connection += 1;
                     return;
                 };
+                if is_read {
+                    conn.tid = h.tid;
+                }
+                let tid = conn.tid;
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 let out = if is_read { conn.http.on_read(&piece) } else { conn.http.on_write(&piece) };
                 if out != Outcome::default() {
                     let (mut ctx, listen_fd, mut routed) = (conn.ctx.clone(), conn.listen_fd, std::mem::take(&mut conn.routed));
-                    self.settle(h.tgid, &mut ctx, listen_fd, &mut routed, out);
+                    self.settle(h.tgid, h.fd, tid, &mut ctx, listen_fd, &mut routed, out);
                     if let Some(conn) = self.conns.get_mut(&(h.tgid, h.fd)) {
                         conn.ctx.local = ctx.local;
                         conn.routed = routed;
@@ -303,14 +335,17 @@ impl Agent {
                 }
             }
             Event::Close { h } => {
+                self.on_client_close(h.tgid, h.fd);
                 if let Some(mut conn) = self.remove_conn((h.tgid, h.fd)) {
                     let out = conn.http.on_close();
-                    self.settle(h.tgid, &mut conn.ctx, conn.listen_fd, &mut conn.routed, out);
+                    self.settle(h.tgid, h.fd, conn.tid, &mut conn.ctx, conn.listen_fd, &mut conn.routed, out);
                 }
             }
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
             Event::Exit { h } => self.on_exit(h.tgid),
             Event::Exec { h } => self.on_exec(h.tgid),
+            Event::Connect { h, addr } => self.on_connect(h.tgid, h.fd, addr),
+            Event::Stack { h, frames, trigger, .. } => self.on_stack(h.tgid, h.tid, h.start_ns, trigger, &frames),
             Event::GcPause { h } | Event::GilWait { h } => {
                 let secs = h.end_ns.saturating_sub(h.start_ns) as f64 / 1e9;
                 let Some(t) = self.procs.get(&h.tgid) else { return };
@@ -323,7 +358,8 @@ impl Agent {
         }
     }
 
-    fn settle(&mut self, tgid: u32, ctx: &mut ConnContext, listen_fd: i32, routed: &mut Routed, out: Outcome) {
+    #[allow(clippy::too_many_arguments)]
+    fn settle(&mut self, tgid: u32, fd: i32, tid: u32, ctx: &mut ConnContext, listen_fd: i32, routed: &mut Routed, out: Outcome) {
         self.stats.malformed_requests += out.malformed_requests as u64;
         self.stats.malformed_responses += out.malformed_responses as u64;
         self.stats.unmatched_responses += out.unmatched_responses as u64;
@@ -353,30 +389,52 @@ impl Agent {
             let path = x.request.target.split('?').next().unwrap_or_default();
             self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
+            let resource = traced.resource.clone();
             let incoming = traceparent::parse(x.request.header("traceparent"), x.request.header("tracestate"));
-            match &incoming {
-                Incoming::Invalid(_) => self.stats.invalid_traceparent += 1,
-                Incoming::Valid(p) if !p.sampled => {
-                    // The caller decided not to record this trace: metrics count it, no span.
-                    self.stats.unsampled += 1;
-                    continue;
-                }
-                _ => {}
+            if let Incoming::Invalid(_) = &incoming {
+                self.stats.invalid_traceparent += 1;
             }
-            let span = server_span(&x, ctx, &incoming, &self.config.http.redact_query_keys, traced.resource.clone(), |t| clock.to_unix_ns(t));
+            let client = match ctx.client {
+                sockaddr::Peer::Inet { ip, port } => Some((ip, port)),
+                _ => None,
+            };
+            let ids = match self.take_server_ids(tgid, fd, x.start_ns) {
+                Some(ids) => ids,
+                None => self.ids_for_request(&incoming, client),
+            };
+            if !ids.sampled {
+                // The caller decided not to record this trace: metrics count it, no span.
+                self.stats.unsampled += 1;
+                continue;
+            }
+            let mut span = server_span(&x, ctx, &incoming, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
+            span.trace_id = ids.trace_id;
+            span.span_id = ids.span_id;
+            span.parent_span_id = ids.parent_span_id;
+            span.trace_state = ids.trace_state;
+            if served_by == tgid {
+                if let Some(code) = self.samples.handler(tgid, tid, x.start_ns, x.end_ns) {
+                    span.set_code(&code);
+                }
+            }
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;
             }
-            let written = serde_json::to_writer(&mut self.out, &span).map_err(std::io::Error::from).and_then(|_| self.out.write_all(b"\n"));
-            if let Some(e) = &self.exporter {
-                e.send(span);
-            }
-            match written {
-                Ok(()) => self.stats.spans += 1,
-                Err(e) => {
-                    self.stats.spans_lost += 1;
-                    eprintln!("pytracer: cannot write a span: {e}");
-                }
+            self.emit(span);
+        }
+    }
+
+    /// Writes a span as a JSON line and hands it to the OTLP exporter.
+    fn emit(&mut self, span: crate::span::Span) {
+        let written = serde_json::to_writer(&mut self.out, &span).map_err(std::io::Error::from).and_then(|_| self.out.write_all(b"\n"));
+        if let Some(e) = &self.exporter {
+            e.send(span);
+        }
+        match written {
+            Ok(()) => self.stats.spans += 1,
+            Err(e) => {
+                self.stats.spans_lost += 1;
+                eprintln!("pytracer: cannot write a span: {e}");
             }
         }
     }
@@ -397,6 +455,9 @@ impl Agent {
         }
         // A forked child has its parent's address space: same interpreter, same addresses.
         let python = self.procs.get(&parent).map_or(Python::Unsupported { label: "not_python" }, |p| p.python.clone());
+        if let Some(site) = self.frame_eval_site_of(parent) {
+            self.frame_eval_site(child, site);
+        }
         let traced = match ProcInfo::read(child) {
             Ok(info) => self.traced(&info, false, python),
             Err(_) => {
@@ -417,6 +478,8 @@ impl Agent {
         let Some(old) = self.procs.get(&tgid) else { return };
         let master = old.labels.process_role == "master";
         let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
+        self.frame_eval_forget(tgid);
+        self.code_cache.forget(tgid);
         let python = self.inspect_python(tgid);
         let traced = self.traced(&info, master, python);
         self.procs.insert(tgid, traced);
@@ -428,11 +491,16 @@ impl Agent {
         for k in keys {
             if let Some(mut conn) = self.remove_conn(k) {
                 let out = conn.http.on_close();
-                self.settle(tgid, &mut conn.ctx, conn.listen_fd, &mut conn.routed, out);
+                self.settle(tgid, k.1, conn.tid, &mut conn.ctx, conn.listen_fd, &mut conn.routed, out);
             }
         }
         self.probes.forget_connections(tgid);
         self.listeners.retain(|k, _| k.0 != tgid);
+        self.forget_clients(tgid);
+        self.assigned.retain(|k, _| k.0 != tgid);
+        self.frame_eval_forget(tgid);
+        self.code_cache.forget(tgid);
+        self.samples.forget(tgid);
         if self.procs.remove(&tgid).is_some() {
             self.metrics.process_exited(tgid);
             eprintln!("pytracer: pid {tgid} exited; still tracing {} processes", self.procs.len());
@@ -459,6 +527,9 @@ impl Agent {
             ("unmatched_response", s.unmatched_responses),
             ("span_write_failed", s.spans_lost),
             ("interpreter_read_error", s.interpreter_read_errors),
+            // A code object freed (or its memory unreadable) before its name was read: that
+            // frame is left out of its stack.
+            ("code_object_unreadable", self.code_cache.read_errors),
         ];
         let kernel_side: Vec<_> = s.kernel_drops.iter().map(|(r, n)| (r.name(), *n)).collect();
         for (reason, total) in kernel_side.into_iter().chain(user_side) {
@@ -466,6 +537,10 @@ impl Agent {
         }
         self.metrics.sync_total("pytracer_traceparent_invalid", self.stats.invalid_traceparent);
         self.metrics.sync_total("pytracer_spans_unsampled", self.stats.unsampled);
+        self.metrics.sync_total("pytracer_exit_spans", self.stats.exit_spans);
+        self.metrics.sync_total("pytracer_spans_stitched", self.stats.stitched);
+        self.metrics.sync_total("pytracer_client_connections_unparsed", self.stats.unparsed_client_connections);
+        self.metrics.sync_total("pytracer_python_stacks", self.samples.stacks);
         if let Some(e) = &self.exporter {
             use std::sync::atomic::Ordering::Relaxed;
             let c = &e.counters;
@@ -531,6 +606,10 @@ impl Agent {
         self.stats.in_flight_at_exit = self.conns.values().map(|c| c.http.in_flight() as u64).sum();
         self.out.flush()?;
         eprintln!("pytracer: {}", self.stats.summary());
+        eprintln!(
+            "pytracer: python stacks={} without_app_frame={} code_lookups={} code_read_errors={}",
+            self.samples.stacks, self.samples.without_app_frame, self.code_cache.misses, self.code_cache.read_errors
+        );
         Ok(())
     }
 }

@@ -8,12 +8,13 @@ impl Agent {
     /// its library file the first time that file is seen.
     pub(super) fn inspect_python(&mut self, pid: u32) -> Python {
         match cpython::inspect(pid) {
-            cpython::Support::Supported { build, layout } => {
+            cpython::Support::Supported { build, layout, .. } => {
                 use std::os::unix::fs::MetadataExt;
                 let file = std::fs::metadata(&build.host_path).map(|m| (m.dev(), m.ino())).unwrap_or_default();
                 if self.probed_files.insert(file) {
                     self.attach_python_probes(&build, layout);
                 }
+                self.prepare_stack_walk(pid, &build, layout);
                 Python::Supported { runtime_addr: build.runtime_addr, layout, version: build.version.to_string() }
             }
             cpython::Support::Unsupported { reason, label } => {
@@ -23,6 +24,29 @@ impl Agent {
                 Python::Unsupported { label }
             }
         }
+    }
+
+    /// Pushes the process's offsets to the kernel's stack walk and records where its
+    /// frame-evaluation probe goes. A build the walk cannot read keeps wire-only spans.
+    fn prepare_stack_walk(&mut self, pid: u32, build: &cpython::build::PythonBuild, layout: &Layout) {
+        let offsets = match cpython::walk::offsets(build, layout) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("pytracer: pid {pid}: {e}");
+                return;
+            }
+        };
+        let Some(entry) = build.symbol_offset(cpython::build::EVAL_FRAME_SYMBOL) else {
+            eprintln!("pytracer: pid {pid}: {} has no {} symbol; spans stay without handler code", build.host_path.display(), cpython::build::EVAL_FRAME_SYMBOL);
+            return;
+        };
+        if let Err(e) = self.probes.set_py_offsets(pid, offsets) {
+            eprintln!("pytracer: pid {pid}: {e}");
+            return;
+        }
+        // A probe on endbr64 itself costs ~8x more here than on the instruction after it.
+        let offset = if build.eval_frame_endbr64 { entry + 4 } else { entry };
+        self.frame_eval_site(pid, super::frame_eval::Site { path: build.host_path.clone(), offset });
     }
 
     fn attach_python_probes(&mut self, build: &cpython::build::PythonBuild, layout: &Layout) {

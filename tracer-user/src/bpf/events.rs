@@ -1,11 +1,13 @@
 //! Ring-buffer records, decoded from the `#[repr(C)]` layouts of tracer-common.
 use std::mem::size_of;
 
-use tracer_common::{AcceptEvent, EventHeader, EventKind, ProcEvent, DATA_HEADER_LEN};
+use tracer_common::{AcceptEvent, EventHeader, EventKind, ProcEvent, PyFrame, DATA_HEADER_LEN, MAX_STACK_FRAMES, STACK_HEADER_LEN};
 
 #[derive(Debug)]
 pub enum Event<'a> {
     Accept { h: EventHeader, listen_fd: i32, addr: &'a [u8] },
+    /// The process connected socket `h.fd` to `addr`.
+    Connect { h: EventHeader, addr: &'a [u8] },
     Read { h: EventHeader, data: &'a [u8], flags: u32 },
     Write { h: EventHeader, data: &'a [u8], flags: u32 },
     Close { h: EventHeader },
@@ -14,6 +16,8 @@ pub enum Event<'a> {
     GcPause { h: EventHeader },
     GilWait { h: EventHeader },
     Exec { h: EventHeader },
+    /// A Python stack, innermost frame first.
+    Stack { h: EventHeader, trigger: u32, flags: u32, frames: Vec<PyFrame> },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +46,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             let len = (ev.addr_len as usize).min(ev.addr.len());
             Event::Accept { h, listen_fd: ev.listen_fd, addr: &bytes[off..off + len] }
         }
+        EventKind::Connect => {
+            let ev: AcceptEvent = read(bytes)?;
+            let off = std::mem::offset_of!(AcceptEvent, addr);
+            let len = (ev.addr_len as usize).min(ev.addr.len());
+            Event::Connect { h, addr: &bytes[off..off + len] }
+        }
         EventKind::Read | EventKind::Write => {
             if bytes.len() < DATA_HEADER_LEN {
                 return Err(DecodeError::Short(bytes.len()));
@@ -63,6 +73,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::GcPause => Event::GcPause { h },
         EventKind::GilWait => Event::GilWait { h },
         EventKind::Exec => Event::Exec { h },
+        EventKind::Stack => {
+            if bytes.len() < STACK_HEADER_LEN {
+                return Err(DecodeError::Short(bytes.len()));
+            }
+            let hl = size_of::<EventHeader>();
+            let word = |i: usize| u32::from_ne_bytes(bytes[hl + 4 * i..hl + 4 * i + 4].try_into().unwrap());
+            let (trigger, depth, flags) = (word(0), word(1) as usize, word(2));
+            let frames = bytes[STACK_HEADER_LEN..]
+                .chunks_exact(size_of::<PyFrame>())
+                .take(depth.min(MAX_STACK_FRAMES))
+                .map(read::<PyFrame>)
+                .collect::<Result<Vec<_>, _>>()?;
+            Event::Stack { h, trigger, flags, frames }
+        }
     })
 }
 

@@ -1,4 +1,5 @@
 //! The agent's side of the kernel programs: loading and attaching them, and decoding their events.
 pub mod events;
+pub mod kernel_btf;
 pub mod probes;
 pub mod usdt;

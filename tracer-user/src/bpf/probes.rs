@@ -2,11 +2,11 @@
 //! agent typed access to its maps.
 use std::path::Path;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::Ebpf;
-use tracer_common::{ConnKey, DropReason, TrackedProc};
+use tracer_common::{ConnKey, DropReason, PyOffsets, TrackedProc};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -22,13 +22,14 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("enter_write_msg", "syscalls", &["sys_enter_sendmsg"]),
     ("enter_sendfile", "syscalls", &["sys_enter_sendfile64"]),
     ("enter_close", "syscalls", &["sys_enter_close"]),
+    ("enter_connect", "syscalls", &["sys_enter_connect"]),
     (
         "sys_exit",
         "syscalls",
         &[
             "sys_exit_accept", "sys_exit_accept4", "sys_exit_read", "sys_exit_recvfrom", "sys_exit_write",
             "sys_exit_sendto", "sys_exit_readv", "sys_exit_writev", "sys_exit_recvmsg", "sys_exit_sendmsg",
-            "sys_exit_sendfile64",
+            "sys_exit_sendfile64", "sys_exit_connect",
         ],
     ),
     ("sched_fork", "sched", &["sched_process_fork"]),
@@ -37,7 +38,9 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
 ];
 
 /// Loaded at start, attached per Python library file once a traced process is seen using it.
-const UPROBES: [&str; 5] = ["gc_start", "gc_return", "gc_done", "gil_request", "gil_taken"];
+const UPROBES: [&str; 6] = ["gc_start", "gc_return", "gc_done", "gil_request", "gil_taken", FRAME_EVAL];
+/// The stack-walking uprobe on `_PyEval_EvalFrameDefault`, attached per process.
+const FRAME_EVAL: &str = "py_frame_eval";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -67,8 +70,13 @@ pub struct Probes {
     tracked: HashMap<MapData, u32, TrackedProc>,
     conns: HashMap<MapData, ConnKey, u32>,
     drops: PerCpuArray<MapData, u64>,
+    py_offsets: HashMap<MapData, u32, PyOffsets>,
     usdt_links: Vec<super::usdt::UsdtLink>,
 }
+
+/// A frame-evaluation probe attached to one process; give it back to [`Probes::detach_frame_eval`].
+#[derive(Debug)]
+pub struct FrameEvalLink(UProbeLinkId);
 
 impl Probes {
     /// Loads and attaches everything. Returns the ring buffer of events separately so the event
@@ -94,11 +102,13 @@ impl Probes {
         let tracked = HashMap::try_from(take(&mut ebpf, "TRACKED")?).map_err(|source| ProbeError::Map { map: "TRACKED", source })?;
         let conns = HashMap::try_from(take(&mut ebpf, "CONNS")?).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
         let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(|source| ProbeError::Map { map: "DROPS", source })?;
+        set_kernel_config(&mut ebpf)?;
+        let py_offsets = HashMap::try_from(take(&mut ebpf, "PY_OFFSETS")?).map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })?;
         for name in UPROBES {
             let prog: &mut UProbe = ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
         }
-        Ok((Probes { ebpf, tracked, conns, drops, usdt_links: Vec::new() }, events))
+        Ok((Probes { ebpf, tracked, conns, drops, py_offsets, usdt_links: Vec::new() }, events))
     }
 
     /// Follows `pid` (and, through the fork tracepoint, every child it creates from now on).
@@ -119,6 +129,28 @@ impl Probes {
         prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses)
             .map(|_| ())
             .map_err(|source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source })
+    }
+
+    /// Tells the stack walk how to read `pid`'s interpreter (its children inherit it at fork).
+    pub fn set_py_offsets(&mut self, pid: u32, offsets: PyOffsets) -> Result<(), ProbeError> {
+        self.py_offsets.insert(pid, offsets, 0).map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })
+    }
+
+    /// Attaches the stack-walking probe at `offset` of `path` for process `pid` only: a probe for
+    /// all processes would trap in every process that maps the same library.
+    pub fn attach_frame_eval(&mut self, pid: u32, path: &Path, offset: u64) -> Result<FrameEvalLink, ProbeError> {
+        let prog: &mut UProbe = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(FRAME_EVAL))?;
+        let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
+            .map(FrameEvalLink)
+            .map_err(|source| ProbeError::Uprobe { name: FRAME_EVAL, path: path.display().to_string(), offset, source })
+    }
+
+    pub fn detach_frame_eval(&mut self, link: FrameEvalLink) {
+        if let Some(prog) = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() }) {
+            // Fails only when the process is gone and the kernel already dropped the probe.
+            let _ = prog.detach(link.0);
+        }
     }
 
     /// Attaches program `name` (a uprobe) to a USDT probe at file `offset`, raising its semaphore
@@ -151,6 +183,21 @@ impl Probes {
             })
             .collect()
     }
+}
+
+/// Kernel facts the programs cannot find themselves. Without BTF, stack walks from syscalls
+/// (the Python caller of outgoing calls) are off; everything else works.
+fn set_kernel_config(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let fsbase = match super::kernel_btf::KernelBtf::load().and_then(|b| b.offset_of("task_struct", &["thread", "fsbase"])) {
+        Ok(off) => off,
+        Err(e) => {
+            eprintln!("pytracer: warning: no Python caller on outgoing calls: {e}");
+            0
+        }
+    };
+    let mut config: Array<&mut MapData, u64> =
+        Array::try_from(ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?).map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
+    config.set(tracer_common::KCONFIG_TASK_FSBASE, fsbase, 0).map_err(|source| ProbeError::Map { map: "KCONFIG", source })
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -22,12 +22,17 @@ pub const MIN_SUPPORTED: Version = Version::new(3, 8, 0);
 /// in builds that kept `.symtab`.
 const PROBE_SYMBOLS: &[&str] = &[
     "PyEval_RestoreThread",
+    EVAL_FRAME_SYMBOL,
     "gc_collect_main",
     "collect_with_callback",
     "collect",
 ];
 
 const RUNTIME_SYMBOL: &str = "_PyRuntime";
+pub const EVAL_FRAME_SYMBOL: &str = "_PyEval_EvalFrameDefault";
+/// The type object of code objects: the stack walk checks each frame's code against it.
+const CODE_TYPE_SYMBOL: &str = "PyCode_Type";
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 const VERSION_SYMBOL: &str = "Py_Version";
 const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
 
@@ -134,6 +139,11 @@ pub struct ElfFacts {
     pub usdt: Vec<UsdtProbe>,
     pub symbol_offsets: Vec<(String, u64)>,
     pub segments: Vec<LoadSegment>,
+    /// Link-time address of `PyCode_Type`.
+    pub code_type_vaddr: Option<u64>,
+    /// `_PyEval_EvalFrameDefault` starts with `endbr64` (CET builds such as Debian's 3.13+): a
+    /// uprobe on that instruction is about 8× dearer than on the next one.
+    pub eval_frame_endbr64: bool,
 }
 
 impl ElfFacts {
@@ -198,6 +208,9 @@ pub struct PythonBuild {
     /// them (`collect.constprop.0` in 3.8) under their own names.
     pub symbol_offsets: Vec<(String, u64)>,
     pub segments: Vec<LoadSegment>,
+    /// Address of `PyCode_Type` in the process.
+    pub code_type_addr: Option<u64>,
+    pub eval_frame_endbr64: bool,
 }
 
 impl PythonBuild {
@@ -332,6 +345,8 @@ pub fn identify_from_maps(
         runtime_addr: facts.runtime_vaddr.wrapping_add(load_bias),
         symbol_offsets: facts.symbol_offsets,
         segments: facts.segments,
+        code_type_addr: facts.code_type_vaddr.map(|v| v.wrapping_add(load_bias)),
+        eval_frame_endbr64: facts.eval_frame_endbr64,
     })
 }
 
@@ -448,7 +463,7 @@ pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
         error: e.to_string(),
     };
 
-    let wanted = [RUNTIME_SYMBOL, VERSION_SYMBOL];
+    let wanted = [RUNTIME_SYMBOL, VERSION_SYMBOL, CODE_TYPE_SYMBOL];
     let found = elf
         .find_symbols(|n| wanted.contains(&n) || is_probe_symbol(n))
         .map_err(bad)?;
@@ -486,6 +501,11 @@ pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
         usdt: elf.usdt_probes().map_err(bad)?,
         symbol_offsets: elf.probe_offsets(&found),
         segments: elf.segments.clone(),
+        code_type_vaddr: found.get(CODE_TYPE_SYMBOL).map(|s| s.value),
+        eval_frame_endbr64: found
+            .get(EVAL_FRAME_SYMBOL)
+            .and_then(|s| elf.bytes_at_vaddr(s.value, 4))
+            .is_some_and(|b| b == ENDBR64),
     })
 }
 
@@ -1118,6 +1138,8 @@ mod tests {
             stripped: false,
             usdt: vec![],
             symbol_offsets: vec![],
+            code_type_vaddr: None,
+            eval_frame_endbr64: false,
             segments: vec![
                 LoadSegment {
                     vaddr: 0,

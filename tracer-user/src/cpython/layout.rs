@@ -59,7 +59,54 @@ pub struct Layout {
     /// collections use one, PyGC_Collect the other): attach to every symbol that
     /// [`Layout::is_gc_collect_symbol`] accepts.
     pub gc_collect_fn: &'static str,
+    /// What the stack walk needs.
+    pub frames: FrameLayout,
 }
+
+/// Offsets for walking a thread's Python frames and naming their code objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLayout {
+    /// offsetof(PyThreadState, frame) up to 3.10, `cframe` in 3.11–3.12, `current_frame` in 3.13.
+    pub tstate_frame: u64,
+    /// offsetof(_PyCFrame, current_frame) when the thread state points at a cframe (3.11, 3.12).
+    pub cframe_current_frame: Option<u64>,
+    /// offsetof(frame, f_code) (PyFrameObject up to 3.10, _PyInterpreterFrame after; 3.13's
+    /// f_executable).
+    pub frame_code: u64,
+    /// f_back up to 3.10, `previous` after.
+    pub frame_previous: u64,
+    /// offsetof(_PyInterpreterFrame, owner): 3.11+.
+    pub frame_owner: Option<u64>,
+    /// FRAME_OWNED_BY_CSTACK: the entry shim frames of 3.12+, which are not Python code.
+    pub owner_cstack: Option<u8>,
+    pub code_filename: u64,
+    pub code_name: u64,
+    /// 3.11+; older versions have only the bare name.
+    pub code_qualname: Option<u64>,
+    pub code_first_line: u64,
+    /// sizeof(PyASCIIObject): where a compact ASCII string's characters start.
+    pub unicode_ascii_size: u64,
+    /// Argument (0-based) of `_PyEval_EvalFrameDefault` holding the frame and the thread state:
+    /// 3.8 is (frame, throwflag); 3.9+ (tstate, frame, throwflag).
+    pub eval_frame_arg: u8,
+    pub eval_tstate_arg: Option<u8>,
+}
+
+const FRAMES_3_8_TO_3_10: FrameLayout = FrameLayout {
+    tstate_frame: 24,
+    cframe_current_frame: None,
+    frame_code: 32,
+    frame_previous: 24,
+    frame_owner: None,
+    owner_cstack: None,
+    code_filename: 104,
+    code_name: 112,
+    code_qualname: None,
+    code_first_line: 40,
+    unicode_ascii_size: 48,
+    eval_frame_arg: 1,
+    eval_tstate_arg: Some(0),
+};
 
 impl Layout {
     /// Whether an ELF symbol is `gc_collect_fn` or a whole clone of it (`.constprop.N`, `.isra.N`).
@@ -113,6 +160,7 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_threshold: GC_GENERATION_THRESHOLD,
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "collect",
+        frames: FrameLayout { eval_frame_arg: 0, eval_tstate_arg: None, ..FRAMES_3_8_TO_3_10 },
     },
     Layout {
         minor: 9,
@@ -132,6 +180,7 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_threshold: GC_GENERATION_THRESHOLD,
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "collect",
+        frames: FRAMES_3_8_TO_3_10,
     },
     Layout {
         minor: 10,
@@ -151,6 +200,7 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_threshold: GC_GENERATION_THRESHOLD,
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "gc_collect_main",
+        frames: FRAMES_3_8_TO_3_10,
     },
     Layout {
         minor: 11,
@@ -170,6 +220,21 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_threshold: GC_GENERATION_THRESHOLD,
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "gc_collect_main",
+        frames: FrameLayout {
+            tstate_frame: 56,
+            cframe_current_frame: Some(8),
+            frame_code: 32,
+            frame_previous: 48,
+            frame_owner: Some(69),
+            owner_cstack: None,
+            code_filename: 112,
+            code_name: 120,
+            code_qualname: Some(128),
+            code_first_line: 72,
+            unicode_ascii_size: 48,
+            eval_frame_arg: 1,
+            eval_tstate_arg: Some(0),
+        },
     },
     Layout {
         minor: 12,
@@ -189,6 +254,21 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_threshold: GC_GENERATION_THRESHOLD,
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "gc_collect_main",
+        frames: FrameLayout {
+            tstate_frame: 56,
+            cframe_current_frame: Some(0),
+            frame_code: 0,
+            frame_previous: 8,
+            frame_owner: Some(70),
+            owner_cstack: Some(3),
+            code_filename: 112,
+            code_name: 120,
+            code_qualname: Some(128),
+            code_first_line: 68,
+            unicode_ascii_size: 40,
+            eval_frame_arg: 1,
+            eval_tstate_arg: Some(0),
+        },
     },
     Layout {
         minor: 13,
@@ -208,6 +288,21 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_threshold: GC_GENERATION_THRESHOLD,
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "gc_collect_main",
+        frames: FrameLayout {
+            tstate_frame: 72,
+            cframe_current_frame: None,
+            frame_code: 0,
+            frame_previous: 8,
+            frame_owner: Some(70),
+            owner_cstack: Some(3),
+            code_filename: 112,
+            code_name: 120,
+            code_qualname: Some(128),
+            code_first_line: 68,
+            unicode_ascii_size: 40,
+            eval_frame_arg: 1,
+            eval_tstate_arg: Some(0),
+        },
     },
 ];
 
@@ -331,10 +426,33 @@ mod tests {
                     .into(),
             ),
         ];
+        let (frame_ty, tstate_frame, code) = match minor {
+            ..=10 => ("PyFrameObject", "frame", "f_code"),
+            11 | 12 => ("struct _PyInterpreterFrame", "cframe", "f_code"),
+            _ => ("struct _PyInterpreterFrame", "current_frame", "f_executable"),
+        };
+        let previous = if minor <= 10 { "f_back" } else { "previous" };
+        q.extend([
+            ("tstate_frame", off("PyThreadState", tstate_frame)),
+            ("cframe_current_frame", off("_PyCFrame", "current_frame")),
+            ("frame_code", off(frame_ty, code)),
+            ("frame_previous", off(frame_ty, previous)),
+            ("frame_owner", off("struct _PyInterpreterFrame", "owner")),
+            ("owner_cstack", "FRAME_OWNED_BY_CSTACK".into()),
+            ("code_filename", off("PyCodeObject", "co_filename")),
+            ("code_name", off("PyCodeObject", "co_name")),
+            ("code_qualname", off("PyCodeObject", "co_qualname")),
+            ("code_first_line", off("PyCodeObject", "co_firstlineno")),
+            ("unicode_ascii_size", "sizeof(PyASCIIObject)".into()),
+        ]);
         if minor >= 13 {
             // The initializer of _PyRuntime in the file's .PyRuntime section: what a reader of
             // _Py_DebugOffsets would see in a live process of this build.
             let d = |path: &str| format!("_PyRuntime.debug_offsets.{path}");
+            for (field, _) in crate::cpython::debug_offsets::FIELDS_3_13 {
+                q.push((field, off("_Py_DebugOffsets", field)));
+            }
+            q.push(("debug_offsets_size", "sizeof(_Py_DebugOffsets)".into()));
             q.extend([
                 (
                     "debug.runtime_interpreters_head",
@@ -456,7 +574,24 @@ mod tests {
         expect("gc_generation_count", Some(layout.gc_generation_count));
         expect("gc_generations_len", Some(GENERATIONS as u64));
         expect("gc_generation_stats_len", Some(GENERATIONS as u64));
+        let f = &layout.frames;
+        expect("tstate_frame", Some(f.tstate_frame));
+        expect("cframe_current_frame", f.cframe_current_frame);
+        expect("frame_code", Some(f.frame_code));
+        expect("frame_previous", Some(f.frame_previous));
+        expect("frame_owner", f.frame_owner);
+        expect("owner_cstack", f.owner_cstack.map(u64::from));
+        expect("code_filename", Some(f.code_filename));
+        expect("code_name", Some(f.code_name));
+        expect("code_qualname", f.code_qualname);
+        expect("code_first_line", Some(f.code_first_line));
+        expect("unicode_ascii_size", Some(f.unicode_ascii_size));
         if minor >= 13 {
+            // Where cpython::debug_offsets reads each field in a live process.
+            for (field, at) in crate::cpython::debug_offsets::FIELDS_3_13 {
+                expect(field, Some(*at));
+            }
+            expect("debug_offsets_size", Some(crate::cpython::debug_offsets::SIZE_3_13 as u64));
             expect(
                 "debug.runtime_interpreters_head",
                 Some(layout.runtime_interpreters_head),

@@ -1,18 +1,41 @@
 //! CPython seen from outside: which build a process runs, where its interpreter state lives, and
 //! what it says. Shared by the runtime metrics and the stack walk.
 pub mod build;
+pub mod code;
+pub mod debug_offsets;
 pub mod layout;
 pub mod memory;
 pub mod runtime;
+pub mod walk;
+
+use std::sync::Mutex;
 
 use build::PythonBuild;
 use layout::Layout;
 
 /// What the agent can do with a traced process's interpreter.
 pub enum Support {
-    Supported { build: PythonBuild, layout: &'static Layout },
+    Supported { build: PythonBuild, layout: &'static Layout, layout_source: LayoutSource },
     /// Wire-only: the reason says why, for `discover` and the `python_support` metric label.
     Unsupported { reason: String, label: &'static str },
+}
+
+/// Where the offsets used for a process came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// The per-version table in layout.rs (3.8–3.12), checked against DWARF by a test.
+    Table,
+    /// `_Py_DebugOffsets` read from the live process (3.13+).
+    DebugOffsets,
+}
+
+impl LayoutSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayoutSource::Table => "table",
+            LayoutSource::DebugOffsets => "_Py_DebugOffsets",
+        }
+    }
 }
 
 pub fn inspect(pid: u32) -> Support {
@@ -35,11 +58,34 @@ pub fn inspect(pid: u32) -> Support {
             label: "free_threaded",
         };
     }
-    match layout::for_minor(build.version.minor) {
-        Some(layout) if build.version.major == 3 => Support::Supported { build, layout },
-        _ => Support::Unsupported {
-            reason: format!("CPython {} has no layout table (3.8 to 3.13 have one); spans stay wire-only", build.version),
-            label: "unsupported_version",
-        },
+    let table = match layout::for_minor(build.version.minor) {
+        Some(layout) if build.version.major == 3 => layout,
+        _ => {
+            return Support::Unsupported {
+                reason: format!("CPython {} has no layout table (3.8 to 3.13 have one); spans stay wire-only", build.version),
+                label: "unsupported_version",
+            }
+        }
+    };
+    if build.version.minor < 13 {
+        return Support::Supported { build, layout: table, layout_source: LayoutSource::Table };
     }
+    let mem = memory::Memory::new(pid);
+    match debug_offsets::read(&mem, build.runtime_addr, build.version, table) {
+        Ok(live) => Support::Supported { layout: intern(live), build, layout_source: LayoutSource::DebugOffsets },
+        Err(e) => Support::Unsupported { reason: format!("pid {pid}: {e}"), label: "bad_debug_offsets" },
+    }
+}
+
+/// Layouts read from live processes, kept for the agent's lifetime: a handful of distinct ones at
+/// most (one per build), each shared by every process that has it.
+fn intern(layout: Layout) -> &'static Layout {
+    static SEEN: Mutex<Vec<&'static Layout>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = seen.iter().find(|l| ***l == layout) {
+        return l;
+    }
+    let l: &'static Layout = Box::leak(Box::new(layout));
+    seen.push(l);
+    l
 }

@@ -249,7 +249,7 @@ fn to_proto(s: &Span) -> proto::Span {
         trace_state: s.trace_state.clone().unwrap_or_default(),
         parent_span_id: s.parent_span_id.as_deref().map(hex_bytes).unwrap_or_default(),
         name: s.name.clone(),
-        kind: 2,
+        kind: s.kind.otlp(),
         start_time_unix_nano: s.start_time_unix_nano,
         end_time_unix_nano: s.end_time_unix_nano,
         attributes: key_values(&s.attributes),

@@ -38,6 +38,8 @@ pub fn server_span(
     }
     let (path, query) = split_target(&req.target);
     a.insert("url.path".into(), json!(path));
+    // Not http.route: that is the app's own route, which the wire does not carry.
+    a.insert("url.template".into(), json!(crate::metrics::route::template(path)));
     if let Some(q) = query {
         a.insert("url.query".into(), json!(redact_query(q, redact_keys)));
     }
@@ -176,7 +178,7 @@ mod tests {
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(
             v["attributes"],
-            json!({"http.request.method":"GET","url.path":"/users/7","url.query":"a=1","url.scheme":"http",
+            json!({"http.request.method":"GET","url.path":"/users/7","url.template":"/users/{id}","url.query":"a=1","url.scheme":"http",
                 "http.response.status_code":200,"server.address":"127.0.0.1","server.port":8000,
                 "client.address":"127.0.0.1","client.port":51234,"network.protocol.version":"1.1",
                 "user_agent.original":"curl/7.88.1","http.request.body.size":0,"http.response.body.size":17})

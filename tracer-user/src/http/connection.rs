@@ -216,6 +216,11 @@ impl Connection {
     }
 
     /// Requests whose response has not been completed yet.
+    /// The oldest request still waiting for its response: the one being served.
+    pub fn oldest(&self) -> Option<&Exchange> {
+        self.pending.front()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }

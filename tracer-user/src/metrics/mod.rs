@@ -63,10 +63,14 @@ struct ReasonLabels {
 }
 
 /// Counters the agent keeps elsewhere and exports as they are.
-const TOTALS: [(&str, &str); 3] = [
+const TOTALS: [(&str, &str); 7] = [
     ("pytracer_traceparent_invalid", "Requests whose traceparent broke the W3C rules; they started a new trace"),
     ("pytracer_spans_unsampled", "Requests whose caller's traceparent said not to record them: no span"),
     ("pytracer_otlp_retries", "OTLP export requests retried after 429/502/503/504 or a network error"),
+    ("pytracer_exit_spans", "Exit spans written: database queries and HTTP calls the traced processes made"),
+    ("pytracer_spans_stitched", "Server spans parented by a traced caller's call on the same host, without headers"),
+    ("pytracer_client_connections_unparsed", "Outgoing connections in a protocol pytracer does not parse (no spans)"),
+    ("pytracer_python_stacks", "Python stacks walked in the kernel (frame-evaluation windows and outgoing writes)"),
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -1,5 +1,6 @@
 //! A bounded `http_route` label for requests whose framework route is not known: ids in the path
-//! become `{id}`, and each service gets at most MAX_ROUTES distinct values before `_OTHER`.
+//! become `{id}`, and each service gets at most MAX_ROUTES distinct values before `_OTHER`. The
+//! same template is every server span's `url.template` (the wire's guess, never `http.route`).
 use std::collections::{HashMap, HashSet};
 
 pub const MAX_ROUTES: usize = 200;

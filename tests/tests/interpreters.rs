@@ -1,0 +1,94 @@
+//! Issue 6 end to end: on every pyenv CPython from 3.8 to 3.13, Gunicorn serving Flask and
+//! Django, traced with the frame-evaluation probe always on. Every span names the application
+//! function that handled it (code.function.name, code.file.path, code.line.number), exactly.
+use pytracer_tests::*;
+use serde_json::Value;
+
+fn assert_handler(span: &Value, file: &std::path::Path, function: &str, series: &str) {
+    let what = format!("CPython {series}, {} {}", attr_str(span, "http.request.method").unwrap_or("?"), span_path(span).unwrap_or("?"));
+    assert_eq!(attr_str(span, "code.function.name"), Some(function), "{what}: {span}");
+    assert_eq!(attr_str(span, "code.file.path"), Some(file.to_str().unwrap()), "{what}");
+    assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(file, function)), "{what}");
+}
+
+/// (method, path, body, status, handler)
+type Case = (&'static str, &'static str, &'static [u8], u16, &'static str);
+
+fn traced_handlers(series: &str, app: &str, file: &str, cases: &[Case]) {
+    let venv = interpreter_venv_dir(series);
+    let g = Gunicorn::start(GunicornOpts::sync(2).venv(venv.clone()).app(app));
+    let t = Tracer::start(&[g.pid()], &["--frame-eval", "always"]);
+    let mut sent = Vec::new();
+    for (method, path, body, status, _) in cases {
+        sent.push(send(g.port(), method, path, body, *status));
+    }
+    let r = t.stop();
+    assert_eq!(r.spans.len(), cases.len(), "CPython {series} {app}: {}\n{}", summarize(&r.spans), r.stderr);
+    let file = apps_dir().join(file);
+    for (s, (_, _, _, _, handler)) in sent.iter().zip(cases) {
+        let mine = spans_of_client(&r.spans, s.client_port);
+        assert_eq!(mine.len(), 1, "CPython {series}: client port {}", s.client_port);
+        assert_handler(mine[0], &file, handler, series);
+    }
+}
+
+#[test]
+fn flask_handlers_on_every_interpreter() {
+    if !require_interpreters() {
+        return;
+    }
+    for series in INTERPRETER_SERIES {
+        traced_handlers(
+            series,
+            "testapp:app",
+            "testapp.py",
+            &[
+                ("GET", "/hello", b"", 200, "hello"),
+                ("GET", "/users/42", b"", 200, "user"),
+                ("POST", "/items", b"name=x", 201, "create_item"),
+                ("GET", "/hello", b"", 200, "hello"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn django_handlers_on_every_interpreter() {
+    if !require_interpreters() {
+        return;
+    }
+    for series in INTERPRETER_SERIES {
+        traced_handlers(
+            series,
+            "djangoapp:application",
+            "djangoapp.py",
+            &[
+                ("GET", "/articles/2024/hello-world/", b"", 200, "article"),
+                ("GET", "/health/", b"", 200, "health"),
+                ("GET", "/articles/1999/x/", b"", 200, "article"),
+            ],
+        );
+    }
+}
+
+/// CPython 3.7 has no layout table: the process is traced wire-only, its spans exact, and the
+/// agent says why.
+#[test]
+fn unsupported_interpreter_gets_wire_spans() {
+    if !require_interpreters() {
+        return;
+    }
+    let venv = interpreter_venv_dir("3.7");
+    let g = Gunicorn::start(GunicornOpts::sync(1).venv(venv).app("wsgiapp:application"));
+    let t = Tracer::start(&[g.pid()], &["--frame-eval", "always"]);
+    let hello = send(g.port(), "GET", "/hello", b"", 200);
+    let missing = send(g.port(), "GET", "/nope/12", b"", 404);
+    let r = t.stop();
+    assert_eq!(r.spans.len(), 2, "{}", summarize(&r.spans));
+    for s in [&hello, &missing] {
+        let mine = spans_of_client(&r.spans, s.client_port);
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0]["attributes"], expected_attributes(s, g.port()), "wire-level attributes only, no code.*");
+    }
+    assert!(r.stderr.contains("is Python 3.7") && r.stderr.contains("supports Python 3.8 and later"), "{}", r.stderr);
+}

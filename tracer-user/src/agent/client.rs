@@ -1,0 +1,365 @@
+//! Outgoing connections of traced processes: the calls they carry become exit spans (kind
+//! client), children of the request span being served on the thread that made the call, named
+//! after the Python code that made it. The protocol is recognised from the first bytes written:
+//! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
+//!
+//! Same-host stitching: when a traced process accepts a TCP connection whose client address is
+//! the local address of another traced process's outgoing connection, the server span becomes the
+//! child of the call in flight on that connection, with no propagation header needed.
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::Agent;
+use crate::cpython::code::CodeInfo;
+use crate::db::{self, Call, PgConnection, Protocol, RedisConnection};
+use crate::http::connection::{Connection, Exchange};
+use crate::http::stream::Piece;
+use crate::http::traceparent::{self, Incoming};
+use crate::sockaddr::{self, Peer};
+use crate::span::{new_ids, Attributes, Span, SpanKind, Status, StatusCode};
+
+/// Calls remembered per connection between their first write and their end.
+const MAX_CALLS: usize = 64;
+/// Server requests whose ids were fixed early (an exit span needed them) and not yet settled.
+const MAX_ASSIGNED: usize = 65_536;
+/// How long before a write's entry its stack walk may be (the walk runs at the syscall's entry,
+/// just before the entry time is taken).
+const STACK_SLACK_NS: u64 = 1_000_000;
+
+pub(super) struct ClientConn {
+    peer: Peer,
+    /// This end's address: what the callee's accept sees as its client.
+    local: Option<(IpAddr, u16)>,
+    proto: Proto,
+    calls: VecDeque<CallCtx>,
+}
+
+enum Proto {
+    /// Nothing written yet.
+    Undecided,
+    /// Requests are what we write, responses what we read: the server-side parser, mirrored.
+    Http(Box<Connection>),
+    Postgres(Box<PgConnection>),
+    Redis(Box<RedisConnection>),
+    /// Not a protocol pytracer parses.
+    Other,
+}
+
+/// Ids of a span in its trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ids {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub trace_state: Option<String>,
+    /// The caller said "not sampled": neither this span nor its children are written.
+    pub sampled: bool,
+}
+
+/// What is known of a call at its first write: its ids and the Python code that made it.
+#[derive(Debug, Clone)]
+struct CallCtx {
+    start_ns: u64,
+    ids: Ids,
+    caller: Option<Arc<CodeInfo>>,
+}
+
+impl ClientConn {
+    fn new(peer: Peer, local: Option<(IpAddr, u16)>) -> Self {
+        ClientConn { peer, local, proto: Proto::Undecided, calls: VecDeque::new() }
+    }
+}
+
+/// An HTTP/1.x request line starts with an upper-case method token and a space.
+fn looks_like_http_request(b: &[u8]) -> bool {
+    let method_len = b.iter().take(16).take_while(|c| c.is_ascii_uppercase()).count();
+    method_len >= 3 && b.get(method_len) == Some(&b' ')
+}
+
+impl Agent {
+    pub(super) fn on_connect(&mut self, tgid: u32, fd: i32, addr: &[u8]) {
+        let peer = sockaddr::decode(addr);
+        if matches!(peer, Peer::Unknown) {
+            return;
+        }
+        // Read now, while the socket surely exists: the callee's accept will report this address.
+        let local = match (&peer, sockaddr::local_addr_of(tgid, fd)) {
+            (Peer::Inet { .. }, Some(Peer::Inet { ip, port })) => Some((ip, port)),
+            _ => None,
+        };
+        if let Some(l) = local {
+            self.clients_by_local.insert(l, (tgid, fd));
+        }
+        if let Some(old) = self.clients.insert((tgid, fd), ClientConn::new(peer, local)) {
+            self.forget_client_addr(old.local, (tgid, fd));
+        }
+    }
+
+    fn forget_client_addr(&mut self, local: Option<(IpAddr, u16)>, key: (u32, i32)) {
+        if let Some(l) = local {
+            if self.clients_by_local.get(&l) == Some(&key) {
+                self.clients_by_local.remove(&l);
+            }
+        }
+    }
+
+    pub(super) fn is_client(&self, tgid: u32, fd: i32) -> bool {
+        self.clients.contains_key(&(tgid, fd))
+    }
+
+    /// Data moved on an outgoing connection.
+    pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
+        let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
+        if is_write {
+            if matches!(c.proto, Proto::Undecided) {
+                c.proto = match db::detect(piece.data) {
+                    Some(Protocol::Postgres) => Proto::Postgres(Box::default()),
+                    Some(Protocol::Redis) => Proto::Redis(Box::default()),
+                    None if looks_like_http_request(piece.data) => Proto::Http(Box::default()),
+                    None => {
+                        self.stats.unparsed_client_connections += 1;
+                        Proto::Other
+                    }
+                };
+            }
+            if !matches!(c.proto, Proto::Other) {
+                if c.calls.len() == MAX_CALLS {
+                    c.calls.pop_front();
+                }
+                let ctx = self.call_ctx(tgid, tid, piece.start_ns);
+                c.calls.push_back(ctx);
+            }
+        }
+        let (exchanges, calls) = match &mut c.proto {
+            Proto::Http(h) => {
+                let out = if is_write { h.on_read(piece) } else { h.on_write(piece) };
+                (out.finished, Vec::new())
+            }
+            Proto::Postgres(p) => (Vec::new(), if is_write { p.on_write(piece) } else { p.on_read(piece) }),
+            Proto::Redis(r) => (Vec::new(), if is_write { r.on_write(piece) } else { r.on_read(piece) }),
+            Proto::Undecided | Proto::Other => (Vec::new(), Vec::new()),
+        };
+        self.finish_calls(tgid, &mut c, exchanges, calls);
+        self.clients.insert((tgid, fd), c);
+    }
+
+    pub(super) fn on_client_close(&mut self, tgid: u32, fd: i32) {
+        let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
+        self.forget_client_addr(c.local, (tgid, fd));
+        let (exchanges, calls) = match &mut c.proto {
+            Proto::Http(h) => (h.on_close().finished, Vec::new()),
+            Proto::Postgres(p) => (Vec::new(), p.on_close()),
+            Proto::Redis(r) => (Vec::new(), r.on_close()),
+            Proto::Undecided | Proto::Other => (Vec::new(), Vec::new()),
+        };
+        self.finish_calls(tgid, &mut c, exchanges, calls);
+    }
+
+    pub(super) fn forget_clients(&mut self, tgid: u32) {
+        let keys: Vec<_> = self.clients.keys().filter(|k| k.0 == tgid).copied().collect();
+        for k in keys {
+            self.on_client_close(k.0, k.1);
+        }
+    }
+
+    /// The ids and caller of a call whose first write started at `start_ns` on thread `tid`.
+    fn call_ctx(&mut self, tgid: u32, tid: u32, start_ns: u64) -> CallCtx {
+        let parent = self.active_server(tgid, tid).and_then(|fd| self.server_ids(tgid, fd));
+        let (_, span_id) = new_ids();
+        let ids = match parent {
+            Some(p) => Ids { trace_id: p.trace_id, span_id, parent_span_id: Some(p.span_id), trace_state: p.trace_state, sampled: p.sampled },
+            // A call made outside any request we saw (a background thread, start-up): its own trace.
+            None => Ids { trace_id: new_ids().0, span_id, parent_span_id: None, trace_state: None, sampled: true },
+        };
+        let caller = self.samples.caller(tgid, tid, start_ns.saturating_sub(STACK_SLACK_NS), start_ns);
+        CallCtx { start_ns, ids, caller }
+    }
+
+    /// The accepted connection whose request thread `tid` is serving.
+    fn active_server(&self, tgid: u32, tid: u32) -> Option<i32> {
+        self.conns.iter().find(|((t, _), c)| *t == tgid && c.tid == tid && c.http.oldest().is_some()).map(|((_, fd), _)| *fd)
+    }
+
+    /// The ids of the request being served on accepted connection (tgid, fd), fixed the first
+    /// time anyone asks: an exit span may need them long before the request's own span is made.
+    pub(super) fn server_ids(&mut self, tgid: u32, fd: i32) -> Option<Ids> {
+        let conn = self.conns.get(&(tgid, fd))?;
+        let x = conn.http.oldest()?;
+        let key = (tgid, fd, x.start_ns);
+        if let Some(ids) = self.assigned.get(&key) {
+            return Some(ids.clone());
+        }
+        let incoming = traceparent::parse(x.request.header("traceparent"), x.request.header("tracestate"));
+        let client = match conn.ctx.client {
+            Peer::Inet { ip, port } => Some((ip, port)),
+            _ => None,
+        };
+        let ids = self.ids_for_request(&incoming, client);
+        if self.assigned.len() >= MAX_ASSIGNED {
+            self.assigned.clear();
+        }
+        self.assigned.insert(key, ids.clone());
+        Some(ids)
+    }
+
+    /// A server span's ids: from the caller's traceparent; else, on the same host, from the
+    /// traced call whose socket is this request's client; else a new trace.
+    pub(super) fn ids_for_request(&mut self, incoming: &Incoming, client: Option<(IpAddr, u16)>) -> Ids {
+        let (_, span_id) = new_ids();
+        if let Incoming::Valid(p) = incoming {
+            return Ids { trace_id: p.trace_id.clone(), span_id, parent_span_id: Some(p.span_id.clone()), trace_state: p.trace_state.clone(), sampled: p.sampled };
+        }
+        let caller = client.and_then(|a| self.clients_by_local.get(&a)).and_then(|k| self.clients.get(k)).and_then(|c| c.calls.back());
+        if let Some(call) = caller {
+            self.stats.stitched += 1;
+            let i = &call.ids;
+            return Ids { trace_id: i.trace_id.clone(), span_id, parent_span_id: Some(i.span_id.clone()), trace_state: i.trace_state.clone(), sampled: i.sampled };
+        }
+        Ids { trace_id: new_ids().0, span_id, parent_span_id: None, trace_state: None, sampled: true }
+    }
+
+    /// The ids fixed for a request that is now settled, if any were.
+    pub(super) fn take_server_ids(&mut self, tgid: u32, fd: i32, start_ns: u64) -> Option<Ids> {
+        self.assigned.remove(&(tgid, fd, start_ns))
+    }
+
+    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, exchanges: Vec<Exchange>, calls: Vec<Call>) {
+        for x in exchanges {
+            let ctx = take_ctx(&mut c.calls, x.start_ns);
+            let span = http_client_span(&x, &c.peer, ctx.as_ref(), |t| self.clock.to_unix_ns(t));
+            self.write_exit_span(tgid, span, ctx.as_ref());
+        }
+        for call in calls {
+            let ctx = take_ctx(&mut c.calls, call.start_ns);
+            let span = db_span(&call, &c.peer, ctx.as_ref(), |t| self.clock.to_unix_ns(t));
+            self.write_exit_span(tgid, span, ctx.as_ref());
+        }
+    }
+
+    fn write_exit_span(&mut self, tgid: u32, mut span: Span, ctx: Option<&CallCtx>) {
+        if ctx.is_some_and(|c| !c.ids.sampled) {
+            self.stats.unsampled += 1;
+            return;
+        }
+        if let Some(t) = self.procs.get(&tgid) {
+            span.resource = t.resource.clone();
+        }
+        self.stats.exit_spans += 1;
+        self.emit(span);
+    }
+}
+
+/// The context of the call that started at `start_ns`; older ones never became calls (a
+/// PostgreSQL prepare, a write that was part of an earlier call) and are dropped.
+fn take_ctx(calls: &mut VecDeque<CallCtx>, start_ns: u64) -> Option<CallCtx> {
+    let i = calls.iter().position(|c| c.start_ns == start_ns)?;
+    calls.drain(..i);
+    calls.pop_front()
+}
+
+fn peer_attributes(a: &mut Attributes, peer: &Peer) {
+    match peer {
+        Peer::Inet { ip, port } => {
+            a.insert("server.address".into(), json!(ip.to_string()));
+            a.insert("server.port".into(), json!(port));
+            a.insert("network.peer.address".into(), json!(ip.to_string()));
+            a.insert("network.peer.port".into(), json!(port));
+        }
+        Peer::Unix { path } => {
+            a.insert("server.address".into(), json!(path));
+            a.insert("network.transport".into(), json!("unix"));
+        }
+        Peer::Unknown => {}
+    }
+}
+
+fn exit_span(name: String, start_ns: u64, end_ns: u64, ctx: Option<&CallCtx>, mut a: Attributes, error: bool, to_unix: impl Fn(u64) -> u64) -> Span {
+    let ids = match ctx {
+        Some(c) => c.ids.clone(),
+        None => {
+            let (trace_id, span_id) = new_ids();
+            Ids { trace_id, span_id, parent_span_id: None, trace_state: None, sampled: true }
+        }
+    };
+    if let Some(code) = ctx.and_then(|c| c.caller.as_ref()) {
+        a.insert("code.function.name".into(), json!(code.qualname));
+        a.insert("code.file.path".into(), json!(code.file));
+        a.insert("code.line.number".into(), json!(code.first_line));
+    }
+    Span {
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
+        parent_span_id: ids.parent_span_id,
+        trace_state: ids.trace_state,
+        name,
+        kind: SpanKind::Client,
+        start_time_unix_nano: to_unix(start_ns),
+        end_time_unix_nano: to_unix(end_ns),
+        status: Status { code: if error { StatusCode::Error } else { StatusCode::Unset } },
+        resource: Attributes::new(),
+        attributes: a,
+    }
+}
+
+fn http_client_span(x: &Exchange, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
+    let mut a = Attributes::new();
+    let req = &x.request;
+    a.insert("http.request.method".into(), json!(req.method));
+    peer_attributes(&mut a, peer);
+    let host = req.header("host").map(str::to_string).unwrap_or_else(|| match peer {
+        Peer::Inet { ip, port } => format!("{ip}:{port}"),
+        _ => "localhost".into(),
+    });
+    a.insert("url.full".into(), json!(format!("http://{host}{}", req.target)));
+    if let Some(tp) = req.header("traceparent") {
+        // The app propagates context itself: keep what it sent, so the callee's span can be found.
+        a.insert("http.request.header.traceparent".into(), json!([tp]));
+    }
+    let status = x.response.as_ref().map(|r| r.status);
+    if let Some(s) = status {
+        a.insert("http.response.status_code".into(), json!(s));
+    }
+    // For a client, 4xx is an error too (the call failed), unlike for a server.
+    let error = match (x.incomplete, status) {
+        (Some(why), _) => Some(why.as_str().to_string()),
+        (None, Some(s)) if s >= 400 => Some(s.to_string()),
+        _ => None,
+    };
+    if let Some(e) = &error {
+        a.insert("error.type".into(), json!(e));
+    }
+    exit_span(req.method.clone(), x.start_ns, x.end_ns, ctx, a, error.is_some(), to_unix)
+}
+
+fn db_span(call: &Call, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
+    let mut a = call.attributes.clone();
+    peer_attributes(&mut a, peer);
+    exit_span(call.span_name(), call.start_ns, call.end_ns, ctx, a, call.error.is_some(), to_unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_request_lines_are_recognised() {
+        assert!(looks_like_http_request(b"GET /items/2 HTTP/1.1\r\n"));
+        assert!(looks_like_http_request(b"DELETE / HTTP/1.1\r\n"));
+        assert!(!looks_like_http_request(b"\x16\x03\x01\x02\x00"), "TLS");
+        assert!(!looks_like_http_request(b"*2\r\n$3\r\nGET\r\n"), "Redis");
+        assert!(!looks_like_http_request(b"\x12\x34\x01\x00\x00\x01"), "DNS");
+    }
+
+    #[test]
+    fn a_call_takes_the_context_of_its_first_write() {
+        let ctx = |start_ns| CallCtx { start_ns, ids: Ids { trace_id: "t".into(), span_id: format!("{start_ns}"), parent_span_id: None, trace_state: None, sampled: true }, caller: None };
+        let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(3)].into();
+        assert_eq!(take_ctx(&mut q, 2).unwrap().ids.span_id, "2");
+        assert_eq!(q.len(), 1, "the write at 1 never became a call");
+        assert!(take_ctx(&mut q, 9).is_none());
+        assert_eq!(q.len(), 1);
+    }
+}

@@ -1,0 +1,111 @@
+//! When the stack-walking uprobe on `_PyEval_EvalFrameDefault` is attached, per traced process.
+//! It traps ~120 times per Flask request, so by default it is attached only for short windows;
+//! `always` keeps it on. Per process (never for every process mapping the library), and a forked
+//! child needs its own attachment: a per-process uprobe is not inherited.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pytracer_config::{FrameEval, FrameEvalMode};
+
+use super::Agent;
+use crate::bpf::probes::FrameEvalLink;
+
+/// Where the probe goes in one process's interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Site {
+    pub path: PathBuf,
+    /// File offset of the first instruction after any endbr64.
+    pub offset: u64,
+}
+
+#[derive(Default)]
+pub(super) struct FrameEvalProbes {
+    sites: HashMap<u32, Site>,
+    links: HashMap<u32, FrameEvalLink>,
+    /// Sampled mode: when the current window closes, or when the next one opens.
+    window_end: Option<Instant>,
+    next_window: Option<Instant>,
+    pub attach_errors: u64,
+}
+
+impl FrameEvalProbes {
+    fn on(&self, cfg: &FrameEval) -> bool {
+        match cfg.mode {
+            FrameEvalMode::Always => true,
+            FrameEvalMode::Sampled => self.window_end.is_some(),
+            FrameEvalMode::Off => false,
+        }
+    }
+}
+
+impl Agent {
+    /// A process whose interpreter the walk can read: attach now if a window is open (or always).
+    pub(super) fn frame_eval_site(&mut self, pid: u32, site: Site) {
+        self.frame_eval.sites.insert(pid, site);
+        if self.frame_eval.on(&self.config.cpython.frame_eval) {
+            self.frame_eval_attach(pid);
+        }
+    }
+
+    pub(super) fn frame_eval_site_of(&self, pid: u32) -> Option<Site> {
+        self.frame_eval.sites.get(&pid).cloned()
+    }
+
+    pub(super) fn frame_eval_forget(&mut self, pid: u32) {
+        self.frame_eval.sites.remove(&pid);
+        if let Some(link) = self.frame_eval.links.remove(&pid) {
+            self.probes.detach_frame_eval(link);
+        }
+    }
+
+    fn frame_eval_attach(&mut self, pid: u32) {
+        if self.frame_eval.links.contains_key(&pid) {
+            return;
+        }
+        let Some(site) = self.frame_eval.sites.get(&pid) else { return };
+        match self.probes.attach_frame_eval(pid, &site.path, site.offset) {
+            Ok(link) => {
+                self.frame_eval.links.insert(pid, link);
+            }
+            Err(e) => {
+                self.frame_eval.attach_errors += 1;
+                self.metrics.attach_error("frame_eval_probe");
+                if self.frame_eval.attach_errors <= 3 {
+                    eprintln!("pytracer: no handler code for pid {pid}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Opens and closes sampled windows; called from the 10 ms drain timer.
+    pub(super) fn frame_eval_windows(&mut self) {
+        let cfg = self.config.cpython.frame_eval.clone();
+        if cfg.mode != FrameEvalMode::Sampled {
+            return;
+        }
+        let now = Instant::now();
+        match self.frame_eval.window_end {
+            Some(end) if now >= end => {
+                self.frame_eval.window_end = None;
+                self.frame_eval.next_window = Some(now + Duration::from_secs_f64(cfg.every_seconds) - Duration::from_millis(cfg.window_ms));
+                let links: Vec<_> = self.frame_eval.links.drain().collect();
+                for (_, link) in links {
+                    self.probes.detach_frame_eval(link);
+                }
+            }
+            Some(_) => {}
+            None => {
+                // The first window opens a little after start, once the servers are found.
+                let next = *self.frame_eval.next_window.get_or_insert(now + Duration::from_secs(1));
+                if now >= next {
+                    self.frame_eval.window_end = Some(now + Duration::from_millis(cfg.window_ms));
+                    let pids: Vec<u32> = self.frame_eval.sites.keys().copied().collect();
+                    for pid in pids {
+                        self.frame_eval_attach(pid);
+                    }
+                }
+            }
+        }
+    }
+}

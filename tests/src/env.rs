@@ -151,3 +151,22 @@ pub fn require_interpreters() -> bool {
         .collect();
     gate(missing) && require_privileged()
 }
+
+/// The Debian trixie chroot (CPython 3.13.5: static, stripped, CET, USDT) that `cargo xtask
+/// setup` makes with debootstrap: `$PYTRACER_TRIXIE_CHROOT`, else /var/cache/pytracer-chroots/trixie.
+/// Outside the repository, so a fresh clone reuses it (it takes about 2 minutes and 0.6 GB).
+pub fn trixie_chroot() -> PathBuf {
+    match std::env::var_os("PYTRACER_TRIXIE_CHROOT") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from("/var/cache/pytracer-chroots/trixie"),
+    }
+}
+
+/// [`require_privileged`], plus the trixie chroot with its venv.
+pub fn require_trixie_chroot() -> bool {
+    let g = trixie_chroot().join("opt/venv/bin/gunicorn");
+    if !g.is_file() {
+        return gate(vec![format!("{} not found (run `cargo xtask setup`)", g.display())]);
+    }
+    require_privileged()
+}

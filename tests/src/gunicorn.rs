@@ -33,6 +33,9 @@ pub struct GunicornOpts {
     pub app: String,
     /// The virtualenv whose gunicorn runs; the default test venv when None.
     pub venv: Option<PathBuf>,
+    /// Run inside this Debian chroot (made by `cargo xtask setup`: its venv at /opt/venv, the
+    /// test apps copied to /app), as a containerised service would.
+    pub chroot: Option<PathBuf>,
 }
 
 impl GunicornOpts {
@@ -45,7 +48,14 @@ impl GunicornOpts {
             env: Vec::new(),
             app: "testapp:app".into(),
             venv: None,
+            chroot: None,
         }
+    }
+
+    /// Run inside the chroot at `root` (see [`GunicornOpts::chroot`]).
+    pub fn chroot(mut self, root: PathBuf) -> Self {
+        self.chroot = Some(root);
+        self
     }
 
     /// Serve another WSGI app of tests/apps, e.g. `djangoapp:application`.
@@ -145,12 +155,33 @@ impl Gunicorn {
         let dir = TempDir::new("gunicorn")?;
         let port = free_port()?;
         let log_path = dir.path().join("gunicorn.log");
-        let ready_dir = dir.path().join("ready");
-        std::fs::create_dir_all(&ready_dir)?;
         let log = File::create(&log_path)?;
 
-        let bin = opts.venv.as_ref().map_or_else(gunicorn_bin, |v| v.join("bin").join("gunicorn"));
-        let mut cmd = Command::new(&bin);
+        // Inside a chroot the app sees its own paths: the ready markers go to a directory under
+        // the chroot's /tmp, watched from here through the host path.
+        let (mut cmd, bin, venv, ready_dir, ready_env, chdir) = match &opts.chroot {
+            Some(root) => {
+                let inside = PathBuf::from("/tmp").join(dir.path().file_name().expect("temp dir name"));
+                let ready = root.join(inside.strip_prefix("/").expect("absolute"));
+                std::fs::create_dir_all(&ready)?;
+                std::fs::create_dir_all(root.join("app"))?;
+                for entry in std::fs::read_dir(apps_dir())? {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|e| e == "py") {
+                        std::fs::copy(&path, root.join("app").join(path.file_name().expect("file name")))?;
+                    }
+                }
+                let mut cmd = Command::new("chroot");
+                cmd.arg(root).arg("/opt/venv/bin/gunicorn");
+                (cmd, PathBuf::from("chroot"), Some(root.join("opt/venv")), ready, inside, PathBuf::from("/app"))
+            }
+            None => {
+                let ready = dir.path().join("ready");
+                std::fs::create_dir_all(&ready)?;
+                let bin = opts.venv.as_ref().map_or_else(gunicorn_bin, |v| v.join("bin").join("gunicorn"));
+                (Command::new(&bin), bin, opts.venv.clone(), ready.clone(), ready, apps_dir())
+            }
+        };
         cmd.arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--workers")
@@ -166,16 +197,16 @@ impl Gunicorn {
             .extra_args
             .iter()
             .any(|a| a.starts_with("--control-socket") || a == "--no-control-socket");
-        if !sets_control && has_control_socket(opts.venv.as_deref()) {
+        if !sets_control && has_control_socket(venv.as_deref()) {
             cmd.arg("--control-socket")
                 .arg(dir.path().join("gunicorn.ctl"));
         }
         cmd.arg("--chdir")
-            .arg(apps_dir())
+            .arg(chdir)
             .args(&opts.extra_args)
             .arg(&opts.app)
             .env("PYTHONUNBUFFERED", "1")
-            .env("PYTRACER_TESTAPP_READY_DIR", &ready_dir)
+            .env("PYTRACER_TESTAPP_READY_DIR", &ready_env)
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -4,19 +4,29 @@
 use pytracer_tests::*;
 use serde_json::Value;
 
-fn assert_handler(span: &Value, file: &std::path::Path, function: &str, series: &str) {
+fn assert_handler(span: &Value, (seen_as, source): (&std::path::Path, &std::path::Path), function: &str, series: &str) {
     let what = format!("CPython {series}, {} {}", attr_str(span, "http.request.method").unwrap_or("?"), span_path(span).unwrap_or("?"));
     assert_eq!(attr_str(span, "code.function.name"), Some(function), "{what}: {span}");
-    assert_eq!(attr_str(span, "code.file.path"), Some(file.to_str().unwrap()), "{what}");
-    assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(file, function)), "{what}");
+    assert_eq!(attr_str(span, "code.file.path"), Some(seen_as.to_str().unwrap()), "{what}");
+    assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(source, function)), "{what}");
 }
 
 /// (method, path, body, status, handler)
 type Case = (&'static str, &'static str, &'static [u8], u16, &'static str);
 
 fn traced_handlers(series: &str, app: &str, file: &str, cases: &[Case]) {
-    let venv = interpreter_venv_dir(series);
-    let g = Gunicorn::start(GunicornOpts::sync(2).venv(venv.clone()).app(app));
+    traced_handlers_in(interpreter_venv_dir(series), series, app, file, cases)
+}
+
+fn traced_handlers_in(venv: std::path::PathBuf, series: &str, app: &str, file: &str, cases: &[Case]) {
+    let file = apps_dir().join(file);
+    traced_with(GunicornOpts::sync(2).venv(venv).app(app), series, app, (&file, &file), cases)
+}
+
+/// `file`: the app's path as the traced process sees it (code.file.path), and where its source
+/// is read on this host (for the expected line numbers).
+fn traced_with(opts: GunicornOpts, series: &str, app: &str, file: (&std::path::Path, &std::path::Path), cases: &[Case]) {
+    let g = Gunicorn::start(opts);
     let t = Tracer::start(&[g.pid()], &["--frame-eval", "always"]);
     let mut sent = Vec::new();
     for (method, path, body, status, _) in cases {
@@ -24,11 +34,10 @@ fn traced_handlers(series: &str, app: &str, file: &str, cases: &[Case]) {
     }
     let r = t.stop();
     assert_eq!(r.spans.len(), cases.len(), "CPython {series} {app}: {}\n{}", summarize(&r.spans), r.stderr);
-    let file = apps_dir().join(file);
     for (s, (_, _, _, _, handler)) in sent.iter().zip(cases) {
         let mine = spans_of_client(&r.spans, s.client_port);
         assert_eq!(mine.len(), 1, "CPython {series}: client port {}", s.client_port);
-        assert_handler(mine[0], &file, handler, series);
+        assert_handler(mine[0], file, handler, series);
     }
 }
 
@@ -49,6 +58,39 @@ fn flask_handlers_on_every_interpreter() {
                 ("GET", "/hello", b"", 200, "hello"),
             ],
         );
+    }
+}
+
+/// Debian's python3.11: a static, stripped executable (no libpython mapped), CET-enabled.
+#[test]
+fn flask_handlers_on_debian_static_python() {
+    if !require_privileged_debian() {
+        return;
+    }
+    traced_handlers_in(
+        debian_venv_dir(),
+        "3.11 (Debian, static)",
+        "testapp:app",
+        "testapp.py",
+        &[("GET", "/hello", b"", 200, "hello"), ("GET", "/users/42", b"", 200, "user"), ("POST", "/items", b"name=x", 201, "create_item")],
+    );
+}
+
+/// Debian trixie's python3.13 in a chroot: static, stripped, `_PyEval_EvalFrameDefault` starting
+/// with endbr64 (the probe goes after it), offsets from `_Py_DebugOffsets`, files reached through
+/// /proc/PID/root. The app's files are the chroot's paths.
+#[test]
+fn flask_and_django_handlers_in_a_debian_trixie_chroot() {
+    if !require_trixie_chroot() {
+        return;
+    }
+    let root = trixie_chroot();
+    for (app, file, cases) in [
+        ("testapp:app", "testapp.py", &[("GET", "/hello", &b""[..], 200, "hello"), ("GET", "/users/42", b"", 200, "user")][..]),
+        ("djangoapp:application", "djangoapp.py", &[("GET", "/articles/2024/hello-world/", &b""[..], 200, "article"), ("GET", "/health/", b"", 200, "health")][..]),
+    ] {
+        let seen_as = std::path::Path::new("/app").join(file);
+        traced_with(GunicornOpts::sync(2).chroot(root.clone()).app(app), "3.13 (Debian trixie, chroot)", app, (&seen_as, &apps_dir().join(file)), cases);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Project chores, run as `cargo xtask <task>` (alias in .cargo/config.toml).
 mod bench;
+mod chroot;
 mod cmd;
 mod demo;
 mod fuzz;

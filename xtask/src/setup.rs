@@ -30,6 +30,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "postgresql",
     "redis-server",
+    // The trixie chroot of the interpreter tests (crate::chroot).
+    "debootstrap",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Written into the virtualenv once pip has installed requirements.txt with this interpreter.
@@ -52,6 +54,7 @@ pub fn run() -> Result<()> {
         venv(&Venv::interpreter(series))?;
     }
     venv(&Venv::unsupported())?;
+    step("debian trixie chroot (CPython 3.13) in /var/cache/pytracer-chroots", crate::chroot::plan, crate::chroot::install)?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -29,10 +29,12 @@ pub enum Config {
     E,
     /// C plus the opt-in GIL-wait probe.
     F,
+    /// C with the frame-evaluation stack walk always on (opt-in; C opens it in sampled windows).
+    G,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [Config::A, Config::B, Config::C, Config::D, Config::E, Config::F];
+    pub const ALL: [Config; 7] = [Config::A, Config::B, Config::C, Config::D, Config::E, Config::F, Config::G];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -42,6 +44,7 @@ impl Config {
             Config::D => "D OpenTelemetry auto-instr.",
             Config::E => "E Instana sensor",
             Config::F => "F pytracer + GIL wait (opt-in)",
+            Config::G => "G pytracer + frame-eval always (opt-in)",
         }
     }
 
@@ -53,6 +56,7 @@ impl Config {
             Config::D => "D",
             Config::E => "E",
             Config::F => "F",
+            Config::G => "G",
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct ProbeHits {
     pub events: f64,
     pub gc_pauses: f64,
     pub gil_waits: f64,
+    /// Python stacks walked (frame-evaluation hits while the probe is attached).
+    pub stacks: f64,
 }
 
 pub struct Running {
@@ -97,11 +103,11 @@ pub struct Env {
     pub pytracer: PathBuf,
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn bench_dir() -> PathBuf {
+pub(super) fn bench_dir() -> PathBuf {
     paths::repo_root().join("bench")
 }
 
@@ -118,8 +124,8 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
     wait_for_port(port, &gunicorn, Duration::from_secs(30))?;
     let mut metrics_port = None;
     let pytracer = match config {
-        Config::B => Some(start_pytracer(env, &["trace", "--pid", &gunicorn.pid().to_string()], dir.path())?),
-        Config::C | Config::F => {
+        Config::B => Some(start_pytracer(env, &["trace", "--frame-eval", "off", "--pid", &gunicorn.pid().to_string()], dir.path())?),
+        Config::C | Config::F | Config::G => {
             // Discovery limited to this app's Gunicorn: its `--bind` argument, which neither stray
             // Gunicorns nor wrk (whose command line holds the URL) have.
             let cfg = dir.path().join("pytracer.yaml");
@@ -128,8 +134,9 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
             fs::write(
                 &cfg,
                 format!(
-                    "discovery:\n  whitelist: [\"--bind 127.0.0.1:{port}\"]\nmetrics:\n  listen: 127.0.0.1:{mport}\ncpython:\n  gil_wait: {}\n",
-                    config == Config::F
+                    "discovery:\n  whitelist: [\"--bind 127.0.0.1:{port}\"]\nmetrics:\n  listen: 127.0.0.1:{mport}\ncpython:\n  gil_wait: {}\n  frame_eval:\n    mode: {}\n",
+                    config == Config::F,
+                    if config == Config::G { "always" } else { "sampled" }
                 ),
             )?;
             Some(start_pytracer(env, &["run", "--config", cfg.to_str().unwrap()], dir.path())?)
@@ -230,6 +237,7 @@ impl Running {
             events: sum("pytracer_events_received_total"),
             gc_pauses: sum("cpython_gc_pause_seconds_count"),
             gil_waits: sum("cpython_gil_wait_seconds_count"),
+            stacks: sum("pytracer_python_stacks_total"),
         }))
     }
 
@@ -324,7 +332,7 @@ fn start_sink(name: &'static str, script: &str, env: &Env, dir: &Path) -> Result
     Ok((sink, port))
 }
 
-fn start_pytracer(env: &Env, args: &[&str], dir: &Path) -> Result<(Supervised, PathBuf, PathBuf)> {
+pub(super) fn start_pytracer(env: &Env, args: &[&str], dir: &Path) -> Result<(Supervised, PathBuf, PathBuf)> {
     let out = dir.join("spans.jsonl");
     let err = dir.join("pytracer.err");
     let child = Command::new(&env.pytracer)
@@ -351,7 +359,7 @@ fn start_pytracer(env: &Env, args: &[&str], dir: &Path) -> Result<(Supervised, P
     }
 }
 
-fn wait_for_port(port: u16, owner: &Supervised, timeout: Duration) -> Result<()> {
+pub(super) fn wait_for_port(port: u16, owner: &Supervised, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -364,7 +372,7 @@ fn wait_for_port(port: u16, owner: &Supervised, timeout: Duration) -> Result<()>
 }
 
 /// A plain GET on its own connection; returns the body.
-fn get(port: u16, path: &str) -> Result<String> {
+pub(super) fn get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
@@ -380,16 +388,16 @@ fn get(port: u16, path: &str) -> Result<String> {
 }
 
 /// A scratch directory for one configuration's logs, removed afterwards.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir> {
+    pub(super) fn new() -> Result<TempDir> {
         let base = std::env::temp_dir().join(format!("pytracer-bench-{}-{}", std::process::id(), rand_suffix()));
         fs::create_dir_all(&base)?;
         Ok(TempDir(base))
     }
 
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -4,6 +4,7 @@
 //! Configurations are alternated (A B C D E F A B C D E F ...) so that slow drifts of this nested VM
 //! hit all of them alike; medians are reported with the min and max across rounds.
 mod configs;
+mod interpreters;
 mod report;
 mod wrk;
 
@@ -85,7 +86,9 @@ pub fn run(opts: Options) -> Result<()> {
         }
     }
 
-    let summary = report::write(&opts, &samples, &runs, &capacity, started.elapsed())?;
+    let per_interpreter = interpreters::measure(&env.pytracer, opts.seconds.min(4), opts.connections)?;
+
+    let summary = report::write(&opts, &samples, &runs, &capacity, &per_interpreter, started.elapsed())?;
     println!("{summary}");
     Ok(())
 }

@@ -32,7 +32,14 @@ fn of<'a>(samples: &'a [Sample], c: Config, route: &str) -> impl Iterator<Item =
     samples.iter().filter(move |s| s.config == c && s.route == route)
 }
 
-pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[CapacityStep], took: Duration) -> Result<String> {
+pub fn write(
+    opts: &Options,
+    samples: &[Sample],
+    runs: &[Run],
+    capacity: &[CapacityStep],
+    per_interpreter: &[super::interpreters::InterpreterCost],
+    took: Duration,
+) -> Result<String> {
     let mut md = String::new();
     let mut summary = String::new();
     writeln!(md, "# pytracer benchmark results\n")?;
@@ -110,7 +117,7 @@ pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[Capac
     writeln!(md, "\n## The agent's own cost (pytracer)\n")?;
     writeln!(md, "| configuration | CPU s per 1000 requests | peak RSS MiB | kernel drops |")?;
     writeln!(md, "|---|---|---|---|")?;
-    for c in [Config::B, Config::C, Config::F] {
+    for c in [Config::B, Config::C, Config::F, Config::G] {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.config == c).collect();
         if mine.is_empty() {
             continue;
@@ -129,18 +136,39 @@ pub fn write(opts: &Options, samples: &[Sample], runs: &[Run], capacity: &[Capac
         "From the agent's own /metrics at the end of each round (`pytracer run` configurations), over all requests \
          of the round. Kernel records are the syscall-tracepoint records delivered (accept, reads, writes, close); \
          GC pauses are uprobe-pair hits on the collector; GIL waits are uprobe-pair hits on PyEval_RestoreThread \
-         (opt-in, F only). Their cost shows as F against C in the throughput table.\n"
+         (opt-in, F only). Python stacks are walks made by the frame-evaluation uprobe: in C only during its \
+         sampled windows (200 ms every 10 s), in G on every entry of _PyEval_EvalFrameDefault. Their cost shows as F \
+         and G against C in the throughput table.\n"
     )?;
-    writeln!(md, "| configuration | kernel records/request | GC-pause probe hits/request | GIL-wait probe hits/request |")?;
-    writeln!(md, "|---|---|---|---|")?;
-    for c in [Config::C, Config::F] {
+    writeln!(md, "| configuration | kernel records/request | GC-pause probe hits/request | GIL-wait probe hits/request | Python stacks/request |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for c in [Config::C, Config::F, Config::G] {
         let per = |f: fn(&super::configs::ProbeHits) -> f64| {
             stat(runs.iter().filter(|r| r.config == c).filter_map(|r| r.counts.probe_hits.map(|h| f(&h) / r.requests.max(1) as f64)).collect())
         };
-        let (Some(ev), Some(gc), Some(gil)) = (per(|h| h.events), per(|h| h.gc_pauses), per(|h| h.gil_waits)) else { continue };
+        let (Some(ev), Some(gc), Some(gil), Some(st)) = (per(|h| h.events), per(|h| h.gc_pauses), per(|h| h.gil_waits), per(|h| h.stacks)) else { continue };
         // `+ 0.0` turns a median of -0.0 into 0.0 for printing.
-        writeln!(md, "| {} | {:.2} | {:.3} | {:.1} |", c.label(), ev.median, gc.median, gil.median + 0.0)?;
-        writeln!(summary, "probes {}: {:.2} kernel records, {:.3} GC-pause hits, {:.1} GIL-wait hits per request", c.key(), ev.median, gc.median, gil.median + 0.0)?;
+        writeln!(md, "| {} | {:.2} | {:.3} | {:.1} | {:.2} |", c.label(), ev.median, gc.median, gil.median + 0.0, st.median + 0.0)?;
+        writeln!(summary, "probes {}: {:.2} kernel records, {:.3} GC-pause hits, {:.1} GIL-wait hits, {:.2} Python stacks per request", c.key(), ev.median, gc.median, gil.median + 0.0, st.median + 0.0)?;
+    }
+
+    if !per_interpreter.is_empty() {
+        writeln!(md, "\n## Frame-evaluation probe per interpreter\n")?;
+        writeln!(
+            md,
+            "The same app on each interpreter, `/users/42`, one run each: untraced, then `pytracer trace --frame-eval always` \
+             (the opt-in mode; by default the probe is attached 200 ms every 10 s). Python stacks per request are the probe's \
+             hits: 3.8–3.10 enter `_PyEval_EvalFrameDefault` on every Python call, 3.11+ only from C. Added µs per request = \
+             {} cores × (1/traced − 1/untraced).\n",
+            cores()
+        )?;
+        writeln!(md, "| interpreter | untraced req/s | traced req/s | ratio | Python stacks/request | added µs/request |")?;
+        writeln!(md, "|---|---|---|---|---|---|")?;
+        for c in per_interpreter {
+            let added = cores() * (1.0 / c.traced_rps - 1.0 / c.untraced_rps) * 1e6;
+            writeln!(md, "| {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} |", c.name, c.untraced_rps, c.traced_rps, c.traced_rps / c.untraced_rps, c.stacks_per_request, added)?;
+            writeln!(summary, "frame-eval {}: ratio {:.2}, {:.1} stacks/request, +{:.0} µs/request", c.name, c.traced_rps / c.untraced_rps, c.stacks_per_request, added)?;
+        }
     }
 
     if !capacity.is_empty() {

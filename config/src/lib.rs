@@ -69,6 +69,9 @@ pub struct FrameEval {
     pub mode: FrameEvalMode,
     pub window_ms: u64,
     pub every_seconds: f64,
+    /// Sampled mode: the least time between two stack walks on one thread, in microseconds.
+    /// Each walk costs ~10-20 µs; a few per request find the handler. `always` walks every hit.
+    pub min_walk_gap_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -81,7 +84,7 @@ pub enum FrameEvalMode {
 
 impl Default for FrameEval {
     fn default() -> Self {
-        FrameEval { mode: FrameEvalMode::Sampled, window_ms: 200, every_seconds: 10.0 }
+        FrameEval { mode: FrameEvalMode::Sampled, window_ms: 100, every_seconds: 10.0, min_walk_gap_us: 250 }
     }
 }
 

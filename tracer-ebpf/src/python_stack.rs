@@ -8,12 +8,16 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 use tracer_common::*;
 
 use crate::{count_drop, ids, wakeup_flags, EVENTS};
+use aya_ebpf::bindings::BPF_RB_AVAIL_DATA;
+
+/// Unread bytes in the 4 MiB ring buffer above which stacks are not sent.
+const STACK_SHARE_BYTES: u64 = 1 << 20;
 
 #[map]
 pub static PY_OFFSETS: HashMap<u32, PyOffsets> = HashMap::with_max_entries(MAX_TRACKED_PIDS, 0);
@@ -21,6 +25,10 @@ pub static PY_OFFSETS: HashMap<u32, PyOffsets> = HashMap::with_max_entries(MAX_T
 /// Kernel facts from the agent (KCONFIG_* indexes), read from the kernel's BTF.
 #[map]
 static KCONFIG: Array<u64> = Array::with_max_entries(KCONFIG_LEN, 0);
+
+/// When each thread last walked from the frame-evaluation probe (for KCONFIG_WALK_GAP_NS).
+#[map]
+static LAST_WALK: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
 
 #[map]
 static STACK_SCRATCH: PerCpuArray<StackScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -73,6 +81,16 @@ pub fn py_frame_eval(ctx: ProbeContext) -> u32 {
     let (_, tgid, tid) = ids();
     let Some(off) = PY_OFFSETS.get_ptr(tgid) else { return 0 };
     let off = unsafe { *off };
+    let gap = KCONFIG.get(KCONFIG_WALK_GAP_NS).copied().unwrap_or(0);
+    if gap != 0 {
+        let now = unsafe { bpf_ktime_get_ns() };
+        if let Some(last) = LAST_WALK.get_ptr(tid) {
+            if now.wrapping_sub(unsafe { *last }) < gap {
+                return 0;
+            }
+        }
+        let _ = LAST_WALK.insert(tid, now, 0);
+    }
     // Constant argument indexes only: the verifier rejects a context read at a variable offset.
     let a0 = ctx.arg::<u64>(0).unwrap_or(0);
     let a1 = ctx.arg::<u64>(1).unwrap_or(0);
@@ -250,6 +268,12 @@ fn finish_walk(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32) {
     let depth = unsafe { core::ptr::read_volatile(&(*s).ev.depth) } as usize;
     let s = unsafe { &mut *s };
     if depth == 0 || depth > MAX_STACK_FRAMES {
+        return;
+    }
+    // Stacks may fill only part of the ring buffer: a burst of them (a frame-evaluation window
+    // on a busy server) must not crowd out the records that make the spans.
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > STACK_SHARE_BYTES {
+        count_drop(DropReason::StackThrottled);
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };

@@ -59,8 +59,8 @@ enum Task {
         /// wrk connections (fixed concurrency)
         #[arg(long, default_value_t = 8)]
         connections: u32,
-        /// Configurations to run, from A B C D E F
-        #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
+        /// Configurations to run, from A B C D E F G
+        #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F,G")]
         configs: Vec<String>,
     },
 }
@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
                     bench::Config::ALL
                         .into_iter()
                         .find(|k| k.key().eq_ignore_ascii_case(c.trim()))
-                        .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E, F"))
+                        .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E, F, G"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             bench::run(bench::Options { rounds, seconds, connections, configs })

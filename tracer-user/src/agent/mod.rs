@@ -121,7 +121,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             read_target(pid)?;
         }
     }
-    let (probes, ring) = Probes::load()?;
+    let (mut probes, ring) = Probes::load()?;
+    let fe = &opts.config.cpython.frame_eval;
+    // `always` is for exact attribution: every hit walks. Sampled windows walk a few times per request.
+    probes.set_walk_gap(if fe.mode == pytracer_config::FrameEvalMode::Sampled { fe.min_walk_gap_us * 1000 } else { 0 })?;
     let (metrics, registry) = Metrics::new();
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;

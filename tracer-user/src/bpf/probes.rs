@@ -131,6 +131,13 @@ impl Probes {
             .map_err(|source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source })
     }
 
+    /// The least time between two frame-evaluation walks on one thread (0: every hit).
+    pub fn set_walk_gap(&mut self, ns: u64) -> Result<(), ProbeError> {
+        let mut config: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?).map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
+        config.set(tracer_common::KCONFIG_WALK_GAP_NS, ns, 0).map_err(|source| ProbeError::Map { map: "KCONFIG", source })
+    }
+
     /// Tells the stack walk how to read `pid`'s interpreter (its children inherit it at fork).
     pub fn set_py_offsets(&mut self, pid: u32, offsets: PyOffsets) -> Result<(), ProbeError> {
         self.py_offsets.insert(pid, offsets, 0).map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })

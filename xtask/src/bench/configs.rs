@@ -270,11 +270,18 @@ impl Running {
     }
 }
 
-/// Sum of the `kernel_dropped[...]` counters in pytracer's exit summary.
+/// Sum of the `kernel_dropped[...]` counters in pytracer's exit summary that can cost a span:
+/// `stack_throttled` (Python stacks held back in a frame-evaluation window) only costs a
+/// handler name, and is reported apart.
 pub fn kernel_drops(stderr: &str) -> u64 {
     let Some(line) = stderr.lines().rev().find(|l| l.contains("kernel_dropped[")) else { return 0 };
     let inner = line.split("kernel_dropped[").nth(1).and_then(|r| r.split(']').next()).unwrap_or("");
-    inner.split_whitespace().filter_map(|kv| kv.split_once('=')).filter_map(|(_, v)| v.parse::<u64>().ok()).sum()
+    inner
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k != "stack_throttled")
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
 }
 
 fn count_lines(path: &Path) -> u64 {

@@ -137,7 +137,7 @@ pub fn write(
          of the round. Kernel records are the syscall-tracepoint records delivered (accept, reads, writes, close); \
          GC pauses are uprobe-pair hits on the collector; GIL waits are uprobe-pair hits on PyEval_RestoreThread \
          (opt-in, F only). Python stacks are walks made by the frame-evaluation uprobe: in C only during its \
-         sampled windows (200 ms every 10 s), in G on every entry of _PyEval_EvalFrameDefault. Their cost shows as F \
+         sampled windows (100 ms every 10 s, at most one walk per thread per 250 µs), in G on every entry of _PyEval_EvalFrameDefault. Their cost shows as F \
          and G against C in the throughput table.\n"
     )?;
     writeln!(md, "| configuration | kernel records/request | GC-pause probe hits/request | GIL-wait probe hits/request | Python stacks/request |")?;
@@ -157,7 +157,7 @@ pub fn write(
         writeln!(
             md,
             "The same app on each interpreter, `/users/42`, one run each: untraced, then `pytracer trace --frame-eval always` \
-             (the opt-in mode; by default the probe is attached 200 ms every 10 s). Python stacks per request are the probe's \
+             (the opt-in mode; by default the probe is attached 100 ms every 10 s and walks at most once per 250 µs per thread). Python stacks per request are the probe's \
              hits: 3.8–3.10 enter `_PyEval_EvalFrameDefault` on every Python call, 3.11+ only from C. Added µs per request = \
              {} cores × (1/traced − 1/untraced).\n",
             cores()

@@ -4,7 +4,7 @@ The handlers are plain functions here so the tests can assert exactly which func
 first line handled each request, from outside the process.
 """
 
-import os
+from testready import mark_ready
 
 from django.conf import settings
 
@@ -38,12 +38,4 @@ urlpatterns = [
 application = get_wsgi_application()
 
 
-def _mark_ready():
-    # Same readiness marker as testapp.py: the harness waits for it instead of a warm-up request.
-    ready_dir = os.environ.get("PYTRACER_TESTAPP_READY_DIR")
-    if ready_dir:
-        with open(os.path.join(ready_dir, str(os.getpid())), "w"):
-            pass
-
-
-_mark_ready()
+mark_ready()

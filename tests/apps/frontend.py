@@ -10,19 +10,12 @@ import os
 
 import requests
 from flask import Flask, Response
+from testready import mark_ready
 
 app = Flask(__name__)
 
 
-def _mark_ready():
-    # See testapp.py: the harness waits for this marker in every worker.
-    ready_dir = os.environ.get("PYTRACER_TESTAPP_READY_DIR")
-    if ready_dir:
-        with open(os.path.join(ready_dir, str(os.getpid())), "w"):
-            pass
-
-
-_mark_ready()
+mark_ready()
 
 
 def fetch_item(item_id):

@@ -11,6 +11,7 @@ import threading
 import time
 
 from flask import Flask, Response, request
+from testready import mark_ready
 
 app = Flask(__name__)
 
@@ -18,17 +19,7 @@ app = Flask(__name__)
 gc.set_threshold(1_000_000, 10, 10)
 
 
-def _mark_ready():
-    # The harness waits for this marker, written once the app is imported in a worker (or in the
-    # master under --preload), rather than sending a warm-up request that would count against
-    # --max-requests and show up in traces.
-    ready_dir = os.environ.get("PYTRACER_TESTAPP_READY_DIR")
-    if ready_dir:
-        with open(os.path.join(ready_dir, str(os.getpid())), "w"):
-            pass
-
-
-_mark_ready()
+mark_ready()
 
 
 def _text(body, status=200):

@@ -1,7 +1,7 @@
 """A bare WSGI app (no framework) for interpreters pytracer cannot read, such as CPython 3.7:
 their spans must still be exact at the wire level."""
 
-import os
+from testready import mark_ready
 
 
 def application(environ, start_response):
@@ -11,12 +11,4 @@ def application(environ, start_response):
     return [body]
 
 
-def _mark_ready():
-    # Same readiness marker as testapp.py.
-    ready_dir = os.environ.get("PYTRACER_TESTAPP_READY_DIR")
-    if ready_dir:
-        with open(os.path.join(ready_dir, str(os.getpid())), "w"):
-            pass
-
-
-_mark_ready()
+mark_ready()

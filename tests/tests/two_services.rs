@@ -8,6 +8,34 @@ use std::path::Path;
 use pytracer_tests::*;
 use serde_json::{json, Value};
 
+/// The trees as text, for the log (`--nocapture`) and for people reading a failure.
+fn render(spans: &[Value]) -> String {
+    fn walk(spans: &[Value], s: &Value, depth: usize, out: &mut String) {
+        let a = &s["attributes"];
+        let what = a.get("db.query.text").or(a.get("url.full")).or(a.get("url.path")).and_then(|v| v.as_str()).unwrap_or("");
+        let code = a.get("code.function.name").and_then(|v| v.as_str()).unwrap_or("-");
+        let ms = (s["end_time_unix_nano"].as_u64().unwrap_or(0).saturating_sub(s["start_time_unix_nano"].as_u64().unwrap_or(0))) as f64 / 1e6;
+        out.push_str(&format!(
+            "{}{} {} [{}] {what}  code={code} service={} {ms:.2} ms {}\n",
+            "  ".repeat(depth),
+            s["kind"].as_str().unwrap_or("?"),
+            s["name"].as_str().unwrap_or("?"),
+            &s["span_id"].as_str().unwrap_or("?")[..8],
+            s["resource"]["service.name"].as_str().unwrap_or("?"),
+            if s["status"]["code"] == "error" { "ERROR" } else { "" }
+        ));
+        for c in children(spans, &s["span_id"]) {
+            walk(spans, c, depth + 1, out);
+        }
+    }
+    let mut out = String::new();
+    for root in spans.iter().filter(|s| s["parent_span_id"].is_null()) {
+        out.push_str(&format!("trace {}\n", root["trace_id"].as_str().unwrap_or("?")));
+        walk(spans, root, 1, &mut out);
+    }
+    out
+}
+
 fn by_id<'a>(spans: &'a [Value], id: &Value) -> &'a Value {
     spans.iter().find(|s| s["span_id"] == *id).unwrap_or_else(|| panic!("no span {id}"))
 }
@@ -62,6 +90,7 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     assert_eq!(r.status, 500);
     let r = t.stop();
     let spans = &r.spans;
+    println!("{}", render(spans));
     let backend_py = apps_dir().join("backend.py");
     let frontend_py = apps_dir().join("frontend.py");
 

@@ -129,18 +129,25 @@ fn arg<T>(ctx: &TracePointContext, off: usize) -> Option<T> {
 
 // ---- syscall entries -------------------------------------------------------------------------
 
-#[tracepoint]
-pub fn enter_accept(ctx: TracePointContext) -> u32 {
+/// accept/accept4 (fd, addr, addrlen pointer) and connect (fd, addr, addrlen): the same three
+/// arguments, saved for the exit.
+#[inline(always)]
+fn enter_with_addr(ctx: &TracePointContext, op: Op) -> u32 {
     let (id, tgid, _) = ids();
     if !is_tracked(tgid) {
         return 0;
     }
-    let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(&ctx, ARG0), arg::<u64>(&ctx, ARG1), arg::<u64>(&ctx, ARG2))
+    let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(ctx, ARG0), arg::<u64>(ctx, ARG1), arg::<u64>(ctx, ARG2))
     else {
         return 0;
     };
-    save(id, Op::Accept, fd as i32, addr, len);
+    save(id, op, fd as i32, addr, len);
     0
+}
+
+#[tracepoint]
+pub fn enter_accept(ctx: TracePointContext) -> u32 {
+    enter_with_addr(&ctx, Op::Accept)
 }
 
 #[inline(always)]
@@ -214,16 +221,7 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
 /// connect: (fd, uservaddr, addrlen)
 #[tracepoint]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let (id, tgid, _) = ids();
-    if !is_tracked(tgid) {
-        return 0;
-    }
-    let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(&ctx, ARG0), arg::<u64>(&ctx, ARG1), arg::<u64>(&ctx, ARG2))
-    else {
-        return 0;
-    };
-    save(id, Op::Connect, fd as i32, addr, len);
-    0
+    enter_with_addr(&ctx, Op::Connect)
 }
 
 #[tracepoint]

@@ -6,6 +6,109 @@
 //! prefix, with the real length in a `_LEN` constant, as the agent would see them.
 #![allow(dead_code)]
 
+use super::{Call, PgConnection, Piece, RedisConnection};
+
+/// Which way a syscall moved bytes: a client write or read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dir {
+    W,
+    R,
+}
+pub use Dir::{R, W};
+
+/// One syscall: direction, captured bytes, bytes moved.
+pub type Sys = (Dir, &'static [u8], u64);
+
+pub fn full(d: Dir, b: &'static [u8]) -> Sys {
+    (d, b, b.len() as u64)
+}
+
+/// A small deterministic generator: the tests' cut points and junk bytes repeat run to run.
+pub fn lcg(state: &mut u64) -> u64 {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+/// The two connection parsers, as the tests drive them.
+pub trait Client {
+    fn write(&mut self, p: &Piece) -> Vec<Call>;
+    fn read(&mut self, p: &Piece) -> Vec<Call>;
+    fn close(&mut self) -> Vec<Call>;
+    fn feed(&mut self, d: Dir, p: &Piece) -> Vec<Call> {
+        match d {
+            W => self.write(p),
+            R => self.read(p),
+        }
+    }
+}
+
+impl Client for PgConnection {
+    fn write(&mut self, p: &Piece) -> Vec<Call> {
+        self.on_write(p)
+    }
+    fn read(&mut self, p: &Piece) -> Vec<Call> {
+        self.on_read(p)
+    }
+    fn close(&mut self) -> Vec<Call> {
+        self.on_close()
+    }
+}
+
+impl Client for RedisConnection {
+    fn write(&mut self, p: &Piece) -> Vec<Call> {
+        self.on_write(p)
+    }
+    fn read(&mut self, p: &Piece) -> Vec<Call> {
+        self.on_read(p)
+    }
+    fn close(&mut self) -> Vec<Call> {
+        self.on_close()
+    }
+}
+
+/// Every syscall of `session` cut into pieces at random places (a piece that starts past the
+/// capture has no data), then the close: the calls that came out.
+pub fn replay_with_random_cuts(c: &mut impl Client, session: &[Sys], seed: u64) -> Vec<Call> {
+    let mut rng = seed;
+    let mut calls = Vec::new();
+    let mut t = 0;
+    for &(d, data, len) in session {
+        let mut off = 0u64;
+        while off < len {
+            let end = (off + 1 + lcg(&mut rng) % 700).min(len);
+            let (a, b) = ((off as usize).min(data.len()), (end as usize).min(data.len()));
+            t += 10;
+            calls.extend(c.feed(d, &Piece { data: &data[a..b], len: end - off, start_ns: t, end_ns: t + 5 }));
+            off = end;
+        }
+    }
+    calls.extend(c.close());
+    calls
+}
+
+/// `start` whole, then arbitrary bytes in both directions (now and then starting with one of
+/// `type_bytes`, or claiming more bytes than captured), then the close: must not panic.
+pub fn feed_garbage(c: &mut impl Client, start: &[Sys], seed: u64) {
+    let mut rng = seed;
+    for &(d, data, len) in start {
+        c.feed(d, &Piece { data, len, start_ns: 0, end_ns: 1 });
+    }
+    for _ in 0..20 {
+        let n = (lcg(&mut rng) % 64) as usize;
+        let mut junk: Vec<u8> = (0..n).map(|_| lcg(&mut rng) as u8).collect();
+        if lcg(&mut rng).is_multiple_of(3) && !junk.is_empty() {
+            // Plausible-looking type bytes now and then.
+            let types = b"QPBSXZCE*$+-:1";
+            junk[0] = types[(lcg(&mut rng) % types.len() as u64) as usize];
+        }
+        let extra = if lcg(&mut rng).is_multiple_of(4) { lcg(&mut rng) % 100_000 } else { 0 };
+        let p = Piece { data: &junk, len: junk.len() as u64 + extra, start_ns: 0, end_ns: 1 };
+        let d = if lcg(&mut rng).is_multiple_of(2) { W } else { R };
+        c.feed(d, &p);
+    }
+    c.close();
+}
+
 pub const CAPTURE: usize = 4096;
 
 /// W 8 bytes: SSLRequest (libpq's sslmode=prefer over TCP).

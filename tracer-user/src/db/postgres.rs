@@ -738,19 +738,8 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum Dir {
-        W,
-        R,
-    }
-    use Dir::{R, W};
 
-    /// One syscall: direction, captured bytes, bytes moved.
-    type Sys = (Dir, &'static [u8], u64);
 
-    fn full(d: Dir, b: &'static [u8]) -> Sys {
-        (d, b, b.len() as u64)
-    }
 
     /// The whole captured session, in order; the large Bind's write captured to 4096 bytes.
     fn session() -> Vec<Sys> {
@@ -1073,35 +1062,14 @@ mod tests {
         assert_eq!(returned_rows("BEGIN"), None);
     }
 
-    fn lcg(state: &mut u64) -> u64 {
-        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        *state >> 33
-    }
 
     /// Every syscall cut into pieces at random places (a piece that starts past the capture has
     /// no data): the calls do not depend on where the cuts fall.
     #[test]
     fn random_piece_boundaries_give_the_same_calls() {
         for seed in 0..300u64 {
-            let mut rng = seed;
             let mut c = PgConnection::new();
-            let mut calls = Vec::new();
-            let mut t = 0;
-            for (d, data, len) in session() {
-                let mut off = 0u64;
-                while off < len {
-                    let end = (off + 1 + lcg(&mut rng) % 700).min(len);
-                    let (a, b) = ((off as usize).min(data.len()), (end as usize).min(data.len()));
-                    t += 10;
-                    let p = Piece { data: &data[a..b], len: end - off, start_ns: t, end_ns: t + 5 };
-                    calls.extend(match d {
-                        W => c.on_write(&p),
-                        R => c.on_read(&p),
-                    });
-                    off = end;
-                }
-            }
-            calls.extend(c.on_close());
+            let calls = replay_with_random_cuts(&mut c, &session(), seed);
             assert_eq!(summary(&calls), expected(), "seed {seed}");
             assert_eq!(c.stats(), &DbStats::default(), "seed {seed}");
         }
@@ -1112,32 +1080,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         for seed in 0..500u64 {
-            let mut rng = seed;
-            let mut c = PgConnection::new();
-            let start = session();
-            for &(d, data, len) in &start[..4] {
-                let p = Piece { data, len, start_ns: 0, end_ns: 1 };
-                match d {
-                    W => c.on_write(&p),
-                    R => c.on_read(&p),
-                };
-            }
-            for _ in 0..20 {
-                let n = (lcg(&mut rng) % 64) as usize;
-                let mut junk: Vec<u8> = (0..n).map(|_| lcg(&mut rng) as u8).collect();
-                if lcg(&mut rng).is_multiple_of(3) && !junk.is_empty() {
-                    // Plausible-looking type bytes now and then.
-                    junk[0] = b"QPBSXZCE*$+-:1"[(lcg(&mut rng) % 14) as usize];
-                }
-                let extra = if lcg(&mut rng).is_multiple_of(4) { lcg(&mut rng) % 100_000 } else { 0 };
-                let p = Piece { data: &junk, len: junk.len() as u64 + extra, start_ns: 0, end_ns: 1 };
-                if lcg(&mut rng).is_multiple_of(2) {
-                    c.on_write(&p);
-                } else {
-                    c.on_read(&p);
-                }
-            }
-            c.on_close();
+            feed_garbage(&mut PgConnection::new(), &session()[..4], seed);
         }
     }
 }

@@ -152,21 +152,24 @@ pub fn require_interpreters() -> bool {
     gate(missing) && require_privileged()
 }
 
-/// The Debian trixie chroot (CPython 3.13.5: static, stripped, CET, USDT) that `cargo xtask
-/// setup` makes with debootstrap: `$PYTRACER_TRIXIE_CHROOT`, else /var/cache/pytracer-chroots/trixie.
-/// Outside the repository, so a fresh clone reuses it (it takes about 2 minutes and 0.6 GB).
-pub fn trixie_chroot() -> PathBuf {
-    match std::env::var_os("PYTRACER_TRIXIE_CHROOT") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from("/var/cache/pytracer-chroots/trixie"),
+/// The Debian chroots `cargo xtask setup` makes with debootstrap, outside the repository so a
+/// fresh clone reuses them: `$PYTRACER_CHROOTS/<suite>`, else /var/cache/pytracer-chroots/<suite>.
+/// trixie has CPython 3.13.5 in /opt/venv; sid has 3.14 in /opt/venv-3.14 and 3.15 in
+/// /opt/venv-3.15. All are Debian's static, stripped, CET builds with USDT probes.
+pub fn debian_chroot(suite: &str) -> PathBuf {
+    match std::env::var_os("PYTRACER_CHROOTS") {
+        Some(v) if !v.is_empty() => PathBuf::from(v).join(suite),
+        _ => PathBuf::from("/var/cache/pytracer-chroots").join(suite),
     }
 }
 
-/// [`require_privileged`], plus the trixie chroot with its venv.
-pub fn require_trixie_chroot() -> bool {
-    let g = trixie_chroot().join("opt/venv/bin/gunicorn");
-    if !g.is_file() {
-        return gate(vec![format!("{} not found (run `cargo xtask setup`)", g.display())]);
-    }
-    require_privileged()
+/// [`require_privileged`], plus these (chroot suite, virtualenv inside it).
+pub fn require_chroot_venvs(venvs: &[(&str, &str)]) -> bool {
+    let missing: Vec<String> = venvs
+        .iter()
+        .map(|(suite, venv)| debian_chroot(suite).join(venv.trim_start_matches('/')).join("bin/gunicorn"))
+        .filter(|g| !g.is_file())
+        .map(|g| format!("{} not found (run `cargo xtask setup`)", g.display()))
+        .collect();
+    gate(missing) && require_privileged()
 }

@@ -33,9 +33,9 @@ pub struct GunicornOpts {
     pub app: String,
     /// The virtualenv whose gunicorn runs; the default test venv when None.
     pub venv: Option<PathBuf>,
-    /// Run inside this Debian chroot (made by `cargo xtask setup`: its venv at /opt/venv, the
-    /// test apps copied to /app), as a containerised service would.
-    pub chroot: Option<PathBuf>,
+    /// Run inside this Debian chroot (made by `cargo xtask setup`), with the gunicorn of this
+    /// virtualenv inside it, the test apps copied to /app: as a containerised service would.
+    pub chroot: Option<(PathBuf, PathBuf)>,
 }
 
 impl GunicornOpts {
@@ -52,9 +52,9 @@ impl GunicornOpts {
         }
     }
 
-    /// Run inside the chroot at `root` (see [`GunicornOpts::chroot`]).
-    pub fn chroot(mut self, root: PathBuf) -> Self {
-        self.chroot = Some(root);
+    /// Run inside the chroot at `root` with its virtualenv `venv` (a path inside the chroot).
+    pub fn chroot(mut self, root: PathBuf, venv: impl Into<PathBuf>) -> Self {
+        self.chroot = Some((root, venv.into()));
         self
     }
 
@@ -160,7 +160,7 @@ impl Gunicorn {
         // Inside a chroot the app sees its own paths: the ready markers go to a directory under
         // the chroot's /tmp, watched from here through the host path.
         let (mut cmd, bin, venv, ready_dir, ready_env, chdir) = match &opts.chroot {
-            Some(root) => {
+            Some((root, venv_inside)) => {
                 let inside = PathBuf::from("/tmp").join(dir.path().file_name().expect("temp dir name"));
                 let ready = root.join(inside.strip_prefix("/").expect("absolute"));
                 std::fs::create_dir_all(&ready)?;
@@ -172,8 +172,9 @@ impl Gunicorn {
                     }
                 }
                 let mut cmd = Command::new("chroot");
-                cmd.arg(root).arg("/opt/venv/bin/gunicorn");
-                (cmd, PathBuf::from("chroot"), Some(root.join("opt/venv")), ready, inside, PathBuf::from("/app"))
+                cmd.arg(root).arg(venv_inside.join("bin/gunicorn"));
+                let venv_on_host = root.join(venv_inside.strip_prefix("/").unwrap_or(venv_inside));
+                (cmd, PathBuf::from("chroot"), Some(venv_on_host), ready, inside, PathBuf::from("/app"))
             }
             None => {
                 let ready = dir.path().join("ready");

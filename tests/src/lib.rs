@@ -32,7 +32,7 @@ pub mod wire;
 
 pub use expect::{check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent, MB};
 pub use env::{
-    apps_dir, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_interpreters, require_privileged, require_trixie_chroot, trixie_chroot,
+    apps_dir, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_interpreters, require_privileged, require_chroot_venvs, debian_chroot,
     require_privileged_debian, require_venv, venv_dir, INTERPRETER_SERIES,
     workspace_root,
 };

@@ -76,21 +76,25 @@ fn flask_handlers_on_debian_static_python() {
     );
 }
 
-/// Debian trixie's python3.13 in a chroot: static, stripped, `_PyEval_EvalFrameDefault` starting
-/// with endbr64 (the probe goes after it), offsets from `_Py_DebugOffsets`, files reached through
-/// /proc/PID/root. The app's files are the chroot's paths.
+/// Debian's own builds in chroots: trixie's 3.13.5, sid's 3.14 and 3.15. Static, stripped,
+/// `_PyEval_EvalFrameDefault` starting with endbr64 (the probe goes after it), offsets from
+/// `_Py_DebugOffsets` (3.14+ also tag the frame's code pointer), files reached through
+/// /proc/PID/root; the app's files are the chroot's paths.
 #[test]
-fn flask_and_django_handlers_in_a_debian_trixie_chroot() {
-    if !require_trixie_chroot() {
+fn flask_and_django_handlers_in_debian_chroots() {
+    let venvs = [("trixie", "/opt/venv", "3.13"), ("sid", "/opt/venv-3.14", "3.14"), ("sid", "/opt/venv-3.15", "3.15")];
+    if !require_chroot_venvs(&venvs.map(|(suite, venv, _)| (suite, venv))) {
         return;
     }
-    let root = trixie_chroot();
-    for (app, file, cases) in [
-        ("testapp:app", "testapp.py", &[("GET", "/hello", &b""[..], 200, "hello"), ("GET", "/users/42", b"", 200, "user")][..]),
-        ("djangoapp:application", "djangoapp.py", &[("GET", "/articles/2024/hello-world/", &b""[..], 200, "article"), ("GET", "/health/", b"", 200, "health")][..]),
-    ] {
-        let seen_as = std::path::Path::new("/app").join(file);
-        traced_with(GunicornOpts::sync(2).chroot(root.clone()).app(app), "3.13 (Debian trixie, chroot)", app, (&seen_as, &apps_dir().join(file)), cases);
+    for (suite, venv, version) in venvs {
+        for (app, file, cases) in [
+            ("testapp:app", "testapp.py", &[("GET", "/hello", &b""[..], 200, "hello"), ("GET", "/users/42", b"", 200, "user")][..]),
+            ("djangoapp:application", "djangoapp.py", &[("GET", "/articles/2024/hello-world/", &b""[..], 200, "article"), ("GET", "/health/", b"", 200, "health")][..]),
+        ] {
+            let seen_as = std::path::Path::new("/app").join(file);
+            let series = format!("{version} (Debian {suite}, chroot)");
+            traced_with(GunicornOpts::sync(2).chroot(debian_chroot(suite), venv).app(app), &series, app, (&seen_as, &apps_dir().join(file)), cases);
+        }
     }
 }
 

@@ -251,6 +251,8 @@ pub struct PyOffsets {
     /// Address of `PyCode_Type` in the process: a frame whose code object's type is not this is
     /// not reported (a shim frame, or a torn read).
     pub code_type_addr: u64,
+    /// Low bits cleared from a frame's code pointer (3.14+ tag it as a `_PyStackRef`).
+    pub code_tag_mask: u64,
     /// Which argument register of `_PyEval_EvalFrameDefault` holds the frame entered (1 or 2),
     /// and which the thread state (0: none, 3.8).
     pub frame_arg: u32,
@@ -264,7 +266,8 @@ pub struct PyOffsets {
     pub walk_from_tstate: u32,
     pub frame_code: u32,
     pub frame_previous: u32,
-    /// Offset of the `owner` byte; frames owned by the C stack (3.12+ shims) are skipped.
+    /// Offset of the `owner` byte; frames whose owner is `owner_cstack` or above are skipped
+    /// (3.12–3.13's C-stack shims at 3; 3.14's interpreter entry frames at 3 and shims at 4).
     pub frame_owner: u32,
     pub owner_cstack: u32,
     pub code_name: u32,

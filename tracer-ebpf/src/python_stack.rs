@@ -180,8 +180,8 @@ fn visit(off: &PyOffsets, s: &mut StackScratch, frame: u64) -> Option<u64> {
     if !read_block(&mut s.frame, frame) {
         return None;
     }
-    let code = u64_at(&s.frame, off.frame_code);
-    let shim = off.frame_owner != NO_OFFSET && u8_at(&s.frame, off.frame_owner) as u32 == off.owner_cstack;
+    let code = u64_at(&s.frame, off.frame_code) & !off.code_tag_mask;
+    let shim = off.frame_owner != NO_OFFSET && u8_at(&s.frame, off.frame_owner) as u32 >= off.owner_cstack;
     if !shim && code != 0 && read_block(&mut s.code, code) && u64_at(&s.code, 8) == off.code_type_addr {
         // The depth lives in the map value, not in a register: the verifier then sees it as an
         // unknown bounded number, so the states of successive iterations prune instead of

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cmd, paths};
 
-const TARGETS: [&str; 2] = ["http_connection", "uwsgi_request"];
+const TARGETS: [&str; 3] = ["http_connection", "uwsgi_request", "db_client"];
 
 pub fn run(seconds: u64) -> Result<()> {
     ensure_cargo_fuzz()?;

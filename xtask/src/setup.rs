@@ -54,7 +54,9 @@ pub fn run() -> Result<()> {
         venv(&Venv::interpreter(series))?;
     }
     venv(&Venv::unsupported())?;
-    step("debian trixie chroot (CPython 3.13) in /var/cache/pytracer-chroots", crate::chroot::plan, crate::chroot::install)?;
+    for (name, chroot) in [("trixie (CPython 3.13)", crate::chroot::TRIXIE), ("sid (CPython 3.14, 3.15)", crate::chroot::SID)] {
+        step(&format!("debian {name} chroot in /var/cache/pytracer-chroots"), || chroot.plan(), |wanted| chroot.install(wanted))?;
+    }
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }

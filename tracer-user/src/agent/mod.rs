@@ -564,6 +564,8 @@ impl Agent {
         let mut states: HashMap<&'static str, usize> = HashMap::new();
         for t in self.procs.values() {
             let label = match &t.python {
+                // 3.14+: handler code on spans, but no GC table for the runtime metrics.
+                Python::Supported { layout, .. } if !layout.gc_known => "stack_walk_only",
                 Python::Supported { runtime_addr, layout, .. } => {
                     match cpython::runtime::snapshot(&cpython::memory::Memory::new(t.labels.pid), *runtime_addr, layout) {
                         Ok(snap) => self.metrics.observe_python(&t.labels, &snap),

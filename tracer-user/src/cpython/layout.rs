@@ -61,6 +61,9 @@ pub struct Layout {
     pub gc_collect_fn: &'static str,
     /// What the stack walk needs.
     pub frames: FrameLayout,
+    /// The GC fields above describe this version (3.8–3.13); for later versions only the stack
+    /// walk and thread list are read, from `_Py_DebugOffsets`.
+    pub gc_known: bool,
 }
 
 /// Offsets for walking a thread's Python frames and naming their code objects.
@@ -90,6 +93,8 @@ pub struct FrameLayout {
     /// 3.8 is (frame, throwflag); 3.9+ (tstate, frame, throwflag).
     pub eval_frame_arg: u8,
     pub eval_tstate_arg: Option<u8>,
+    /// Low bits to clear from the frame's code pointer: 3.14+ store it as a tagged `_PyStackRef`.
+    pub code_tag_mask: u64,
 }
 
 const FRAMES_3_8_TO_3_10: FrameLayout = FrameLayout {
@@ -106,6 +111,7 @@ const FRAMES_3_8_TO_3_10: FrameLayout = FrameLayout {
     unicode_ascii_size: 48,
     eval_frame_arg: 1,
     eval_tstate_arg: Some(0),
+    code_tag_mask: 0,
 };
 
 impl Layout {
@@ -161,6 +167,7 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "collect",
         frames: FrameLayout { eval_frame_arg: 0, eval_tstate_arg: None, ..FRAMES_3_8_TO_3_10 },
+        gc_known: true,
     },
     Layout {
         minor: 9,
@@ -181,6 +188,7 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "collect",
         frames: FRAMES_3_8_TO_3_10,
+        gc_known: true,
     },
     Layout {
         minor: 10,
@@ -201,6 +209,7 @@ static LAYOUTS: [Layout; 6] = [
         gc_generation_count: GC_GENERATION_COUNT,
         gc_collect_fn: "gc_collect_main",
         frames: FRAMES_3_8_TO_3_10,
+        gc_known: true,
     },
     Layout {
         minor: 11,
@@ -234,7 +243,9 @@ static LAYOUTS: [Layout; 6] = [
             unicode_ascii_size: 48,
             eval_frame_arg: 1,
             eval_tstate_arg: Some(0),
+            code_tag_mask: 0,
         },
+        gc_known: true,
     },
     Layout {
         minor: 12,
@@ -268,7 +279,9 @@ static LAYOUTS: [Layout; 6] = [
             unicode_ascii_size: 40,
             eval_frame_arg: 1,
             eval_tstate_arg: Some(0),
+            code_tag_mask: 0,
         },
+        gc_known: true,
     },
     Layout {
         minor: 13,
@@ -302,7 +315,9 @@ static LAYOUTS: [Layout; 6] = [
             unicode_ascii_size: 40,
             eval_frame_arg: 1,
             eval_tstate_arg: Some(0),
+            code_tag_mask: 0,
         },
+        gc_known: true,
     },
 ];
 

@@ -58,11 +58,13 @@ pub fn inspect(pid: u32) -> Support {
             label: "free_threaded",
         };
     }
-    let table = match layout::for_minor(build.version.minor) {
+    // 3.14 and 3.15 have no table: everything comes from _Py_DebugOffsets, over 3.13's row
+    // (whose GC fields are then marked unknown).
+    let table = match layout::for_minor(build.version.minor).or(if (14..=15).contains(&build.version.minor) { layout::for_minor(13) } else { None }) {
         Some(layout) if build.version.major == 3 => layout,
         _ => {
             return Support::Unsupported {
-                reason: format!("CPython {} has no layout table (3.8 to 3.13 have one); spans stay wire-only", build.version),
+                reason: format!("CPython {} is not supported (3.8 to 3.15 are: tables for 3.8 to 3.12, _Py_DebugOffsets for 3.13 to 3.15); spans stay wire-only", build.version),
                 label: "unsupported_version",
             }
         }

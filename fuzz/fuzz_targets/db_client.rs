@@ -1,0 +1,38 @@
+//! Arbitrary bytes as a database client connection's two directions (what the app wrote to
+//! PostgreSQL or Redis, what it read back), cut into syscall-sized pieces of which only a prefix
+//! is "captured", as the kernel side delivers them. The parsers must never panic, and every call
+//! they report must end no earlier than it started.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use pytracer::db::{Call, PgConnection, RedisConnection};
+use pytracer::http::stream::Piece;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, mut rest)) = data.split_first() else { return };
+    let mut pg = PgConnection::new();
+    let mut redis = RedisConnection::new();
+    let mut t = 0u64;
+    let mut calls: Vec<Call> = Vec::new();
+    // Each piece: a control byte (direction, capture cut, extra length), a length byte, the bytes.
+    while rest.len() >= 2 {
+        let (ctl, len) = (rest[0], rest[1] as usize + 1);
+        rest = &rest[2..];
+        let (bytes, tail) = rest.split_at(len.min(rest.len()));
+        rest = tail;
+        let captured = if ctl & 0x80 != 0 { &bytes[..bytes.len() / 2] } else { bytes };
+        let extra = if ctl & 0x40 != 0 { (ctl & 0x3e) as u64 * 1000 } else { 0 };
+        let piece = Piece { data: captured, len: bytes.len() as u64 + extra, start_ns: t, end_ns: t + 1 };
+        t += 2;
+        let write = ctl & 1 == 0;
+        calls.extend(match (which & 1 == 0, write) {
+            (true, true) => pg.on_write(&piece),
+            (true, false) => pg.on_read(&piece),
+            (false, true) => redis.on_write(&piece),
+            (false, false) => redis.on_read(&piece),
+        });
+    }
+    calls.extend(if which & 1 == 0 { pg.on_close() } else { redis.on_close() });
+    for c in calls {
+        assert!(c.end_ns >= c.start_ns, "{c:?}");
+    }
+});

@@ -18,8 +18,11 @@ app = Flask(__name__)
 mark_ready()
 
 
-def fetch_item(item_id):
-    return requests.get(f"{os.environ['PYTRACER_BACKEND_URL']}/items/{item_id}", timeout=10)  # CALL fetch_item
+def fetch_item(item_id, headers=None):
+    return requests.get(f"{os.environ['PYTRACER_BACKEND_URL']}/items/{item_id}", headers=headers, timeout=10)  # CALL fetch_item
+
+# What an app that propagates context itself sends (the tests assert these ids).
+PROPAGATED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @app.get("/order/<int:item_id>")
@@ -27,3 +30,9 @@ def order(item_id):
     resp = fetch_item(item_id)
     body = {"order": item_id, "backend_status": resp.status_code, "item": resp.json()}
     return Response(json.dumps(body), status=200 if resp.ok else 502, mimetype="application/json")
+
+
+@app.get("/order-propagated/<int:item_id>")
+def order_propagated(item_id):
+    resp = fetch_item(item_id, headers={"traceparent": PROPAGATED})
+    return Response(json.dumps({"order": item_id, "backend_status": resp.status_code}), status=200, mimetype="application/json")

@@ -219,3 +219,34 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     assert_eq!(count["server_spans"], 3);
     assert_eq!(count["spans"], 14);
 }
+
+/// An app that propagates context itself: its outgoing traceparent is recorded on the exit span,
+/// and the callee's span continues that header's trace rather than being stitched by socket pair.
+#[test]
+fn a_traceparent_the_app_sends_is_recorded_and_wins_over_stitching() {
+    if !require_privileged_two_services() {
+        return;
+    }
+    let s = TwoServices::start(GunicornOpts::sync(1));
+    let t = Tracer::start(&s.app_pids(), &[]);
+    let r = get(s.frontend.port(), "/order-propagated/3");
+    assert_eq!(r.status, 200);
+    let r = t.stop();
+    let spans = &r.spans;
+    println!("{}", render(spans));
+    let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    let root = one_span(spans, "/order-propagated/3");
+    let calls = children(spans, &root["span_id"]);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["attributes"]["http.request.header.traceparent"], json!([sent]));
+    assert_code(calls[0], &apps_dir().join("frontend.py"), "fetch_item");
+
+    let backend = one_span(spans, "/items/3");
+    assert_eq!(backend["trace_id"], "0af7651916cd43dd8448eb211c80319c", "the header's trace");
+    assert_eq!(backend["parent_span_id"], "b7ad6b7169203331", "the header's parent, not the exit span");
+    assert_ne!(backend["trace_id"], root["trace_id"]);
+    // The backend's database calls follow the backend's span.
+    assert_eq!(children(spans, &backend["span_id"]).len(), 9, "{}", summarize(spans));
+    assert!(r.stderr.contains(" stitched=0"), "{}", r.stderr);
+}

@@ -168,8 +168,10 @@ fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
         sudo.arg("-n").arg(bin);
         sudo
     };
+    // The demo's few requests per second cost nothing to walk: every span shows its handler.
+    // Production runs keep the default sampled windows (see config/pytracer.yaml).
     command
-        .args(["trace", "--pid", &pid.to_string()])
+        .args(["trace", "--frame-eval", "always", "--pid", &pid.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

@@ -738,9 +738,6 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
-
-
-
     /// The whole captured session, in order; the large Bind's write captured to 4096 bytes.
     fn session() -> Vec<Sys> {
         vec![
@@ -1061,7 +1058,6 @@ mod tests {
         assert_eq!(returned_rows("FETCH 10"), Some(10));
         assert_eq!(returned_rows("BEGIN"), None);
     }
-
 
     /// Every syscall cut into pieces at random places (a piece that starts past the capture has
     /// no data): the calls do not depend on where the cuts fall.

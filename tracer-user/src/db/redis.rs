@@ -805,9 +805,6 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
-
-
-
     fn session() -> Vec<Sys> {
         vec![
             full(W, REDIS_HELLO),
@@ -1132,7 +1129,6 @@ mod tests {
         assert!(!looks_like_request(b"*1\r\n+x"));
         assert!(!looks_like_request(b"$5\r\n"));
     }
-
 
     /// Every syscall cut into pieces at random places (a piece that starts past the capture has
     /// no data): the calls do not depend on where the cuts fall.

@@ -56,7 +56,7 @@ fn current_test_name() -> String {
 }
 
 /// Skip (return false) or, under `PYTRACER_REQUIRE_PRIVILEGED=1`, panic when something is missing.
-fn gate(missing: Vec<String>) -> bool {
+pub(crate) fn gate(missing: Vec<String>) -> bool {
     if missing.is_empty() {
         return true;
     }

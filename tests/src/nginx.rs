@@ -4,7 +4,6 @@
 //! temp paths in a scratch directory: never the system service, never port 80.
 
 use std::fs::File;
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::env::venv_dir;
+use crate::env::{gate, venv_dir};
 use crate::gunicorn::file_tail;
 use crate::procfs;
 use crate::tmp::TempDir;
@@ -56,27 +55,6 @@ pub fn nginx_bin() -> PathBuf {
     in_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
 
-fn ci_requires_privileged() -> bool {
-    std::env::var("PYTRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
-/// env.rs's `gate`: skip (false) with a visible note, or panic under PYTRACER_REQUIRE_PRIVILEGED=1.
-fn gate(missing: Vec<String>) -> bool {
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = missing.join("; ");
-    if ci_requires_privileged() {
-        panic!("test cannot run: {reason}; CI requires it (PYTRACER_REQUIRE_PRIVILEGED=1)");
-    }
-    let name = std::thread::current()
-        .name()
-        .filter(|n| *n != "main")
-        .unwrap_or("<unknown test>")
-        .to_string();
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {name}: {reason}");
-    false
-}
 
 fn missing_uwsgi() -> Vec<String> {
     let u = uwsgi_bin();

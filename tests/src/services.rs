@@ -9,30 +9,12 @@
 //! let r = get(s.frontend.port(), "/order/1");
 //! assert_eq!(r.status, 200);
 //! ```
-use std::io::Write;
 
-use crate::env::{require_privileged, require_venv};
+use crate::env::{gate, require_privileged, require_venv};
 use crate::gunicorn::{Gunicorn, GunicornOpts};
 use crate::postgres::{missing_postgres, Postgres};
 use crate::redis::{missing_redis, Redis};
 
-fn ci_requires_privileged() -> bool {
-    std::env::var("PYTRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
-/// env.rs's `gate`: skip (false) with a visible note, or panic under PYTRACER_REQUIRE_PRIVILEGED=1.
-fn gate(missing: Vec<String>) -> bool {
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = missing.join("; ");
-    if ci_requires_privileged() {
-        panic!("test cannot run: {reason}; CI requires it (PYTRACER_REQUIRE_PRIVILEGED=1)");
-    }
-    let name = std::thread::current().name().filter(|n| *n != "main").unwrap_or("<unknown test>").to_string();
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {name}: {reason}");
-    false
-}
 
 fn missing_databases() -> Vec<String> {
     let mut m = missing_postgres();

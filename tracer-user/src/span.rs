@@ -61,6 +61,31 @@ impl Span {
     }
 }
 
+/// A span's place in its trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    /// The caller's W3C tracestate, carried down the trace.
+    pub trace_state: Option<String>,
+    /// The trace's caller said "not sampled": neither this span nor its children are written.
+    pub sampled: bool,
+}
+
+impl SpanIds {
+    /// The first span of a new trace.
+    pub fn root() -> SpanIds {
+        let (trace_id, span_id) = new_ids();
+        SpanIds { trace_id, span_id, parent_span_id: None, trace_state: None, sampled: true }
+    }
+
+    /// A new span under this one, in the same trace.
+    pub fn child(&self) -> SpanIds {
+        SpanIds { span_id: new_ids().1, parent_span_id: Some(self.span_id.clone()), ..self.clone() }
+    }
+}
+
 /// Random W3C ids: 16-byte trace id and 8-byte span id, never all zero.
 pub fn new_ids() -> (String, String) {
     use rand::Rng;

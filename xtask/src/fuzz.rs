@@ -1,6 +1,8 @@
-//! `cargo xtask fuzz`: each cargo-fuzz target (fuzz/fuzz_targets) for a bounded time, on its
-//! corpus in fuzz/corpus (kept in the repo and grown by each run). Fails on a crash and says
-//! where libFuzzer left the input.
+//! `cargo xtask fuzz`: each cargo-fuzz target (fuzz/fuzz_targets) for a bounded time, seeded
+//! from its corpus in fuzz/corpus (kept in the repo). New inputs a run finds go to a scratch
+//! corpus under fuzz/target, so a run does not add thousands of files to the repository; copy the
+//! ones worth keeping by hand (`cargo fuzz cmin` first). Fails on a crash and says where
+//! libFuzzer left the input.
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -17,9 +19,13 @@ pub fn run(seconds: u64) -> Result<()> {
     for target in TARGETS {
         let started = Instant::now();
         eprintln!("[fuzz] {target} for {seconds}s");
+        // libFuzzer writes what it finds into the first corpus directory and only reads the rest.
+        let scratch = dir.join("target").join("corpus").join(target);
+        std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
         let out = Command::new("cargo")
             .current_dir(&dir)
             .args(["+nightly", "fuzz", "run", target])
+            .arg(&scratch)
             .arg(dir.join("corpus").join(target))
             .args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1"])
             // The fuzzers exercise the agent's parsers only; they need no eBPF object.

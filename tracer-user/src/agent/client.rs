@@ -19,7 +19,7 @@ use crate::http::connection::{Connection, Exchange};
 use crate::http::stream::Piece;
 use crate::http::traceparent::{self, Incoming};
 use crate::sockaddr::{self, Peer};
-use crate::span::{new_ids, Attributes, Span, SpanKind, Status, StatusCode};
+use crate::span::{new_ids, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
 
 /// Calls remembered per connection between their first write and their end.
 const MAX_CALLS: usize = 64;
@@ -35,6 +35,8 @@ pub(super) struct ClientConn {
     local: Option<(IpAddr, u16)>,
     proto: Proto,
     calls: VecDeque<CallCtx>,
+    /// The last data on the connection was a write: the next write continues the same call.
+    writing: bool,
 }
 
 enum Proto {
@@ -48,28 +50,19 @@ enum Proto {
     Other,
 }
 
-/// Ids of a span in its trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Ids {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
-    pub trace_state: Option<String>,
-    /// The caller said "not sampled": neither this span nor its children are written.
-    pub sampled: bool,
-}
-
 /// What is known of a call at its first write: its ids and the Python code that made it.
 #[derive(Debug, Clone)]
 struct CallCtx {
     start_ns: u64,
-    ids: Ids,
+    ids: SpanIds,
     caller: Option<Arc<CodeInfo>>,
+    /// A call already took these ids: the next call of the same burst gets its own span id.
+    used: bool,
 }
 
 impl ClientConn {
     fn new(peer: Peer, local: Option<(IpAddr, u16)>) -> Self {
-        ClientConn { peer, local, proto: Proto::Undecided, calls: VecDeque::new() }
+        ClientConn { peer, local, proto: Proto::Undecided, calls: VecDeque::new(), writing: false }
     }
 }
 
@@ -86,8 +79,12 @@ impl Agent {
             return;
         }
         // Read now, while the socket surely exists: the callee's accept will report this address.
-        let local = match (&peer, sockaddr::local_addr_of(tgid, fd)) {
-            (Peer::Inet { .. }, Some(Peer::Inet { ip, port })) => Some((ip, port)),
+        // Only TCP/UDP peers are matched by socket pair; a unix socket costs no syscalls here.
+        let local = match peer {
+            Peer::Inet { .. } => match sockaddr::local_addr_of(tgid, fd) {
+                Some(Peer::Inet { ip, port }) => Some((ip, port)),
+                _ => None,
+            },
             _ => None,
         };
         if let Some(l) = local {
@@ -125,7 +122,9 @@ impl Agent {
                     }
                 };
             }
-            if !matches!(c.proto, Proto::Other) {
+            // A call starts with the first write after a read (or the connection's first): the
+            // context is looked up once per call, not once per write of a large request.
+            if !c.writing && !matches!(c.proto, Proto::Other) {
                 if c.calls.len() == MAX_CALLS {
                     c.calls.pop_front();
                 }
@@ -133,6 +132,7 @@ impl Agent {
                 c.calls.push_back(ctx);
             }
         }
+        c.writing = is_write;
         let (exchanges, calls) = match &mut c.proto {
             Proto::Http(h) => {
                 let out = if is_write { h.on_read(piece) } else { h.on_write(piece) };
@@ -168,14 +168,10 @@ impl Agent {
     /// The ids and caller of a call whose first write started at `start_ns` on thread `tid`.
     fn call_ctx(&mut self, tgid: u32, tid: u32, start_ns: u64) -> CallCtx {
         let parent = self.active_server(tgid, tid).and_then(|fd| self.server_ids(tgid, fd));
-        let (_, span_id) = new_ids();
-        let ids = match parent {
-            Some(p) => Ids { trace_id: p.trace_id, span_id, parent_span_id: Some(p.span_id), trace_state: p.trace_state, sampled: p.sampled },
-            // A call made outside any request we saw (a background thread, start-up): its own trace.
-            None => Ids { trace_id: new_ids().0, span_id, parent_span_id: None, trace_state: None, sampled: true },
-        };
+        // A call made outside any request we saw (a background thread, start-up): its own trace.
+        let ids = parent.as_ref().map_or_else(SpanIds::root, SpanIds::child);
         let caller = self.samples.caller(tgid, tid, start_ns.saturating_sub(STACK_SLACK_NS), start_ns);
-        CallCtx { start_ns, ids, caller }
+        CallCtx { start_ns, ids, caller, used: false }
     }
 
     /// The accepted connection whose request thread `tid` is serving.
@@ -185,7 +181,7 @@ impl Agent {
 
     /// The ids of the request being served on accepted connection (tgid, fd), fixed the first
     /// time anyone asks: an exit span may need them long before the request's own span is made.
-    pub(super) fn server_ids(&mut self, tgid: u32, fd: i32) -> Option<Ids> {
+    pub(super) fn server_ids(&mut self, tgid: u32, fd: i32) -> Option<SpanIds> {
         let conn = self.conns.get(&(tgid, fd))?;
         let x = conn.http.oldest()?;
         let key = (tgid, fd, x.start_ns);
@@ -207,22 +203,20 @@ impl Agent {
 
     /// A server span's ids: from the caller's traceparent; else, on the same host, from the
     /// traced call whose socket is this request's client; else a new trace.
-    pub(super) fn ids_for_request(&mut self, incoming: &Incoming, client: Option<(IpAddr, u16)>) -> Ids {
-        let (_, span_id) = new_ids();
+    pub(super) fn ids_for_request(&mut self, incoming: &Incoming, client: Option<(IpAddr, u16)>) -> SpanIds {
         if let Incoming::Valid(p) = incoming {
-            return Ids { trace_id: p.trace_id.clone(), span_id, parent_span_id: Some(p.span_id.clone()), trace_state: p.trace_state.clone(), sampled: p.sampled };
+            return p.child();
         }
         let caller = client.and_then(|a| self.clients_by_local.get(&a)).and_then(|k| self.clients.get(k)).and_then(|c| c.calls.back());
         if let Some(call) = caller {
             self.stats.stitched += 1;
-            let i = &call.ids;
-            return Ids { trace_id: i.trace_id.clone(), span_id, parent_span_id: Some(i.span_id.clone()), trace_state: i.trace_state.clone(), sampled: i.sampled };
+            return call.ids.child();
         }
-        Ids { trace_id: new_ids().0, span_id, parent_span_id: None, trace_state: None, sampled: true }
+        SpanIds::root()
     }
 
     /// The ids fixed for a request that is now settled, if any were.
-    pub(super) fn take_server_ids(&mut self, tgid: u32, fd: i32, start_ns: u64) -> Option<Ids> {
+    pub(super) fn take_server_ids(&mut self, tgid: u32, fd: i32, start_ns: u64) -> Option<SpanIds> {
         self.assigned.remove(&(tgid, fd, start_ns))
     }
 
@@ -252,12 +246,19 @@ impl Agent {
     }
 }
 
-/// The context of the call that started at `start_ns`; older ones never became calls (a
-/// PostgreSQL prepare, a write that was part of an earlier call) and are dropped.
+/// The context of the call that started at `start_ns`: the latest write burst that began at or
+/// before it (several calls written in one burst, a pipeline, share it). Older contexts never
+/// became calls (a PostgreSQL prepare) and are dropped; the one used stays for the burst's
+/// other calls until a later one is used.
 fn take_ctx(calls: &mut VecDeque<CallCtx>, start_ns: u64) -> Option<CallCtx> {
-    let i = calls.iter().position(|c| c.start_ns == start_ns)?;
+    let i = calls.iter().rposition(|c| c.start_ns <= start_ns)?;
     calls.drain(..i);
-    calls.pop_front()
+    let front = calls.front_mut()?;
+    if front.used {
+        front.ids.span_id = new_ids().1;
+    }
+    front.used = true;
+    Some(front.clone())
 }
 
 fn peer_attributes(a: &mut Attributes, peer: &Peer) {
@@ -277,13 +278,7 @@ fn peer_attributes(a: &mut Attributes, peer: &Peer) {
 }
 
 fn exit_span(name: String, start_ns: u64, end_ns: u64, ctx: Option<&CallCtx>, mut a: Attributes, error: bool, to_unix: impl Fn(u64) -> u64) -> Span {
-    let ids = match ctx {
-        Some(c) => c.ids.clone(),
-        None => {
-            let (trace_id, span_id) = new_ids();
-            Ids { trace_id, span_id, parent_span_id: None, trace_state: None, sampled: true }
-        }
-    };
+    let ids = ctx.map_or_else(SpanIds::root, |c| c.ids.clone());
     if let Some(code) = ctx.and_then(|c| c.caller.as_ref()) {
         a.insert("code.function.name".into(), json!(code.qualname));
         a.insert("code.file.path".into(), json!(code.file));
@@ -354,12 +349,16 @@ mod tests {
     }
 
     #[test]
-    fn a_call_takes_the_context_of_its_first_write() {
-        let ctx = |start_ns| CallCtx { start_ns, ids: Ids { trace_id: "t".into(), span_id: format!("{start_ns}"), parent_span_id: None, trace_state: None, sampled: true }, caller: None };
-        let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(3)].into();
+    fn a_call_takes_the_context_of_its_write_burst() {
+        let ctx = |start_ns| CallCtx { start_ns, ids: SpanIds { trace_id: "t".into(), span_id: format!("{start_ns}"), parent_span_id: None, trace_state: None, sampled: true }, caller: None, used: false };
+        let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(30)].into();
         assert_eq!(take_ctx(&mut q, 2).unwrap().ids.span_id, "2");
-        assert_eq!(q.len(), 1, "the write at 1 never became a call");
-        assert!(take_ctx(&mut q, 9).is_none());
+        assert_eq!(q.len(), 2, "the burst at 1 never became a call");
+        let second = take_ctx(&mut q, 5).unwrap();
+        assert_eq!((second.start_ns, second.ids.trace_id.as_str()), (2, "t"), "a second call written in the burst that began at 2");
+        assert_ne!(second.ids.span_id, "2", "with its own span id");
+        assert_eq!(take_ctx(&mut q, 30).unwrap().ids.span_id, "30");
         assert_eq!(q.len(), 1);
+        assert!(take_ctx(&mut q, 0).is_none(), "nothing began before it");
     }
 }

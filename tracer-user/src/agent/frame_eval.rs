@@ -26,7 +26,7 @@ pub(super) struct FrameEvalProbes {
     /// Sampled mode: when the current window closes, or when the next one opens.
     window_end: Option<Instant>,
     next_window: Option<Instant>,
-    pub attach_errors: u64,
+    attach_errors: u64,
 }
 
 impl FrameEvalProbes {

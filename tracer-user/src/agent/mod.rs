@@ -111,7 +111,7 @@ struct Agent {
     /// Their local addresses, for same-host stitching.
     clients_by_local: HashMap<(IpAddr, u16), (u32, i32)>,
     /// Ids fixed early for requests still being served, by (pid, fd, request start).
-    assigned: HashMap<(u32, i32, u64), client::Ids>,
+    assigned: HashMap<(u32, i32, u64), crate::span::SpanIds>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -410,11 +410,7 @@ impl Agent {
                 self.stats.unsampled += 1;
                 continue;
             }
-            let mut span = server_span(&x, ctx, &incoming, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
-            span.trace_id = ids.trace_id;
-            span.span_id = ids.span_id;
-            span.parent_span_id = ids.parent_span_id;
-            span.trace_state = ids.trace_state;
+            let mut span = server_span(&x, ctx, ids, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
             if served_by == tgid {
                 if let Some(code) = self.samples.handler(tgid, tid, x.start_ns, x.end_ns) {
                     span.set_code(&code);

@@ -4,9 +4,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::{connection::Exchange, redact::redact_query, traceparent::Incoming};
+use super::{connection::Exchange, redact::redact_query};
 use crate::sockaddr::Peer;
-use crate::span::{new_ids, Attributes, Span, SpanKind, Status, StatusCode};
+use crate::span::{Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
 
 /// What the agent knows about the connection besides its bytes.
 #[derive(Debug, Clone)]
@@ -18,11 +18,12 @@ pub struct ConnContext {
 
 const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
 
-/// `to_unix` converts the kernel's monotonic timestamps to Unix time.
+/// `ids` place the span in its trace (the caller's traceparent, a same-host caller, or a new
+/// trace: the agent decides); `to_unix` converts the kernel's monotonic timestamps to Unix time.
 pub fn server_span(
     x: &Exchange,
     conn: &ConnContext,
-    incoming: &Incoming,
+    ids: SpanIds,
     redact_keys: &[String],
     resource: Attributes,
     to_unix: impl Fn(u64) -> u64,
@@ -97,16 +98,11 @@ pub fn server_span(
         }
         None => StatusCode::Unset,
     };
-    let (new_trace_id, span_id) = new_ids();
-    let (trace_id, parent_span_id, trace_state) = match incoming {
-        Incoming::Valid(p) => (p.trace_id.clone(), Some(p.span_id.clone()), p.trace_state.clone()),
-        Incoming::Absent | Incoming::Invalid(_) => (new_trace_id, None, None),
-    };
     Span {
-        trace_id,
-        span_id,
-        parent_span_id,
-        trace_state,
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
+        parent_span_id: ids.parent_span_id,
+        trace_state: ids.trace_state,
         name: if known { req.method.clone() } else { "HTTP".into() },
         kind: SpanKind::Server,
         start_time_unix_nano: to_unix(x.start_ns),
@@ -174,7 +170,7 @@ mod tests {
             b"GET /users/7?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: curl/7.88.1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"id\": 7, \"x\": 1}",
         );
-        let s = server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t + 10);
+        let s = server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t + 10);
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(
             v["attributes"],
@@ -198,7 +194,7 @@ mod tests {
             b"BREW /pot?api_key=s3&x=1 HTTP/1.0\r\n\r\n",
             b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
         );
-        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
         assert_eq!(a["http.request.method"], "_OTHER");
         assert_eq!(a["http.request.method_original"], "BREW");
@@ -215,7 +211,7 @@ mod tests {
     #[test]
     fn client_error_is_not_a_span_error() {
         let x = exchange(b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 3\r\n\r\nno!");
-        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["status"]["code"], "unset");
         assert!(v["attributes"].get("error.type").is_none());
         assert!(v["attributes"].get("url.query").is_none());
@@ -226,7 +222,7 @@ mod tests {
     #[test]
     fn no_response_is_an_error_without_status_code() {
         let x = exchange(b"GET /a HTTP/1.1\r\nHost: h:1\r\n\r\n", b"");
-        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["attributes"]["error.type"], "no_response");
         assert!(v["attributes"].get("http.response.status_code").is_none());
     }
@@ -234,13 +230,15 @@ mod tests {
     #[test]
     fn incoming_context_sets_trace_and_parent() {
         let x = exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        let incoming = crate::http::traceparent::parse(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some("k=v"));
-        let v = serde_json::to_value(server_span(&x, &ctx(), &incoming, &keys(), Attributes::new(), |t| t)).unwrap();
+        let crate::http::traceparent::Incoming::Valid(parent) = crate::http::traceparent::parse(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some("k=v")) else {
+            panic!("a valid traceparent")
+        };
+        let v = serde_json::to_value(server_span(&x, &ctx(), parent.child(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["parent_span_id"], "00f067aa0ba902b7");
         assert_eq!(v["trace_state"], "k=v");
         assert_ne!(v["span_id"], "00f067aa0ba902b7");
-        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Invalid("bad trace-id"), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert!(v["parent_span_id"].is_null() && v.get("trace_state").is_none());
     }
 
@@ -252,7 +250,7 @@ mod tests {
         );
         req.extend(b"abc");
         let x = exchange(&req, b"HTTP/1.1 201 CREATED\r\nContent-Length: 2\r\n\r\nok");
-        let v = serde_json::to_value(server_span(&x, &ctx(), &Incoming::Absent, &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
         assert_eq!((a["client.address"].as_str(), a["client.port"].as_u64()), (Some("10.0.0.7"), Some(40000)));
         assert_eq!((a["server.address"].as_str(), a["server.port"].as_u64()), (Some("shop"), Some(80)));

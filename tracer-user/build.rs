@@ -16,10 +16,7 @@ fn main() -> anyhow::Result<()> {
     }
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tracer-ebpf");
     let root = root.canonicalize()?;
-    let package = aya_build::Package {
-        name: "tracer-ebpf",
-        root_dir: root.to_str().expect("utf-8 path"),
-        ..Default::default()
-    };
+    let package =
+        aya_build::Package { name: "tracer-ebpf", root_dir: root.to_str().expect("utf-8 path"), ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }

@@ -183,8 +183,8 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Config::parse(&text, path)
     }
 
@@ -212,7 +212,11 @@ impl Config {
         };
         let d = &self.discovery;
         if d.whitelist.is_empty() {
-            return Err(invalid("whitelist", "is empty, so nothing would ever be traced; list at least one command-line substring such as gunicorn".into()));
+            return Err(invalid(
+                "whitelist",
+                "is empty, so nothing would ever be traced; list at least one command-line substring such as gunicorn"
+                    .into(),
+            ));
         }
         if d.whitelist.iter().chain(&d.blacklist).any(|s| s.is_empty()) {
             return Err(invalid("whitelist", "an empty entry matches every process; remove it".into()));
@@ -228,12 +232,18 @@ impl Config {
         }
         if let Some(addr) = &self.metrics.listen {
             if addr.parse::<std::net::SocketAddr>().is_err() {
-                return Err(invalid("listen", format!("`{addr}` is not an address and port such as 0.0.0.0:9464 (or null to turn metrics off)")));
+                return Err(invalid(
+                    "listen",
+                    format!("`{addr}` is not an address and port such as 0.0.0.0:9464 (or null to turn metrics off)"),
+                ));
             }
         }
         let grace = self.metrics.exited_process_grace_seconds;
         if !(grace.is_finite() && grace >= 0.0) {
-            return Err(invalid("exited_process_grace_seconds", format!("is {grace}, it must be a number of seconds, 0 or more")));
+            return Err(invalid(
+                "exited_process_grace_seconds",
+                format!("is {grace}, it must be a number of seconds, 0 or more"),
+            ));
         }
         let fe = &self.cpython.frame_eval;
         if fe.mode == FrameEvalMode::Sampled {
@@ -241,7 +251,10 @@ impl Config {
                 return Err(invalid("window_ms", format!("is {}, it must be 1 to 60000 milliseconds", fe.window_ms)));
             }
             if !(fe.every_seconds.is_finite() && fe.every_seconds * 1000.0 > fe.window_ms as f64) {
-                return Err(invalid("every_seconds", format!("is {}, it must be longer than the window ({} ms)", fe.every_seconds, fe.window_ms)));
+                return Err(invalid(
+                    "every_seconds",
+                    format!("is {}, it must be longer than the window ({} ms)", fe.every_seconds, fe.window_ms),
+                ));
             }
         }
         let o = &self.otlp;
@@ -257,13 +270,22 @@ impl Config {
             return Err(invalid("batch_size", format!("is {}; use 1 to 10000 spans", o.batch_size)));
         }
         if o.queue_size < o.batch_size {
-            return Err(invalid("queue_size", format!("is {}, smaller than batch_size {}", o.queue_size, o.batch_size)));
+            return Err(invalid(
+                "queue_size",
+                format!("is {}, smaller than batch_size {}", o.queue_size, o.batch_size),
+            ));
         }
         if !(o.timeout_seconds.is_finite() && o.timeout_seconds > 0.0) {
-            return Err(invalid("timeout_seconds", format!("is {}; use a positive number of seconds", o.timeout_seconds)));
+            return Err(invalid(
+                "timeout_seconds",
+                format!("is {}; use a positive number of seconds", o.timeout_seconds),
+            ));
         }
         if self.http.redact_query_keys.iter().any(|s| s.is_empty()) {
-            return Err(invalid("redact_query_keys", "an empty entry would redact every query value; remove it".into()));
+            return Err(invalid(
+                "redact_query_keys",
+                "an empty entry would redact every query value; remove it".into(),
+            ));
         }
         Ok(())
     }

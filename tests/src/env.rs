@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The Cargo workspace root (parent of the tests crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests crate has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests crate has a parent directory").to_path_buf()
 }
 
 /// The Python venv holding gunicorn and Flask: `$PYTRACER_VENV`, else `<root>/.venvs/cpython-3.11`.
@@ -30,10 +27,7 @@ pub fn gunicorn_bin() -> PathBuf {
 pub fn pytracer_bin() -> PathBuf {
     match std::env::var_os("PYTRACER_BIN") {
         Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => workspace_root()
-            .join("target")
-            .join("release")
-            .join("pytracer"),
+        _ => workspace_root().join("target").join("release").join("pytracer"),
     }
 }
 
@@ -48,11 +42,7 @@ fn ci_requires_privileged() -> bool {
 
 /// libtest names each test's thread after the test; fall back for other runners.
 fn current_test_name() -> String {
-    std::thread::current()
-        .name()
-        .filter(|n| *n != "main")
-        .unwrap_or("<unknown test>")
-        .to_string()
+    std::thread::current().name().filter(|n| *n != "main").unwrap_or("<unknown test>").to_string()
 }
 
 /// Skip (return false) or, under `PYTRACER_REQUIRE_PRIVILEGED=1`, panic when something is missing.
@@ -62,17 +52,11 @@ pub(crate) fn gate(missing: Vec<String>) -> bool {
     }
     let reason = missing.join("; ");
     if ci_requires_privileged() {
-        panic!(
-            "privileged test cannot run: {reason}; CI requires it (PYTRACER_REQUIRE_PRIVILEGED=1)"
-        );
+        panic!("privileged test cannot run: {reason}; CI requires it (PYTRACER_REQUIRE_PRIVILEGED=1)");
     }
     // Straight to fd 2 rather than eprintln!, which libtest captures and hides for passing
     // tests: a skip must be visible, or a green run could hide that nothing ran.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\nSKIPPED: {}: {reason}",
-        current_test_name()
-    );
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED: {}: {reason}", current_test_name());
     false
 }
 
@@ -81,10 +65,7 @@ fn missing_venv() -> Vec<String> {
     if g.is_file() {
         vec![]
     } else {
-        vec![format!(
-            "{} not found (set PYTRACER_VENV or run `cargo xtask setup`)",
-            g.display()
-        )]
+        vec![format!("{} not found (set PYTRACER_VENV or run `cargo xtask setup`)", g.display())]
     }
 }
 
@@ -99,10 +80,7 @@ pub fn require_privileged() -> bool {
     }
     let bin = pytracer_bin();
     if !bin.is_file() {
-        missing.push(format!(
-            "{} not found (set PYTRACER_BIN or build with `cargo build --release`)",
-            bin.display()
-        ));
+        missing.push(format!("{} not found (set PYTRACER_BIN or build with `cargo build --release`)", bin.display()));
     }
     missing.extend(missing_venv());
     gate(missing)

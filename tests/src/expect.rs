@@ -33,9 +33,8 @@ pub fn send(port: u16, method: &'static str, target: &str, body: &[u8], expect_s
     let resp = conn.send(method, target, &[("Connection", "close")], body);
     let done_at = now_ns();
     assert_eq!(resp.status, expect_status, "{method} {target}: {}", resp.text());
-    let min_duration = target
-        .strip_prefix("/sleep/")
-        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.parse().unwrap()));
+    let min_duration =
+        target.strip_prefix("/sleep/").map_or(Duration::ZERO, |ms| Duration::from_millis(ms.parse().unwrap()));
     Sent {
         method,
         target: target.to_string(),
@@ -52,7 +51,10 @@ pub fn send(port: u16, method: &'static str, target: &str, body: &[u8], expect_s
 /// pytracer's `url.template` for the test app's paths: number segments become `{id}` (the only
 /// kind of identifier the tests send; the agent's unit tests cover the others).
 pub fn template_of(path: &str) -> String {
-    path.split('/').map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "{id}" } else { s }).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "{id}" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The attributes the span of `s` must have, exactly.
@@ -88,7 +90,9 @@ pub fn expected_attributes(s: &Sent, port: u16) -> Value {
 pub fn redacted(q: &str) -> String {
     q.split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if ["key", "pass", "secret"].iter().any(|s| k.to_lowercase().contains(s)) => format!("{k}=<redacted>"),
+            Some((k, _)) if ["key", "pass", "secret"].iter().any(|s| k.to_lowercase().contains(s)) => {
+                format!("{k}=<redacted>")
+            }
             _ => kv.to_string(),
         })
         .collect::<Vec<_>>()
@@ -113,7 +117,15 @@ pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]
     for s in sent {
         let i = by_client.entry(s.client_port).or_default();
         let mine = spans_of_client(spans, s.client_port);
-        let span = mine.get(*i).unwrap_or_else(|| panic!("no span for {} {} (client port {}); spans:\n{}", s.method, s.target, s.client_port, summarize(spans)));
+        let span = mine.get(*i).unwrap_or_else(|| {
+            panic!(
+                "no span for {} {} (client port {}); spans:\n{}",
+                s.method,
+                s.target,
+                s.client_port,
+                summarize(spans)
+            )
+        });
         *i += 1;
         assert_eq!(span["attributes"], expected_attributes(s, port), "{} {}", s.method, s.target);
         assert_eq!(span["name"], json!(s.method));
@@ -127,14 +139,28 @@ pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]
         assert_eq!(r["process.executable.name"], executable);
         let pid = r["process.pid"].as_u64().unwrap() as u32;
         assert!(workers.contains(&pid), "span from pid {pid}, workers are {workers:?}");
-        let (start, end) = (span["start_time_unix_nano"].as_u64().unwrap(), span["end_time_unix_nano"].as_u64().unwrap());
+        let (start, end) =
+            (span["start_time_unix_nano"].as_u64().unwrap(), span["end_time_unix_nano"].as_u64().unwrap());
         // The clocks agree to well under a millisecond; allow 5 ms for the conversion.
         let slack = 5_000_000;
-        assert!(start + slack >= s.sent_at && end <= s.done_at + slack && start <= end, "{} {}: span [{start}, {end}] outside [{}, {}]", s.method, s.target, s.sent_at, s.done_at);
-        assert!(duration_ns(span) >= s.min_duration.as_nanos() as u64, "{} {} lasted {} ns, the app sleeps {:?}", s.method, s.target, duration_ns(span), s.min_duration);
+        assert!(
+            start + slack >= s.sent_at && end <= s.done_at + slack && start <= end,
+            "{} {}: span [{start}, {end}] outside [{}, {}]",
+            s.method,
+            s.target,
+            s.sent_at,
+            s.done_at
+        );
+        assert!(
+            duration_ns(span) >= s.min_duration.as_nanos() as u64,
+            "{} {} lasted {} ns, the app sleeps {:?}",
+            s.method,
+            s.target,
+            duration_ns(span),
+            s.min_duration
+        );
     }
 }
-
 
 pub const MB: usize = 1_048_576;
 
@@ -166,4 +192,3 @@ pub fn mixed_sequence(port: u16) -> Vec<Sent> {
     assert_eq!(bodies[8].len(), MB);
     sent
 }
-

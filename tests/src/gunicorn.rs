@@ -71,11 +71,7 @@ impl GunicornOpts {
     }
 
     pub fn gthread(workers: u32, threads: u32) -> Self {
-        GunicornOpts {
-            worker_class: "gthread".into(),
-            threads: Some(threads),
-            ..Self::sync(workers)
-        }
+        GunicornOpts { worker_class: "gthread".into(), threads: Some(threads), ..Self::sync(workers) }
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -194,13 +190,10 @@ impl Gunicorn {
         }
         // Gunicorn >= 25 opens a control socket at one per-user path by default, unlinking
         // whatever is there: parallel instances would steal each other's. Give each its own.
-        let sets_control = opts
-            .extra_args
-            .iter()
-            .any(|a| a.starts_with("--control-socket") || a == "--no-control-socket");
+        let sets_control =
+            opts.extra_args.iter().any(|a| a.starts_with("--control-socket") || a == "--no-control-socket");
         if !sets_control && has_control_socket(venv.as_deref()) {
-            cmd.arg("--control-socket")
-                .arg(dir.path().join("gunicorn.ctl"));
+            cmd.arg("--control-socket").arg(dir.path().join("gunicorn.ctl"));
         }
         cmd.arg("--chdir")
             .arg(chdir)
@@ -214,17 +207,8 @@ impl Gunicorn {
             .stderr(log)
             // Own group, so Drop can kill the master and every worker with one signal.
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(Gunicorn {
-            child,
-            port,
-            workers: opts.workers,
-            log_path,
-            ready_dir,
-            dir,
-        })
+        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        Ok(Gunicorn { child, port, workers: opts.workers, log_path, ready_dir, dir })
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -268,10 +252,7 @@ impl Gunicorn {
     /// forking, so every worker counts.
     fn ready_worker_pids(&self) -> Vec<u32> {
         let preloaded = self.ready_dir.join(self.pid().to_string()).exists();
-        self.worker_pids()
-            .into_iter()
-            .filter(|w| preloaded || self.ready_dir.join(w.to_string()).exists())
-            .collect()
+        self.worker_pids().into_iter().filter(|w| preloaded || self.ready_dir.join(w.to_string()).exists()).collect()
     }
 
     /// The master's pid (also the process group id).

@@ -20,10 +20,7 @@ pub struct Response {
 impl Response {
     /// First header of that name, ignoring case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as UTF-8 (lossy), for assertions on text bodies.
@@ -33,8 +30,7 @@ impl Response {
 
     /// Whether the server announced it will close the connection after this response.
     pub fn closes_connection(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        self.header("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
     }
 }
 
@@ -55,13 +51,7 @@ fn io_err(msg: impl Into<String>) -> io::Error {
 /// Build request bytes: `Host`, `User-Agent` unless given, then `headers`, then
 /// `Content-Length` when the body is non-empty or the method is POST/PUT (unless given, or
 /// `Transfer-Encoding` is given).
-pub fn build_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
+pub fn build_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
     if !has("host") {
@@ -94,12 +84,7 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            port,
-            buf: Vec::new(),
-            eof: false,
-        })
+        Ok(Conn { stream, port, buf: Vec::new(), eof: false })
     }
 
     pub fn port(&self) -> u16 {
@@ -111,13 +96,7 @@ impl Conn {
     }
 
     /// Send one request (one write) and read its response; panics on I/O or parse errors.
-    pub fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Response {
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         self.try_send(method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path} on port {}: {e}", self.port))
     }
@@ -136,19 +115,14 @@ impl Conn {
 
     /// Write bytes as-is in a single write call (e.g. two pipelined requests).
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap_or_else(|e| {
-            panic!(
-                "writing {} raw bytes to port {}: {e}",
-                bytes.len(),
-                self.port
-            )
-        });
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("writing {} raw bytes to port {}: {e}", bytes.len(), self.port));
     }
 
     /// Read the next response (after `send_raw`); panics on I/O or parse errors.
     pub fn read_response(&mut self) -> Response {
-        self.try_read_response()
-            .unwrap_or_else(|e| panic!("reading response on port {}: {e}", self.port))
+        self.try_read_response().unwrap_or_else(|e| panic!("reading response on port {}: {e}", self.port))
     }
 
     pub fn try_read_response(&mut self) -> io::Result<Response> {
@@ -225,10 +199,7 @@ impl Conn {
                 return Ok(line);
             }
             if !self.fill()? {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "EOF inside chunked body",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF inside chunked body"));
             }
         }
     }
@@ -243,12 +214,7 @@ impl Conn {
                     let headers = resp
                         .headers
                         .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                         .collect();
                     self.buf.drain(..len);
                     return Ok((status, headers));
@@ -257,10 +223,7 @@ impl Conn {
                     if !self.fill()? {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "connection closed before a complete response head ({} bytes)",
-                                self.buf.len()
-                            ),
+                            format!("connection closed before a complete response head ({} bytes)", self.buf.len()),
                         ));
                     }
                 }
@@ -282,24 +245,15 @@ impl Conn {
                 break (status, headers);
             }
         };
-        let mut resp = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let mut resp = Response { status, headers, body: Vec::new() };
         if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
             return Ok(resp);
         }
-        let chunked = resp
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let chunked = resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         if chunked {
             resp.body = self.read_chunked()?;
         } else if let Some(len) = resp.header("content-length") {
-            let len: usize = len
-                .trim()
-                .parse()
-                .map_err(|_| io_err(format!("bad Content-Length {len:?}")))?;
+            let len: usize = len.trim().parse().map_err(|_| io_err(format!("bad Content-Length {len:?}")))?;
             self.fill_to(len)?;
             resp.body = self.buf.drain(..len).collect();
         } else {
@@ -321,8 +275,8 @@ impl Conn {
             let line = self.take_line()?;
             let line = String::from_utf8_lossy(&line);
             let size_hex = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_hex, 16)
-                .map_err(|_| io_err(format!("bad chunk size line {line:?}")))?;
+            let size =
+                usize::from_str_radix(size_hex, 16).map_err(|_| io_err(format!("bad chunk size line {line:?}")))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 while !self.take_line()?.is_empty() {}
@@ -339,18 +293,9 @@ impl Conn {
 }
 
 /// One request on a fresh connection with `Connection: close`; panics on failure.
-pub fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let mut all: Vec<(&str, &str)> = headers.to_vec();
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
-    {
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
         all.push(("Connection", "close"));
     }
     Conn::open(port).send(method, path, &all, body)

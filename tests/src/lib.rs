@@ -30,23 +30,23 @@ pub mod uwsgi;
 pub mod wait;
 pub mod wire;
 
-pub use expect::{check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent, MB};
 pub use env::{
-    apps_dir, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_interpreters, require_privileged, require_chroot_venvs, debian_chroot,
-    require_privileged_debian, require_venv, venv_dir, INTERPRETER_SERIES,
-    workspace_root,
+    apps_dir, debian_chroot, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_chroot_venvs,
+    require_interpreters, require_privileged, require_privileged_debian, require_venv, venv_dir, workspace_root,
+    INTERPRETER_SERIES,
+};
+pub use expect::{
+    check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent,
+    MB,
 };
 pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
+pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
+pub use otlp_sink::{first_line_of, OtlpSink};
 pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};
 pub use redis::{redis_server_bin, resp_command, Redis};
 pub use services::{backend_opts, frontend_opts, require_privileged_two_services, require_two_services, TwoServices};
-pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
-pub use span::{
-    attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr,
-    summarize,
-};
-pub use otlp_sink::{first_line_of, OtlpSink};
+pub use span::{attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr, summarize};
 pub use tmp::TempDir;
 pub use tracer::{parse_jsonl, TraceResult, Tracer};
 pub use uwsgi::{uwsgi_bin, Upstream, Uwsgi, UwsgiMode, UwsgiOpts};

@@ -47,14 +47,10 @@ pub fn nginx_bin() -> PathBuf {
     if let Some(v) = std::env::var_os("PYTRACER_NGINX").filter(|v| !v.is_empty()) {
         return PathBuf::from(v);
     }
-    let in_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("nginx"))
-            .find(|p| p.is_file())
-    });
+    let in_path = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("nginx")).find(|p| p.is_file()));
     in_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
-
 
 fn missing_uwsgi() -> Vec<String> {
     let u = uwsgi_bin();
@@ -74,10 +70,7 @@ fn missing_nginx() -> Vec<String> {
     if n.is_file() {
         vec![]
     } else {
-        vec![format!(
-            "{} not found (set PYTRACER_NGINX or run `cargo xtask setup`)",
-            n.display()
-        )]
+        vec![format!("{} not found (set PYTRACER_NGINX or run `cargo xtask setup`)", n.display())]
     }
 }
 
@@ -151,11 +144,7 @@ impl Nginx {
         // As root, nginx's workers would switch to an unprivileged user that can neither
         // connect to a root-owned unix socket nor write temp files here: keep them as we are.
         // SAFETY: geteuid has no preconditions and cannot fail.
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "user root;\n"
-        } else {
-            ""
-        };
+        let user = if unsafe { libc::geteuid() } == 0 { "user root;\n" } else { "" };
         let conf = format!(
             "{user}worker_processes 1;
 pid {pid};
@@ -198,18 +187,8 @@ http {{
             .stdout(stderr.try_clone()?)
             .stderr(stderr)
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(Nginx {
-            child,
-            port,
-            conf_path,
-            error_log,
-            access_log,
-            stderr_path,
-            dir,
-        })
+        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        Ok(Nginx { child, port, conf_path, error_log, access_log, stderr_path, dir })
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -217,15 +196,9 @@ http {{
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "nginx exited during startup ({status}); config {}:\n{}",
-                    self.conf_path.display(),
-                    self.logs()
-                );
+                bail!("nginx exited during startup ({status}); config {}:\n{}", self.conf_path.display(), self.logs());
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && !self.worker_pids().is_empty()
-            {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && !self.worker_pids().is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -28,7 +28,10 @@ impl OtlpSink {
             .stdout(Stdio::null())
             .spawn()
             .expect("starting bench/otlp_sink.py");
-        assert!(wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "the OTLP receiver did not start");
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "the OTLP receiver did not start"
+        );
         OtlpSink { child, port }
     }
 

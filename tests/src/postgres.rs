@@ -162,18 +162,15 @@ impl Postgres {
         }
         let mut started = crate::server::start_retrying(|| Self::spawn(&bin, uid, gid, &dir, &data, &socket_dir))?;
         let child = started.child.take().expect("a started postmaster");
-        let pg = Postgres {
-            child,
-            port: started.port,
-            bin,
-            uid,
-            gid,
-            log_path: started.log_path.clone(),
-            socket_dir,
-            dir,
-        };
-        pg.create_app_db()
-            .with_context(|| format!("creating the `{PG_DATABASE}` database; log {}:\n{}", pg.log_path.display(), file_tail(&pg.log_path, 40)))?;
+        let pg =
+            Postgres { child, port: started.port, bin, uid, gid, log_path: started.log_path.clone(), socket_dir, dir };
+        pg.create_app_db().with_context(|| {
+            format!(
+                "creating the `{PG_DATABASE}` database; log {}:\n{}",
+                pg.log_path.display(),
+                file_tail(&pg.log_path, 40)
+            )
+        })?;
         Ok(pg)
     }
 

@@ -21,11 +21,7 @@ pub fn children(parent: u32) -> Vec<u32> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if let Some((ppid, state)) = ppid_and_state(pid) {

@@ -15,7 +15,6 @@ use crate::gunicorn::{Gunicorn, GunicornOpts};
 use crate::postgres::{missing_postgres, Postgres};
 use crate::redis::{missing_redis, Redis};
 
-
 fn missing_databases() -> Vec<String> {
     let mut m = missing_postgres();
     m.extend(missing_redis());

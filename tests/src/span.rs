@@ -21,8 +21,7 @@ pub fn attr_u64(span: &Value, key: &str) -> Option<u64> {
 }
 
 fn as_u64(v: &Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// The span's duration in nanoseconds: `duration_ns` if present (top level or attribute),
@@ -31,10 +30,7 @@ pub fn duration_ns(span: &Value) -> u64 {
     if let Some(d) = as_u64(&span["duration_ns"]).or_else(|| attr_u64(span, "duration_ns")) {
         return d;
     }
-    for (start, end) in [
-        ("start_time_unix_nano", "end_time_unix_nano"),
-        ("start_ns", "end_ns"),
-    ] {
+    for (start, end) in [("start_time_unix_nano", "end_time_unix_nano"), ("start_ns", "end_ns")] {
         if let (Some(s), Some(e)) = (as_u64(&span[start]), as_u64(&span[end])) {
             assert!(e >= s, "span ends ({e}) before it starts ({s}): {span}");
             return e - s;
@@ -45,16 +41,12 @@ pub fn duration_ns(span: &Value) -> u64 {
 
 /// The request path without query string: attribute `url.path`, else `http.target` cut at `?`.
 pub fn span_path(span: &Value) -> Option<&str> {
-    attr_str(span, "url.path")
-        .or_else(|| attr_str(span, "http.target").map(|t| t.split('?').next().unwrap_or(t)))
+    attr_str(span, "url.path").or_else(|| attr_str(span, "http.target").map(|t| t.split('?').next().unwrap_or(t)))
 }
 
 /// Spans whose path (see [`span_path`]) is exactly `path`, in output order.
 pub fn spans_by_path<'a>(spans: &'a [Value], path: &str) -> Vec<&'a Value> {
-    spans
-        .iter()
-        .filter(|s| span_path(s) == Some(path))
-        .collect()
+    spans.iter().filter(|s| span_path(s) == Some(path)).collect()
 }
 
 /// Spans whose attribute `key` equals `value`.
@@ -80,10 +72,5 @@ pub fn summarize(spans: &[Value]) -> String {
     if spans.is_empty() {
         return "<no spans>".into();
     }
-    spans
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("  [{i}] {s}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    spans.iter().enumerate().map(|(i, s)| format!("  [{i}] {s}")).collect::<Vec<_>>().join("\n")
 }

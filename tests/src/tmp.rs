@@ -16,9 +16,7 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(prefix: &str) -> std::io::Result<TempDir> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!(
             "pytracer-tests-{prefix}-{}-{}-{nanos}",
             std::process::id(),
@@ -36,10 +34,7 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "pytracer-tests: keeping {} for diagnosis",
-                self.path.display()
-            );
+            eprintln!("pytracer-tests: keeping {} for diagnosis", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }

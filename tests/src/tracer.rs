@@ -68,15 +68,8 @@ impl Tracer {
             // Own group: a Ctrl-C in the terminal running the tests must not stop it early, and
             // Drop can kill anything it spawned.
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let mut t = Tracer {
-            child: Some(child),
-            stderr_path,
-            output_path,
-            dir,
-        };
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let mut t = Tracer { child: Some(child), stderr_path, output_path, dir };
         t.wait_ready();
         t
     }
@@ -84,11 +77,7 @@ impl Tracer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if self
-                .stderr_now()
-                .lines()
-                .any(|l| l.trim_end() == READY_LINE)
-            {
+            if self.stderr_now().lines().any(|l| l.trim_end() == READY_LINE) {
                 return;
             }
             let child = self.child.as_mut().expect("tracer running");
@@ -141,23 +130,18 @@ impl Tracer {
         let stderr = self.stderr_now();
         match status {
             Some(s) if s.success() => {}
-            Some(s) => panic!(
-                "pytracer exited with {s} after SIGINT; stderr ({}):\n{stderr}",
-                self.stderr_path.display()
-            ),
+            Some(s) => {
+                panic!("pytracer exited with {s} after SIGINT; stderr ({}):\n{stderr}", self.stderr_path.display())
+            }
             None => panic!(
                 "pytracer did not exit within {STOP_TIMEOUT:?} of SIGINT (killed); stderr ({}):\n{stderr}",
                 self.stderr_path.display()
             ),
         }
-        let text = std::fs::read_to_string(&self.output_path).unwrap_or_else(|e| {
-            panic!(
-                "reading {}: {e}; stderr:\n{stderr}",
-                self.output_path.display()
-            )
-        });
-        let spans = parse_jsonl(&text)
-            .unwrap_or_else(|e| panic!("{} : {e}; stderr:\n{stderr}", self.output_path.display()));
+        let text = std::fs::read_to_string(&self.output_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}; stderr:\n{stderr}", self.output_path.display()));
+        let spans =
+            parse_jsonl(&text).unwrap_or_else(|e| panic!("{} : {e}; stderr:\n{stderr}", self.output_path.display()));
         TraceResult { spans, stderr }
     }
 
@@ -172,9 +156,7 @@ impl Tracer {
         loop {
             match child.try_wait() {
                 Ok(Some(s)) => return Some(s),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     kill_group(&mut child);
                     return None;

@@ -205,9 +205,7 @@ impl UwsgiOpts {
     }
 
     fn bin(&self) -> PathBuf {
-        self.venv
-            .as_ref()
-            .map_or_else(uwsgi_bin, |v| v.join("bin").join("uwsgi"))
+        self.venv.as_ref().map_or_else(uwsgi_bin, |v| v.join("bin").join("uwsgi"))
     }
 }
 
@@ -228,11 +226,9 @@ impl Listen {
 
     fn accepts(&self) -> bool {
         match self {
-            Listen::Tcp(p) => TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], *p)),
-                Duration::from_millis(200),
-            )
-            .is_ok(),
+            Listen::Tcp(p) => {
+                TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *p)), Duration::from_millis(200)).is_ok()
+            }
             Listen::Unix(p) => UnixStream::connect(p).is_ok(),
         }
     }
@@ -272,12 +268,7 @@ impl Uwsgi {
     }
 
     /// The options as (name, value) pairs; a flag has value None.
-    fn options(
-        opts: &UwsgiOpts,
-        front: &Listen,
-        workers: &Listen,
-        fifo: &Path,
-    ) -> Vec<(String, Option<String>)> {
+    fn options(opts: &UwsgiOpts, front: &Listen, workers: &Listen, fifo: &Path) -> Vec<(String, Option<String>)> {
         let mut o: Vec<(String, Option<String>)> = Vec::new();
         let mut kv = |k: &str, v: Option<String>| o.push((k.to_string(), v));
         if opts.master {
@@ -321,9 +312,7 @@ impl Uwsgi {
 
         let unix = |name: &str| Listen::Unix(dir.path().join(name));
         let (front, workers_sock) = match (opts.mode, opts.unix_socket) {
-            (UwsgiMode::HttpRouter, false) => {
-                (Listen::Tcp(free_port()?), Listen::Tcp(free_port()?))
-            }
+            (UwsgiMode::HttpRouter, false) => (Listen::Tcp(free_port()?), Listen::Tcp(free_port()?)),
             (UwsgiMode::HttpRouter, true) => (Listen::Tcp(free_port()?), unix("uwsgi.sock")),
             (UwsgiMode::HttpSocket, true) => (unix("http.sock"), unix("http.sock")),
             (UwsgiMode::UwsgiSocket, true) => (unix("uwsgi.sock"), unix("uwsgi.sock")),
@@ -366,22 +355,10 @@ impl Uwsgi {
             .stderr(log)
             // Own group, so Drop can kill the master, the workers and the router with one signal.
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
+        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
         let mut command = vec![bin.display().to_string()];
         command.extend(args);
-        Ok(Uwsgi {
-            child,
-            opts: opts.clone(),
-            front,
-            workers_sock,
-            fifo,
-            command,
-            log_path,
-            ready_dir,
-            dir,
-        })
+        Ok(Uwsgi { child, opts: opts.clone(), front, workers_sock, fifo, command, log_path, ready_dir, dir })
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -426,12 +403,8 @@ impl Uwsgi {
     /// Workers that have the app imported: without `--lazy-apps` the master imported it before
     /// forking (after each reload too), so every worker counts once the master's marker exists.
     fn ready_worker_pids(&self) -> Vec<u32> {
-        let preloaded =
-            !self.opts.lazy_apps && self.ready_dir.join(self.pid().to_string()).exists();
-        self.worker_pids()
-            .into_iter()
-            .filter(|w| preloaded || self.ready_dir.join(w.to_string()).exists())
-            .collect()
+        let preloaded = !self.opts.lazy_apps && self.ready_dir.join(self.pid().to_string()).exists();
+        self.worker_pids().into_iter().filter(|w| preloaded || self.ready_dir.join(w.to_string()).exists()).collect()
     }
 
     /// The master's pid (also the process group id). Without `--master`, the first worker.
@@ -508,9 +481,7 @@ impl Uwsgi {
             .filter(|l| l.contains("spawned") && l.contains(&needle))
             .filter_map(|l| {
                 let rest = &l[l.find("pid: ")? + 5..];
-                let end = rest
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(rest.len());
+                let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
                 rest[..end].parse().ok()
             })
             .collect()
@@ -521,20 +492,14 @@ impl Uwsgi {
     /// renames processes only with `--auto-procname`/`--procname*`).
     pub fn router_pid(&self) -> Option<u32> {
         let children = procfs::children(self.pid());
-        self.logged_pids("http")
-            .into_iter()
-            .rev()
-            .find(|p| children.contains(p))
+        self.logged_pids("http").into_iter().rev().find(|p| children.contains(p))
     }
 
     /// Current live worker pids, sorted: the master's children but the router (with `master`
     /// off, the first process and its children).
     pub fn worker_pids(&self) -> Vec<u32> {
         let routers = self.logged_pids("http");
-        let mut w: Vec<u32> = procfs::children(self.pid())
-            .into_iter()
-            .filter(|p| !routers.contains(p))
-            .collect();
+        let mut w: Vec<u32> = procfs::children(self.pid()).into_iter().filter(|p| !routers.contains(p)).collect();
         if !self.opts.master && procfs::is_alive(self.pid()) {
             w.push(self.pid());
             w.sort_unstable();
@@ -568,8 +533,7 @@ impl Uwsgi {
             .write(true)
             .open(&self.fifo)
             .unwrap_or_else(|e| panic!("opening master fifo {}: {e}", self.fifo.display()));
-        f.write_all(cmd.as_bytes())
-            .unwrap_or_else(|e| panic!("writing {cmd:?} to {}: {e}", self.fifo.display()));
+        f.write_all(cmd.as_bytes()).unwrap_or_else(|e| panic!("writing {cmd:?} to {}: {e}", self.fifo.display()));
     }
 
     /// Graceful reload through the master FIFO (`r`). Without `--lazy-apps` the master re-execs

@@ -122,7 +122,8 @@ pub const BIG: u64 = 64 << 20;
 /// `GET /big/67108864`, then the client reads 64 KiB and goes away. Returns the client's port.
 pub fn cut_response(port: u16) -> u16 {
     let mut s = raw(port);
-    s.write_all(format!("GET /big/{BIG} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(format!("GET /big/{BIG} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
     let mut some = vec![0u8; 65536];
     s.read_exact(&mut some).unwrap();
     s.local_addr().unwrap().port()

@@ -65,7 +65,17 @@ fn gthread_workers_keep_alive_and_pipelining() {
     let done_at = now_ns();
     assert_eq!((first.status, second.status), (200, 201));
     for (method, target, body, resp) in [("GET", "/users/1", 0, first), ("POST", "/items", 5, second)] {
-        sent.push(Sent { method, target: target.into(), status: resp.status, request_body: body, response_body: resp.body, client_port, min_duration: Duration::ZERO, sent_at, done_at });
+        sent.push(Sent {
+            method,
+            target: target.into(),
+            status: resp.status,
+            request_body: body,
+            response_body: resp.body,
+            client_port,
+            min_duration: Duration::ZERO,
+            sent_at,
+            done_at,
+        });
     }
     drop(conn);
 
@@ -121,7 +131,11 @@ fn killed_worker_does_not_stop_tracing() {
     }
     let victim = g.worker_pids()[0];
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(10), || t.stderr_now().contains(&format!("pid {victim} exited"))), "the agent did not report the killed worker:\n{}", t.stderr_now());
+    assert!(
+        wait_until(Duration::from_secs(10), || t.stderr_now().contains(&format!("pid {victim} exited"))),
+        "the agent did not report the killed worker:\n{}",
+        t.stderr_now()
+    );
     // The master replaces the worker; the survivor and the replacement go on being traced.
     let workers = g.wait_for_workers(2, &[victim], Duration::from_secs(20));
     for _ in 0..10 {

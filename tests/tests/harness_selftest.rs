@@ -10,13 +10,7 @@ use serde_json::json;
 const MB: usize = 1_048_576;
 
 /// Method, path, request body, expected status, expected response body.
-type Case = (
-    &'static str,
-    &'static str,
-    &'static [u8],
-    u16,
-    &'static [u8],
-);
+type Case = (&'static str, &'static str, &'static [u8], u16, &'static [u8]);
 
 fn check_routes(port: u16) {
     let cases: &[Case] = &[
@@ -37,14 +31,8 @@ fn check_routes(port: u16) {
         assert_eq!(r.status, status, "{method} {path}: {r:?}");
         assert_eq!(r.text(), String::from_utf8_lossy(want), "{method} {path}");
     }
-    assert_eq!(
-        get(port, "/hello").header("content-type"),
-        Some("text/plain; charset=utf-8")
-    );
-    assert_eq!(
-        get(port, "/users/7").header("content-type"),
-        Some("application/json")
-    );
+    assert_eq!(get(port, "/hello").header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(get(port, "/users/7").header("content-type"), Some("application/json"));
 
     for path in ["/missing", "/no/such/path", "/users/abc"] {
         let r = get(port, path);
@@ -54,10 +42,7 @@ fn check_routes(port: u16) {
     // Wrong method on a known route: Flask's 405, not 404.
     assert_eq!(request(port, "POST", "/hello", &[], b"").status, 405);
 
-    let pid: u32 = get(port, "/pid")
-        .text()
-        .parse()
-        .expect("/pid returns a number");
+    let pid: u32 = get(port, "/pid").text().parse().expect("/pid returns a number");
     assert!(pid > 0);
 }
 
@@ -81,10 +66,7 @@ fn sync_routes_and_workers() {
     assert!(!workers.contains(&g.pid()));
     check_routes(g.port());
     let served_by: u32 = get(g.port(), "/pid").text().parse().unwrap();
-    assert!(
-        workers.contains(&served_by),
-        "{served_by} not in {workers:?}"
-    );
+    assert!(workers.contains(&served_by), "{served_by} not in {workers:?}");
     check_big_bodies(g.port());
 }
 
@@ -113,10 +95,7 @@ fn gthread_keep_alive_reuses_one_connection() {
     assert_eq!((b.status, b.text().as_str()), (201, "created 3"));
     assert_eq!(d.status, 200);
     for r in [&a, &b, &d] {
-        assert!(
-            !r.closes_connection(),
-            "gthread closed a keep-alive connection: {r:?}"
-        );
+        assert!(!r.closes_connection(), "gthread closed a keep-alive connection: {r:?}");
     }
     assert!(!c.peer_closed());
 }
@@ -149,10 +128,7 @@ fn sync_closes_after_each_response() {
     let r = c.send("GET", "/hello", &[], b"");
     assert_eq!(r.status, 200);
     eprintln!("sync response headers: {:?}", r.headers);
-    assert!(
-        r.closes_connection(),
-        "sync worker kept the connection: {r:?}"
-    );
+    assert!(r.closes_connection(), "sync worker kept the connection: {r:?}");
     assert!(wait_until(Duration::from_secs(5), || c.peer_closed()));
 
     let mut c = Conn::open(g.port());
@@ -163,10 +139,7 @@ fn sync_closes_after_each_response() {
     assert_eq!(r1.text(), "{\"id\": 1}");
     let second = c.try_read_response();
     eprintln!("sync pipelined second response: {second:?}");
-    assert!(
-        second.is_err(),
-        "sync worker answered a pipelined second request: {second:?}"
-    );
+    assert!(second.is_err(), "sync worker answered a pipelined second request: {second:?}");
 }
 
 #[test]
@@ -260,10 +233,7 @@ while :; do sleep 0.05; done
     let pid = t.pid().unwrap();
     let kept = t.dir().to_path_buf();
     let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.stop()));
-    let msg = *failed
-        .expect_err("non-zero exit must panic")
-        .downcast::<String>()
-        .unwrap();
+    let msg = *failed.expect_err("non-zero exit must panic").downcast::<String>().unwrap();
     assert!(msg.contains("pytracer: stopping"), "{msg}");
     assert!(!procfs::is_alive(pid));
     // Kept because stop() panicked; that is the point of keeping it, but not here.
@@ -282,13 +252,8 @@ fn span_helpers() {
     assert_eq!(duration_ns(&spans[1]), 3);
     assert_eq!(attr_u64(&spans[1], "n"), Some(42));
     assert_eq!(spans_by_path(&spans, "/b").len(), 1);
-    assert_eq!(
-        spans_with_attr(&spans, "http.status_code", &json!(200)).len(),
-        1
-    );
-    assert!(parse_jsonl("{}\nnot json\n")
-        .unwrap_err()
-        .starts_with("line 2:"));
+    assert_eq!(spans_with_attr(&spans, "http.status_code", &json!(200)).len(), 1);
+    assert!(parse_jsonl("{}\nnot json\n").unwrap_err().starts_with("line 2:"));
 }
 
 #[test]

@@ -5,7 +5,11 @@ use pytracer_tests::*;
 use serde_json::Value;
 
 fn assert_handler(span: &Value, (seen_as, source): (&std::path::Path, &std::path::Path), function: &str, series: &str) {
-    let what = format!("CPython {series}, {} {}", attr_str(span, "http.request.method").unwrap_or("?"), span_path(span).unwrap_or("?"));
+    let what = format!(
+        "CPython {series}, {} {}",
+        attr_str(span, "http.request.method").unwrap_or("?"),
+        span_path(span).unwrap_or("?")
+    );
     assert_eq!(attr_str(span, "code.function.name"), Some(function), "{what}: {span}");
     assert_eq!(attr_str(span, "code.file.path"), Some(seen_as.to_str().unwrap()), "{what}");
     assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(source, function)), "{what}");
@@ -25,7 +29,13 @@ fn traced_handlers_in(venv: std::path::PathBuf, series: &str, app: &str, file: &
 
 /// `file`: the app's path as the traced process sees it (code.file.path), and where its source
 /// is read on this host (for the expected line numbers).
-fn traced_with(opts: GunicornOpts, series: &str, app: &str, file: (&std::path::Path, &std::path::Path), cases: &[Case]) {
+fn traced_with(
+    opts: GunicornOpts,
+    series: &str,
+    app: &str,
+    file: (&std::path::Path, &std::path::Path),
+    cases: &[Case],
+) {
     let g = Gunicorn::start(opts);
     let t = Tracer::start(&[g.pid()], &["--frame-eval", "always"]);
     let mut sent = Vec::new();
@@ -72,7 +82,11 @@ fn flask_handlers_on_debian_static_python() {
         "3.11 (Debian, static)",
         "testapp:app",
         "testapp.py",
-        &[("GET", "/hello", b"", 200, "hello"), ("GET", "/users/42", b"", 200, "user"), ("POST", "/items", b"name=x", 201, "create_item")],
+        &[
+            ("GET", "/hello", b"", 200, "hello"),
+            ("GET", "/users/42", b"", 200, "user"),
+            ("POST", "/items", b"name=x", 201, "create_item"),
+        ],
     );
 }
 
@@ -88,12 +102,29 @@ fn flask_and_django_handlers_in_debian_chroots() {
     }
     for (suite, venv, version) in venvs {
         for (app, file, cases) in [
-            ("testapp:app", "testapp.py", &[("GET", "/hello", &b""[..], 200, "hello"), ("GET", "/users/42", b"", 200, "user")][..]),
-            ("djangoapp:application", "djangoapp.py", &[("GET", "/articles/2024/hello-world/", &b""[..], 200, "article"), ("GET", "/health/", b"", 200, "health")][..]),
+            (
+                "testapp:app",
+                "testapp.py",
+                &[("GET", "/hello", &b""[..], 200, "hello"), ("GET", "/users/42", b"", 200, "user")][..],
+            ),
+            (
+                "djangoapp:application",
+                "djangoapp.py",
+                &[
+                    ("GET", "/articles/2024/hello-world/", &b""[..], 200, "article"),
+                    ("GET", "/health/", b"", 200, "health"),
+                ][..],
+            ),
         ] {
             let seen_as = std::path::Path::new("/app").join(file);
             let series = format!("{version} (Debian {suite}, chroot)");
-            traced_with(GunicornOpts::sync(2).chroot(debian_chroot(suite), venv).app(app), &series, app, (&seen_as, &apps_dir().join(file)), cases);
+            traced_with(
+                GunicornOpts::sync(2).chroot(debian_chroot(suite), venv).app(app),
+                &series,
+                app,
+                (&seen_as, &apps_dir().join(file)),
+                cases,
+            );
         }
     }
 }

@@ -79,10 +79,21 @@ fn red_and_process_metrics_match_the_requests() {
     assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/users/{id}")]), 5.0);
     assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/hello")]), 3.0);
     assert_eq!(sum(&m, count, &[("http_response_status_code", "500"), ("http_route", "/fail")]), 2.0);
-    assert_eq!(sum(&m, count, &[("http_request_method", "POST"), ("http_response_status_code", "201"), ("http_route", "/items")]), 1.0);
+    assert_eq!(
+        sum(
+            &m,
+            count,
+            &[("http_request_method", "POST"), ("http_response_status_code", "201"), ("http_route", "/items")]
+        ),
+        1.0
+    );
     assert_eq!(sum(&m, count, &[]), 11.0, "no other requests");
     assert_eq!(sum(&m, "http_server_request_body_size_bytes_sum", &[("http_route", "/items")]), 3.0);
-    assert_eq!(sum(&m, "http_server_response_body_size_bytes_sum", &[("http_route", "/hello")]), 15.0, "3 × b\"hello\"");
+    assert_eq!(
+        sum(&m, "http_server_response_body_size_bytes_sum", &[("http_route", "/hello")]),
+        15.0,
+        "3 × b\"hello\""
+    );
     let workers = g.worker_pids();
     for l in m.iter().filter(|l| l.name.starts_with("http_server_request_duration_seconds")) {
         assert_eq!(l.labels["service_name"], "testapp");
@@ -94,7 +105,11 @@ fn red_and_process_metrics_match_the_requests() {
     let master = g.pid().to_string();
     let threads = |pid: &str| sum(&m, "process_thread_count", &[("pid", pid)]);
     assert!(threads(&master) >= 1.0);
-    assert_eq!(m.iter().find(|l| l.name == "process_thread_count" && l.labels["pid"] == master).unwrap().labels["process_role"], "master");
+    assert_eq!(
+        m.iter().find(|l| l.name == "process_thread_count" && l.labels["pid"] == master).unwrap().labels
+            ["process_role"],
+        "master"
+    );
     for w in &workers {
         let w = w.to_string();
         assert_eq!(threads(&w), 1.0, "a sync worker has one thread");
@@ -102,7 +117,14 @@ fn red_and_process_metrics_match_the_requests() {
         assert!(sum(&m, "process_open_file_descriptor_count", &[("pid", &w)]) >= 3.0);
         assert!(sum(&m, "process_cpu_time_seconds_total", &[("pid", &w), ("cpu_mode", "user")]) > 0.0);
         for t in ["voluntary", "involuntary"] {
-            assert_eq!(m.iter().filter(|l| l.name == "process_context_switches_total" && l.labels["pid"] == w && l.labels["type"] == t).count(), 1);
+            assert_eq!(
+                m.iter()
+                    .filter(|l| l.name == "process_context_switches_total"
+                        && l.labels["pid"] == w
+                        && l.labels["type"] == t)
+                    .count(),
+                1
+            );
         }
         assert_eq!(m.iter().filter(|l| l.name == "process_paging_faults_total" && l.labels["pid"] == w).count(), 2);
     }
@@ -201,15 +223,25 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
                 assert_eq!(got, want[key].as_f64().unwrap(), "pid {pid} generation {gen} {key}");
             }
         }
-        assert_eq!(sum(&after, "cpython_threads", &[("pid", pid)]), inside["threads"].as_f64().unwrap(), "pid {pid} threads");
+        assert_eq!(
+            sum(&after, "cpython_threads", &[("pid", pid)]),
+            inside["threads"].as_f64().unwrap(),
+            "pid {pid} threads"
+        );
         // procfs counts CPU in 10 ms ticks and was sampled up to a second before the worker's
         // getrusage; the idle worker spent far less than 50 ms in between.
         for (mode, key) in [("user", "utime"), ("system", "stime")] {
             let outside = sum(&after, "process_cpu_time_seconds_total", &[("pid", pid), ("cpu_mode", mode)]);
             let inside_s = inside["rusage"][key].as_f64().unwrap();
-            assert!((outside - inside_s).abs() < 0.05, "pid {pid} {mode} CPU: {outside} s from /proc, {inside_s} s from getrusage");
+            assert!(
+                (outside - inside_s).abs() < 0.05,
+                "pid {pid} {mode} CPU: {outside} s from /proc, {inside_s} s from getrusage"
+            );
         }
-        assert_eq!(sum(&after, "python_info", &[("pid", pid), ("version", version), ("implementation", "cpython")]), 1.0);
+        assert_eq!(
+            sum(&after, "python_info", &[("pid", pid), ("version", version), ("implementation", "cpython")]),
+            1.0
+        );
         let n = *collected_by.get(pid).unwrap_or(&0) as f64;
         assert_eq!(collections(&after, pid) - collections(&before, pid), n, "pid {pid}: collections counted in memory");
         assert_eq!(pause_count(&after, pid) - pause_count(&before, pid), n, "pid {pid}: one GC pause per collection");
@@ -234,7 +266,10 @@ fn gil_wait_is_opt_in() {
         let config = dir.path().join("pytracer.yaml");
         std::fs::write(&config, format!("cpython:\n  gil_wait: {enabled}\n")).unwrap();
         let mport = free_port();
-        let t = Tracer::start(&[g.pid()], &["--config", config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{mport}")]);
+        let t = Tracer::start(
+            &[g.pid()],
+            &["--config", config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{mport}")],
+        );
         for _ in 0..40 {
             assert_eq!(get(g.port(), "/sleep/1").status, 200);
         }
@@ -266,12 +301,16 @@ fn exited_process_series_are_removed() {
     let config = dir.path().join("pytracer.yaml");
     std::fs::write(&config, "metrics:\n  exited_process_grace_seconds: 1\n").unwrap();
     let mport = free_port();
-    let t = Tracer::start(&[g.pid()], &["--config", config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let t = Tracer::start(
+        &[g.pid()],
+        &["--config", config.to_str().unwrap(), "--metrics-addr", &format!("127.0.0.1:{mport}")],
+    );
     let victim = get(g.port(), "/pid").text();
     std::thread::sleep(Duration::from_millis(1500));
     let has = |m: &[Line], name: &str| m.iter().any(|l| l.name == name && l.labels.get("pid") == Some(&victim));
     let before = scrape(mport);
-    for name in ["http_server_request_duration_seconds_count", "process_thread_count", "cpython_threads", "python_info"] {
+    for name in ["http_server_request_duration_seconds_count", "process_thread_count", "cpython_threads", "python_info"]
+    {
         assert!(has(&before, name), "{name} for pid {victim} before it exits");
     }
     unsafe { libc::kill(victim.parse().unwrap(), libc::SIGKILL) };
@@ -282,4 +321,3 @@ fn exited_process_series_are_removed() {
     assert!(left.is_empty(), "series of the exited pid {victim} remain: {left:?}");
     t.stop();
 }
-

@@ -23,7 +23,11 @@ fn spans_arrive_over_otlp_with_incoming_context() {
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let sampled = format!("00-{caller_trace}-{caller_span}-01");
-    assert_eq!(request(g.port(), "GET", "/users/1", &[("traceparent", &sampled), ("tracestate", "congo=t61rcWkgMzE")], b"").status, 200);
+    assert_eq!(
+        request(g.port(), "GET", "/users/1", &[("traceparent", &sampled), ("tracestate", "congo=t61rcWkgMzE")], b"")
+            .status,
+        200
+    );
     let unsampled = "00-11111111111111111111111111111111-2222222222222222-00";
     assert_eq!(request(g.port(), "GET", "/users/2", &[("traceparent", unsampled)], b"").status, 200);
     let invalid = "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

@@ -12,9 +12,14 @@ use serde_json::{json, Value};
 fn render(spans: &[Value]) -> String {
     fn walk(spans: &[Value], s: &Value, depth: usize, out: &mut String) {
         let a = &s["attributes"];
-        let what = a.get("db.query.text").or(a.get("url.full")).or(a.get("url.path")).and_then(|v| v.as_str()).unwrap_or("");
+        let what =
+            a.get("db.query.text").or(a.get("url.full")).or(a.get("url.path")).and_then(|v| v.as_str()).unwrap_or("");
         let code = a.get("code.function.name").and_then(|v| v.as_str()).unwrap_or("-");
-        let ms = (s["end_time_unix_nano"].as_u64().unwrap_or(0).saturating_sub(s["start_time_unix_nano"].as_u64().unwrap_or(0))) as f64 / 1e6;
+        let ms = (s["end_time_unix_nano"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(s["start_time_unix_nano"].as_u64().unwrap_or(0))) as f64
+            / 1e6;
         out.push_str(&format!(
             "{}{} {} [{}] {what}  code={code} service={} {ms:.2} ms {}\n",
             "  ".repeat(depth),
@@ -141,36 +146,75 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     let expected: Vec<(&str, Value, &str)> = vec![
         (
             "SELECT app",
-            with(pg.clone(), json!({"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.query.text": "SELECT name FROM items WHERE id = $1", "db.namespace": "app", "db.response.returned_rows": 1})),
+            with(
+                pg.clone(),
+                json!({"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.query.text": "SELECT name FROM items WHERE id = $1", "db.namespace": "app", "db.response.returned_rows": 1}),
+            ),
             "load_item",
         ),
         (
             "SELECT app",
-            with(pg.clone(), json!({"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.query.text": "SELECT count(*) FROM items WHERE name <> ?", "db.namespace": "app", "db.response.returned_rows": 1})),
+            with(
+                pg.clone(),
+                json!({"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.query.text": "SELECT count(*) FROM items WHERE name <> ?", "db.namespace": "app", "db.response.returned_rows": 1}),
+            ),
             "count_items",
         ),
         // redis-py's connection handshake, made inside the first command's call.
-        ("HELLO", with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "HELLO", "db.query.text": "HELLO ?", "db.redis.key_count": 0})), "cache_get"),
+        (
+            "HELLO",
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "HELLO", "db.query.text": "HELLO ?", "db.redis.key_count": 0}),
+            ),
+            "cache_get",
+        ),
         (
             "CLIENT MAINT_NOTIFICATIONS",
-            with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "CLIENT MAINT_NOTIFICATIONS", "db.query.text": "CLIENT MAINT_NOTIFICATIONS ? ? ?", "db.response.status_code": "ERR", "error.type": "ERR"})),
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "CLIENT MAINT_NOTIFICATIONS", "db.query.text": "CLIENT MAINT_NOTIFICATIONS ? ? ?", "db.response.status_code": "ERR", "error.type": "ERR"}),
+            ),
             "cache_get",
         ),
         (
             "CLIENT SETINFO",
-            with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "CLIENT SETINFO", "db.query.text": "CLIENT SETINFO ? ?", "db.response.status_code": "ERR", "error.type": "ERR"})),
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "CLIENT SETINFO", "db.query.text": "CLIENT SETINFO ? ?", "db.response.status_code": "ERR", "error.type": "ERR"}),
+            ),
             "cache_get",
         ),
         (
             "CLIENT SETINFO",
-            with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "CLIENT SETINFO", "db.query.text": "CLIENT SETINFO ? ?", "db.response.status_code": "ERR", "error.type": "ERR"})),
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "CLIENT SETINFO", "db.query.text": "CLIENT SETINFO ? ?", "db.response.status_code": "ERR", "error.type": "ERR"}),
+            ),
             "cache_get",
         ),
-        ("GET", with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "GET", "db.query.text": "GET ?", "db.redis.key_count": 1})), "cache_get"),
-        ("SET", with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "SET", "db.query.text": "SET ? ? ? ?", "db.redis.key_count": 1})), "cache_set"),
+        (
+            "GET",
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "GET", "db.query.text": "GET ?", "db.redis.key_count": 1}),
+            ),
+            "cache_get",
+        ),
+        (
+            "SET",
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "SET", "db.query.text": "SET ? ? ? ?", "db.redis.key_count": 1}),
+            ),
+            "cache_set",
+        ),
         (
             "BATCH",
-            with(redis.clone(), json!({"db.system.name": "redis", "db.operation.name": "BATCH", "db.query.text": "INCRBY ? ?; EXPIRE ? ?", "db.operation.batch.size": 2, "db.redis.key_count": 2})),
+            with(
+                redis.clone(),
+                json!({"db.system.name": "redis", "db.operation.name": "BATCH", "db.query.text": "INCRBY ? ?; EXPIRE ? ?", "db.operation.batch.size": 2, "db.redis.key_count": 2}),
+            ),
             "record_hit",
         ),
     ];
@@ -179,7 +223,11 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
         assert_eq!(span["kind"], "client");
         assert_eq!(span["name"], *name);
         assert_eq!(db_attributes(span), *attributes, "{name}");
-        assert_eq!(span["status"]["code"], if attributes.get("error.type").is_some() { "error" } else { "unset" }, "{name}");
+        assert_eq!(
+            span["status"]["code"],
+            if attributes.get("error.type").is_some() { "error" } else { "unset" },
+            "{name}"
+        );
         assert_eq!(span["resource"]["service.name"], "backend");
         assert_code(span, &backend_py, caller);
         assert!(children(spans, &span["span_id"]).is_empty());
@@ -195,7 +243,10 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     assert_eq!(bad[0]["name"], "SELEC app");
     assert_eq!(
         db_attributes(bad[0]),
-        with(pg, json!({"db.system.name": "postgresql", "db.operation.name": "SELEC", "db.query.text": "SELEC name FROM items", "db.namespace": "app", "db.response.status_code": "42601", "error.type": "42601"}))
+        with(
+            pg,
+            json!({"db.system.name": "postgresql", "db.operation.name": "SELEC", "db.query.text": "SELEC name FROM items", "db.namespace": "app", "db.response.status_code": "42601", "error.type": "42601"})
+        )
     );
     assert_eq!(bad[0]["status"]["code"], "error");
     assert_code(bad[0], &backend_py, "run_bad_sql");

@@ -10,7 +10,10 @@ fn postgres_and_redis_start_private_and_stop_on_drop() {
         return;
     }
     let pg = Postgres::start();
-    assert_eq!(pg.psql(PG_DATABASE, "SELECT id, name FROM items ORDER BY id").unwrap(), "1|apple\n2|banana\n3|cherry\n");
+    assert_eq!(
+        pg.psql(PG_DATABASE, "SELECT id, name FROM items ORDER BY id").unwrap(),
+        "1|apple\n2|banana\n3|cherry\n"
+    );
     assert!(pg.socket_path().exists(), "{}", pg.socket_path().display());
     let redis = Redis::start();
     assert_eq!(redis.command(&["SET", "k", "v"]).unwrap(), b"+OK\r\n");
@@ -64,7 +67,11 @@ fn frontend_calls_backend_which_queries_postgres_and_redis() {
     assert_eq!(s.redis.command(&["GET", "hits:1"]).unwrap(), b"$1\r\n2\r\n");
     assert_eq!(s.redis.command(&["EXISTS", "item:9"]).unwrap(), b":0\r\n");
     let log = s.pg.log();
-    for stmt in ["SELECT name FROM items WHERE id = $1", "SELECT count(*) FROM items WHERE name <> 'gone'", "SELEC name FROM items"] {
+    for stmt in [
+        "SELECT name FROM items WHERE id = $1",
+        "SELECT count(*) FROM items WHERE name <> 'gone'",
+        "SELEC name FROM items",
+    ] {
         assert!(log.contains(stmt), "{stmt:?} not in the PostgreSQL log:\n{log}");
     }
 }

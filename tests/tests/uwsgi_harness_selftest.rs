@@ -23,11 +23,7 @@ fn check_routes(port: u16) {
 fn check_processes(u: &Uwsgi, http_port: u16) {
     let workers = u.worker_pids();
     assert_eq!(workers.len(), 2, "{workers:?}; log:\n{}", u.log());
-    assert!(
-        !workers.contains(&u.pid()),
-        "{workers:?} vs master {}",
-        u.pid()
-    );
+    assert!(!workers.contains(&u.pid()), "{workers:?} vs master {}", u.pid());
     if u.mode() == UwsgiMode::HttpRouter {
         let router = u.router_pid().expect("router pid");
         assert!(!workers.contains(&router), "{workers:?} vs router {router}");
@@ -35,14 +31,8 @@ fn check_processes(u: &Uwsgi, http_port: u16) {
     } else {
         assert_eq!(u.router_pid(), None);
     }
-    let served: u32 = get(http_port, "/pid")
-        .text()
-        .parse()
-        .expect("/pid returns a number");
-    assert!(
-        workers.contains(&served),
-        "/pid {served} not in {workers:?}"
-    );
+    let served: u32 = get(http_port, "/pid").text().parse().expect("/pid returns a number");
+    assert!(workers.contains(&served), "/pid {served} not in {workers:?}");
 }
 
 fn opts(mode: UwsgiMode) -> UwsgiOpts {
@@ -121,14 +111,7 @@ fn lazy_apps_on_and_off_serve() {
             // loaded), or each worker after the fork.
             let ready = std::fs::read_dir(u.dir().join("ready"))
                 .unwrap()
-                .map(|e| {
-                    e.unwrap()
-                        .file_name()
-                        .into_string()
-                        .unwrap()
-                        .parse::<u32>()
-                        .unwrap()
-                })
+                .map(|e| e.unwrap().file_name().into_string().unwrap().parse::<u32>().unwrap())
                 .collect::<Vec<_>>();
             let mut ready = ready;
             ready.sort_unstable();
@@ -204,10 +187,7 @@ fn debian_venv_serves() {
     let venv = debian_venv_dir();
     if !venv.join("bin/uwsgi").is_file() {
         if std::env::var("PYTRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-            panic!(
-                "{}/bin/uwsgi missing; run `cargo xtask setup`",
-                venv.display()
-            );
+            panic!("{}/bin/uwsgi missing; run `cargo xtask setup`", venv.display());
         }
         eprintln!("SKIPPED: no {}/bin/uwsgi", venv.display());
         return;

@@ -60,7 +60,8 @@ fn ini_name_recycling_and_reload() {
     if !require_privileged() || !require_uwsgi() {
         return;
     }
-    let u = Uwsgi::start(UwsgiOpts::http_socket(2).ini(true).args(&["--max-requests", "5", "--min-worker-lifetime", "0"]));
+    let u =
+        Uwsgi::start(UwsgiOpts::http_socket(2).ini(true).args(&["--max-requests", "5", "--min-worker-lifetime", "0"]));
     let t = Tracer::start(&[u.pid()], &[]);
     let mut served_by = Vec::new();
     for i in 0..30 {
@@ -74,7 +75,11 @@ fn ini_name_recycling_and_reload() {
     }
     let r = t.stop();
     assert_eq!(r.spans.len(), 30, "{}", summarize(&r.spans));
-    assert!(r.stderr.contains(&format!("pytracer: pid {} executed", u.pid())), "the reload re-executes the master:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("pytracer: pid {} executed", u.pid())),
+        "the reload re-executes the master:\n{}",
+        r.stderr
+    );
     for (client_port, pid) in &served_by {
         let mine = spans_of_client(&r.spans, *client_port);
         assert_eq!(mine.len(), 1, "client port {client_port}");

@@ -63,7 +63,20 @@ fn run_cases(port: u16, interim: bool) -> Answers {
     let pipelined = wire::pipelined(port);
     // Let the workers finish what the client walked away from.
     std::thread::sleep(Duration::from_millis(500));
-    Answers { chunked_upload, stream, stream_port, long_head, expect, http10, slow, trickle, cut_port, garbage, invalid, pipelined }
+    Answers {
+        chunked_upload,
+        stream,
+        stream_port,
+        long_head,
+        expect,
+        http10,
+        slow,
+        trickle,
+        cut_port,
+        garbage,
+        invalid,
+        pipelined,
+    }
 }
 
 /// The exact attributes of the span of a request sent to `port` from `client_port`: the
@@ -115,57 +128,156 @@ fn check_spans(r: &TraceResult, a: &Answers, port: u16, m: &Mode) {
     assert_eq!(spans.len(), 9, "{}", summarize(spans));
     for s in spans {
         let pid = pid_of(s);
-        assert!(m.workers.contains(&pid) || Some(pid) == m.router, "pid {pid} neither a worker {:?} nor the router {:?}: {s}", m.workers, m.router);
+        assert!(
+            m.workers.contains(&pid) || Some(pid) == m.router,
+            "pid {pid} neither a worker {:?} nor the router {:?}: {s}",
+            m.workers,
+            m.router
+        );
         assert_eq!(s["resource"]["service.name"], "testapp");
     }
     let in_worker = |s: &Value| assert!(m.workers.contains(&pid_of(s)), "the worker that ran the code: {s}");
 
     let upload = one_span(spans, "/upload");
-    assert_attrs(upload, expected(port, a.chunked_upload.client_port, "POST", "/upload", json!({"http.request.body.size": 11, "http.response.status_code": 200, "http.response.body.size": 1})));
+    assert_attrs(
+        upload,
+        expected(
+            port,
+            a.chunked_upload.client_port,
+            "POST",
+            "/upload",
+            json!({"http.request.body.size": 11, "http.response.status_code": 200, "http.response.body.size": 1}),
+        ),
+    );
     in_worker(upload);
 
     let stream = one_span(spans, "/stream/3");
-    assert_attrs(stream, expected(port, a.stream_port, "GET", "/stream/3", json!({"http.response.status_code": 200, "http.response.body.size": 24, "user_agent.original": "pytracer-tests/1"})));
+    assert_attrs(
+        stream,
+        expected(
+            port,
+            a.stream_port,
+            "GET",
+            "/stream/3",
+            json!({"http.response.status_code": 200, "http.response.body.size": 24, "user_agent.original": "pytracer-tests/1"}),
+        ),
+    );
     in_worker(stream);
 
     let long = one_span(spans, "/hello");
-    assert_attrs(long, expected(port, a.long_head.client_port, "GET", "/hello", json!({"http.response.status_code": 200, "http.response.body.size": 5, "user_agent.original": "pytracer-tests/1", "pytracer.http.request.head_truncated": true})));
+    assert_attrs(
+        long,
+        expected(
+            port,
+            a.long_head.client_port,
+            "GET",
+            "/hello",
+            json!({"http.response.status_code": 200, "http.response.body.size": 5, "user_agent.original": "pytracer-tests/1", "pytracer.http.request.head_truncated": true}),
+        ),
+    );
     in_worker(long);
 
     let expect = one_span(spans, "/items/4");
-    assert_attrs(expect, expected(port, a.expect.client_port, "PUT", "/items/4", json!({"http.request.body.size": 4, "http.response.status_code": 200, "http.response.body.size": 9})));
+    assert_attrs(
+        expect,
+        expected(
+            port,
+            a.expect.client_port,
+            "PUT",
+            "/items/4",
+            json!({"http.request.body.size": 4, "http.response.status_code": 200, "http.response.body.size": 9}),
+        ),
+    );
     in_worker(expect);
 
     let http10 = one_span(spans, "/users/10");
-    assert_attrs(http10, expected(port, a.http10.client_port, "GET", "/users/10", json!({"network.protocol.version": "1.0", "http.response.status_code": 200, "http.response.body.size": 10})));
+    assert_attrs(
+        http10,
+        expected(
+            port,
+            a.http10.client_port,
+            "GET",
+            "/users/10",
+            json!({"network.protocol.version": "1.0", "http.response.status_code": 200, "http.response.body.size": 10}),
+        ),
+    );
     in_worker(http10);
 
     let slow = one_span(spans, "/users/11");
-    assert_attrs(slow, expected(port, a.slow.client_port, "GET", "/users/11", json!({"http.response.status_code": 200, "http.response.body.size": 10})));
+    assert_attrs(
+        slow,
+        expected(
+            port,
+            a.slow.client_port,
+            "GET",
+            "/users/11",
+            json!({"http.response.status_code": 200, "http.response.body.size": 10}),
+        ),
+    );
     in_worker(slow);
     if m.slow_covers_trickle {
-        assert!(duration_ns(slow) >= a.trickle.as_nanos() as u64 / 2, "{} ns for a {:?} trickle", duration_ns(slow), a.trickle);
+        assert!(
+            duration_ns(slow) >= a.trickle.as_nanos() as u64 / 2,
+            "{} ns for a {:?} trickle",
+            duration_ns(slow),
+            a.trickle
+        );
     } else {
-        assert!(duration_ns(slow) < a.trickle.as_nanos() as u64 / 2, "{} ns: nginx read the {:?} trickle, not the worker", duration_ns(slow), a.trickle);
+        assert!(
+            duration_ns(slow) < a.trickle.as_nanos() as u64 / 2,
+            "{} ns: nginx read the {:?} trickle, not the worker",
+            duration_ns(slow),
+            a.trickle
+        );
     }
 
     let path = format!("/big/{BIG}");
     let cut = one_span(spans, &path);
     let written = attr_u64(cut, "http.response.body.size").unwrap();
     assert!(written > 0 && written < BIG, "{written} of {BIG} bytes written before the cut");
-    assert_attrs(cut, expected(port, a.cut_port, "GET", &path, json!({"http.response.status_code": 200, "http.response.body.size": written, "error.type": "response_incomplete"})));
+    assert_attrs(
+        cut,
+        expected(
+            port,
+            a.cut_port,
+            "GET",
+            &path,
+            json!({"http.response.status_code": 200, "http.response.body.size": written, "error.type": "response_incomplete"}),
+        ),
+    );
     assert_eq!(cut["status"]["code"], "error");
     in_worker(cut);
 
     let first = one_span(spans, "/users/21");
-    assert_attrs(first, expected(port, a.pipelined.client_port, "GET", "/users/21", json!({"http.response.status_code": 200, "http.response.body.size": 10})));
+    assert_attrs(
+        first,
+        expected(
+            port,
+            a.pipelined.client_port,
+            "GET",
+            "/users/21",
+            json!({"http.response.status_code": 200, "http.response.body.size": 10}),
+        ),
+    );
     in_worker(first);
     let second = one_span(spans, "/users/22");
     if m.pipelining {
-        assert_attrs(second, expected(port, a.pipelined.client_port, "GET", "/users/22", json!({"http.response.status_code": 200, "http.response.body.size": 10})));
+        assert_attrs(
+            second,
+            expected(
+                port,
+                a.pipelined.client_port,
+                "GET",
+                "/users/22",
+                json!({"http.response.status_code": 200, "http.response.body.size": 10}),
+            ),
+        );
         in_worker(second);
     } else {
-        assert_attrs(second, expected(port, a.pipelined.client_port, "GET", "/users/22", json!({"error.type": "no_response"})));
+        assert_attrs(
+            second,
+            expected(port, a.pipelined.client_port, "GET", "/users/22", json!({"error.type": "no_response"})),
+        );
         assert_eq!(second["status"]["code"], "error");
         // Read by the process that owns the client's connection, answered by nobody.
         let reader = m.router.unwrap_or_else(|| pid_of(first));
@@ -178,18 +290,35 @@ fn check_spans(r: &TraceResult, a: &Answers, port: u16, m: &Mode) {
 
 /// What uWSGI itself (`--http-socket` or the router) answers.
 fn check_uwsgi_answers(a: &Answers) {
-    assert_eq!(body_of(&a.chunked_upload.text), "0", "uWSGI hands a chunked body to no WSGI app: {}", a.chunked_upload.text);
+    assert_eq!(
+        body_of(&a.chunked_upload.text),
+        "0",
+        "uWSGI hands a chunked body to no WSGI app: {}",
+        a.chunked_upload.text
+    );
     assert_eq!(a.stream.status, 200);
-    assert_eq!((a.stream.header("transfer-encoding"), a.stream.header("content-length")), (None, None), "delimited by the close");
+    assert_eq!(
+        (a.stream.header("transfer-encoding"), a.stream.header("content-length")),
+        (None, None),
+        "delimited by the close"
+    );
     assert_eq!(a.stream.body, b"chunk-0\nchunk-1\nchunk-2\n");
     assert_eq!((status_of(&a.long_head.text), body_of(&a.long_head.text)), (Some(200), "hello"));
     assert!(a.expect.text.ends_with("updated 4"), "{}", a.expect.text);
-    assert!(a.http10.text.starts_with("HTTP/1.0 200 ") && body_of(&a.http10.text) == "{\"id\": 10}", "{}", a.http10.text);
+    assert!(
+        a.http10.text.starts_with("HTTP/1.0 200 ") && body_of(&a.http10.text) == "{\"id\": 10}",
+        "{}",
+        a.http10.text
+    );
     assert!(a.slow.text.ends_with("{\"id\": 11}"), "{}", a.slow.text);
     assert_eq!(a.garbage.text, "", "uWSGI closes without a word");
     assert!(a.invalid.text.starts_with("REQUEST 404 NOT FOUND\r\n"), "{}", a.invalid.text);
     assert_eq!(status_of(&a.pipelined.text), Some(200));
-    assert!(a.pipelined.text.ends_with("\r\n\r\n{\"id\": 21}"), "only the first pipelined request is answered: {}", a.pipelined.text);
+    assert!(
+        a.pipelined.text.ends_with("\r\n\r\n{\"id\": 21}"),
+        "only the first pipelined request is answered: {}",
+        a.pipelined.text
+    );
 }
 
 /// `--http-socket`: the workers speak HTTP themselves.
@@ -264,12 +393,21 @@ fn uwsgi_behind_nginx_hard_cases() {
     let a = run_cases(n.port(), true);
     let r = t.stop();
 
-    assert_eq!(body_of(&a.chunked_upload.text), "0", "uWSGI reads nginx's de-chunked body as chunked: {}", a.chunked_upload.text);
+    assert_eq!(
+        body_of(&a.chunked_upload.text),
+        "0",
+        "uWSGI reads nginx's de-chunked body as chunked: {}",
+        a.chunked_upload.text
+    );
     assert_eq!(a.stream.header("transfer-encoding"), Some("chunked"), "nginx chunks it");
     assert_eq!(a.stream.body, b"chunk-0\nchunk-1\nchunk-2\n");
     assert_eq!((status_of(&a.long_head.text), body_of(&a.long_head.text)), (Some(200), "hello"));
     assert!(a.expect.text.ends_with("updated 4"), "{}", a.expect.text);
-    assert!(a.http10.text.starts_with("HTTP/1.1 200 ") && body_of(&a.http10.text) == "{\"id\": 10}", "{}", a.http10.text);
+    assert!(
+        a.http10.text.starts_with("HTTP/1.1 200 ") && body_of(&a.http10.text) == "{\"id\": 10}",
+        "{}",
+        a.http10.text
+    );
     assert!(a.slow.text.ends_with("{\"id\": 11}"), "{}", a.slow.text);
     assert_eq!(status_of(&a.garbage.text), Some(400), "{}", a.garbage.text);
     assert_eq!(status_of(&a.invalid.text), Some(400), "{}", a.invalid.text);
@@ -311,7 +449,11 @@ fn sighup_reload_loses_no_request() {
     }
     let r = t.stop();
     assert_eq!(r.spans.len(), 16, "{}", summarize(&r.spans));
-    assert!(r.stderr.contains(&format!("pytracer: pid {} executed", u.pid())), "the reload re-executes the master:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("pytracer: pid {} executed", u.pid())),
+        "the reload re-executes the master:\n{}",
+        r.stderr
+    );
     for (i, (client_port, pid)) in served_by.iter().enumerate() {
         let mine = spans_of_client(&r.spans, *client_port);
         assert_eq!(mine.len(), 1, "client port {client_port}");

@@ -29,7 +29,10 @@ fn hard_cases_on_the_wire() {
 
     // HTTP/1.0.
     let answer = wire::http10(port).text;
-    assert!(answer.starts_with("HTTP/1.") && status_of(&answer) == Some(200) && body_of(&answer) == "{\"id\": 10}", "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.") && status_of(&answer) == Some(200) && body_of(&answer) == "{\"id\": 10}",
+        "{answer}"
+    );
 
     // A slow client: one byte at a time.
     let (answer, trickle) = wire::slow_client(port);
@@ -70,7 +73,12 @@ fn hard_cases_on_the_wire() {
 
     let slow_span = one_span(&r.spans, "/users/11");
     // The span starts at the first byte's read, so it spans the whole trickle.
-    assert!(duration_ns(slow_span) >= trickle.as_nanos() as u64 / 2, "{} ns for a {:?} trickle", duration_ns(slow_span), trickle);
+    assert!(
+        duration_ns(slow_span) >= trickle.as_nanos() as u64 / 2,
+        "{} ns for a {:?} trickle",
+        duration_ns(slow_span),
+        trickle
+    );
     assert_eq!(attr_u64(slow_span, "http.response.status_code"), Some(200));
 
     let cut = one_span(&r.spans, &format!("/big/{}", wire::BIG));

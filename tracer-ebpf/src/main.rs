@@ -237,7 +237,15 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let ev = ProcEvent {
-        header: EventHeader { kind: EventKind::Close as u32, tgid, tid, fd: fd as i32, start_ns: now, end_ns: now, ret: 0 },
+        header: EventHeader {
+            kind: EventKind::Close as u32,
+            tgid,
+            tid,
+            fd: fd as i32,
+            start_ns: now,
+            end_ns: now,
+            ret: 0,
+        },
         child: 0,
         _pad: 0,
     };
@@ -293,7 +301,15 @@ fn on_connected(tgid: u32, tid: u32, inf: &Inflight) {
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let header = EventHeader { kind: EventKind::Connect as u32, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns: now, ret: 0 };
+    let header = EventHeader {
+        kind: EventKind::Connect as u32,
+        tgid,
+        tid,
+        fd: inf.fd,
+        start_ns: inf.start_ns,
+        end_ns: now,
+        ret: 0,
+    };
     let mut ev = AcceptEvent { header, listen_fd: -1, addr_len: 0, addr: [0; SOCKADDR_LEN] };
     let len = if inf.aux as usize > SOCKADDR_LEN { SOCKADDR_LEN } else { inf.aux as usize };
     if inf.ptr != 0 && len > 0 && read_user::<SOCKADDR_LEN>(ev.addr.as_mut_ptr(), len, inf.ptr) {

@@ -94,7 +94,15 @@ pub fn py_frame_eval(ctx: ProbeContext) -> u32 {
     // Constant argument indexes only: the verifier rejects a context read at a variable offset.
     let a0 = ctx.arg::<u64>(0).unwrap_or(0);
     let a1 = ctx.arg::<u64>(1).unwrap_or(0);
-    let pick = |i: u32| if i == 0 { a0 } else if i == 1 { a1 } else { 0 };
+    let pick = |i: u32| {
+        if i == 0 {
+            a0
+        } else if i == 1 {
+            a1
+        } else {
+            0
+        }
+    };
     let entered = pick(off.frame_arg);
     let tstate = pick(off.tstate_arg);
     walk(&off, tgid, tid, entered, tstate, STACK_TRIGGER_FRAME_EVAL);
@@ -119,9 +127,20 @@ pub fn walk_current(tgid: u32, tid: u32, trigger: u32) {
         return;
     }
     let Some(first) = read_u64(interp + off.interp_threads_head as u64) else { return };
-    let mut c = FindThread { next: off.tstate_next as u64, thread_id: off.tstate_thread_id as u64, want: fsbase, tstate: first, found: 0 };
+    let mut c = FindThread {
+        next: off.tstate_next as u64,
+        thread_id: off.tstate_thread_id as u64,
+        want: fsbase,
+        tstate: first,
+        found: 0,
+    };
     unsafe {
-        generated::bpf_loop(MAX_PY_THREADS as u32, find_thread as *mut core::ffi::c_void, &mut c as *mut FindThread as *mut core::ffi::c_void, 0);
+        generated::bpf_loop(
+            MAX_PY_THREADS as u32,
+            find_thread as *mut core::ffi::c_void,
+            &mut c as *mut FindThread as *mut core::ffi::c_void,
+            0,
+        );
     }
     if c.found == 0 {
         return;
@@ -262,7 +281,12 @@ fn finish_walk(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32) {
     let start = unsafe { bpf_ktime_get_ns() };
     let mut c = WalkCtx { off: *off, frame };
     unsafe {
-        generated::bpf_loop(MAX_STEPS as u32, step as *mut core::ffi::c_void, &mut c as *mut WalkCtx as *mut core::ffi::c_void, 0);
+        generated::bpf_loop(
+            MAX_STEPS as u32,
+            step as *mut core::ffi::c_void,
+            &mut c as *mut WalkCtx as *mut core::ffi::c_void,
+            0,
+        );
     }
     let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else { return };
     let depth = unsafe { core::ptr::read_volatile(&(*s).ev.depth) } as usize;
@@ -277,7 +301,8 @@ fn finish_walk(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32) {
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    s.ev.header = EventHeader { kind: EventKind::Stack as u32, tgid, tid, fd: -1, start_ns: start, end_ns: now, ret: 0 };
+    s.ev.header =
+        EventHeader { kind: EventKind::Stack as u32, tgid, tid, fd: -1, start_ns: start, end_ns: now, ret: 0 };
     s.ev.trigger = trigger;
     s.ev._pad = 0;
     let size = STACK_HEADER_LEN + depth * core::mem::size_of::<PyFrame>();

@@ -22,7 +22,8 @@ impl Decision {
 /// The decision for one command line; None when the process is not a candidate at all.
 pub fn decide(cmdline: &str, looks_like_python: bool, rules: &Discovery) -> Option<Decision> {
     let Some(white) = rules.whitelist.iter().find(|w| cmdline.contains(w.as_str())) else {
-        return looks_like_python.then(|| Decision::Ignored { reason: "no whitelist entry in the command line".into() });
+        return looks_like_python
+            .then(|| Decision::Ignored { reason: "no whitelist entry in the command line".into() });
     };
     if let Some(black) = rules.blacklist.iter().find(|b| cmdline.contains(b.as_str())) {
         return Some(Decision::Ignored { reason: format!("command line contains blacklisted \"{black}\"") });
@@ -93,7 +94,11 @@ impl PythonSummary {
     pub fn short(&self) -> String {
         match self {
             PythonSummary::Supported { version, linkage, stripped, usdt_probes, .. } => {
-                format!("{version} {linkage}{}{}", if *stripped { " stripped" } else { "" }, if *usdt_probes > 0 { " usdt" } else { "" })
+                format!(
+                    "{version} {linkage}{}{}",
+                    if *stripped { " stripped" } else { "" },
+                    if *usdt_probes > 0 { " usdt" } else { "" }
+                )
             }
             PythonSummary::Unsupported { .. } => "unsupported".into(),
         }

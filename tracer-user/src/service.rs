@@ -40,9 +40,7 @@ pub fn executable_name(p: &ProcInfo) -> String {
     if p.cmdline.iter().take(2).any(|a| basename(a) == "uwsgi") {
         return "uwsgi".into();
     }
-    p.exe_name()
-        .or_else(|| p.cmdline.first().map(|a| basename(a).to_string()))
-        .unwrap_or_else(|| "unknown".into())
+    p.exe_name().or_else(|| p.cmdline.first().map(|a| basename(a).to_string())).unwrap_or_else(|| "unknown".into())
 }
 
 pub fn resource(configured: Option<&str>, p: &ProcInfo) -> Attributes {
@@ -72,10 +70,29 @@ fn gunicorn_index(args: &[String]) -> Option<usize> {
 
 /// Gunicorn options that do not take a value; every other option does.
 const GUNICORN_FLAGS: &[&str] = &[
-    "--reload", "-D", "--daemon", "--preload", "--reuse-port", "--no-sendfile", "--check-config",
-    "--print-config", "--spew", "--capture-output", "-R", "--enable-stdio-inheritance", "--log-syslog",
-    "--disable-redirect-access-to-syslog", "--proxy-protocol", "--do-handshake-on-connect",
-    "--initgroups", "--strip-header-spaces", "--suppress-ragged-eofs", "-v", "--version", "-h", "--help",
+    "--reload",
+    "-D",
+    "--daemon",
+    "--preload",
+    "--reuse-port",
+    "--no-sendfile",
+    "--check-config",
+    "--print-config",
+    "--spew",
+    "--capture-output",
+    "-R",
+    "--enable-stdio-inheritance",
+    "--log-syslog",
+    "--disable-redirect-access-to-syslog",
+    "--proxy-protocol",
+    "--do-handshake-on-connect",
+    "--initgroups",
+    "--strip-header-spaces",
+    "--suppress-ragged-eofs",
+    "-v",
+    "--version",
+    "-h",
+    "--help",
 ];
 
 /// The module of the WSGI application argument (`module:app` or `module`), e.g. "shop.wsgi".
@@ -84,7 +101,8 @@ pub fn gunicorn_app_module(args: &[String]) -> Option<String> {
     // `module:callable` is unambiguous whatever options surround it (and Gunicorn adds options
     // faster than any list here): prefer the last such argument.
     let app_spec = args[start..].iter().rev().find(|a| {
-        a.split_once(':').is_some_and(|(m, c)| is_module(m) && c.chars().next().is_some_and(|ch| ch.is_alphabetic() || ch == '_'))
+        a.split_once(':')
+            .is_some_and(|(m, c)| is_module(m) && c.chars().next().is_some_and(|ch| ch.is_alphabetic() || ch == '_'))
     });
     if let Some(spec) = app_spec {
         return spec.split(':').next().map(str::to_string);
@@ -167,7 +185,8 @@ fn read_ini(pid: u32, path: &str) -> Vec<(String, String)> {
 }
 
 fn is_module(m: &str) -> bool {
-    m.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && m.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    m.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && m.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
 }
 
 #[cfg(test)]
@@ -186,10 +205,16 @@ mod tests {
 
     #[test]
     fn order_of_sources() {
-        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[("INSTANA_SERVICE_NAME", "inst")]);
+        let p = proc(
+            &["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"],
+            &[("INSTANA_SERVICE_NAME", "inst")],
+        );
         assert_eq!(service_name(Some("cfg"), &p), ("cfg".into(), NameSource::Config));
         assert_eq!(service_name(None, &p), ("inst".into(), NameSource::Environment));
-        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[("OTEL_SERVICE_NAME", "otel"), ("INSTANA_SERVICE_NAME", "inst")]);
+        let p = proc(
+            &["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"],
+            &[("OTEL_SERVICE_NAME", "otel"), ("INSTANA_SERVICE_NAME", "inst")],
+        );
         assert_eq!(service_name(None, &p).0, "otel");
         let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[]);
         assert_eq!(service_name(None, &p), ("shop.wsgi".into(), NameSource::WsgiModule));
@@ -200,25 +225,58 @@ mod tests {
     #[test]
     fn app_module_among_options() {
         let m = |a: &[&str]| gunicorn_app_module(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(m(&["gunicorn", "--bind", "127.0.0.1:8000", "--workers", "2", "--worker-class", "sync", "--chdir", "/x", "testapp:app"]).as_deref(), Some("testapp"));
+        assert_eq!(
+            m(&[
+                "gunicorn",
+                "--bind",
+                "127.0.0.1:8000",
+                "--workers",
+                "2",
+                "--worker-class",
+                "sync",
+                "--chdir",
+                "/x",
+                "testapp:app"
+            ])
+            .as_deref(),
+            Some("testapp")
+        );
         assert_eq!(m(&["python", "-m", "gunicorn", "-w4", "--preload", "app"]).as_deref(), Some("app"));
-        assert_eq!(m(&["/v/gunicorn", "--bind=0.0.0.0:80", "api.main:create_app()", "--reload"]).as_deref(), Some("api.main"));
+        assert_eq!(
+            m(&["/v/gunicorn", "--bind=0.0.0.0:80", "api.main:create_app()", "--reload"]).as_deref(),
+            Some("api.main")
+        );
         assert_eq!(m(&["/v/gunicorn", "-c", "conf.py"]), None);
         assert_eq!(m(&["uwsgi", "--http", ":80"]), None);
         // An option this parser does not know before the app.
-        assert_eq!(m(&["/v/gunicorn", "--bind", "localhost:80", "--no-control-socket", "benchapp:app"]).as_deref(), Some("benchapp"));
+        assert_eq!(
+            m(&["/v/gunicorn", "--bind", "localhost:80", "--no-control-socket", "benchapp:app"]).as_deref(),
+            Some("benchapp")
+        );
     }
 
     #[test]
     fn uwsgi_module_wsgi_file_and_ini() {
-        let p = |args: &[&str]| ProcInfo { pid: std::process::id(), cmdline: args.iter().map(|s| s.to_string()).collect(), ..Default::default() };
-        assert_eq!(uwsgi_app_module(&p(&["uwsgi", "--master", "--http", ":80", "--module", "shop.wsgi:application"])).as_deref(), Some("shop.wsgi"));
-        assert_eq!(uwsgi_app_module(&p(&["/v/bin/uwsgi", "-w", "api:app", "--processes", "2"])).as_deref(), Some("api"));
+        let p = |args: &[&str]| ProcInfo {
+            pid: std::process::id(),
+            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            uwsgi_app_module(&p(&["uwsgi", "--master", "--http", ":80", "--module", "shop.wsgi:application"]))
+                .as_deref(),
+            Some("shop.wsgi")
+        );
+        assert_eq!(
+            uwsgi_app_module(&p(&["/v/bin/uwsgi", "-w", "api:app", "--processes", "2"])).as_deref(),
+            Some("api")
+        );
         assert_eq!(uwsgi_app_module(&p(&["uwsgi", "--wsgi-file=/srv/app/run.py"])).as_deref(), Some("run"));
         let dir = std::env::temp_dir().join(format!("pytracer-ini-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ini = dir.join("app.ini");
-        std::fs::write(&ini, "[other]\nmodule = nope\n[uwsgi]\n; comment\nmaster = true\nmodule = billing.wsgi:app\n").unwrap();
+        std::fs::write(&ini, "[other]\nmodule = nope\n[uwsgi]\n; comment\nmaster = true\nmodule = billing.wsgi:app\n")
+            .unwrap();
         assert_eq!(uwsgi_app_module(&p(&["uwsgi", "--ini", ini.to_str().unwrap()])).as_deref(), Some("billing.wsgi"));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(uwsgi_app_module(&p(&["gunicorn", "--module", "x"])), None);

@@ -65,7 +65,10 @@ impl Chroot {
         if !root.join("usr/bin/python3").is_file() {
             fs::create_dir_all(root.parent().expect("has a parent"))?;
             let mut boot = Command::new("debootstrap");
-            boot.args(["--variant=minbase", &format!("--include={INCLUDE}"), self.suite]).arg(root).arg(MIRROR).stdin(Stdio::null());
+            boot.args(["--variant=minbase", &format!("--include={INCLUDE}"), self.suite])
+                .arg(root)
+                .arg(MIRROR)
+                .stdin(Stdio::null());
             eprintln!("[setup]   {}", cmd::describe(&boot));
             if let Err(e) = cmd::run(&mut boot) {
                 // A half-made root would be taken for a finished one next time.
@@ -74,14 +77,18 @@ impl Chroot {
             }
         }
         // pip checks PyPI's certificate against the chroot's bundle; the host's is current.
-        fs::copy("/etc/ssl/certs/ca-certificates.crt", root.join("etc/ssl/certs/ca-certificates.crt")).context("copying the CA bundle")?;
+        fs::copy("/etc/ssl/certs/ca-certificates.crt", root.join("etc/ssl/certs/ca-certificates.crt"))
+            .context("copying the CA bundle")?;
         // sid's Release file can be older than apt's validity window between mirror pushes.
         fs::write(root.join("etc/apt/apt.conf.d/99pytracer"), "Acquire::Check-Valid-Until \"false\";\n")?;
         fs::write(root.join("tmp/requirements-interpreters.txt"), requirements())?;
         let _mounts = Mounts::new(root)?;
         let mut script = String::from("set -e\n");
         if !self.packages.is_empty() {
-            script.push_str(&format!("apt-get update -q\nDEBIAN_FRONTEND=noninteractive apt-get install -y -q {}\n", self.packages.join(" ")));
+            script.push_str(&format!(
+                "apt-get update -q\nDEBIAN_FRONTEND=noninteractive apt-get install -y -q {}\n",
+                self.packages.join(" ")
+            ));
         }
         for (python, venv) in self.venvs {
             // --no-cache-dir: a wheel built for another interpreter is never reused.

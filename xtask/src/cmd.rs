@@ -27,19 +27,14 @@ pub fn build_release(tag: &str) -> Result<PathBuf> {
     run(&mut build)?;
     let bin = paths::pytracer_bin();
     if !bin.exists() {
-        bail!(
-            "`cargo build --release` succeeded but {} is missing",
-            bin.display()
-        );
+        bail!("`cargo build --release` succeeded but {} is missing", bin.display());
     }
     Ok(bin)
 }
 
 /// Runs with inherited stdio; fails unless the command exits 0.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{}`", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", describe(cmd));
     }
@@ -48,17 +43,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs and returns stdout; fails unless the command exits 0, quoting its stderr.
 pub fn stdout(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{}`", describe(cmd)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{}` failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

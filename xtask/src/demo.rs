@@ -53,10 +53,7 @@ pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
     }
 
     let mut gunicorn = start_gunicorn(addr)?;
-    eprintln!(
-        "[demo] gunicorn master pid {} serving the demo app on http://{addr}",
-        gunicorn.pid()
-    );
+    eprintln!("[demo] gunicorn master pid {} serving the demo app on http://{addr}", gunicorn.pid());
     let mut pytracer = start_pytracer(&pytracer_bin, gunicorn.pid())?;
     if interrupted() {
         return stop_all(pytracer, gunicorn);
@@ -64,10 +61,7 @@ pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
     let stop_traffic = Arc::new(AtomicBool::new(false));
     let traffic = traffic::start(addr, stop_traffic.clone());
     match duration {
-        Some(d) => eprintln!(
-            "[demo] tracing; sending requests for {}s; spans follow on stdout",
-            d.as_secs()
-        ),
+        Some(d) => eprintln!("[demo] tracing; sending requests for {}s; spans follow on stdout", d.as_secs()),
         None => eprintln!("[demo] tracing; sending requests; spans follow on stdout; Ctrl-C stops"),
     }
 
@@ -127,9 +121,7 @@ fn start_gunicorn(addr: SocketAddr) -> Result<Supervised> {
         // Gunicorn's log (stderr) goes to the terminal: startup lines, and the reason if it fails.
         .process_group(0);
     eprintln!("[demo] {}", cmd::describe(&command));
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
+    let child = command.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
     let mut gunicorn = Supervised::new("gunicorn", child, libc::SIGTERM);
 
     let deadline = Instant::now() + GUNICORN_START_TIMEOUT;
@@ -145,10 +137,7 @@ fn start_gunicorn(addr: SocketAddr) -> Result<Supervised> {
         }
         if Instant::now() > deadline {
             gunicorn.stop()?;
-            bail!(
-                "gunicorn did not listen on {addr} within {}s",
-                GUNICORN_START_TIMEOUT.as_secs()
-            );
+            bail!("gunicorn did not listen on {addr} within {}s", GUNICORN_START_TIMEOUT.as_secs());
         }
         thread::sleep(POLL);
     }
@@ -177,9 +166,7 @@ fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
         .stderr(Stdio::piped())
         .process_group(0);
     eprintln!("[demo] {}", cmd::describe(&command));
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
+    let mut child = command.spawn().with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut pytracer = Supervised::new("pytracer", child, libc::SIGINT);
 
@@ -201,10 +188,7 @@ fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
         }
         if Instant::now() > deadline {
             pytracer.stop()?;
-            bail!(
-                "pytracer did not print `{READY_LINE}` within {}s",
-                PYTRACER_READY_TIMEOUT.as_secs()
-            );
+            bail!("pytracer did not print `{READY_LINE}` within {}s", PYTRACER_READY_TIMEOUT.as_secs());
         }
     }
 }

@@ -13,10 +13,7 @@ mod traffic;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "pytracer project chores: set-up, tests, demo, benchmark, fuzzing"
-)]
+#[command(name = "cargo xtask", about = "pytracer project chores: set-up, tests, demo, benchmark, fuzzing")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -69,9 +66,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
-        Task::Demo { port, duration } => {
-            demo::run(port, duration.map(std::time::Duration::from_secs))
-        }
+        Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench { rounds, seconds, connections, configs } => {
             let configs = configs

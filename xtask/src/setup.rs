@@ -39,14 +39,8 @@ const VENV_MARKER: &str = ".pytracer-setup";
 
 pub fn run() -> Result<()> {
     let start = Instant::now();
-    step(
-        "debian packages",
-        missing_debian_packages,
-        install_debian_packages,
-    )?;
-    step("rust-src (nightly)", rust_src_missing, |()| {
-        install_rust_src()
-    })?;
+    step("debian packages", missing_debian_packages, install_debian_packages)?;
+    step("rust-src (nightly)", rust_src_missing, |()| install_rust_src())?;
     step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
     venv(&Venv::tests())?;
     venv(&Venv::debian())?;
@@ -54,8 +48,14 @@ pub fn run() -> Result<()> {
         venv(&Venv::interpreter(series))?;
     }
     venv(&Venv::unsupported())?;
-    for (name, chroot) in [("trixie (CPython 3.13)", crate::chroot::TRIXIE), ("sid (CPython 3.14, 3.15)", crate::chroot::SID)] {
-        step(&format!("debian {name} chroot in /var/cache/pytracer-chroots"), || chroot.plan(), |wanted| chroot.install(wanted))?;
+    for (name, chroot) in
+        [("trixie (CPython 3.13)", crate::chroot::TRIXIE), ("sid (CPython 3.14, 3.15)", crate::chroot::SID)]
+    {
+        step(
+            &format!("debian {name} chroot in /var/cache/pytracer-chroots"),
+            || chroot.plan(),
+            |wanted| chroot.install(wanted),
+        )?;
     }
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
@@ -76,7 +76,12 @@ pub struct Venv {
 impl Venv {
     /// The test and demo apps' virtualenv.
     pub fn tests() -> Venv {
-        Venv { dir: paths::venv_dir(), requirements: paths::requirements_txt(), python: None, series: paths::PYTHON_SERIES }
+        Venv {
+            dir: paths::venv_dir(),
+            requirements: paths::requirements_txt(),
+            python: None,
+            series: paths::PYTHON_SERIES,
+        }
     }
 
     /// The test app on Debian's own python3.11: a static, stripped build with USDT probes, the
@@ -114,7 +119,12 @@ impl Venv {
 
     /// The benchmark's: the same app stack plus the in-process agents it compares with.
     pub fn bench() -> Venv {
-        Venv { dir: paths::repo_root().join(".venvs/bench-3.11"), requirements: paths::repo_root().join("bench/requirements.txt"), python: None, series: paths::PYTHON_SERIES }
+        Venv {
+            dir: paths::repo_root().join(".venvs/bench-3.11"),
+            requirements: paths::repo_root().join("bench/requirements.txt"),
+            python: None,
+            series: paths::PYTHON_SERIES,
+        }
     }
 }
 
@@ -125,25 +135,15 @@ pub fn venv(v: &Venv) -> Result<()> {
 }
 
 /// `check` returns what is left to do, if anything; `install` does it.
-fn step<T>(
-    name: &str,
-    check: impl FnOnce() -> Result<Option<T>>,
-    install: impl FnOnce(T) -> Result<()>,
-) -> Result<()> {
+fn step<T>(name: &str, check: impl FnOnce() -> Result<Option<T>>, install: impl FnOnce(T) -> Result<()>) -> Result<()> {
     let start = Instant::now();
     let todo = check().with_context(|| format!("setup step `{name}`"))?;
     match todo {
-        None => eprintln!(
-            "[setup] {name} ... already installed ({:.1}s)",
-            start.elapsed().as_secs_f64()
-        ),
+        None => eprintln!("[setup] {name} ... already installed ({:.1}s)", start.elapsed().as_secs_f64()),
         Some(todo) => {
             eprintln!("[setup] {name} ... installing");
             install(todo).with_context(|| format!("setup step `{name}`"))?;
-            eprintln!(
-                "[setup] {name} ... installed ({:.1}s)",
-                start.elapsed().as_secs_f64()
-            );
+            eprintln!("[setup] {name} ... installed ({:.1}s)", start.elapsed().as_secs_f64());
         }
     }
     Ok(())
@@ -161,11 +161,7 @@ fn missing_debian_packages() -> Result<Option<Vec<&'static str>>> {
         .lines()
         .filter_map(|line| line.strip_suffix(" install ok installed"))
         .collect();
-    let missing: Vec<_> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed.contains(p))
-        .collect();
+    let missing: Vec<_> = DEBIAN_PACKAGES.iter().copied().filter(|p| !installed.contains(p)).collect();
     Ok((!missing.is_empty()).then_some(missing))
 }
 
@@ -200,9 +196,7 @@ fn rust_src_missing() -> Result<Option<()>> {
     // tracer-user's build.rs builds the eBPF crate with `-Z build-std=core` on the nightly toolchain.
     let installed = cmd::stdout(rustup().args(["component", "list", "--toolchain", "nightly", "--installed"]))
         .context("the `nightly` toolchain is needed to build the eBPF programs; install it with `rustup toolchain install nightly`")?;
-    let has_rust_src = installed
-        .lines()
-        .any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-"));
+    let has_rust_src = installed.lines().any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-"));
     Ok((!has_rust_src).then_some(()))
 }
 
@@ -230,13 +224,7 @@ fn install_bpf_linker() -> Result<()> {
     // bpf-linker's build finds libLLVM through the first llvm-config in PATH.
     let mut install = crate::cmd::cargo();
     install
-        .args([
-            "install",
-            "bpf-linker",
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ])
+        .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
         .env("PATH", paths::path_with(&[PathBuf::from(LLVM_BIN)]));
     eprintln!("[setup]   {}", cmd::describe(&install));
     cmd::run(&mut install)
@@ -254,32 +242,23 @@ fn venv_plan(v: &Venv) -> Result<Option<VenvPlan>> {
         Some(p) => p.clone(),
         None => pyenv_python(v.series)?,
     };
-    let requirements = fs::read_to_string(&v.requirements)
-        .with_context(|| format!("cannot read {}", v.requirements.display()))?;
-    let marker = format!(
-        "interpreter: {}\n--- {} ---\n{requirements}",
-        interpreter.display(),
-        v.requirements.display()
-    );
+    let requirements =
+        fs::read_to_string(&v.requirements).with_context(|| format!("cannot read {}", v.requirements.display()))?;
+    let marker =
+        format!("interpreter: {}\n--- {} ---\n{requirements}", interpreter.display(), v.requirements.display());
     let venv = &v.dir;
     let python = venv.join("bin/python");
-    let home = fs::read_to_string(venv.join("pyvenv.cfg"))
-        .ok()
-        .and_then(|cfg| {
-            cfg.lines()
-                .filter_map(|l| l.split_once('='))
-                .find(|(k, _)| k.trim() == "home")
-                .map(|(_, v)| PathBuf::from(v.trim()))
-        });
+    let home = fs::read_to_string(venv.join("pyvenv.cfg")).ok().and_then(|cfg| {
+        cfg.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == "home")
+            .map(|(_, v)| PathBuf::from(v.trim()))
+    });
     let create = !python.exists() || home.as_deref() != interpreter.parent();
     if !create && fs::read_to_string(venv.join(VENV_MARKER)).is_ok_and(|m| m == marker) {
         return Ok(None);
     }
-    Ok(Some(VenvPlan {
-        interpreter,
-        create,
-        marker,
-    }))
+    Ok(Some(VenvPlan { interpreter, create, marker }))
 }
 
 fn install_venv(v: &Venv, plan: VenvPlan) -> Result<()> {
@@ -297,16 +276,9 @@ fn install_venv(v: &Venv, plan: VenvPlan) -> Result<()> {
         cmd::run(&mut create)?;
     }
     let mut pip = Command::new(venv.join("bin/python"));
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "-r",
-    ])
-    .arg(&v.requirements)
-    .stdin(Stdio::null());
+    pip.args(["-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "-r"])
+        .arg(&v.requirements)
+        .stdin(Stdio::null());
     eprintln!("[setup]   {}", cmd::describe(&pip));
     cmd::run(&mut pip)?;
     fs::write(&marker, plan.marker).with_context(|| format!("cannot write {}", marker.display()))
@@ -338,10 +310,7 @@ fn pyenv_python(series: &str) -> Result<PathBuf> {
     };
     let python = versions.join(version).join(format!("bin/python{series}"));
     if !python.exists() {
-        bail!(
-            "{} is missing: reinstall it with `pyenv install --force {series}`",
-            python.display()
-        );
+        bail!("{} is missing: reinstall it with `pyenv install --force {series}`", python.display());
     }
     Ok(python)
 }

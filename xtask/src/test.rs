@@ -18,7 +18,9 @@ pub fn run(extra_args: &[String]) -> Result<()> {
         .env("PYTRACER_VENV", paths::venv_dir());
     match env::var("PYTRACER_REQUIRE_PRIVILEGED") {
         Ok(v) => eprintln!("[test] PYTRACER_REQUIRE_PRIVILEGED={v} (passed through)"),
-        Err(_) => eprintln!("[test] privileged tests that cannot run are skipped; PYTRACER_REQUIRE_PRIVILEGED=1 makes them fail"),
+        Err(_) => eprintln!(
+            "[test] privileged tests that cannot run are skipped; PYTRACER_REQUIRE_PRIVILEGED=1 makes them fail"
+        ),
     }
     eprintln!("[test] {}", cmd::describe(&test));
     cmd::run(&mut test)

@@ -21,23 +21,12 @@ struct Request {
 
 /// One round of requests; the user ids change from round to round.
 fn round(n: u32) -> Vec<Request> {
-    let get = |target: String| Request {
-        method: "GET",
-        target,
-        body: None,
-    };
+    let get = |target: String| Request { method: "GET", target, body: None };
     vec![
         get("/".into()),
         get(format!("/users/{}", n % 50 + 1)),
-        Request {
-            method: "POST",
-            target: "/checkout".into(),
-            body: Some(r#"{"items":[{"sku":"A-1","qty":2}]}"#),
-        },
-        get(format!(
-            "/users/{}?fields=name&api_key=demo-secret",
-            n % 7 + 1
-        )),
+        Request { method: "POST", target: "/checkout".into(), body: Some(r#"{"items":[{"sku":"A-1","qty":2}]}"#) },
+        get(format!("/users/{}?fields=name&api_key=demo-secret", n % 7 + 1)),
         get("/slow".into()),
         get("/error".into()),
         get("/no-such-page".into()),
@@ -75,10 +64,7 @@ fn send(addr: SocketAddr, request: &Request) -> io::Result<()> {
     );
     let body = request.body.unwrap_or("");
     if request.body.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;

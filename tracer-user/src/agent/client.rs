@@ -176,7 +176,10 @@ impl Agent {
 
     /// The accepted connection whose request thread `tid` is serving.
     fn active_server(&self, tgid: u32, tid: u32) -> Option<i32> {
-        self.conns.iter().find(|((t, _), c)| *t == tgid && c.tid == tid && c.http.oldest().is_some()).map(|((_, fd), _)| *fd)
+        self.conns
+            .iter()
+            .find(|((t, _), c)| *t == tgid && c.tid == tid && c.http.oldest().is_some())
+            .map(|((_, fd), _)| *fd)
     }
 
     /// The ids of the request being served on accepted connection (tgid, fd), fixed the first
@@ -207,7 +210,10 @@ impl Agent {
         if let Incoming::Valid(p) = incoming {
             return p.child();
         }
-        let caller = client.and_then(|a| self.clients_by_local.get(&a)).and_then(|k| self.clients.get(k)).and_then(|c| c.calls.back());
+        let caller = client
+            .and_then(|a| self.clients_by_local.get(&a))
+            .and_then(|k| self.clients.get(k))
+            .and_then(|c| c.calls.back());
         if let Some(call) = caller {
             self.stats.stitched += 1;
             return call.ids.child();
@@ -277,7 +283,15 @@ fn peer_attributes(a: &mut Attributes, peer: &Peer) {
     }
 }
 
-fn exit_span(name: String, start_ns: u64, end_ns: u64, ctx: Option<&CallCtx>, mut a: Attributes, error: bool, to_unix: impl Fn(u64) -> u64) -> Span {
+fn exit_span(
+    name: String,
+    start_ns: u64,
+    end_ns: u64,
+    ctx: Option<&CallCtx>,
+    mut a: Attributes,
+    error: bool,
+    to_unix: impl Fn(u64) -> u64,
+) -> Span {
     let ids = ctx.map_or_else(SpanIds::root, |c| c.ids.clone());
     if let Some(code) = ctx.and_then(|c| c.caller.as_ref()) {
         a.insert("code.function.name".into(), json!(code.qualname));
@@ -350,12 +364,27 @@ mod tests {
 
     #[test]
     fn a_call_takes_the_context_of_its_write_burst() {
-        let ctx = |start_ns| CallCtx { start_ns, ids: SpanIds { trace_id: "t".into(), span_id: format!("{start_ns}"), parent_span_id: None, trace_state: None, sampled: true }, caller: None, used: false };
+        let ctx = |start_ns| CallCtx {
+            start_ns,
+            ids: SpanIds {
+                trace_id: "t".into(),
+                span_id: format!("{start_ns}"),
+                parent_span_id: None,
+                trace_state: None,
+                sampled: true,
+            },
+            caller: None,
+            used: false,
+        };
         let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(30)].into();
         assert_eq!(take_ctx(&mut q, 2).unwrap().ids.span_id, "2");
         assert_eq!(q.len(), 2, "the burst at 1 never became a call");
         let second = take_ctx(&mut q, 5).unwrap();
-        assert_eq!((second.start_ns, second.ids.trace_id.as_str()), (2, "t"), "a second call written in the burst that began at 2");
+        assert_eq!(
+            (second.start_ns, second.ids.trace_id.as_str()),
+            (2, "t"),
+            "a second call written in the burst that began at 2"
+        );
         assert_ne!(second.ids.span_id, "2", "with its own span id");
         assert_eq!(take_ctx(&mut q, 30).unwrap().ids.span_id, "30");
         assert_eq!(q.len(), 1);

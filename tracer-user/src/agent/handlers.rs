@@ -90,7 +90,8 @@ impl Agent {
         self.samples.stacks += 1;
         let Some(Python::Supported { layout, .. }) = self.procs.get(&tgid).map(|t| &t.python) else { return };
         let layout = &layout.frames;
-        let resolved: Vec<Option<Arc<CodeInfo>>> = frames.iter().map(|f| self.code_cache.resolve(tgid, f, layout)).collect();
+        let resolved: Vec<Option<Arc<CodeInfo>>> =
+            frames.iter().map(|f| self.code_cache.resolve(tgid, f, layout)).collect();
         if trigger == tracer_common::STACK_TRIGGER_CLIENT_WRITE {
             // The innermost application frame: the code that issued the call.
             let site = resolved.iter().flatten().find(|c| !is_shim(c) && !is_library_file(&c.file));
@@ -137,7 +138,9 @@ mod tests {
 
     #[test]
     fn handler_is_the_outermost_app_frame_the_framework_calls() {
-        let f = |name: &str, file: &str| Some(Arc::new(CodeInfo { qualname: name.into(), file: file.into(), first_line: 1 }));
+        let f = |name: &str, file: &str| {
+            Some(Arc::new(CodeInfo { qualname: name.into(), file: file.into(), first_line: 1 }))
+        };
         let lib = "/v/lib/python3.11/site-packages/flask/app.py";
         // Innermost first.
         let stack = vec![

@@ -21,12 +21,12 @@ mod handlers;
 mod python;
 mod routing;
 use crate::discovery;
-use crate::metrics::{self, Metrics, ProcLabels};
 use crate::export::otlp;
 use crate::http::attributes::{server_span, ConnContext};
-use crate::http::traceparent::{self, Incoming};
 use crate::http::connection::{Connection, Outcome};
 use crate::http::stream::Piece;
+use crate::http::traceparent::{self, Incoming};
+use crate::metrics::{self, Metrics, ProcLabels};
 use crate::procinfo::{self, ProcInfo};
 use crate::service;
 use crate::sockaddr;
@@ -64,9 +64,15 @@ struct Traced {
 /// What the agent can read of a traced process's interpreter.
 #[derive(Clone)]
 enum Python {
-    Supported { runtime_addr: u64, layout: &'static Layout, version: String },
+    Supported {
+        runtime_addr: u64,
+        layout: &'static Layout,
+        version: String,
+    },
     /// Wire-only; the label is the `python_support` metric label.
-    Unsupported { label: &'static str },
+    Unsupported {
+        label: &'static str,
+    },
 }
 
 struct Conn {
@@ -124,7 +130,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (mut probes, ring) = Probes::load()?;
     let fe = &opts.config.cpython.frame_eval;
     // `always` is for exact attribution: every hit walks. Sampled windows walk a few times per request.
-    probes.set_walk_gap(if fe.mode == pytracer_config::FrameEvalMode::Sampled { fe.min_walk_gap_us * 1000 } else { 0 })?;
+    probes.set_walk_gap(if fe.mode == pytracer_config::FrameEvalMode::Sampled {
+        fe.min_walk_gap_us * 1000
+    } else {
+        0
+    })?;
     let (metrics, registry) = Metrics::new();
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;
@@ -172,7 +182,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     eprintln!("pytracer: tracing {} processes: {}", agent.procs.len(), agent.pid_list());
 
     // SAFETY: the ring buffer owns its map fd and lives as long as the AsyncFd that wraps it.
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut ring =
+        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -211,7 +222,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
-    ProcInfo::read(pid).map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))
+    ProcInfo::read(pid)
+        .map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -304,7 +316,10 @@ impl Agent {
                 if let sockaddr::Peer::Inet { ip, port } = ctx.client {
                     self.by_client.insert((ip, port), (h.tgid, h.fd));
                 }
-                let old = self.conns.insert((h.tgid, h.fd), Conn { http: Connection::default(), ctx, listen_fd, tid: h.tid, routed: Routed::new() });
+                let old = self.conns.insert(
+                    (h.tgid, h.fd),
+                    Conn { http: Connection::default(), ctx, listen_fd, tid: h.tid, routed: Routed::new() },
+                );
                 if let Some(mut old) = old {
                     // The close of the previous socket on this fd was not seen.
                     let out = old.http.on_close();
@@ -329,7 +344,8 @@ impl Agent {
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 let out = if is_read { conn.http.on_read(&piece) } else { conn.http.on_write(&piece) };
                 if out != Outcome::default() {
-                    let (mut ctx, listen_fd, mut routed) = (conn.ctx.clone(), conn.listen_fd, std::mem::take(&mut conn.routed));
+                    let (mut ctx, listen_fd, mut routed) =
+                        (conn.ctx.clone(), conn.listen_fd, std::mem::take(&mut conn.routed));
                     self.settle(h.tgid, h.fd, tid, &mut ctx, listen_fd, &mut routed, out);
                     if let Some(conn) = self.conns.get_mut(&(h.tgid, h.fd)) {
                         conn.ctx.local = ctx.local;
@@ -362,7 +378,16 @@ impl Agent {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn settle(&mut self, tgid: u32, fd: i32, tid: u32, ctx: &mut ConnContext, listen_fd: i32, routed: &mut Routed, out: Outcome) {
+    fn settle(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        tid: u32,
+        ctx: &mut ConnContext,
+        listen_fd: i32,
+        routed: &mut Routed,
+        out: Outcome,
+    ) {
         self.stats.malformed_requests += out.malformed_requests as u64;
         self.stats.malformed_responses += out.malformed_responses as u64;
         self.stats.unmatched_responses += out.unmatched_responses as u64;
@@ -384,7 +409,10 @@ impl Agent {
                 self.resolve(served_by);
             }
             // Only a request without a usable Host header needs the listener's own address.
-            let host_port = x.request.header("host").is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
+            let host_port = x
+                .request
+                .header("host")
+                .is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
             if !host_port && ctx.local.is_none() {
                 ctx.local = self.listener_addr(tgid, listen_fd);
             }
@@ -410,7 +438,8 @@ impl Agent {
                 self.stats.unsampled += 1;
                 continue;
             }
-            let mut span = server_span(&x, ctx, ids, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
+            let mut span =
+                server_span(&x, ctx, ids, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
             if served_by == tgid {
                 if let Some(code) = self.samples.handler(tgid, tid, x.start_ns, x.end_ns) {
                     span.set_code(&code);
@@ -425,7 +454,9 @@ impl Agent {
 
     /// Writes a span as a JSON line and hands it to the OTLP exporter.
     fn emit(&mut self, span: crate::span::Span) {
-        let written = serde_json::to_writer(&mut self.out, &span).map_err(std::io::Error::from).and_then(|_| self.out.write_all(b"\n"));
+        let written = serde_json::to_writer(&mut self.out, &span)
+            .map_err(std::io::Error::from)
+            .and_then(|_| self.out.write_all(b"\n"));
         if let Some(e) = &self.exporter {
             e.send(span);
         }
@@ -465,7 +496,11 @@ impl Agent {
                 let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
                 resource.insert("process.pid".into(), child.into());
                 let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
-                Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
+                Traced {
+                    resource,
+                    labels: ProcLabels { service_name, pid: child, process_role: "worker".into() },
+                    python,
+                }
             }
         };
         self.procs.insert(child, traced);
@@ -543,7 +578,11 @@ impl Agent {
         if let Some(e) = &self.exporter {
             use std::sync::atomic::Ordering::Relaxed;
             let c = &e.counters;
-            for (outcome, n) in [("exported", c.exported.load(Relaxed)), ("queue_full", c.queue_full.load(Relaxed)), ("failed", c.failed.load(Relaxed))] {
+            for (outcome, n) in [
+                ("exported", c.exported.load(Relaxed)),
+                ("queue_full", c.queue_full.load(Relaxed)),
+                ("failed", c.failed.load(Relaxed)),
+            ] {
                 self.metrics.sync_otlp(outcome, n);
             }
             self.metrics.sync_total("pytracer_otlp_retries", c.retries.load(Relaxed));
@@ -563,7 +602,8 @@ impl Agent {
                 // 3.14+: handler code on spans, but no GC table for the runtime metrics.
                 Python::Supported { layout, .. } if !layout.gc_known => "stack_walk_only",
                 Python::Supported { runtime_addr, layout, .. } => {
-                    match cpython::runtime::snapshot(&cpython::memory::Memory::new(t.labels.pid), *runtime_addr, layout) {
+                    match cpython::runtime::snapshot(&cpython::memory::Memory::new(t.labels.pid), *runtime_addr, layout)
+                    {
                         Ok(snap) => self.metrics.observe_python(&t.labels, &snap),
                         // A process in the middle of starting or exiting; counted, retried next tick.
                         Err(_) => self.stats.interpreter_read_errors += 1,
@@ -582,7 +622,8 @@ impl Agent {
         let drops = self.probes.drops();
         let total: u64 = drops.iter().map(|d| d.1).sum();
         if total > self.reported_drops {
-            let detail: Vec<String> = drops.iter().filter(|d| d.1 > 0).map(|(r, n)| format!("{}={n}", r.name())).collect();
+            let detail: Vec<String> =
+                drops.iter().filter(|d| d.1 > 0).map(|(r, n)| format!("{}={n}", r.name())).collect();
             eprintln!("pytracer: warning: {} kernel events dropped so far ({})", total, detail.join(", "));
             self.reported_drops = total;
         }

@@ -37,7 +37,11 @@ impl Agent {
             }
         };
         let Some(entry) = build.symbol_offset(cpython::build::EVAL_FRAME_SYMBOL) else {
-            eprintln!("pytracer: pid {pid}: {} has no {} symbol; spans stay without handler code", build.host_path.display(), cpython::build::EVAL_FRAME_SYMBOL);
+            eprintln!(
+                "pytracer: pid {pid}: {} has no {} symbol; spans stay without handler code",
+                build.host_path.display(),
+                cpython::build::EVAL_FRAME_SYMBOL
+            );
             return;
         };
         if let Err(e) = self.probes.set_py_offsets(pid, offsets) {
@@ -54,7 +58,8 @@ impl Agent {
         let path = build.host_path.clone();
         // The compiler may have split the collector into clones (3.8: collect.constprop.0 and .1,
         // each on its own call path): probe every one.
-        let collectors: Vec<u64> = build.symbol_offsets.iter().filter(|(n, _)| layout.is_gc_collect_symbol(n)).map(|(_, o)| *o).collect();
+        let collectors: Vec<u64> =
+            build.symbol_offsets.iter().filter(|(n, _)| layout.is_gc_collect_symbol(n)).map(|(_, o)| *o).collect();
         for &off in &collectors {
             for prog in ["gc_start", "gc_return"] {
                 if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
@@ -93,7 +98,9 @@ impl Agent {
                         }
                     }
                 }
-                None => eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display()),
+                None => {
+                    eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display())
+                }
             }
         }
     }

@@ -19,11 +19,22 @@ impl Agent {
                 self.by_client.remove(&(ip, port));
             }
             if conn.http.in_flight() > 0 {
-                let waiting: Vec<(String, String)> =
-                    conn.http.pending_requests().filter(|h| h.uwsgi.is_none()).map(|h| (h.method.clone(), h.target.clone())).collect();
+                let waiting: Vec<(String, String)> = conn
+                    .http
+                    .pending_requests()
+                    .filter(|h| h.uwsgi.is_none())
+                    .map(|h| (h.method.clone(), h.target.clone()))
+                    .collect();
                 for (method, target) in waiting {
-                    let forwarded = |h: &Head| h.method == method && h.target == target && h.remote.as_ref().is_some_and(|r| same_client(r, ip, port));
-                    let worker = self.conns.iter_mut().find_map(|(k, c)| (k.0 != key.0 && c.http.hand_off(forwarded)).then_some(k.0));
+                    let forwarded = |h: &Head| {
+                        h.method == method
+                            && h.target == target
+                            && h.remote.as_ref().is_some_and(|r| same_client(r, ip, port))
+                    };
+                    let worker = self
+                        .conns
+                        .iter_mut()
+                        .find_map(|(k, c)| (k.0 != key.0 && c.http.hand_off(forwarded)).then_some(k.0));
                     if let Some(worker) = worker {
                         conn.routed.push_back((worker, method, target));
                     }

@@ -1,23 +1,58 @@
 //! Ring-buffer records, decoded from the `#[repr(C)]` layouts of tracer-common.
 use std::mem::size_of;
 
-use tracer_common::{AcceptEvent, EventHeader, EventKind, ProcEvent, PyFrame, DATA_HEADER_LEN, MAX_STACK_FRAMES, STACK_HEADER_LEN};
+use tracer_common::{
+    AcceptEvent, EventHeader, EventKind, ProcEvent, PyFrame, DATA_HEADER_LEN, MAX_STACK_FRAMES, STACK_HEADER_LEN,
+};
 
 #[derive(Debug)]
 pub enum Event<'a> {
-    Accept { h: EventHeader, listen_fd: i32, addr: &'a [u8] },
+    Accept {
+        h: EventHeader,
+        listen_fd: i32,
+        addr: &'a [u8],
+    },
     /// The process connected socket `h.fd` to `addr`.
-    Connect { h: EventHeader, addr: &'a [u8] },
-    Read { h: EventHeader, data: &'a [u8], flags: u32 },
-    Write { h: EventHeader, data: &'a [u8], flags: u32 },
-    Close { h: EventHeader },
-    Fork { h: EventHeader, child: u32 },
-    Exit { h: EventHeader },
-    GcPause { h: EventHeader },
-    GilWait { h: EventHeader },
-    Exec { h: EventHeader },
+    Connect {
+        h: EventHeader,
+        addr: &'a [u8],
+    },
+    Read {
+        h: EventHeader,
+        data: &'a [u8],
+        flags: u32,
+    },
+    Write {
+        h: EventHeader,
+        data: &'a [u8],
+        flags: u32,
+    },
+    Close {
+        h: EventHeader,
+    },
+    Fork {
+        h: EventHeader,
+        child: u32,
+    },
+    Exit {
+        h: EventHeader,
+    },
+    GcPause {
+        h: EventHeader,
+    },
+    GilWait {
+        h: EventHeader,
+    },
+    Exec {
+        h: EventHeader,
+    },
     /// A Python stack, innermost frame first.
-    Stack { h: EventHeader, trigger: u32, flags: u32, frames: Vec<PyFrame> },
+    Stack {
+        h: EventHeader,
+        trigger: u32,
+        flags: u32,
+        frames: Vec<PyFrame>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -57,8 +57,12 @@ impl KernelBtf {
         let hdr_len = u32_at(data, 4)? as usize;
         let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
         let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
-        let types_raw = data.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or(BtfError::Malformed("type section"))?;
-        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or(BtfError::Malformed("string section"))?.to_vec();
+        let types_raw =
+            data.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or(BtfError::Malformed("type section"))?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(BtfError::Malformed("string section"))?
+            .to_vec();
         let mut types = Vec::new();
         let mut at = 0;
         while at < types_raw.len() {
@@ -72,8 +76,8 @@ impl KernelBtf {
             let mut members = Vec::new();
             // Bytes following the common header, by kind (linux/btf.h).
             let extra = match kind {
-                1 => 4,                       // INT
-                3 => 12,                      // ARRAY
+                1 => 4,  // INT
+                3 => 12, // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = at + 12 * i;
@@ -83,12 +87,12 @@ impl KernelBtf {
                     }
                     12 * vlen
                 }
-                6 => 8 * vlen,                // ENUM
-                13 => 8 * vlen,               // FUNC_PROTO
-                14 => 4,                      // VAR
-                15 => 12 * vlen,              // DATASEC
-                17 => 4,                      // DECL_TAG
-                19 => 12 * vlen,              // ENUM64
+                6 => 8 * vlen,   // ENUM
+                13 => 8 * vlen,  // FUNC_PROTO
+                14 => 4,         // VAR
+                15 => 12 * vlen, // DATASEC
+                17 => 4,         // DECL_TAG
+                19 => 12 * vlen, // ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };

@@ -27,9 +27,18 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
         "sys_exit",
         "syscalls",
         &[
-            "sys_exit_accept", "sys_exit_accept4", "sys_exit_read", "sys_exit_recvfrom", "sys_exit_write",
-            "sys_exit_sendto", "sys_exit_readv", "sys_exit_writev", "sys_exit_recvmsg", "sys_exit_sendmsg",
-            "sys_exit_sendfile64", "sys_exit_connect",
+            "sys_exit_accept",
+            "sys_exit_accept4",
+            "sys_exit_read",
+            "sys_exit_recvfrom",
+            "sys_exit_write",
+            "sys_exit_sendto",
+            "sys_exit_readv",
+            "sys_exit_writev",
+            "sys_exit_recvmsg",
+            "sys_exit_sendmsg",
+            "sys_exit_sendfile64",
+            "sys_exit_connect",
         ],
     ),
     ("sched_fork", "sched", &["sched_process_fork"]),
@@ -88,24 +97,32 @@ impl Probes {
         ensure_tracefs()?;
         let mut ebpf = Ebpf::load(OBJECT).map_err(ProbeError::Load)?;
         for &(name, category, tracepoints) in ATTACHMENTS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .and_then(|p| p.try_into().ok())
-                .ok_or(ProbeError::MissingMap(name))?;
+            let prog: &mut TracePoint =
+                ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
             for &tracepoint in tracepoints {
-                prog.attach(category, tracepoint)
-                    .map_err(|source| ProbeError::Attach { name, category, tracepoint, source })?;
+                prog.attach(category, tracepoint).map_err(|source| ProbeError::Attach {
+                    name,
+                    category,
+                    tracepoint,
+                    source,
+                })?;
             }
         }
-        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|source| ProbeError::Map { map: "EVENTS", source })?;
-        let tracked = HashMap::try_from(take(&mut ebpf, "TRACKED")?).map_err(|source| ProbeError::Map { map: "TRACKED", source })?;
-        let conns = HashMap::try_from(take(&mut ebpf, "CONNS")?).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
-        let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?).map_err(|source| ProbeError::Map { map: "DROPS", source })?;
+        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
+            .map_err(|source| ProbeError::Map { map: "EVENTS", source })?;
+        let tracked = HashMap::try_from(take(&mut ebpf, "TRACKED")?)
+            .map_err(|source| ProbeError::Map { map: "TRACKED", source })?;
+        let conns =
+            HashMap::try_from(take(&mut ebpf, "CONNS")?).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
+        let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)
+            .map_err(|source| ProbeError::Map { map: "DROPS", source })?;
         set_kernel_config(&mut ebpf)?;
-        let py_offsets = HashMap::try_from(take(&mut ebpf, "PY_OFFSETS")?).map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })?;
+        let py_offsets = HashMap::try_from(take(&mut ebpf, "PY_OFFSETS")?)
+            .map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })?;
         for name in UPROBES {
-            let prog: &mut UProbe = ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+            let prog: &mut UProbe =
+                ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
         }
         Ok((Probes { ebpf, tracked, conns, drops, py_offsets, usdt_links: Vec::new() }, events))
@@ -125,7 +142,8 @@ impl Probes {
     /// Attaches program `name` (a uprobe or uretprobe) at a file offset of `path`, for every
     /// process that maps the file; the programs themselves skip untraced processes.
     pub fn attach_uprobe(&mut self, name: &'static str, path: &Path, offset: u64) -> Result<(), ProbeError> {
-        let prog: &mut UProbe = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+        let prog: &mut UProbe =
+            self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
         prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses)
             .map(|_| ())
             .map_err(|source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source })
@@ -134,8 +152,11 @@ impl Probes {
     /// The least time between two frame-evaluation walks on one thread (0: every hit).
     pub fn set_walk_gap(&mut self, ns: u64) -> Result<(), ProbeError> {
         let mut config: Array<&mut MapData, u64> =
-            Array::try_from(self.ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?).map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
-        config.set(tracer_common::KCONFIG_WALK_GAP_NS, ns, 0).map_err(|source| ProbeError::Map { map: "KCONFIG", source })
+            Array::try_from(self.ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?)
+                .map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
+        config
+            .set(tracer_common::KCONFIG_WALK_GAP_NS, ns, 0)
+            .map_err(|source| ProbeError::Map { map: "KCONFIG", source })
     }
 
     /// Tells the stack walk how to read `pid`'s interpreter (its children inherit it at fork).
@@ -146,7 +167,11 @@ impl Probes {
     /// Attaches the stack-walking probe at `offset` of `path` for process `pid` only: a probe for
     /// all processes would trap in every process that maps the same library.
     pub fn attach_frame_eval(&mut self, pid: u32, path: &Path, offset: u64) -> Result<FrameEvalLink, ProbeError> {
-        let prog: &mut UProbe = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(FRAME_EVAL))?;
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(FRAME_EVAL)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(ProbeError::MissingMap(FRAME_EVAL))?;
         let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
             .map(FrameEvalLink)
@@ -154,7 +179,8 @@ impl Probes {
     }
 
     pub fn detach_frame_eval(&mut self, link: FrameEvalLink) {
-        if let Some(prog) = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() }) {
+        if let Some(prog) = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() })
+        {
             // Fails only when the process is gone and the kernel already dropped the probe.
             let _ = prog.detach(link.0);
         }
@@ -162,9 +188,16 @@ impl Probes {
 
     /// Attaches program `name` (a uprobe) to a USDT probe at file `offset`, raising its semaphore
     /// through the kernel (see usdt.rs).
-    pub fn attach_usdt(&mut self, name: &'static str, path: &Path, offset: u64, semaphore_offset: u64) -> Result<(), ProbeError> {
+    pub fn attach_usdt(
+        &mut self,
+        name: &'static str,
+        path: &Path,
+        offset: u64,
+        semaphore_offset: u64,
+    ) -> Result<(), ProbeError> {
         use std::os::fd::{AsFd, AsRawFd};
-        let prog: &mut UProbe = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+        let prog: &mut UProbe =
+            self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
         let err = |e: std::io::Error| ProbeError::Usdt { name, path: path.display().to_string(), offset, source: e };
         let fd = prog.fd().map_err(|e| err(std::io::Error::other(e.to_string())))?.as_fd().as_raw_fd();
         let link = super::usdt::attach(fd, path, offset, semaphore_offset).map_err(err)?;
@@ -195,16 +228,20 @@ impl Probes {
 /// Kernel facts the programs cannot find themselves. Without BTF, stack walks from syscalls
 /// (the Python caller of outgoing calls) are off; everything else works.
 fn set_kernel_config(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    let fsbase = match super::kernel_btf::KernelBtf::load().and_then(|b| b.offset_of("task_struct", &["thread", "fsbase"])) {
-        Ok(off) => off,
-        Err(e) => {
-            eprintln!("pytracer: warning: no Python caller on outgoing calls: {e}");
-            0
-        }
-    };
+    let fsbase =
+        match super::kernel_btf::KernelBtf::load().and_then(|b| b.offset_of("task_struct", &["thread", "fsbase"])) {
+            Ok(off) => off,
+            Err(e) => {
+                eprintln!("pytracer: warning: no Python caller on outgoing calls: {e}");
+                0
+            }
+        };
     let mut config: Array<&mut MapData, u64> =
-        Array::try_from(ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?).map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
-    config.set(tracer_common::KCONFIG_TASK_FSBASE, fsbase, 0).map_err(|source| ProbeError::Map { map: "KCONFIG", source })
+        Array::try_from(ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?)
+            .map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
+    config
+        .set(tracer_common::KCONFIG_TASK_FSBASE, fsbase, 0)
+        .map_err(|source| ProbeError::Map { map: "KCONFIG", source })
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -48,7 +48,9 @@ pub fn attach(prog_fd: RawFd, path: &Path, offset: u64, semaphore_offset: u64) -
     attr.config2 = offset;
     // pid -1, cpu 0: every process mapping the file (a uprobe is not per CPU).
     // SAFETY: attr and path outlive the call.
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC) };
+    let fd = unsafe {
+        libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -56,7 +58,9 @@ pub fn attach(prog_fd: RawFd, path: &Path, offset: u64, semaphore_offset: u64) -
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     // SAFETY: ioctls on our own perf event descriptor.
     unsafe {
-        if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog_fd) != 0 || libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) != 0 {
+        if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog_fd) != 0
+            || libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) != 0
+        {
             return Err(io::Error::last_os_error());
         }
     }

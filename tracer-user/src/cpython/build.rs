@@ -20,13 +20,8 @@ pub const MIN_SUPPORTED: Version = Version::new(3, 8, 0);
 
 /// Functions we may attach uprobes to. The GC ones are local symbols, so they are only found
 /// in builds that kept `.symtab`.
-const PROBE_SYMBOLS: &[&str] = &[
-    "PyEval_RestoreThread",
-    EVAL_FRAME_SYMBOL,
-    "gc_collect_main",
-    "collect_with_callback",
-    "collect",
-];
+const PROBE_SYMBOLS: &[&str] =
+    &["PyEval_RestoreThread", EVAL_FRAME_SYMBOL, "gc_collect_main", "collect_with_callback", "collect"];
 
 const RUNTIME_SYMBOL: &str = "_PyRuntime";
 pub const EVAL_FRAME_SYMBOL: &str = "_PyEval_EvalFrameDefault";
@@ -46,11 +41,7 @@ pub struct Version {
 
 impl Version {
     pub const fn new(major: u8, minor: u8, micro: u8) -> Self {
-        Version {
-            major,
-            minor,
-            micro,
-        }
+        Version { major, minor, micro }
     }
 
     /// Decode `PY_VERSION_HEX`: major<<24 | minor<<16 | micro<<8 | level<<4 | serial.
@@ -162,10 +153,7 @@ impl ElfFacts {
         })?;
         // Within a segment, file offset and vaddr move together; the page rounding the loader
         // applies keeps that (p_vaddr ≡ p_offset mod page), so the identity holds at map start too.
-        let vaddr_at_map_start = seg
-            .vaddr
-            .wrapping_sub(seg.offset)
-            .wrapping_add(lowest.offset);
+        let vaddr_at_map_start = seg.vaddr.wrapping_sub(seg.offset).wrapping_add(lowest.offset);
         Some(lowest.start.wrapping_sub(vaddr_at_map_start))
     }
 }
@@ -215,10 +203,7 @@ pub struct PythonBuild {
 
 impl PythonBuild {
     pub fn symbol_offset(&self, name: &str) -> Option<u64> {
-        self.symbol_offsets
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, o)| *o)
+        self.symbol_offsets.iter().find(|(n, _)| n == name).map(|(_, o)| *o)
     }
 
     pub fn vaddr_to_offset(&self, vaddr: u64) -> Option<u64> {
@@ -260,11 +245,7 @@ pub enum Unsupported {
         "no segment of {path} matches its mapping at {start:#x} (file offset {offset:#x}); the file on \
          disk may have been replaced since the process started: restart the process"
     )]
-    NoLoadBias {
-        path: PathBuf,
-        start: u64,
-        offset: u64,
-    },
+    NoLoadBias { path: PathBuf, start: u64, offset: u64 },
 }
 
 /// Identify the Python build that process `pid` runs.
@@ -273,10 +254,7 @@ pub fn identify(pid: u32) -> Result<PythonBuild, Unsupported> {
     let maps_path = proc_dir.join("maps");
     let maps_text = std::fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Unsupported::NoSuchProcess { pid },
-        _ => Unsupported::Unreadable {
-            path: maps_path.clone(),
-            error: e.to_string(),
-        },
+        _ => Unsupported::Unreadable { path: maps_path.clone(), error: e.to_string() },
     })?;
     let maps = parse_maps(&maps_text);
     let exe = ExeId::of(&proc_dir);
@@ -296,16 +274,13 @@ impl ExeId {
         use std::os::unix::fs::MetadataExt;
         let link = proc_dir.join("exe");
         ExeId {
-            path: std::fs::read_link(&link)
-                .ok()
-                .map(|p| strip_deleted(&p.to_string_lossy()).0.to_string()),
+            path: std::fs::read_link(&link).ok().map(|p| strip_deleted(&p.to_string_lossy()).0.to_string()),
             inode: std::fs::metadata(&link).ok().map(|m| m.ino()),
         }
     }
 
     fn matches(&self, entry: &MapEntry) -> bool {
-        self.path.as_deref() == Some(entry.path.as_str())
-            || (entry.inode != 0 && self.inode == Some(entry.inode))
+        self.path.as_deref() == Some(entry.path.as_str()) || (entry.inode != 0 && self.inode == Some(entry.inode))
     }
 }
 
@@ -318,18 +293,13 @@ pub fn identify_from_maps(
 ) -> Result<PythonBuild, Unsupported> {
     let (lowest, kind, facts) = pick_interpreter(pid, proc_dir, maps, exe)?;
     if facts.version < MIN_SUPPORTED {
-        return Err(Unsupported::TooOld {
-            path: facts.path.clone(),
-            version: facts.version,
-        });
+        return Err(Unsupported::TooOld { path: facts.path.clone(), version: facts.version });
     }
-    let load_bias = facts
-        .load_bias(lowest)
-        .ok_or_else(|| Unsupported::NoLoadBias {
-            path: facts.path.clone(),
-            start: lowest.start,
-            offset: lowest.offset,
-        })?;
+    let load_bias = facts.load_bias(lowest).ok_or_else(|| Unsupported::NoLoadBias {
+        path: facts.path.clone(),
+        start: lowest.start,
+        offset: lowest.offset,
+    })?;
     Ok(PythonBuild {
         pid,
         mapped_path: PathBuf::from(&lowest.path),
@@ -377,19 +347,14 @@ fn pick_interpreter<'m>(
     if let Some(e) = exe_error {
         return Err(e);
     }
-    let exe_name = exe
-        .path
-        .clone()
-        .unwrap_or_else(|| "unknown executable".into());
+    let exe_name = exe.path.clone().unwrap_or_else(|| "unknown executable".into());
     Err(Unsupported::NotPython { pid, exe: exe_name })
 }
 
 /// The first mapping (lowest address, as maps is sorted) of the first file that `want` accepts.
 fn lowest_mapping(maps: &[MapEntry], want: impl Fn(&MapEntry) -> bool) -> Option<&MapEntry> {
     let first = maps.iter().find(|m| want(m))?;
-    maps.iter()
-        .filter(|m| m.path == first.path)
-        .min_by_key(|m| m.start)
+    maps.iter().filter(|m| m.path == first.path).min_by_key(|m| m.start)
 }
 
 /// Where the agent can open a file the process has mapped. /proc/PID/root/<path> works for
@@ -397,16 +362,10 @@ fn lowest_mapping(maps: &[MapEntry], want: impl Fn(&MapEntry) -> bool) -> Option
 /// path is not valid under the process's root. The inode from maps picks the right one.
 fn host_path(proc_dir: &Path, entry: &MapEntry) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    let rooted = proc_dir
-        .join("root")
-        .join(entry.path.trim_start_matches('/'));
-    let by_map = proc_dir
-        .join("map_files")
-        .join(format!("{:x}-{:x}", entry.start, entry.end));
+    let rooted = proc_dir.join("root").join(entry.path.trim_start_matches('/'));
+    let by_map = proc_dir.join("map_files").join(format!("{:x}-{:x}", entry.start, entry.end));
     let candidates = [rooted.clone(), by_map];
-    let same_file = |p: &PathBuf| {
-        std::fs::metadata(p).is_ok_and(|m| entry.inode == 0 || m.ino() == entry.inode)
-    };
+    let same_file = |p: &PathBuf| std::fs::metadata(p).is_ok_and(|m| entry.inode == 0 || m.ino() == entry.inode);
     candidates.into_iter().find(same_file).unwrap_or(rooted)
 }
 
@@ -458,15 +417,10 @@ pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
     let file = open(path)?;
     let cache = ReadCache::new(file);
     let elf = Elf::parse(path, &cache)?;
-    let bad = |e: object::read::Error| Unsupported::BadElf {
-        path: path.into(),
-        error: e.to_string(),
-    };
+    let bad = |e: object::read::Error| Unsupported::BadElf { path: path.into(), error: e.to_string() };
 
     let wanted = [RUNTIME_SYMBOL, VERSION_SYMBOL, CODE_TYPE_SYMBOL];
-    let found = elf
-        .find_symbols(|n| wanted.contains(&n) || is_probe_symbol(n))
-        .map_err(bad)?;
+    let found = elf.find_symbols(|n| wanted.contains(&n) || is_probe_symbol(n)).map_err(bad)?;
     let runtime = found.get(RUNTIME_SYMBOL).copied();
     let debug_offsets = runtime.and_then(|s| elf.debug_offsets(s.value));
     let (version, version_source) = elf
@@ -481,10 +435,7 @@ pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
     let Some(runtime) = runtime else {
         // 3.6 and older have no _PyRuntime; say "too old" when we know that is the reason.
         return Err(if version < MIN_SUPPORTED {
-            Unsupported::TooOld {
-                path: path.into(),
-                version,
-            }
+            Unsupported::TooOld { path: path.into(), version }
         } else {
             Unsupported::NoRuntimeSymbol { path: path.into() }
         });
@@ -522,26 +473,18 @@ fn defines_runtime(path: &Path) -> Result<bool, Unsupported> {
 }
 
 fn open(path: &Path) -> Result<File, Unsupported> {
-    File::open(path).map_err(|e| Unsupported::Unreadable {
-        path: path.into(),
-        error: e.to_string(),
-    })
+    File::open(path).map_err(|e| Unsupported::Unreadable { path: path.into(), error: e.to_string() })
 }
 
 /// `gc_collect_main`, and also clones such as `collect.constprop.0`, which are separate
 /// functions the compiler split off and where the work really happens in some builds.
 fn is_probe_symbol(name: &str) -> bool {
-    PROBE_SYMBOLS
-        .iter()
-        .any(|p| name == *p || name.strip_prefix(p).is_some_and(is_clone_suffix))
+    PROBE_SYMBOLS.iter().any(|p| name == *p || name.strip_prefix(p).is_some_and(is_clone_suffix))
 }
 
 fn is_clone_suffix(rest: &str) -> bool {
     // `.part.N` and `.cold` pieces are not function entries, so they are left out.
-    [".constprop.", ".isra."]
-        .iter()
-        .any(|s| rest.starts_with(s))
-        && !rest.contains(".cold")
+    [".constprop.", ".isra."].iter().any(|s| rest.starts_with(s)) && !rest.contains(".cold")
 }
 
 /// `libpython3.11.so.1.0`, `libpython3.6m.so`, `python3.13`, `python3.13t` → major.minor.
@@ -554,17 +497,11 @@ pub fn version_from_file_name(path: &Path) -> Option<Version> {
 }
 
 fn vaddr_to_offset(segments: &[LoadSegment], vaddr: u64) -> Option<u64> {
-    segments
-        .iter()
-        .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)
-        .map(|s| s.offset + (vaddr - s.vaddr))
+    segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz).map(|s| s.offset + (vaddr - s.vaddr))
 }
 
 fn offset_to_vaddr(segments: &[LoadSegment], offset: u64) -> Option<u64> {
-    segments
-        .iter()
-        .find(|s| offset >= s.offset && offset < s.offset + s.filesz)
-        .map(|s| s.vaddr + (offset - s.offset))
+    segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.filesz).map(|s| s.vaddr + (offset - s.offset))
 }
 
 fn page_size() -> u64 {
@@ -599,10 +536,7 @@ struct Elf<'a> {
 
 impl<'a> Elf<'a> {
     fn parse(path: &Path, data: Data<'a>) -> Result<Self, Unsupported> {
-        let bad = |e: object::read::Error| Unsupported::BadElf {
-            path: path.into(),
-            error: e.to_string(),
-        };
+        let bad = |e: object::read::Error| Unsupported::BadElf { path: path.into(), error: e.to_string() };
         let header = Header::parse(data).map_err(bad)?;
         let endian = header.endian().map_err(bad)?;
         let table = header.sections(endian, data).map_err(bad)?;
@@ -625,33 +559,21 @@ impl<'a> Elf<'a> {
                 flags: p.p_flags(endian),
             })
             .collect();
-        Ok(Elf {
-            data,
-            endian,
-            elf_type: header.e_type(endian),
-            sections,
-            section_names,
-            segments,
-        })
+        Ok(Elf { data, endian, elf_type: header.e_type(endian), sections, section_names, segments })
     }
 
     fn has_section_type(&self, sh_type: u32) -> bool {
-        self.sections
-            .iter()
-            .any(|s| s.sh_type(self.endian) == sh_type)
+        self.sections.iter().any(|s| s.sh_type(self.endian) == sh_type)
     }
 
     fn section_named(&self, name: &str) -> Option<&'a elf::SectionHeader64<Endianness>> {
-        self.sections.iter().find(|s| {
-            c_str_at(self.section_names, s.sh_name(self.endian) as usize) == Some(name.as_bytes())
-        })
+        self.sections
+            .iter()
+            .find(|s| c_str_at(self.section_names, s.sh_name(self.endian) as usize) == Some(name.as_bytes()))
     }
 
     /// Defined symbols whose names `want` accepts, from `.dynsym` then `.symtab` (first wins).
-    fn find_symbols(
-        &self,
-        want: impl Fn(&str) -> bool + Copy,
-    ) -> object::read::Result<HashMap<String, SymbolInfo>> {
+    fn find_symbols(&self, want: impl Fn(&str) -> bool + Copy) -> object::read::Result<HashMap<String, SymbolInfo>> {
         let mut found = self.find_symbols_in(elf::SHT_DYNSYM, want)?;
         for (name, info) in self.find_symbols_in(elf::SHT_SYMTAB, want)? {
             found.entry(name).or_insert(info);
@@ -665,11 +587,7 @@ impl<'a> Elf<'a> {
         want: impl Fn(&str) -> bool,
     ) -> object::read::Result<HashMap<String, SymbolInfo>> {
         let mut found = HashMap::new();
-        let Some(table) = self
-            .sections
-            .iter()
-            .find(|s| s.sh_type(self.endian) == sh_type)
-        else {
+        let Some(table) = self.sections.iter().find(|s| s.sh_type(self.endian) == sh_type) else {
             return Ok(found);
         };
         // Read the whole table and its strings at once: per-symbol reads would be one syscall
@@ -690,10 +608,7 @@ impl<'a> Elf<'a> {
                 continue;
             };
             if want(name) && !found.contains_key(name) {
-                let info = SymbolInfo {
-                    value: sym.st_value(self.endian),
-                    size: sym.st_size(self.endian),
-                };
+                let info = SymbolInfo { value: sym.st_value(self.endian), size: sym.st_size(self.endian) };
                 found.insert(name.to_string(), info);
             }
         }
@@ -703,10 +618,7 @@ impl<'a> Elf<'a> {
     /// Bytes stored in the file at a link-time address (None for .bss and unmapped addresses).
     fn bytes_at_vaddr(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
         let offset = vaddr_to_offset(&self.segments, vaddr)?;
-        let seg = self
-            .segments
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)?;
+        let seg = self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)?;
         if vaddr + len > seg.vaddr + seg.filesz {
             return None;
         }
@@ -759,16 +671,10 @@ impl<'a> Elf<'a> {
         let mut names: Vec<&String> = found.keys().filter(|n| is_probe_symbol(n)).collect();
         // Exact names in PROBE_SYMBOLS order, each followed by its clones, for a stable order.
         names.sort_by_key(|n| {
-            let base = PROBE_SYMBOLS
-                .iter()
-                .position(|p| n.starts_with(p))
-                .unwrap_or(usize::MAX);
+            let base = PROBE_SYMBOLS.iter().position(|p| n.starts_with(p)).unwrap_or(usize::MAX);
             (base, n.len(), n.to_string())
         });
-        names
-            .into_iter()
-            .filter_map(|n| Some((n.clone(), vaddr_to_offset(&self.segments, found[n].value)?)))
-            .collect()
+        names.into_iter().filter_map(|n| Some((n.clone(), vaddr_to_offset(&self.segments, found[n].value)?))).collect()
     }
 
     fn usdt_probes(&self) -> object::read::Result<Vec<UsdtProbe>> {
@@ -778,9 +684,7 @@ impl<'a> Elf<'a> {
         // Prelink moves sections but not the addresses inside notes; the difference between
         // .stapsdt.base's current address and the one a note recorded corrects both pc and
         // semaphore (SystemTap's UserSpaceProbeImplementation, libbpf usdt.c).
-        let base_now = self
-            .section_named(".stapsdt.base")
-            .map(|s| s.sh_addr(self.endian));
+        let base_now = self.section_named(".stapsdt.base").map(|s| s.sh_addr(self.endian));
         let mut probes = Vec::new();
         let Some(mut notes) = section.notes(self.endian, self.data)? else {
             return Ok(probes);
@@ -800,11 +704,8 @@ impl<'a> Elf<'a> {
         if desc.len() < 24 {
             return None;
         }
-        let (mut pc, base, mut semaphore) = (
-            self.u64_at(&desc[0..8]),
-            self.u64_at(&desc[8..16]),
-            self.u64_at(&desc[16..24]),
-        );
+        let (mut pc, base, mut semaphore) =
+            (self.u64_at(&desc[0..8]), self.u64_at(&desc[8..16]), self.u64_at(&desc[16..24]));
         if let Some(now) = base_now.filter(|_| base != 0) {
             let delta = now.wrapping_sub(base);
             pc = pc.wrapping_add(delta);
@@ -812,9 +713,7 @@ impl<'a> Elf<'a> {
                 semaphore = semaphore.wrapping_add(delta);
             }
         }
-        let mut strings = desc[24..]
-            .split(|b| *b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned());
+        let mut strings = desc[24..].split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned());
         let provider = strings.next()?;
         let name = strings.next()?;
         let args = strings.next().unwrap_or_default();
@@ -826,11 +725,7 @@ impl<'a> Elf<'a> {
             semaphore,
             base,
             pc_offset: vaddr_to_offset(&self.segments, pc)?,
-            semaphore_offset: if semaphore == 0 {
-                0
-            } else {
-                vaddr_to_offset(&self.segments, semaphore)?
-            },
+            semaphore_offset: if semaphore == 0 { 0 } else { vaddr_to_offset(&self.segments, semaphore)? },
         })
     }
 }
@@ -884,33 +779,18 @@ mod tests {
     /// Read another process's memory: proves that load_bias maps file addresses correctly.
     fn read_process(pid: u32, addr: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0u8; len];
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: len,
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        };
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
         // SAFETY: both iovecs describe valid buffers of `len` bytes (remote is checked by the kernel).
         let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        assert_eq!(
-            n,
-            len as isize,
-            "process_vm_readv at {addr:#x}: {}",
-            io::Error::last_os_error()
-        );
+        assert_eq!(n, len as isize, "process_vm_readv at {addr:#x}: {}", io::Error::last_os_error());
         buf
     }
 
     /// The code at PyEval_RestoreThread in the process equals the file's bytes at its offset.
     fn assert_code_matches(build: &PythonBuild) {
-        let offset = build
-            .symbol_offset("PyEval_RestoreThread")
-            .expect("PyEval_RestoreThread");
-        let addr = build
-            .offset_to_addr(offset)
-            .expect("offset maps to an address");
+        let offset = build.symbol_offset("PyEval_RestoreThread").expect("PyEval_RestoreThread");
+        let addr = build.offset_to_addr(offset).expect("offset maps to an address");
         let in_process = read_process(build.pid, addr, 16);
         let in_file = std::fs::read(&build.host_path).unwrap()[offset as usize..][..16].to_vec();
         assert_eq!(in_process, in_file, "bias {:#x} is wrong", build.load_bias);
@@ -932,21 +812,9 @@ mod tests {
             ("3.8.18", Version::new(3, 8, 0), VersionSource::FileName),
             ("3.9.18", Version::new(3, 9, 0), VersionSource::FileName),
             ("3.10.13", Version::new(3, 10, 0), VersionSource::FileName),
-            (
-                "3.11.7",
-                Version::new(3, 11, 7),
-                VersionSource::PyVersionSymbol,
-            ),
-            (
-                "3.12.1",
-                Version::new(3, 12, 1),
-                VersionSource::PyVersionSymbol,
-            ),
-            (
-                "3.13.0",
-                Version::new(3, 13, 0),
-                VersionSource::PyVersionSymbol,
-            ),
+            ("3.11.7", Version::new(3, 11, 7), VersionSource::PyVersionSymbol),
+            ("3.12.1", Version::new(3, 12, 1), VersionSource::PyVersionSymbol),
+            ("3.13.0", Version::new(3, 13, 0), VersionSource::PyVersionSymbol),
         ];
         let mut ran = 0;
         for (dir, want_version, want_source) in versions {
@@ -957,11 +825,8 @@ mod tests {
                 eprintln!("SKIPPED: pyenv Python {dir} is not installed");
                 continue;
             };
-            let proc = Sleeper::start(
-                python.to_str().unwrap(),
-                &["-c", "import time; time.sleep(30)"],
-            )
-            .expect("start python");
+            let proc =
+                Sleeper::start(python.to_str().unwrap(), &["-c", "import time; time.sleep(30)"]).expect("start python");
             wait_for_maps(proc.pid(), |m| m.contains("libpython3"));
             let build = identify(proc.pid()).unwrap_or_else(|e| panic!("{dir}: {e}"));
             eprintln!(
@@ -984,33 +849,19 @@ mod tests {
             assert!(!build.stripped, "{dir}");
             assert_ne!(build.runtime_addr, 0, "{dir}");
             assert!(build.usdt.is_empty(), "{dir}");
+            assert!(build.symbol_offset("PyEval_RestoreThread").is_some(), "{dir}");
             assert!(
-                build.symbol_offset("PyEval_RestoreThread").is_some(),
-                "{dir}"
-            );
-            assert!(
-                build
-                    .symbol_offsets
-                    .iter()
-                    .any(|(n, _)| n.starts_with("gc_collect_main") || n.starts_with("collect")),
+                build.symbol_offsets.iter().any(|(n, _)| n.starts_with("gc_collect_main") || n.starts_with("collect")),
                 "{dir}: no GC function among {:?}",
                 build.symbol_offsets
             );
-            assert!(
-                build
-                    .host_path
-                    .starts_with(format!("/proc/{}/", proc.pid())),
-                "{dir}"
-            );
+            assert!(build.host_path.starts_with(format!("/proc/{}/", proc.pid())), "{dir}");
             assert_code_matches(&build);
             if want_version.at_least(3, 13) {
                 let debug = build.debug_offsets.expect("3.13 has _Py_DebugOffsets");
                 assert_eq!(debug.version, want_version);
                 assert!(!build.free_threaded);
-                assert_eq!(
-                    &read_process(proc.pid(), build.runtime_addr, 8),
-                    DEBUG_COOKIE
-                );
+                assert_eq!(&read_process(proc.pid(), build.runtime_addr, 8), DEBUG_COOKIE);
             } else {
                 assert!(build.debug_offsets.is_none(), "{dir}");
             }
@@ -1026,18 +877,12 @@ mod tests {
                 eprintln!("SKIPPED: pyenv Python {dir} is not installed");
                 continue;
             };
-            let proc = Sleeper::start(
-                python.to_str().unwrap(),
-                &["-c", "import time; time.sleep(30)"],
-            )
-            .expect("start python");
+            let proc =
+                Sleeper::start(python.to_str().unwrap(), &["-c", "import time; time.sleep(30)"]).expect("start python");
             wait_for_maps(proc.pid(), |m| m.contains("libpython3"));
             let err = identify(proc.pid()).expect_err("too old");
             eprintln!("{dir}: {err}");
-            assert!(
-                matches!(err, Unsupported::TooOld { version, .. } if version.minor == minor),
-                "{dir}: {err:?}"
-            );
+            assert!(matches!(err, Unsupported::TooOld { version, .. } if version.minor == minor), "{dir}: {err:?}");
         }
     }
 
@@ -1051,8 +896,7 @@ mod tests {
             eprintln!("SKIPPED: {python} is not installed");
             return;
         }
-        let proc =
-            Sleeper::start(python, &["-c", "import time; time.sleep(30)"]).expect("start python");
+        let proc = Sleeper::start(python, &["-c", "import time; time.sleep(30)"]).expect("start python");
         // The executable is mapped before exec returns; wait for the interpreter to be running.
         wait_for_maps(proc.pid(), |m| m.contains("libc.so"));
         let build = identify(proc.pid()).unwrap_or_else(|e| panic!("{e}"));
@@ -1141,63 +985,26 @@ mod tests {
             code_type_vaddr: None,
             eval_frame_endbr64: false,
             segments: vec![
-                LoadSegment {
-                    vaddr: 0,
-                    offset: 0,
-                    filesz: 0x853c8,
-                    memsz: 0x853c8,
-                    flags: 4,
-                },
-                LoadSegment {
-                    vaddr: 0x86000,
-                    offset: 0x86000,
-                    filesz: 0x2ab3e9,
-                    memsz: 0x2ab3e9,
-                    flags: 5,
-                },
-                LoadSegment {
-                    vaddr: 0x49e5e0,
-                    offset: 0x49d5e0,
-                    filesz: 0xd0198,
-                    memsz: 0x142488,
-                    flags: 6,
-                },
+                LoadSegment { vaddr: 0, offset: 0, filesz: 0x853c8, memsz: 0x853c8, flags: 4 },
+                LoadSegment { vaddr: 0x86000, offset: 0x86000, filesz: 0x2ab3e9, memsz: 0x2ab3e9, flags: 5 },
+                LoadSegment { vaddr: 0x49e5e0, offset: 0x49d5e0, filesz: 0xd0198, memsz: 0x142488, flags: 6 },
             ],
         };
-        let entry = |start, offset| MapEntry {
-            start,
-            end: start + 0x1000,
-            offset,
-            inode: 1,
-            path: "x".into(),
-            deleted: false,
-        };
-        assert_eq!(
-            facts.load_bias(&entry(0x7f00_0000_0000, 0)),
-            Some(0x7f00_0000_0000)
-        );
+        let entry =
+            |start, offset| MapEntry { start, end: start + 0x1000, offset, inode: 1, path: "x".into(), deleted: false };
+        assert_eq!(facts.load_bias(&entry(0x7f00_0000_0000, 0)), Some(0x7f00_0000_0000));
         // Starting from the data segment's page (vaddr 0x49e000 ↔ offset 0x49d000).
-        assert_eq!(
-            facts.load_bias(&entry(0x7f00_0049_e000, 0x49d000)),
-            Some(0x7f00_0000_0000)
-        );
+        assert_eq!(facts.load_bias(&entry(0x7f00_0049_e000, 0x49d000)), Some(0x7f00_0000_0000));
         // A non-PIE executable mapped at its link address has no bias.
         assert_eq!(facts.load_bias(&entry(0, 0)), Some(0));
         assert_eq!(facts.vaddr_to_offset(0x49e5e8), Some(0x49d5e8));
-        assert_eq!(
-            facts.vaddr_to_offset(0x5a0000),
-            None,
-            ".bss has no file bytes"
-        );
+        assert_eq!(facts.vaddr_to_offset(0x5a0000), None, ".bss has no file bytes");
     }
 
     #[test]
     fn names_and_versions() {
         let v = |s: &str| version_from_file_name(Path::new(s));
-        assert_eq!(
-            v("/usr/lib/libpython3.11.so.1.0"),
-            Some(Version::new(3, 11, 0))
-        );
+        assert_eq!(v("/usr/lib/libpython3.11.so.1.0"), Some(Version::new(3, 11, 0)));
         assert_eq!(v("libpython3.6m.so.1.0"), Some(Version::new(3, 6, 0)));
         assert_eq!(v("/usr/bin/python3.13t"), Some(Version::new(3, 13, 0)));
         assert_eq!(v("/usr/bin/uwsgi"), None);

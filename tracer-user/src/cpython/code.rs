@@ -98,12 +98,18 @@ pub fn read_str(mem: &Memory, obj: u64, l: &FrameLayout) -> Result<String, CodeE
     }
     // Non-ASCII compact strings have the PyCompactUnicodeObject fields before their data:
     // utf8_length and utf8 (and, up to 3.11, wstr_length).
-    let data = if ascii { obj + l.unicode_ascii_size } else { obj + l.unicode_ascii_size + if l.unicode_ascii_size == 48 { 24 } else { 16 } };
+    let data = if ascii {
+        obj + l.unicode_ascii_size
+    } else {
+        obj + l.unicode_ascii_size + if l.unicode_ascii_size == 48 { 24 } else { 16 }
+    };
     let mut buf = vec![0u8; (len * kind as u64) as usize];
     mem.read(data, &mut buf)?;
     Ok(match kind {
         1 => buf.iter().map(|&b| b as char).collect(),
-        2 => String::from_utf16_lossy(&buf.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect::<Vec<_>>()),
+        2 => {
+            String::from_utf16_lossy(&buf.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect::<Vec<_>>())
+        }
         _ => buf.chunks_exact(4).filter_map(|c| char::from_u32(u32::from_ne_bytes(c.try_into().unwrap()))).collect(),
     })
 }

@@ -96,8 +96,16 @@ pub enum DebugOffsetsError {
 
 /// The layout for a live 3.13+ process: `base`'s GC fields (not in `_Py_DebugOffsets` before
 /// 3.15) with everything the stack walk and thread list need taken from the process itself.
-pub fn read(mem: &Memory, runtime_addr: u64, file_version: Version, base: &Layout) -> Result<Layout, DebugOffsetsError> {
-    let pos = VERSIONS.iter().find(|p| p.minor == file_version.minor).ok_or(DebugOffsetsError::UnknownLayout(file_version))?;
+pub fn read(
+    mem: &Memory,
+    runtime_addr: u64,
+    file_version: Version,
+    base: &Layout,
+) -> Result<Layout, DebugOffsetsError> {
+    let pos = VERSIONS
+        .iter()
+        .find(|p| p.minor == file_version.minor)
+        .ok_or(DebugOffsetsError::UnknownLayout(file_version))?;
     let mut raw = vec![0u8; pos.size];
     mem.read(runtime_addr, &mut raw)?;
     if &raw[..8] != COOKIE {

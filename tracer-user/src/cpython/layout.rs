@@ -131,9 +131,7 @@ impl Layout {
         let parts: Vec<&str> = rest.split('.').collect();
         parts.len().is_multiple_of(2)
             && parts.chunks(2).all(|p| {
-                matches!(p[0], "constprop" | "isra")
-                    && !p[1].is_empty()
-                    && p[1].bytes().all(|b| b.is_ascii_digit())
+                matches!(p[0], "constprop" | "isra") && !p[1].is_empty() && p[1].bytes().all(|b| b.is_ascii_digit())
             })
     }
 }
@@ -344,20 +342,10 @@ mod tests {
     #[test]
     fn gc_collect_symbol_accepts_whole_clones_only() {
         let l = for_minor(8).unwrap();
-        for ok in [
-            "collect",
-            "collect.constprop.0",
-            "collect.isra.1.constprop.0",
-        ] {
+        for ok in ["collect", "collect.constprop.0", "collect.isra.1.constprop.0"] {
             assert!(l.is_gc_collect_symbol(ok), "{ok}");
         }
-        for bad in [
-            "collect.cold",
-            "collect.part.0",
-            "collect_with_callback",
-            "collect.constprop",
-            "gc_collect",
-        ] {
+        for bad in ["collect.cold", "collect.part.0", "collect_with_callback", "collect.constprop", "gc_collect"] {
             assert!(!l.is_gc_collect_symbol(bad), "{bad}");
         }
     }
@@ -400,21 +388,14 @@ mod tests {
     }
 
     fn tool_works(tool: &str) -> bool {
-        Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
+        Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
     }
 
     /// Expressions for gdb, by key. Members that do not exist in a version are asked for anyway, so
     /// that their absence is checked too (gdb prints an error and goes on to the next command).
     fn queries(minor: u8) -> Vec<(&'static str, String)> {
         let off = |ty: &str, member: &str| format!("&(({ty}*)0)->{member}");
-        let threads = if minor <= 10 {
-            "tstate_head"
-        } else {
-            "threads.head"
-        };
+        let threads = if minor <= 10 { "tstate_head" } else { "threads.head" };
         let mut q = vec![
             ("runtime_interpreters_head", off("_PyRuntimeState", "interpreters.head")),
             ("interp_next", off("PyInterpreterState", "next")),
@@ -437,8 +418,7 @@ mod tests {
             ),
             (
                 "gc_generation_stats_len",
-                "sizeof(((struct _gc_runtime_state*)0)->generation_stats) / sizeof(struct gc_generation_stats)"
-                    .into(),
+                "sizeof(((struct _gc_runtime_state*)0)->generation_stats) / sizeof(struct gc_generation_stats)".into(),
             ),
         ];
         let (frame_ty, tstate_frame, code) = match minor {
@@ -469,46 +449,30 @@ mod tests {
             }
             q.push(("debug_offsets_size", "sizeof(_Py_DebugOffsets)".into()));
             q.extend([
-                (
-                    "debug.runtime_interpreters_head",
-                    d("runtime_state.interpreters_head"),
-                ),
+                ("debug.runtime_interpreters_head", d("runtime_state.interpreters_head")),
                 ("debug.interp_next", d("interpreter_state.next")),
-                (
-                    "debug.interp_threads_head",
-                    d("interpreter_state.threads_head"),
-                ),
+                ("debug.interp_threads_head", d("interpreter_state.threads_head")),
                 ("debug.interp_gc", d("interpreter_state.gc")),
                 ("debug.tstate_next", d("thread_state.next")),
                 ("debug.tstate_thread_id", d("thread_state.thread_id")),
-                (
-                    "debug.tstate_native_thread_id",
-                    d("thread_state.native_thread_id"),
-                ),
+                ("debug.tstate_native_thread_id", d("thread_state.native_thread_id")),
             ]);
         }
         q
     }
 
-    fn run_gdb(
-        lib: &Path,
-        queries: &[(&'static str, String)],
-    ) -> Result<HashMap<String, u64>, String> {
+    fn run_gdb(lib: &Path, queries: &[(&'static str, String)]) -> Result<HashMap<String, u64>, String> {
         let mut cmd = Command::new("gdb");
         cmd.args(["-batch", "-nx"]);
         for (key, expr) in queries {
-            cmd.arg("-ex")
-                .arg(format!("printf \"{key}=%lu\\n\", (unsigned long)({expr})"));
+            cmd.arg("-ex").arg(format!("printf \"{key}=%lu\\n\", (unsigned long)({expr})"));
         }
         // Proves gdb ran every command rather than giving up part way.
         cmd.args(["-ex", "echo END\\n"]).arg(lib);
         let out = cmd.output().map_err(|e| format!("gdb: {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if stdout.lines().last() != Some("END") {
-            return Err(format!(
-                "gdb did not finish: {stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("gdb did not finish: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(stdout
             .lines()
@@ -519,25 +483,16 @@ mod tests {
 
     /// Symbols of the library's .symtab accepted by `is_gc_collect_symbol`, with nm's type letter.
     fn gc_collect_symbols(lib: &Path, layout: &Layout) -> Result<Vec<(char, String)>, String> {
-        let out = Command::new("nm")
-            .arg("--defined-only")
-            .arg(lib)
-            .output()
-            .map_err(|e| format!("nm: {e}"))?;
+        let out = Command::new("nm").arg("--defined-only").arg(lib).output().map_err(|e| format!("nm: {e}"))?;
         if !out.status.success() {
-            return Err(format!(
-                "nm failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("nm failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| {
                 let mut f = line.split_whitespace();
                 let (_addr, kind, name) = (f.next()?, f.next()?, f.next()?);
-                layout
-                    .is_gc_collect_symbol(name)
-                    .then(|| (kind.chars().next().unwrap_or('?'), name.to_string()))
+                layout.is_gc_collect_symbol(name).then(|| (kind.chars().next().unwrap_or('?'), name.to_string()))
             })
             .collect())
     }
@@ -553,20 +508,14 @@ mod tests {
         let mut expect = |field: &str, want: Option<u64>| {
             let have = got.get(field).copied();
             if have != want {
-                bad.push(format!(
-                    "{version} {field}: table says {want:?}, DWARF of {} says {have:?}",
-                    lib.display()
-                ));
+                bad.push(format!("{version} {field}: table says {want:?}, DWARF of {} says {have:?}", lib.display()));
             }
         };
         let (runtime_gc, interp_gc) = match layout.gc_home {
             GcHome::Runtime => (Some(layout.gc_offset), None),
             GcHome::Interpreter => (None, Some(layout.gc_offset)),
         };
-        expect(
-            "runtime_interpreters_head",
-            Some(layout.runtime_interpreters_head),
-        );
+        expect("runtime_interpreters_head", Some(layout.runtime_interpreters_head));
         expect("interp_next", Some(layout.interp_next));
         expect("interp_threads_head", Some(layout.interp_threads_head));
         expect("tstate_next", Some(layout.tstate_next));
@@ -576,16 +525,10 @@ mod tests {
         expect("interp_gc", interp_gc);
         expect("gc_enabled", Some(layout.gc_enabled));
         expect("gc_generation_stats", Some(layout.gc_generation_stats));
-        expect(
-            "gc_generation_stats_size",
-            Some(layout.gc_generation_stats_size),
-        );
+        expect("gc_generation_stats_size", Some(layout.gc_generation_stats_size));
         expect("gc_generations", Some(layout.gc_generations));
         expect("gc_generation_size", Some(layout.gc_generation_size));
-        expect(
-            "gc_generation_threshold",
-            Some(layout.gc_generation_threshold),
-        );
+        expect("gc_generation_threshold", Some(layout.gc_generation_threshold));
         expect("gc_generation_count", Some(layout.gc_generation_count));
         expect("gc_generations_len", Some(GENERATIONS as u64));
         expect("gc_generation_stats_len", Some(GENERATIONS as u64));
@@ -607,22 +550,13 @@ mod tests {
                 expect(field, Some(*at));
             }
             expect("debug_offsets_size", Some(crate::cpython::debug_offsets::SIZE_3_13 as u64));
-            expect(
-                "debug.runtime_interpreters_head",
-                Some(layout.runtime_interpreters_head),
-            );
+            expect("debug.runtime_interpreters_head", Some(layout.runtime_interpreters_head));
             expect("debug.interp_next", Some(layout.interp_next));
-            expect(
-                "debug.interp_threads_head",
-                Some(layout.interp_threads_head),
-            );
+            expect("debug.interp_threads_head", Some(layout.interp_threads_head));
             expect("debug.interp_gc", Some(layout.gc_offset));
             expect("debug.tstate_next", Some(layout.tstate_next));
             expect("debug.tstate_thread_id", Some(layout.tstate_thread_id));
-            expect(
-                "debug.tstate_native_thread_id",
-                layout.tstate_native_thread_id,
-            );
+            expect("debug.tstate_native_thread_id", layout.tstate_native_thread_id);
         }
         match gc_collect_symbols(lib, layout) {
             Err(e) => bad.push(format!("{version} gc_collect_fn: {e}")),
@@ -634,9 +568,7 @@ mod tests {
             Ok(syms) => {
                 // The doc comment promises a local symbol ('t'); a global one would mean it changed.
                 for (kind, name) in syms.iter().filter(|(kind, _)| *kind != 't') {
-                    bad.push(format!(
-                        "{version} gc_collect_fn: {name} has nm type {kind:?}, not local 't'"
-                    ));
+                    bad.push(format!("{version} gc_collect_fn: {name} has nm type {kind:?}, not local 't'"));
                 }
             }
         }
@@ -660,41 +592,26 @@ mod tests {
                 // into the executable, which carries the same DWARF.
                 let dir = entry.path();
                 let lib = dir.join(format!("lib/libpython3.{minor}.so.1.0"));
-                let lib = if lib.exists() {
-                    lib
-                } else {
-                    dir.join(format!("bin/python3.{minor}"))
-                };
+                let lib = if lib.exists() { lib } else { dir.join(format!("bin/python3.{minor}")) };
                 Some((version, minor, lib))
             })
             .collect();
         builds.sort_by_key(|(_, minor, _)| *minor);
         if builds.is_empty() {
-            return skip(&format!(
-                "no CPython 3.8–3.13 build under {}",
-                versions_dir.display()
-            ));
+            return skip(&format!("no CPython 3.8–3.13 build under {}", versions_dir.display()));
         }
         for tool in ["gdb", "nm"] {
             if !tool_works(tool) {
-                return skip(&format!(
-                    "`{tool}` is not installed; it is needed to read the builds' debug info"
-                ));
+                return skip(&format!("`{tool}` is not installed; it is needed to read the builds' debug info"));
             }
         }
         let failures: Vec<String> = std::thread::scope(|s| {
-            let jobs: Vec<_> = builds
-                .iter()
-                .map(|(version, minor, lib)| s.spawn(move || check_build(version, *minor, lib)))
-                .collect();
+            let jobs: Vec<_> =
+                builds.iter().map(|(version, minor, lib)| s.spawn(move || check_build(version, *minor, lib))).collect();
             jobs.into_iter().flat_map(|j| j.join().unwrap()).collect()
         });
         let checked: Vec<&str> = builds.iter().map(|(v, _, _)| v.as_str()).collect();
-        assert!(
-            failures.is_empty(),
-            "layout table disagrees with DWARF:\n{}",
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "layout table disagrees with DWARF:\n{}", failures.join("\n"));
         eprintln!("layout table matches DWARF of {}", checked.join(", "));
     }
 

@@ -15,9 +15,16 @@ use layout::Layout;
 
 /// What the agent can do with a traced process's interpreter.
 pub enum Support {
-    Supported { build: PythonBuild, layout: &'static Layout, layout_source: LayoutSource },
+    Supported {
+        build: PythonBuild,
+        layout: &'static Layout,
+        layout_source: LayoutSource,
+    },
     /// Wire-only: the reason says why, for `discover` and the `python_support` metric label.
-    Unsupported { reason: String, label: &'static str },
+    Unsupported {
+        reason: String,
+        label: &'static str,
+    },
 }
 
 /// Where the offsets used for a process came from.

@@ -18,7 +18,8 @@ const BLOCK: u64 = 128;
 
 pub fn offsets(build: &PythonBuild, layout: &Layout) -> Result<PyOffsets, WalkUnsupported> {
     let f = &layout.frames;
-    let code_type_addr = build.code_type_addr.ok_or_else(|| WalkUnsupported::NoCodeType(build.host_path.display().to_string()))?;
+    let code_type_addr =
+        build.code_type_addr.ok_or_else(|| WalkUnsupported::NoCodeType(build.host_path.display().to_string()))?;
     for (name, off, len) in [
         ("frame code", f.frame_code, 8),
         ("frame previous", f.frame_previous, 8),

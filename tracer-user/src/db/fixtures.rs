@@ -142,7 +142,8 @@ pub const PG_BAD_QUERY: &[u8] = b"Q\0\0\0\x1aSELEC name FROM items\0";
 pub const PG_BAD_QUERY_REPLY: &[u8] = b"E\0\0\0]SERROR\0VERROR\0C42601\0Msyntax error at or near \"SELEC\"\0P1\0Fscan.l\0L1188\0Rscanner_yyerror\0\0Z\0\0\0\x05I";
 
 /// W 79 bytes: prepare=True: Parse of statement _pg3_0, Sync.
-pub const PG_PREPARE: &[u8] = b"P\0\0\0I_pg3_0\0SELECT name FROM items WHERE id = $1 AND name <> $2\0\0\x02\0\0\0\x15\0\0\0\0S\0\0\0\x04";
+pub const PG_PREPARE: &[u8] =
+    b"P\0\0\0I_pg3_0\0SELECT name FROM items WHERE id = $1 AND name <> $2\0\0\x02\0\0\0\x15\0\0\0\0S\0\0\0\x04";
 
 /// R 11 bytes: ParseComplete, ReadyForQuery.
 pub const PG_PREPARE_REPLY: &[u8] = b"1\0\0\0\x04Z\0\0\0\x05I";
@@ -221,7 +222,8 @@ pub const REDIS_GET_MISSING: &[u8] = b"*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n";
 pub const REDIS_GET_MISSING_REPLY: &[u8] = b"_\r\n";
 
 /// W 71 bytes: pipeline(transaction=False): INCRBY hits:1 1, EXPIRE hits:1 60 in one write.
-pub const REDIS_PIPELINE: &[u8] = b"*3\r\n$6\r\nINCRBY\r\n$6\r\nhits:1\r\n$1\r\n1\r\n*3\r\n$6\r\nEXPIRE\r\n$6\r\nhits:1\r\n$2\r\n60\r\n";
+pub const REDIS_PIPELINE: &[u8] =
+    b"*3\r\n$6\r\nINCRBY\r\n$6\r\nhits:1\r\n$1\r\n1\r\n*3\r\n$6\r\nEXPIRE\r\n$6\r\nhits:1\r\n$2\r\n60\r\n";
 
 /// R 8 bytes: two integers in one read.
 pub const REDIS_PIPELINE_REPLY: &[u8] = b":1\r\n:1\r\n";

@@ -206,7 +206,8 @@ mod tests {
     #[test]
     fn backend_items_route_as_the_app_speaks_it() {
         use fixtures::*;
-        let piece = |d: &'static [u8], i: u64| Piece { data: d, len: d.len() as u64, start_ns: i * 10, end_ns: i * 10 + 5 };
+        let piece =
+            |d: &'static [u8], i: u64| Piece { data: d, len: d.len() as u64, start_ns: i * 10, end_ns: i * 10 + 5 };
         let mut pg = PgConnection::new();
         let mut calls = Vec::new();
         let pg_script: [(bool, &'static [u8]); 9] = [
@@ -251,8 +252,10 @@ mod tests {
             calls.extend(if write { redis.on_write(&p) } else { redis.on_read(&p) });
         }
         calls.extend(redis.on_close());
-        let got: Vec<(&str, &str, Option<&str>, Option<&str>)> =
-            calls.iter().map(|c| (c.system, c.operation.as_str(), c.query_text.as_deref(), c.error.as_deref())).collect();
+        let got: Vec<(&str, &str, Option<&str>, Option<&str>)> = calls
+            .iter()
+            .map(|c| (c.system, c.operation.as_str(), c.query_text.as_deref(), c.error.as_deref()))
+            .collect();
         let setinfo_err = Some("ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.");
         assert_eq!(
             got,

@@ -977,14 +977,20 @@ mod tests {
 
         // Fully captured, the same reply is followed to its ReadyForQuery.
         let mut c = PgConnection::new();
-        let calls = run(&mut c, &[full(W, PG_STARTUP), full(R, PG_STARTUP_REPLY), full(W, PG_SIMPLE_QUERY), full(R, big)]);
+        let calls =
+            run(&mut c, &[full(W, PG_STARTUP), full(R, PG_STARTUP_REPLY), full(W, PG_SIMPLE_QUERY), full(R, big)]);
         assert_eq!(calls[0].attributes["db.response.returned_rows"], 300);
         assert_eq!(c.stats(), &DbStats::default());
     }
 
     #[test]
     fn garbage_loses_framing_and_is_counted() {
-        let script = vec![full(W, PG_STARTUP), full(R, PG_STARTUP_REPLY), full(W, b"\xff\xff\xff\xff\xff\xff"), full(W, b"junk")];
+        let script = vec![
+            full(W, PG_STARTUP),
+            full(R, PG_STARTUP_REPLY),
+            full(W, b"\xff\xff\xff\xff\xff\xff"),
+            full(W, b"junk"),
+        ];
         let mut c = PgConnection::new();
         assert!(run(&mut c, &script).is_empty());
         assert_eq!(c.stats().desyncs, 1);
@@ -1024,7 +1030,15 @@ mod tests {
     #[test]
     fn close_before_the_reply_reports_the_call_with_an_error() {
         let mut c = PgConnection::new();
-        let calls = run(&mut c, &[full(W, PG_STARTUP), full(R, PG_STARTUP_REPLY), full(W, PG_SIMPLE_QUERY), full(R, &PG_SIMPLE_REPLY[..20])]);
+        let calls = run(
+            &mut c,
+            &[
+                full(W, PG_STARTUP),
+                full(R, PG_STARTUP_REPLY),
+                full(W, PG_SIMPLE_QUERY),
+                full(R, &PG_SIMPLE_REPLY[..20]),
+            ],
+        );
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].error.as_deref(), Some("connection closed before the reply"));
         assert_eq!(calls[0].attributes["error.type"], "connection_closed");

@@ -215,11 +215,19 @@ enum ReqState {
     /// Waiting for an array header (`*N`) or an inline command line.
     Start,
     /// Reading a line: inline command (`inline`) or an array / bulk header.
-    Line { buf: Vec<u8>, inline: bool },
+    Line {
+        buf: Vec<u8>,
+        inline: bool,
+    },
     /// Waiting for element `i` of `argc`: its bulk header line.
-    BulkHeader { buf: Vec<u8> },
+    BulkHeader {
+        buf: Vec<u8>,
+    },
     /// Inside element `i`'s bytes (and its CRLF).
-    BulkBody { remaining: u64, keep: bool },
+    BulkBody {
+        remaining: u64,
+        keep: bool,
+    },
     Lost,
 }
 
@@ -303,13 +311,15 @@ impl Requests {
                         }
                         LineRead::Done(line) => {
                             if inline {
-                                let words: Vec<&[u8]> = line.split(|c| *c == b' ' || *c == b'\t').filter(|w| !w.is_empty()).collect();
+                                let words: Vec<&[u8]> =
+                                    line.split(|c| *c == b' ' || *c == b'\t').filter(|w| !w.is_empty()).collect();
                                 if words.is_empty() {
                                     self.state = ReqState::Start;
                                     continue;
                                 }
                                 self.argc = words.len();
-                                self.elems = words.iter().take(3).map(|w| w[..w.len().min(MAX_NAME)].to_vec()).collect();
+                                self.elems =
+                                    words.iter().take(3).map(|w| w[..w.len().min(MAX_NAME)].to_vec()).collect();
                                 out.push(self.finish());
                             } else {
                                 match parse_int(&line) {
@@ -435,9 +445,14 @@ struct Reply {
 #[derive(Debug)]
 enum RepState {
     /// At a value's type byte (or inside its header line).
-    Value { buf: Vec<u8> },
+    Value {
+        buf: Vec<u8>,
+    },
     /// Inside a bulk value's bytes and CRLF; `keep` for bulk errors.
-    Bulk { remaining: u64, keep: Option<Vec<u8>> },
+    Bulk {
+        remaining: u64,
+        keep: Option<Vec<u8>>,
+    },
     Lost,
 }
 
@@ -797,7 +812,15 @@ fn make_call(b: Batch, end_ns: u64) -> Call {
         attributes.insert("db.response.status_code".into(), json!(code));
         attributes.insert("error.type".into(), json!(code));
     }
-    Call { start_ns: first.start_ns, end_ns, system: SYSTEM, operation, query_text: Some(query_text), attributes, error }
+    Call {
+        start_ns: first.start_ns,
+        end_ns,
+        system: SYSTEM,
+        operation,
+        query_text: Some(query_text),
+        attributes,
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -867,7 +890,11 @@ mod tests {
             }
             if len > data.len() as u64 {
                 t += 10;
-                calls.extend(feed(c, d, &Piece { data: &[], len: len - data.len() as u64, start_ns: t, end_ns: t + 5 }));
+                calls.extend(feed(
+                    c,
+                    d,
+                    &Piece { data: &[], len: len - data.len() as u64, start_ns: t, end_ns: t + 5 },
+                ));
             }
         }
         calls.extend(c.on_close());
@@ -995,7 +1022,10 @@ mod tests {
         let script = vec![
             full(W, REDIS_GET),
             // An attribute before the reply, a push message, then the reply itself.
-            full(R, b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"),
+            full(
+                R,
+                b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n",
+            ),
             full(R, b"*2\r\n%1\r\n+k\r\n~1\r\n#t\r\n!21\r\nSYNTAX invalid syntax\r\n"),
             full(W, REDIS_GET),
             full(R, b"!21\r\nSYNTAX invalid syntax\r\n"),
@@ -1012,7 +1042,12 @@ mod tests {
 
     #[test]
     fn inline_commands() {
-        let script = vec![full(W, b"PING\r\n"), full(R, b"+PONG\r\n"), full(W, b"get  foo\r\nEXISTS a b c\n"), full(R, b"$-1\r\n:2\r\n")];
+        let script = vec![
+            full(W, b"PING\r\n"),
+            full(R, b"+PONG\r\n"),
+            full(W, b"get  foo\r\nEXISTS a b c\n"),
+            full(R, b"$-1\r\n:2\r\n"),
+        ];
         let mut c = RedisConnection::new();
         let calls = run(&mut c, &script);
         assert_eq!(

@@ -309,7 +309,10 @@ mod tests {
             ("BEGIN", Some("BEGIN")),
             ("WITH x AS (SELECT 1) SELECT * FROM x", Some("SELECT")),
             ("WITH RECURSIVE r(n) AS (VALUES (1) UNION SELECT n+1 FROM r) SELECT n FROM r", Some("SELECT")),
-            ("WITH d AS (DELETE FROM t RETURNING *), e AS MATERIALIZED (SELECT 1) INSERT INTO u SELECT * FROM d", Some("INSERT")),
+            (
+                "WITH d AS (DELETE FROM t RETURNING *), e AS MATERIALIZED (SELECT 1) INSERT INTO u SELECT * FROM d",
+                Some("INSERT"),
+            ),
             ("WITH \"select\" AS (SELECT 1) DELETE FROM t", Some("DELETE")),
             ("WITH broken", Some("WITH")),
             ("", None),

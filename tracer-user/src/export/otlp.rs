@@ -186,18 +186,25 @@ fn flush(agent: &ureq::Agent, s: &Settings, batch: &mut Vec<Span>, counters: &Co
             // Throttled or briefly unavailable: the OTLP spec says to retry, after Retry-After
             // when the collector gives one.
             Err(ureq::Error::Status(code @ (429 | 502 | 503 | 504), resp)) => {
-                let after = resp.header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+                let after =
+                    resp.header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
                 eprintln!("pytracer: OTLP collector answered {code} (attempt {attempt}/{MAX_ATTEMPTS}); retrying");
                 after.unwrap_or(backoff).min(MAX_BACKOFF)
             }
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                eprintln!("pytracer: OTLP collector refused {n} spans with {code}: {}", text.chars().take(200).collect::<String>());
+                eprintln!(
+                    "pytracer: OTLP collector refused {n} spans with {code}: {}",
+                    text.chars().take(200).collect::<String>()
+                );
                 counters.failed.fetch_add(n, Ordering::Relaxed);
                 return;
             }
             Err(ureq::Error::Transport(t)) => {
-                eprintln!("pytracer: cannot reach the OTLP collector at {} (attempt {attempt}/{MAX_ATTEMPTS}): {t}", s.url);
+                eprintln!(
+                    "pytracer: cannot reach the OTLP collector at {} (attempt {attempt}/{MAX_ATTEMPTS}): {t}",
+                    s.url
+                );
                 backoff
             }
         };
@@ -233,7 +240,10 @@ pub fn encode(spans: &[Span]) -> Vec<u8> {
             .map(|(resource, spans)| proto::ResourceSpans {
                 resource: Some(proto::Resource { attributes: key_values(resource) }),
                 scope_spans: vec![proto::ScopeSpans {
-                    scope: Some(proto::InstrumentationScope { name: "pytracer".into(), version: env!("CARGO_PKG_VERSION").into() }),
+                    scope: Some(proto::InstrumentationScope {
+                        name: "pytracer".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                    }),
                     spans,
                 }],
             })
@@ -253,7 +263,10 @@ fn to_proto(s: &Span) -> proto::Span {
         start_time_unix_nano: s.start_time_unix_nano,
         end_time_unix_nano: s.end_time_unix_nano,
         attributes: key_values(&s.attributes),
-        status: Some(proto::Status { message: String::new(), code: if s.status.code == StatusCode::Error { 2 } else { 0 } }),
+        status: Some(proto::Status {
+            message: String::new(),
+            code: if s.status.code == StatusCode::Error { 2 } else { 0 },
+        }),
     }
 }
 

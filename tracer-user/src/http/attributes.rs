@@ -63,7 +63,10 @@ pub fn server_span(
         (None, None) => {}
     }
     // Behind nginx or uWSGI's router the socket's peer is the proxy; the client is in the vars.
-    let vars_client = req.remote.as_ref().map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])), port: *port });
+    let vars_client = req
+        .remote
+        .as_ref()
+        .map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])), port: *port });
     match vars_client.as_ref().unwrap_or(&conn.client) {
         Peer::Inet { ip, port } => {
             a.insert("client.address".into(), json!(ip.to_string()));
@@ -157,7 +160,10 @@ mod tests {
     }
 
     fn ctx() -> ConnContext {
-        ConnContext { client: Peer::Inet { ip: "127.0.0.1".parse().unwrap(), port: 51234 }, local: Some(("127.0.0.1".parse().unwrap(), 8000)) }
+        ConnContext {
+            client: Peer::Inet { ip: "127.0.0.1".parse().unwrap(), port: 51234 },
+            local: Some(("127.0.0.1".parse().unwrap(), 8000)),
+        }
     }
 
     fn keys() -> Vec<String> {
@@ -179,7 +185,10 @@ mod tests {
                 "client.address":"127.0.0.1","client.port":51234,"network.protocol.version":"1.1",
                 "user_agent.original":"curl/7.88.1","http.request.body.size":0,"http.response.body.size":17})
         );
-        assert_eq!((v["name"].as_str(), v["kind"].as_str(), v["status"]["code"].as_str()), (Some("GET"), Some("server"), Some("unset")));
+        assert_eq!(
+            (v["name"].as_str(), v["kind"].as_str(), v["status"]["code"].as_str()),
+            (Some("GET"), Some("server"), Some("unset"))
+        );
         assert_eq!((s.start_time_unix_nano, s.end_time_unix_nano), (1_010, 9_010));
         assert!(v["parent_span_id"].is_null());
         // Key order of the JSON line is the documented one.
@@ -194,7 +203,8 @@ mod tests {
             b"BREW /pot?api_key=s3&x=1 HTTP/1.0\r\n\r\n",
             b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
         );
-        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v =
+            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
         assert_eq!(a["http.request.method"], "_OTHER");
         assert_eq!(a["http.request.method_original"], "BREW");
@@ -210,8 +220,12 @@ mod tests {
 
     #[test]
     fn client_error_is_not_a_span_error() {
-        let x = exchange(b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 3\r\n\r\nno!");
-        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let x = exchange(
+            b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 3\r\n\r\nno!",
+        );
+        let v =
+            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["status"]["code"], "unset");
         assert!(v["attributes"].get("error.type").is_none());
         assert!(v["attributes"].get("url.query").is_none());
@@ -222,7 +236,8 @@ mod tests {
     #[test]
     fn no_response_is_an_error_without_status_code() {
         let x = exchange(b"GET /a HTTP/1.1\r\nHost: h:1\r\n\r\n", b"");
-        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v =
+            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["attributes"]["error.type"], "no_response");
         assert!(v["attributes"].get("http.response.status_code").is_none());
     }
@@ -230,15 +245,20 @@ mod tests {
     #[test]
     fn incoming_context_sets_trace_and_parent() {
         let x = exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        let crate::http::traceparent::Incoming::Valid(parent) = crate::http::traceparent::parse(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), Some("k=v")) else {
+        let crate::http::traceparent::Incoming::Valid(parent) = crate::http::traceparent::parse(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("k=v"),
+        ) else {
             panic!("a valid traceparent")
         };
-        let v = serde_json::to_value(server_span(&x, &ctx(), parent.child(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v =
+            serde_json::to_value(server_span(&x, &ctx(), parent.child(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["parent_span_id"], "00f067aa0ba902b7");
         assert_eq!(v["trace_state"], "k=v");
         assert_ne!(v["span_id"], "00f067aa0ba902b7");
-        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v =
+            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         assert!(v["parent_span_id"].is_null() && v.get("trace_state").is_none());
     }
 
@@ -246,11 +266,20 @@ mod tests {
     fn uwsgi_request_names_the_real_client() {
         let mut req = crate::http::uwsgi::tests::packet(
             0,
-            &[("REQUEST_METHOD", "POST"), ("REQUEST_URI", "/items"), ("CONTENT_LENGTH", "3"), ("REMOTE_ADDR", "10.0.0.7"), ("REMOTE_PORT", "40000"), ("HTTP_HOST", "shop:80"), ("UWSGI_SCHEME", "https")],
+            &[
+                ("REQUEST_METHOD", "POST"),
+                ("REQUEST_URI", "/items"),
+                ("CONTENT_LENGTH", "3"),
+                ("REMOTE_ADDR", "10.0.0.7"),
+                ("REMOTE_PORT", "40000"),
+                ("HTTP_HOST", "shop:80"),
+                ("UWSGI_SCHEME", "https"),
+            ],
         );
         req.extend(b"abc");
         let x = exchange(&req, b"HTTP/1.1 201 CREATED\r\nContent-Length: 2\r\n\r\nok");
-        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v =
+            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
         assert_eq!((a["client.address"].as_str(), a["client.port"].as_u64()), (Some("10.0.0.7"), Some(40000)));
         assert_eq!((a["server.address"].as_str(), a["server.port"].as_u64()), (Some("shop"), Some(80)));

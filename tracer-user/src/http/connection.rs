@@ -282,7 +282,10 @@ mod tests {
         let mut c = Connection::default();
         c.on_read(&p(b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz", 10));
         assert_eq!(c.in_flight(), 2);
-        let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nbb", 20));
+        let out = c.on_write(&p(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nbb",
+            20,
+        ));
         assert_eq!(
             summary(&out.finished),
             [("GET /a".into(), 200, 0, 1, 10, 21), ("POST /b".into(), 201, 3, 2, 10, 21)]
@@ -355,7 +358,8 @@ mod tests {
         c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", 2));
         c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nxx", 3));
         let out = c.on_close();
-        let marks: Vec<_> = out.finished.iter().map(|x| (x.request.target.as_str(), x.handed_off, x.incomplete)).collect();
+        let marks: Vec<_> =
+            out.finished.iter().map(|x| (x.request.target.as_str(), x.handed_off, x.incomplete)).collect();
         assert_eq!(marks, [("/big", true, Some(Incomplete::ResponseCut))]);
     }
 

@@ -82,12 +82,24 @@ pub enum Event {
 #[derive(Debug)]
 enum State {
     /// Waiting for (more of) a head.
-    Head { buf: Vec<u8>, start_ns: Option<u64> },
+    Head {
+        buf: Vec<u8>,
+        start_ns: Option<u64>,
+    },
     /// A head was returned; waiting for the caller's framing decision.
     AwaitFraming,
-    Body { remaining: u64, body: u64 },
-    Chunked { dec: ChunkedDecoder, body: u64 },
-    UntilClose { body: u64, last_end_ns: u64 },
+    Body {
+        remaining: u64,
+        body: u64,
+    },
+    Chunked {
+        dec: ChunkedDecoder,
+        body: u64,
+    },
+    UntilClose {
+        body: u64,
+        last_end_ns: u64,
+    },
     /// Lost track of message boundaries (uncaptured framing bytes or garbage).
     Unsynced,
 }
@@ -340,10 +352,7 @@ fn version_of(s: &str) -> Option<u8> {
 }
 
 fn collect(headers: &[httparse::Header]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
-        .collect()
+    headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string())).collect()
 }
 
 fn looks_like_start(kind: Kind, data: &[u8]) -> bool {
@@ -510,7 +519,10 @@ mod tests {
     fn pipelined_requests_in_one_piece() {
         let evs = run(
             Kind::Request,
-            &[piece(b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n", 5)],
+            &[piece(
+                b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+                5,
+            )],
         );
         assert_eq!(heads(&evs), ["POST /a", "GET /b", "GET /c"]);
         assert_eq!(dones(&evs).iter().map(|d| d.0).collect::<Vec<_>>(), [2, 0, 0]);
@@ -551,7 +563,10 @@ mod tests {
 
     #[test]
     fn garbage_then_resync_at_next_piece() {
-        let evs = run(Kind::Request, &[piece(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 0), piece(b"GET /ok HTTP/1.1\r\n\r\n", 10)]);
+        let evs = run(
+            Kind::Request,
+            &[piece(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 0), piece(b"GET /ok HTTP/1.1\r\n\r\n", 10)],
+        );
         assert!(matches!(evs[0], Event::Malformed { .. }), "{evs:?}");
         assert_eq!(heads(&evs), ["GET /ok"]);
     }

@@ -43,7 +43,10 @@ pub fn parse(traceparent: Option<&str>, tracestate: Option<&str>) -> Incoming {
             trace_id: trace_id.to_string(),
             span_id: span_id.to_string(),
             sampled: flags & 1 == 1,
-            trace_state: tracestate.map(str::trim).filter(|s| !s.is_empty() && s.len() <= MAX_TRACE_STATE).map(str::to_string),
+            trace_state: tracestate
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= MAX_TRACE_STATE)
+                .map(str::to_string),
         }),
         Err(why) => Incoming::Invalid(why),
     }
@@ -51,7 +54,9 @@ pub fn parse(traceparent: Option<&str>, tracestate: Option<&str>) -> Incoming {
 
 fn parse_traceparent(tp: &str) -> Result<(&str, &str, u8), &'static str> {
     let mut parts = tp.splitn(5, '-');
-    let (Some(version), Some(trace_id), Some(span_id), Some(flags)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(version), Some(trace_id), Some(span_id), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("too few fields");
     };
     let rest = parts.next();
@@ -95,7 +100,9 @@ mod tests {
         assert_eq!(p.span_id, "00f067aa0ba902b7");
         assert!(p.sampled);
         assert_eq!(p.trace_state.as_deref(), Some("congo=t61rcWkgMzE"));
-        let Incoming::Valid(p) = parse(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), None) else { panic!() };
+        let Incoming::Valid(p) = parse(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), None) else {
+            panic!()
+        };
         assert!(!p.sampled);
     }
 

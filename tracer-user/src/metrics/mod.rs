@@ -187,27 +187,75 @@ impl Metrics {
             synced: HashMap::new(),
             exited: HashMap::new(),
         };
-        r.register("http_server_request_duration_seconds", "Duration of HTTP server requests, from the wire", m.request_duration.clone());
+        r.register(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests, from the wire",
+            m.request_duration.clone(),
+        );
         r.register("http_server_request_body_size_bytes", "Size of HTTP server request bodies", m.request_body.clone());
-        r.register("http_server_response_body_size_bytes", "Size of HTTP server response bodies", m.response_body.clone());
-        r.register("http_server_active_requests", "HTTP requests received and not yet answered", m.active_requests.clone());
+        r.register(
+            "http_server_response_body_size_bytes",
+            "Size of HTTP server response bodies",
+            m.response_body.clone(),
+        );
+        r.register(
+            "http_server_active_requests",
+            "HTTP requests received and not yet answered",
+            m.active_requests.clone(),
+        );
         r.register("process_cpu_time_seconds", "CPU time of the traced process by cpu_mode", m.cpu_time.clone());
         r.register("process_memory_usage_bytes", "Resident memory of the traced process", m.memory_usage.clone());
         r.register("process_memory_virtual_bytes", "Virtual memory of the traced process", m.memory_virtual.clone());
         r.register("process_thread_count", "Threads of the traced process", m.thread_count.clone());
-        r.register("process_open_file_descriptor_count", "Open file descriptors of the traced process", m.open_fds.clone());
-        r.register("process_context_switches", "Context switches of the traced process by type", m.context_switches.clone());
+        r.register(
+            "process_open_file_descriptor_count",
+            "Open file descriptors of the traced process",
+            m.open_fds.clone(),
+        );
+        r.register(
+            "process_context_switches",
+            "Context switches of the traced process by type",
+            m.context_switches.clone(),
+        );
         r.register("process_paging_faults", "Page faults of the traced process by type", m.paging_faults.clone());
-        r.register("cpython_gc_collections", "Collections per generation, as gc.get_stats() counts them", m.gc_collections.clone());
-        r.register("cpython_gc_collected_objects", "Objects collected per generation, as gc.get_stats() counts them", m.gc_collected.clone());
-        r.register("cpython_gc_uncollectable_objects", "Uncollectable objects per generation, as gc.get_stats() counts them", m.gc_uncollectable.clone());
-        r.register("cpython_gc_pause_seconds", "Duration of each garbage collection (entry to return of the collector)", m.gc_pause.clone());
-        r.register("cpython_gil_wait_seconds", "Time threads waited to take the GIL back (PyEval_RestoreThread); opt-in", m.gil_wait.clone());
+        r.register(
+            "cpython_gc_collections",
+            "Collections per generation, as gc.get_stats() counts them",
+            m.gc_collections.clone(),
+        );
+        r.register(
+            "cpython_gc_collected_objects",
+            "Objects collected per generation, as gc.get_stats() counts them",
+            m.gc_collected.clone(),
+        );
+        r.register(
+            "cpython_gc_uncollectable_objects",
+            "Uncollectable objects per generation, as gc.get_stats() counts them",
+            m.gc_uncollectable.clone(),
+        );
+        r.register(
+            "cpython_gc_pause_seconds",
+            "Duration of each garbage collection (entry to return of the collector)",
+            m.gc_pause.clone(),
+        );
+        r.register(
+            "cpython_gil_wait_seconds",
+            "Time threads waited to take the GIL back (PyEval_RestoreThread); opt-in",
+            m.gil_wait.clone(),
+        );
         r.register("cpython_threads", "Python thread states of the interpreter", m.python_threads.clone());
         r.register("python_info", "Python runtime of the process (value 1)", m.python_info.clone());
         r.register("pytracer_events_received", "Kernel events the agent received", m.events_received.clone());
-        r.register("pytracer_events_dropped", "Events or data the agent could not use, by reason", m.events_dropped.clone());
-        r.register("pytracer_processes", "Traced processes by attach state and Python support state", m.processes.clone());
+        r.register(
+            "pytracer_events_dropped",
+            "Events or data the agent could not use, by reason",
+            m.events_dropped.clone(),
+        );
+        r.register(
+            "pytracer_processes",
+            "Traced processes by attach state and Python support state",
+            m.processes.clone(),
+        );
         r.register("pytracer_attach_errors", "Processes the agent failed to trace, by reason", m.attach_errors.clone());
         for ((name, help), (_, c)) in TOTALS.iter().zip(&m.totals) {
             r.register(*name, *help, c.clone());
@@ -321,8 +369,11 @@ impl Metrics {
             let Some(s) = process::sample(p.pid) else { continue };
             let prev = self.last.get(&p.pid).map(|l| l.1).unwrap_or_default();
             self.cpu_time.get_or_create(&with_kind(p, "cpu_mode", "user")).inc_by((s.user_s - prev.user_s).max(0.0));
-            self.cpu_time.get_or_create(&with_kind(p, "cpu_mode", "system")).inc_by((s.system_s - prev.system_s).max(0.0));
-            let switches = [("voluntary", s.voluntary, prev.voluntary), ("involuntary", s.involuntary, prev.involuntary)];
+            self.cpu_time
+                .get_or_create(&with_kind(p, "cpu_mode", "system"))
+                .inc_by((s.system_s - prev.system_s).max(0.0));
+            let switches =
+                [("voluntary", s.voluntary, prev.voluntary), ("involuntary", s.involuntary, prev.involuntary)];
             for (t, now, before) in switches {
                 self.context_switches.get_or_create(&with_kind(p, "type", t)).inc_by(now.saturating_sub(before));
             }
@@ -338,8 +389,12 @@ impl Metrics {
         }
         if let Some(s) = process::sample(std::process::id()) {
             let prev = self.last_agent;
-            self.agent_cpu.get_or_create(&ModeLabels { cpu_mode: "user".into() }).inc_by((s.user_s - prev.user_s).max(0.0));
-            self.agent_cpu.get_or_create(&ModeLabels { cpu_mode: "system".into() }).inc_by((s.system_s - prev.system_s).max(0.0));
+            self.agent_cpu
+                .get_or_create(&ModeLabels { cpu_mode: "user".into() })
+                .inc_by((s.user_s - prev.user_s).max(0.0));
+            self.agent_cpu
+                .get_or_create(&ModeLabels { cpu_mode: "system".into() })
+                .inc_by((s.system_s - prev.system_s).max(0.0));
             self.agent_memory.set(s.rss_bytes as i64);
             self.last_agent = s;
         }
@@ -363,7 +418,14 @@ impl Metrics {
                 self.python_info.remove(&l);
             }
             if let Some((p, _)) = self.last.remove(&pid) {
-                for g in [&self.memory_usage, &self.memory_virtual, &self.thread_count, &self.open_fds, &self.active_requests, &self.python_threads] {
+                for g in [
+                    &self.memory_usage,
+                    &self.memory_virtual,
+                    &self.thread_count,
+                    &self.open_fds,
+                    &self.active_requests,
+                    &self.python_threads,
+                ] {
                     g.remove(&p);
                 }
                 self.gc_pause.remove(&p);
@@ -407,7 +469,10 @@ mod tests {
         let req = b"GET /users/42 HTTP/1.1\r\n\r\n";
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         c.on_read(&Piece { data: req, len: req.len() as u64, start_ns: 0, end_ns: 1 });
-        c.on_write(&Piece { data: resp, len: resp.len() as u64, start_ns: 2, end_ns: 30_000_000 }).finished.pop().unwrap()
+        c.on_write(&Piece { data: resp, len: resp.len() as u64, start_ns: 2, end_ns: 30_000_000 })
+            .finished
+            .pop()
+            .unwrap()
     }
 
     #[test]
@@ -443,7 +508,15 @@ mod tests {
         let me = ProcLabels { service_name: "self".into(), pid: std::process::id(), process_role: "master".into() };
         m.sample(&[me]);
         let text = encode(&r);
-        for name in ["process_cpu_time_seconds_total", "process_memory_usage_bytes", "process_thread_count", "process_open_file_descriptor_count", "process_context_switches_total", "process_paging_faults_total", "pytracer_memory_usage_bytes"] {
+        for name in [
+            "process_cpu_time_seconds_total",
+            "process_memory_usage_bytes",
+            "process_thread_count",
+            "process_open_file_descriptor_count",
+            "process_context_switches_total",
+            "process_paging_faults_total",
+            "pytracer_memory_usage_bytes",
+        ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }
     }

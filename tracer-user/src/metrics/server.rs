@@ -10,7 +10,9 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot serve metrics on {addr}: {e}; pick another address with --metrics-addr or metrics.listen")
+        anyhow::anyhow!(
+            "cannot serve metrics on {addr}: {e}; pick another address with --metrics-addr or metrics.listen"
+        )
     })
 }
 

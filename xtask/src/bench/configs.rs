@@ -124,7 +124,11 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
     wait_for_port(port, &gunicorn, Duration::from_secs(30))?;
     let mut metrics_port = None;
     let pytracer = match config {
-        Config::B => Some(start_pytracer(env, &["trace", "--frame-eval", "off", "--pid", &gunicorn.pid().to_string()], dir.path())?),
+        Config::B => Some(start_pytracer(
+            env,
+            &["trace", "--frame-eval", "off", "--pid", &gunicorn.pid().to_string()],
+            dir.path(),
+        )?),
         Config::C | Config::F | Config::G => {
             // Discovery limited to this app's Gunicorn: its `--bind` argument, which neither stray
             // Gunicorns nor wrk (whose command line holds the URL) have.
@@ -210,9 +214,8 @@ impl Running {
         // Fields after the command name (which may hold spaces) start at ") ".
         let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let cpu = (fields.len() > 13).then(|| {
-            (fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)) / ticks
-        });
+        let cpu = (fields.len() > 13)
+            .then(|| (fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)) / ticks);
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let hwm = status
             .lines()
@@ -291,17 +294,34 @@ fn count_lines(path: &Path) -> u64 {
 fn start_gunicorn(config: Config, env: &Env, port: u16, sink: Option<u16>, dir: &Path) -> Result<Supervised> {
     let bin = env.venv.join("bin");
     let gunicorn_args = [
-        "--workers", "2", "--worker-class", "sync", "--bind", &format!("127.0.0.1:{port}"),
-        "--chdir", bench_dir().join("apps").to_str().unwrap(), "--no-control-socket", "benchapp:app",
+        "--workers",
+        "2",
+        "--worker-class",
+        "sync",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--chdir",
+        bench_dir().join("apps").to_str().unwrap(),
+        "--no-control-socket",
+        "benchapp:app",
     ]
     .map(String::from);
     let mut cmd = match config {
         Config::D => {
             let mut c = Command::new(bin.join("opentelemetry-instrument"));
-            c.args(["--traces_exporter", "otlp", "--metrics_exporter", "none", "--logs_exporter", "none", "--service_name", "benchapp"])
-                .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("http://127.0.0.1:{}/v1/traces", sink.unwrap()))
-                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-                .arg(bin.join("gunicorn"));
+            c.args([
+                "--traces_exporter",
+                "otlp",
+                "--metrics_exporter",
+                "none",
+                "--logs_exporter",
+                "none",
+                "--service_name",
+                "benchapp",
+            ])
+            .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("http://127.0.0.1:{}/v1/traces", sink.unwrap()))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .arg(bin.join("gunicorn"));
             c
         }
         Config::E => {

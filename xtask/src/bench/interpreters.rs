@@ -2,15 +2,15 @@
 //! CPython of the interpreter tests and on Debian's static 3.11, first untraced, then traced with
 //! `--frame-eval always` (the opt-in mode). Probe hits (Python stacks) per request and the time
 //! each request gained; the default mode opens the probe only in short windows.
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use super::configs::{bench_dir, free_port, get, start_pytracer, wait_for_port, Env, TempDir};
 use super::wrk;
 use crate::{paths, setup, supervised::Supervised};
+use anyhow::{Context, Result};
 
 pub struct InterpreterCost {
     pub name: String,
@@ -72,7 +72,11 @@ pub fn measure(pytracer: &Path, seconds: u64, connections: u32) -> Result<Vec<In
         let env = Env { venv: venv.clone(), pytracer: pytracer.to_path_buf() };
         let pid = gunicorn.pid().to_string();
         let maddr = format!("127.0.0.1:{mport}");
-        let (mut agent, _, _) = start_pytracer(&env, &["trace", "--pid", &pid, "--frame-eval", "always", "--metrics-addr", &maddr], dir.path())?;
+        let (mut agent, _, _) = start_pytracer(
+            &env,
+            &["trace", "--pid", &pid, "--frame-eval", "always", "--metrics-addr", &maddr],
+            dir.path(),
+        )?;
         let before = stacks(mport)?;
         let traced = wrk::run(port, ROUTE, connections, duration)?;
         let during = stacks(mport)? - before;

@@ -65,7 +65,12 @@ pub fn run(opts: Options) -> Result<()> {
             let mut requests = running.warm_up_requests;
             for route in ROUTES {
                 let w = wrk::run(running.port, route, opts.connections, duration)?;
-                eprintln!("[bench]   {route:<10} {:>8.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms", w.rps(), w.p("50"), w.p("99"));
+                eprintln!(
+                    "[bench]   {route:<10} {:>8.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms",
+                    w.rps(),
+                    w.p("50"),
+                    w.p("99")
+                );
                 requests += w.requests;
                 samples.push(Sample { config, route, wrk: w });
             }

@@ -43,7 +43,12 @@ pub fn write(
     let mut md = String::new();
     let mut summary = String::new();
     writeln!(md, "# pytracer benchmark results\n")?;
-    writeln!(md, "Written by `cargo xtask bench` on {} (took {:.0} s).\n", sh("date -u '+%Y-%m-%d %H:%M UTC'"), took.as_secs_f64())?;
+    writeln!(
+        md,
+        "Written by `cargo xtask bench` on {} (took {:.0} s).\n",
+        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        took.as_secs_f64()
+    )?;
     machine(&mut md)?;
     writeln!(
         md,
@@ -107,7 +112,13 @@ pub fn write(
         let Some(spans) = r.counts.spans else { continue };
         let diff = spans as i64 - r.requests as i64;
         let ok = diff >= 0 && diff <= 3 * opts.connections as i64;
-        let verdict = if ok { "all requests traced" } else if diff < 0 { "**MISSING SPANS**" } else { "**EXTRA SPANS**" };
+        let verdict = if ok {
+            "all requests traced"
+        } else if diff < 0 {
+            "**MISSING SPANS**"
+        } else {
+            "**EXTRA SPANS**"
+        };
         if !ok && matches!(r.config, Config::B | Config::C) {
             writeln!(summary, "!!! {}: round {round}: {spans} spans for {} requests", r.config.label(), r.requests)?;
         }
@@ -122,7 +133,9 @@ pub fn write(
         if mine.is_empty() {
             continue;
         }
-        let cpu = stat(mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect());
+        let cpu = stat(
+            mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect(),
+        );
         let rss = mine.iter().filter_map(|r| r.counts.agent_peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
         let drops: u64 = mine.iter().filter_map(|r| r.counts.kernel_drops).sum();
         let cpu = cpu.map_or("–".into(), |s| format!("{:.3} [{:.3}–{:.3}]", s.median, s.min, s.max));
@@ -144,11 +157,28 @@ pub fn write(
     writeln!(md, "|---|---|---|---|---|")?;
     for c in [Config::C, Config::F, Config::G] {
         let per = |f: fn(&super::configs::ProbeHits) -> f64| {
-            stat(runs.iter().filter(|r| r.config == c).filter_map(|r| r.counts.probe_hits.map(|h| f(&h) / r.requests.max(1) as f64)).collect())
+            stat(
+                runs.iter()
+                    .filter(|r| r.config == c)
+                    .filter_map(|r| r.counts.probe_hits.map(|h| f(&h) / r.requests.max(1) as f64))
+                    .collect(),
+            )
         };
-        let (Some(ev), Some(gc), Some(gil), Some(st)) = (per(|h| h.events), per(|h| h.gc_pauses), per(|h| h.gil_waits), per(|h| h.stacks)) else { continue };
+        let (Some(ev), Some(gc), Some(gil), Some(st)) =
+            (per(|h| h.events), per(|h| h.gc_pauses), per(|h| h.gil_waits), per(|h| h.stacks))
+        else {
+            continue;
+        };
         // `+ 0.0` turns a median of -0.0 into 0.0 for printing.
-        writeln!(md, "| {} | {:.2} | {:.3} | {:.1} | {:.2} |", c.label(), ev.median, gc.median, gil.median + 0.0, st.median + 0.0)?;
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.3} | {:.1} | {:.2} |",
+            c.label(),
+            ev.median,
+            gc.median,
+            gil.median + 0.0,
+            st.median + 0.0
+        )?;
         writeln!(summary, "probes {}: {:.2} kernel records, {:.3} GC-pause hits, {:.1} GIL-wait hits, {:.2} Python stacks per request", c.key(), ev.median, gc.median, gil.median + 0.0, st.median + 0.0)?;
     }
 
@@ -162,12 +192,31 @@ pub fn write(
              {} cores × (1/traced − 1/untraced).\n",
             cores()
         )?;
-        writeln!(md, "| interpreter | untraced req/s | traced req/s | ratio | Python stacks/request | added µs/request |")?;
+        writeln!(
+            md,
+            "| interpreter | untraced req/s | traced req/s | ratio | Python stacks/request | added µs/request |"
+        )?;
         writeln!(md, "|---|---|---|---|---|---|")?;
         for c in per_interpreter {
             let added = cores() * (1.0 / c.traced_rps - 1.0 / c.untraced_rps) * 1e6;
-            writeln!(md, "| {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} |", c.name, c.untraced_rps, c.traced_rps, c.traced_rps / c.untraced_rps, c.stacks_per_request, added)?;
-            writeln!(summary, "frame-eval {}: ratio {:.2}, {:.1} stacks/request, +{:.0} µs/request", c.name, c.traced_rps / c.untraced_rps, c.stacks_per_request, added)?;
+            writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} |",
+                c.name,
+                c.untraced_rps,
+                c.traced_rps,
+                c.traced_rps / c.untraced_rps,
+                c.stacks_per_request,
+                added
+            )?;
+            writeln!(
+                summary,
+                "frame-eval {}: ratio {:.2}, {:.1} stacks/request, +{:.0} µs/request",
+                c.name,
+                c.traced_rps / c.untraced_rps,
+                c.stacks_per_request,
+                added
+            )?;
         }
     }
 
@@ -240,7 +289,8 @@ fn plot(opts: &Options, samples: &[Sample]) -> Result<()> {
         }
         latency.insert(c.key().into(), per_route.into());
     }
-    let labels: serde_json::Map<String, serde_json::Value> = opts.configs.iter().map(|c| (c.key().to_string(), c.label().into())).collect();
+    let labels: serde_json::Map<String, serde_json::Value> =
+        opts.configs.iter().map(|c| (c.key().to_string(), c.label().into())).collect();
     let data = serde_json::json!({
         "routes": ROUTES,
         "configs": opts.configs.iter().map(|c| c.key()).collect::<Vec<_>>(),
@@ -264,14 +314,24 @@ fn plot(opts: &Options, samples: &[Sample]) -> Result<()> {
 fn machine(md: &mut String) -> Result<()> {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_default();
-    let mem = fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.to_string())).unwrap_or_default();
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(|l| l.to_string()))
+        .unwrap_or_default();
     let venv = super::super::setup::Venv::bench().dir;
     let freeze = sh(&format!("{}/bin/pip freeze 2>/dev/null", venv.display()));
     let pkgs: Vec<&str> = freeze
         .lines()
-        .filter(|l| ["gunicorn==", "Flask==", "opentelemetry-distro==", "opentelemetry-instrumentation-flask==", "instana=="].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            ["gunicorn==", "Flask==", "opentelemetry-distro==", "opentelemetry-instrumentation-flask==", "instana=="]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .collect();
     writeln!(md, "## Machine\n")?;
     writeln!(md, "- CPU: {} cores, {cpu}", cores())?;

@@ -31,11 +31,20 @@ impl WrkResult {
 pub fn run(port: u16, route: &str, connections: u32, duration: Duration) -> Result<WrkResult> {
     let script = paths::repo_root().join("bench/wrk_report.lua");
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t1", "-c", &connections.to_string(), "-d", &format!("{}s", duration.as_secs()), "--timeout", "10s", "-s"])
-        .arg(&script)
-        .arg(format!("http://127.0.0.1:{port}{route}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    cmd.args([
+        "-t1",
+        "-c",
+        &connections.to_string(),
+        "-d",
+        &format!("{}s", duration.as_secs()),
+        "--timeout",
+        "10s",
+        "-s",
+    ])
+    .arg(&script)
+    .arg(format!("http://127.0.0.1:{port}{route}"))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().context("cannot start wrk (it is installed by `cargo xtask setup`)")?;
     let pid = child.id() as libc::pid_t;
     let mut stdout = child.stdout.take().expect("piped");

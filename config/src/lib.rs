@@ -11,6 +11,7 @@ pub const DEFAULT_YAML: &str = include_str!("../pytracer.yaml");
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Config {
     pub discovery: Discovery,
     pub service: Service,
@@ -137,20 +138,6 @@ pub struct Output {
     pub path: Option<PathBuf>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            discovery: Discovery::default(),
-            service: Service::default(),
-            http: Http::default(),
-            output: Output::default(),
-            metrics: Metrics::default(),
-            cpython: Cpython::default(),
-            otlp: Otlp::default(),
-        }
-    }
-}
-
 impl Default for Discovery {
     fn default() -> Self {
         Discovery {
@@ -168,7 +155,7 @@ impl Default for Http {
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    v.iter().map(ToString::to_string).collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +182,7 @@ impl Config {
             Config::default()
         } else {
             serde_yaml::from_str(text).map_err(|e| {
-                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+                let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
                 ConfigError::Syntax { path: path.to_owned(), line, column, message: e.to_string() }
             })?
         };
@@ -218,7 +205,7 @@ impl Config {
                     .into(),
             ));
         }
-        if d.whitelist.iter().chain(&d.blacklist).any(|s| s.is_empty()) {
+        if d.whitelist.iter().chain(&d.blacklist).any(String::is_empty) {
             return Err(invalid("whitelist", "an empty entry matches every process; remove it".into()));
         }
         if !(d.rescan_interval_seconds.is_finite() && d.rescan_interval_seconds >= 0.1) {
@@ -281,7 +268,7 @@ impl Config {
                 format!("is {}; use a positive number of seconds", o.timeout_seconds),
             ));
         }
-        if self.http.redact_query_keys.iter().any(|s| s.is_empty()) {
+        if self.http.redact_query_keys.iter().any(String::is_empty) {
             return Err(invalid(
                 "redact_query_keys",
                 "an empty entry would redact every query value; remove it".into(),

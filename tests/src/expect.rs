@@ -100,14 +100,14 @@ pub fn redacted(q: &str) -> String {
 }
 
 /// Spans of one connection, in the order the agent wrote them.
-pub fn spans_of_client<'a>(spans: &'a [Value], client_port: u16) -> Vec<&'a Value> {
-    spans.iter().filter(|s| attr_u64(s, "client.port") == Some(client_port as u64)).collect()
+pub fn spans_of_client(spans: &[Value], client_port: u16) -> Vec<&Value> {
+    spans.iter().filter(|s| attr_u64(s, "client.port") == Some(u64::from(client_port))).collect()
 }
 
 /// Checks every span against what was sent: one per request, exact attributes, the resource of a
 /// worker of this Gunicorn, and timestamps inside the client's own view of the exchange.
 pub fn check_spans(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]) {
-    check_spans_of(spans, sent, port, workers, "gunicorn")
+    check_spans_of(spans, sent, port, workers, "gunicorn");
 }
 
 /// [`check_spans`] for a server other than Gunicorn (`process.executable.name`).

@@ -80,7 +80,7 @@ impl GunicornOpts {
     }
 
     pub fn args(mut self, args: &[&str]) -> Self {
-        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self.extra_args.extend(args.iter().map(ToString::to_string));
         self
     }
 
@@ -110,7 +110,7 @@ fn free_port() -> Result<u16> {
 /// Whether the venv's Gunicorn is 25 or newer (older ones have no control socket and reject
 /// the option), from the name of its installed dist-info directory.
 fn has_control_socket(venv: Option<&Path>) -> bool {
-    let venv = venv.map(Path::to_path_buf).unwrap_or_else(crate::env::venv_dir);
+    let venv = venv.map_or_else(crate::env::venv_dir, Path::to_path_buf);
     let major = std::fs::read_dir(venv.join("lib"))
         .into_iter()
         .flatten()
@@ -155,29 +155,26 @@ impl Gunicorn {
 
         // Inside a chroot the app sees its own paths: the ready markers go to a directory under
         // the chroot's /tmp, watched from here through the host path.
-        let (mut cmd, bin, venv, ready_dir, ready_env, chdir) = match &opts.chroot {
-            Some((root, venv_inside)) => {
-                let inside = PathBuf::from("/tmp").join(dir.path().file_name().expect("temp dir name"));
-                let ready = root.join(inside.strip_prefix("/").expect("absolute"));
-                std::fs::create_dir_all(&ready)?;
-                std::fs::create_dir_all(root.join("app"))?;
-                for entry in std::fs::read_dir(apps_dir())? {
-                    let path = entry?.path();
-                    if path.extension().is_some_and(|e| e == "py") {
-                        std::fs::copy(&path, root.join("app").join(path.file_name().expect("file name")))?;
-                    }
+        let (mut cmd, bin, venv, ready_dir, ready_env, chdir) = if let Some((root, venv_inside)) = &opts.chroot {
+            let inside = PathBuf::from("/tmp").join(dir.path().file_name().expect("temp dir name"));
+            let ready = root.join(inside.strip_prefix("/").expect("absolute"));
+            std::fs::create_dir_all(&ready)?;
+            std::fs::create_dir_all(root.join("app"))?;
+            for entry in std::fs::read_dir(apps_dir())? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "py") {
+                    std::fs::copy(&path, root.join("app").join(path.file_name().expect("file name")))?;
                 }
-                let mut cmd = Command::new("chroot");
-                cmd.arg(root).arg(venv_inside.join("bin/gunicorn"));
-                let venv_on_host = root.join(venv_inside.strip_prefix("/").unwrap_or(venv_inside));
-                (cmd, PathBuf::from("chroot"), Some(venv_on_host), ready, inside, PathBuf::from("/app"))
             }
-            None => {
-                let ready = dir.path().join("ready");
-                std::fs::create_dir_all(&ready)?;
-                let bin = opts.venv.as_ref().map_or_else(gunicorn_bin, |v| v.join("bin").join("gunicorn"));
-                (Command::new(&bin), bin, opts.venv.clone(), ready.clone(), ready, apps_dir())
-            }
+            let mut cmd = Command::new("chroot");
+            cmd.arg(root).arg(venv_inside.join("bin/gunicorn"));
+            let venv_on_host = root.join(venv_inside.strip_prefix("/").unwrap_or(venv_inside));
+            (cmd, PathBuf::from("chroot"), Some(venv_on_host), ready, inside, PathBuf::from("/app"))
+        } else {
+            let ready = dir.path().join("ready");
+            std::fs::create_dir_all(&ready)?;
+            let bin = opts.venv.as_ref().map_or_else(gunicorn_bin, |v| v.join("bin").join("gunicorn"));
+            (Command::new(&bin), bin, opts.venv.clone(), ready.clone(), ready, apps_dir())
         };
         cmd.arg("--bind")
             .arg(format!("127.0.0.1:{port}"))

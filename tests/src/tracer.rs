@@ -103,7 +103,7 @@ impl Tracer {
 
     /// The agent's pid (also its process group id).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stderr written so far.

@@ -195,7 +195,7 @@ impl UwsgiOpts {
     }
 
     pub fn args(mut self, args: &[&str]) -> Self {
-        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self.extra_args.extend(args.iter().map(ToString::to_string));
         self
     }
 

@@ -105,7 +105,7 @@ fn recycled_workers_are_traced_from_their_first_request() {
         assert_eq!(attr(mine[0], "url.path"), "/pid");
     }
     let mut workers: Vec<u32> = served_by.iter().map(|s| s.1).collect();
-    workers.sort();
+    workers.sort_unstable();
     workers.dedup();
     // 30 requests at 5 per worker life: at least 6 distinct workers served, most forked after attach.
     assert!(workers.len() >= 6, "workers {workers:?}");

@@ -19,12 +19,12 @@ fn assert_handler(span: &Value, (seen_as, source): (&std::path::Path, &std::path
 type Case = (&'static str, &'static str, &'static [u8], u16, &'static str);
 
 fn traced_handlers(series: &str, app: &str, file: &str, cases: &[Case]) {
-    traced_handlers_in(interpreter_venv_dir(series), series, app, file, cases)
+    traced_handlers_in(interpreter_venv_dir(series), series, app, file, cases);
 }
 
 fn traced_handlers_in(venv: std::path::PathBuf, series: &str, app: &str, file: &str, cases: &[Case]) {
     let file = apps_dir().join(file);
-    traced_with(GunicornOpts::sync(2).venv(venv).app(app), series, app, (&file, &file), cases)
+    traced_with(GunicornOpts::sync(2).venv(venv).app(app), series, app, (&file, &file), cases);
 }
 
 /// `file`: the app's path as the traced process sees it (code.file.path), and where its source

@@ -242,7 +242,7 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
             sum(&after, "python_info", &[("pid", pid), ("version", version), ("implementation", "cpython")]),
             1.0
         );
-        let n = *collected_by.get(pid).unwrap_or(&0) as f64;
+        let n = f64::from(*collected_by.get(pid).unwrap_or(&0));
         assert_eq!(collections(&after, pid) - collections(&before, pid), n, "pid {pid}: collections counted in memory");
         assert_eq!(pause_count(&after, pid) - pause_count(&before, pid), n, "pid {pid}: one GC pause per collection");
     }
@@ -315,7 +315,7 @@ fn exited_process_series_are_removed() {
     }
     unsafe { libc::kill(victim.parse().unwrap(), libc::SIGKILL) };
     assert!(wait_until(Duration::from_secs(10), || t.stderr_now().contains(&format!("pid {victim} exited"))));
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_secs(3));
     let after = scrape(mport);
     let left: Vec<&Line> = after.iter().filter(|l| l.labels.get("pid") == Some(&victim)).collect();
     assert!(left.is_empty(), "series of the exited pid {victim} remain: {left:?}");

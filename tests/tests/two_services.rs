@@ -101,7 +101,7 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
 
     // Two client requests, two traces: 12 spans for /order/2, 2 for /fail-db.
     let mut traces: Vec<&Value> = spans.iter().map(|s| &s["trace_id"]).collect();
-    traces.sort_by_key(|t| t.to_string());
+    traces.sort_by_key(std::string::ToString::to_string);
     traces.dedup();
     assert_eq!(traces.len(), 2, "{}", summarize(spans));
     assert_eq!(spans.len(), 14, "{}\n{}", summarize(spans), r.stderr);

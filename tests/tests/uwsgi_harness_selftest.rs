@@ -186,9 +186,11 @@ fn max_requests_recycles_a_worker() {
 fn debian_venv_serves() {
     let venv = debian_venv_dir();
     if !venv.join("bin/uwsgi").is_file() {
-        if std::env::var("PYTRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-            panic!("{}/bin/uwsgi missing; run `cargo xtask setup`", venv.display());
-        }
+        assert!(
+            !std::env::var("PYTRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1"),
+            "{}/bin/uwsgi missing; run `cargo xtask setup`",
+            venv.display()
+        );
         eprintln!("SKIPPED: no {}/bin/uwsgi", venv.display());
         return;
     }

@@ -99,7 +99,7 @@ pub const DATA_FLAG_READ_FAULT: u32 = 1;
 /// More iovecs than MAX_IOVECS carried data: the capture holds only the first ones.
 pub const DATA_FLAG_IOV_TRUNCATED: u32 = 2;
 
-pub const DATA_HEADER_LEN: usize = core::mem::size_of::<EventHeader>() + 8;
+pub const DATA_HEADER_LEN: usize = size_of::<EventHeader>() + 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -233,7 +233,7 @@ pub struct StackEvent {
     pub frames: [PyFrame; MAX_STACK_FRAMES],
 }
 
-pub const STACK_HEADER_LEN: usize = core::mem::size_of::<EventHeader>() + 16;
+pub const STACK_HEADER_LEN: usize = size_of::<EventHeader>() + 16;
 
 /// How to walk one process's Python stack: addresses and offsets pushed by the agent per process
 /// (one eBPF object serves every CPython version). Every pointer read is checked in the kernel.

@@ -77,7 +77,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_frame_eval(s: &str) -> Result<pytracer_config::FrameEvalMode, String> {
-    use pytracer_config::FrameEvalMode::*;
+    use pytracer_config::FrameEvalMode::{Always, Off, Sampled};
     match s {
         "off" => Ok(Off),
         "sampled" => Ok(Sampled),
@@ -153,7 +153,7 @@ fn print_candidates(cands: &[discovery::Candidate], json: bool) -> anyhow::Resul
             discovery::Decision::Ignored { reason } => ("ignored", reason),
         };
         let cmd: String = c.cmdline.chars().take(100).collect();
-        let py = c.python.as_ref().map_or("-".to_string(), |p| p.short());
+        let py = c.python.as_ref().map_or("-".to_string(), discovery::PythonSummary::short);
         writeln!(out, "{:>8} {:>8} {:<8} {:<48} {:<28} {}", c.pid, c.ppid, d, reason, py, cmd)?;
     }
     // Why a traced process stays wire-only, in full (the table only has room for a word).

@@ -9,8 +9,8 @@ pub struct Clock {
 fn now_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 impl Clock {
@@ -21,7 +21,7 @@ impl Clock {
     }
 
     pub fn to_unix_ns(&self, monotonic_ns: u64) -> u64 {
-        (monotonic_ns as i128 + self.offset_ns).max(0) as u64
+        (i128::from(monotonic_ns) + self.offset_ns).max(0) as u64
     }
 }
 

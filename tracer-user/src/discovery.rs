@@ -111,7 +111,7 @@ pub fn scan(rules: &Discovery, describe_python: bool) -> Vec<Candidate> {
     let me = std::process::id();
     let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
     let mut out: Vec<Candidate> = all
-        .filter_map(|p| p.ok())
+        .filter_map(Result::ok)
         .filter(|p| p.pid as u32 != me)
         .filter_map(|p| ProcInfo::read_identity(p.pid as u32).ok())
         .filter(|p| !p.cmdline.is_empty())

@@ -63,7 +63,7 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
 /// Every live process as (pid, ppid).
 pub fn all_parents() -> Vec<(u32, u32)> {
     let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
-    all.filter_map(|p| p.ok()).filter_map(|p| p.stat().ok().map(|s| (s.pid as u32, s.ppid as u32))).collect()
+    all.filter_map(Result::ok).filter_map(|p| p.stat().ok().map(|s| (s.pid as u32, s.ppid as u32))).collect()
 }
 
 /// The descendants of `roots` (children, grandchildren, ...), from a (pid, ppid) list.
@@ -89,7 +89,7 @@ mod tests {
     fn descendants_walks_the_tree() {
         let parents = [(1, 0), (10, 1), (11, 10), (12, 10), (13, 11), (20, 1)];
         let mut d = descendants(&[10], &parents);
-        d.sort();
+        d.sort_unstable();
         assert_eq!(d, [11, 12, 13]);
     }
 

@@ -197,7 +197,7 @@ mod tests {
         ProcInfo {
             pid: 42,
             ppid: 1,
-            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            cmdline: args.iter().map(ToString::to_string).collect(),
             exe: Some("/opt/venv/bin/python3.11".into()),
             environ: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn app_module_among_options() {
-        let m = |a: &[&str]| gunicorn_app_module(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let m = |a: &[&str]| gunicorn_app_module(&a.iter().map(ToString::to_string).collect::<Vec<_>>());
         assert_eq!(
             m(&[
                 "gunicorn",
@@ -259,7 +259,7 @@ mod tests {
     fn uwsgi_module_wsgi_file_and_ini() {
         let p = |args: &[&str]| ProcInfo {
             pid: std::process::id(),
-            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            cmdline: args.iter().map(ToString::to_string).collect(),
             ..Default::default()
         };
         assert_eq!(

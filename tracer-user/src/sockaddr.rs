@@ -12,7 +12,7 @@ pub fn decode(bytes: &[u8]) -> Peer {
     if bytes.len() < 2 {
         return Peer::Unknown;
     }
-    let family = u16::from_ne_bytes([bytes[0], bytes[1]]) as i32;
+    let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
     match family {
         libc::AF_INET if bytes.len() >= 8 => Peer::Inet {
             port: u16::from_be_bytes([bytes[2], bytes[3]]),
@@ -52,13 +52,13 @@ pub fn local_addr_of(pid: u32, fd: i32) -> Option<Peer> {
             return None;
         }
         let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let rc = libc::getsockname(dup, &mut storage as *mut _ as *mut libc::sockaddr, &mut len);
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = libc::getsockname(dup, (&raw mut storage).cast::<libc::sockaddr>(), &raw mut len);
         libc::close(dup);
         if rc != 0 {
             return None;
         }
-        let bytes = std::slice::from_raw_parts(&storage as *const _ as *const u8, len as usize);
+        let bytes = std::slice::from_raw_parts((&raw const storage).cast::<u8>(), len as usize);
         Some(decode(bytes))
     }
 }

@@ -20,7 +20,7 @@ use crate::{cmd, paths, setup, supervised::Supervised, traffic};
 
 const READY_LINE: &str = "pytracer: ready";
 const GUNICORN_START_TIMEOUT: Duration = Duration::from_secs(20);
-const PYTRACER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+const PYTRACER_READY_TIMEOUT: Duration = Duration::from_mins(1);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Set by the SIGINT/SIGTERM handler.

@@ -37,8 +37,7 @@ pub fn run(seconds: u64) -> Result<()> {
         let runs = log
             .lines()
             .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| "?".into());
+            .map_or_else(|| "?".into(), |v| v.trim().to_string());
         if !out.status.success() {
             let artifact = log.lines().find(|l| l.contains("Test unit written to")).unwrap_or("");
             bail!("fuzz target {target} failed after {runs} runs: {artifact}\n{}", tail(&log, 40));

@@ -222,7 +222,7 @@ fn install_bpf_linker() -> Result<()> {
         bail!("{LLVM_BIN}/llvm-config is missing: bpf-linker needs the llvm-22-dev package");
     }
     // bpf-linker's build finds libLLVM through the first llvm-config in PATH.
-    let mut install = crate::cmd::cargo();
+    let mut install = cmd::cargo();
     install
         .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
         .env("PATH", paths::path_with(&[PathBuf::from(LLVM_BIN)]));

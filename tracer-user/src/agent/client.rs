@@ -318,10 +318,13 @@ fn http_client_span(x: &Exchange, peer: &Peer, ctx: Option<&CallCtx>, to_unix: i
     let req = &x.request;
     a.insert("http.request.method".into(), json!(req.method));
     peer_attributes(&mut a, peer);
-    let host = req.header("host").map(str::to_string).unwrap_or_else(|| match peer {
-        Peer::Inet { ip, port } => format!("{ip}:{port}"),
-        _ => "localhost".into(),
-    });
+    let host = req.header("host").map_or_else(
+        || match peer {
+            Peer::Inet { ip, port } => format!("{ip}:{port}"),
+            _ => "localhost".into(),
+        },
+        str::to_string,
+    );
     a.insert("url.full".into(), json!(format!("http://{host}{}", req.target)));
     if let Some(tp) = req.header("traceparent") {
         // The app propagates context itself: keep what it sent, so the callee's span can be found.

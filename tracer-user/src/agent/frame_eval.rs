@@ -88,8 +88,11 @@ impl Agent {
         match self.frame_eval.window_end {
             Some(end) if now >= end => {
                 self.frame_eval.window_end = None;
-                self.frame_eval.next_window =
-                    Some(now + Duration::from_secs_f64(cfg.every_seconds) - Duration::from_millis(cfg.window_ms));
+                self.frame_eval.next_window = Some(
+                    (now + Duration::from_secs_f64(cfg.every_seconds))
+                        .checked_sub(Duration::from_millis(cfg.window_ms))
+                        .unwrap(),
+                );
                 let links: Vec<_> = self.frame_eval.links.drain().collect();
                 for (_, link) in links {
                     self.probes.detach_frame_eval(link);

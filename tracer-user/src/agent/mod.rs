@@ -207,7 +207,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = sleep_until(deadline) => break,
+            () = sleep_until(deadline) => break,
             _ = tick.tick() => {
                 agent.tick();
                 if discover && last_scan.elapsed() >= rescan_every {
@@ -286,8 +286,8 @@ impl Agent {
 
     fn pid_list(&self) -> String {
         let mut pids: Vec<_> = self.procs.keys().copied().collect();
-        pids.sort();
-        pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        pids.sort_unstable();
+        pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
@@ -388,9 +388,9 @@ impl Agent {
         routed: &mut Routed,
         out: Outcome,
     ) {
-        self.stats.malformed_requests += out.malformed_requests as u64;
-        self.stats.malformed_responses += out.malformed_responses as u64;
-        self.stats.unmatched_responses += out.unmatched_responses as u64;
+        self.stats.malformed_requests += u64::from(out.malformed_requests);
+        self.stats.malformed_responses += u64::from(out.malformed_responses);
+        self.stats.unmatched_responses += u64::from(out.unmatched_responses);
         for x in out.finished {
             if self.hand_to_router(tgid, &x) {
                 self.stats.routed += 1;
@@ -456,7 +456,7 @@ impl Agent {
     fn emit(&mut self, span: crate::span::Span) {
         let written = serde_json::to_writer(&mut self.out, &span)
             .map_err(std::io::Error::from)
-            .and_then(|_| self.out.write_all(b"\n"));
+            .and_then(|()| self.out.write_all(b"\n"));
         if let Some(e) = &self.exporter {
             e.send(span);
         }
@@ -488,20 +488,15 @@ impl Agent {
         if let Some(site) = self.frame_eval_site_of(parent) {
             self.frame_eval_site(child, site);
         }
-        let traced = match ProcInfo::read(child) {
-            Ok(info) => self.traced(&info, false, python),
-            Err(_) => {
-                // Already gone: it looked like its parent.
-                let parent = self.procs.get(&parent);
-                let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
-                resource.insert("process.pid".into(), child.into());
-                let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
-                Traced {
-                    resource,
-                    labels: ProcLabels { service_name, pid: child, process_role: "worker".into() },
-                    python,
-                }
-            }
+        let traced = if let Ok(info) = ProcInfo::read(child) {
+            self.traced(&info, false, python)
+        } else {
+            // Already gone: it looked like its parent.
+            let parent = self.procs.get(&parent);
+            let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
+            resource.insert("process.pid".into(), child.into());
+            let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
+            Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
         };
         self.procs.insert(child, traced);
         eprintln!("pytracer: following pid {child} (forked by {parent})");

@@ -99,7 +99,7 @@ impl Agent {
                     }
                 }
                 None => {
-                    eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display())
+                    eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display());
                 }
             }
         }

@@ -68,7 +68,7 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
         return Err(DecodeError::Short(bytes.len()));
     }
     // SAFETY: length checked; the types are plain #[repr(C)] data, read unaligned.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
@@ -134,7 +134,7 @@ mod tests {
     }
 
     fn bytes<T>(v: &T) -> Vec<u8> {
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref::<T>(v).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]

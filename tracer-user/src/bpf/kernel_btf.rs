@@ -150,13 +150,13 @@ impl KernelBtf {
         let t = self.types.get(id.checked_sub(1)? as usize)?;
         for m in &t.members {
             if self.str(m.name) == name {
-                return Some((m.bit_offset as u64, m.ty));
+                return Some((u64::from(m.bit_offset), m.ty));
             }
         }
         if depth < 4 {
             for m in t.members.iter().filter(|m| m.name == 0) {
                 if let Some((bits, ty)) = self.find_member(self.resolve(m.ty), name, depth + 1) {
-                    return Some((m.bit_offset as u64 + bits, ty));
+                    return Some((u64::from(m.bit_offset) + bits, ty));
                 }
             }
         }

@@ -207,7 +207,7 @@ impl Probes {
 
     /// Forgets the connections of a process that exited without closing them.
     pub fn forget_connections(&mut self, tgid: u32) {
-        let keys: Vec<ConnKey> = self.conns.keys().filter_map(|k| k.ok()).filter(|k| k.tgid == tgid).collect();
+        let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
         for k in keys {
             let _ = self.conns.remove(&k);
         }
@@ -218,7 +218,7 @@ impl Probes {
         DropReason::ALL
             .iter()
             .map(|&r| {
-                let n = self.drops.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                let n = self.drops.get(&(r as u32), 0).map_or(0, |v| v.iter().sum());
                 (r, n)
             })
             .collect()

@@ -42,15 +42,13 @@ pub fn attach(prog_fd: RawFd, path: &Path, offset: u64, semaphore_offset: u64) -
     // SAFETY: all-zero is a valid perf_event_attr.
     let mut attr: PerfEventAttr = unsafe { std::mem::zeroed() };
     attr.kind = pmu;
-    attr.size = std::mem::size_of::<PerfEventAttr>() as u32;
+    attr.size = size_of::<PerfEventAttr>() as u32;
     attr.config = semaphore_offset << REF_CTR_OFFSET_SHIFT;
     attr.config1 = path.as_ptr() as u64;
     attr.config2 = offset;
     // pid -1, cpu 0: every process mapping the file (a uprobe is not per CPU).
     // SAFETY: attr and path outlive the call.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
-    };
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &raw const attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -71,7 +69,7 @@ pub fn attach(prog_fd: RawFd, path: &Path, offset: u64, semaphore_offset: u64) -
 mod tests {
     #[test]
     fn attr_has_the_abi_size_and_offsets() {
-        assert_eq!(std::mem::size_of::<super::PerfEventAttr>(), 128);
+        assert_eq!(size_of::<super::PerfEventAttr>(), 128);
         assert_eq!(std::mem::offset_of!(super::PerfEventAttr, config1), 56);
         assert_eq!(std::mem::offset_of!(super::PerfEventAttr, config2), 64);
     }

@@ -390,7 +390,7 @@ fn parse_maps_line(line: &str) -> Option<MapEntry> {
     // fields and keep the rest.
     let mut rest = line;
     let mut fields = [""; 5];
-    for field in fields.iter_mut() {
+    for field in &mut fields {
         rest = rest.trim_start();
         let end = rest.find(' ').unwrap_or(rest.len());
         *field = &rest[..end];
@@ -492,7 +492,7 @@ pub fn version_from_file_name(path: &Path) -> Option<Version> {
     let name = path.file_name()?.to_str()?;
     let after = &name[name.find("python")? + "python".len()..];
     let (major, rest) = after.split_once('.')?;
-    let minor: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
     Some(Version::new(major.parse().ok()?, minor.parse().ok()?, 0))
 }
 
@@ -672,7 +672,7 @@ impl<'a> Elf<'a> {
         // Exact names in PROBE_SYMBOLS order, each followed by its clones, for a stable order.
         names.sort_by_key(|n| {
             let base = PROBE_SYMBOLS.iter().position(|p| n.starts_with(p)).unwrap_or(usize::MAX);
-            (base, n.len(), n.to_string())
+            (base, n.len(), (*n).clone())
         });
         names.into_iter().filter_map(|n| Some((n.clone(), vaddr_to_offset(&self.segments, found[n].value)?))).collect()
     }
@@ -782,7 +782,7 @@ mod tests {
         let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
         let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
         // SAFETY: both iovecs describe valid buffers of `len` bytes (remote is checked by the kernel).
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &raw const local, 1, &raw const remote, 1, 0) };
         assert_eq!(n, len as isize, "process_vm_readv at {addr:#x}: {}", io::Error::last_os_error());
         buf
     }
@@ -819,9 +819,7 @@ mod tests {
         let mut ran = 0;
         for (dir, want_version, want_source) in versions {
             let Some(python) = pyenv_python(dir) else {
-                if require_privileged() {
-                    panic!("pyenv Python {dir} is missing");
-                }
+                assert!(!require_privileged(), "pyenv Python {dir} is missing");
                 eprintln!("SKIPPED: pyenv Python {dir} is not installed");
                 continue;
             };
@@ -890,9 +888,7 @@ mod tests {
     fn debian_static_build_with_usdt() {
         let python = "/usr/bin/python3.11";
         if !Path::new(python).exists() {
-            if require_privileged() {
-                panic!("{python} is missing (install Debian's python3.11)");
-            }
+            assert!(!require_privileged(), "{python} is missing (install Debian's python3.11)");
             eprintln!("SKIPPED: {python} is not installed");
             return;
         }

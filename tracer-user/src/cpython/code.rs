@@ -40,12 +40,11 @@ impl CodeCache {
         if cache.len() >= MAX_ENTRIES {
             cache.clear();
         }
-        let info = match read_code(&Memory::new(pid), frame, layout) {
-            Ok(i) => Some(Arc::new(i)),
-            Err(_) => {
-                self.read_errors += 1;
-                None
-            }
+        let info = if let Ok(i) = read_code(&Memory::new(pid), frame, layout) {
+            Some(Arc::new(i))
+        } else {
+            self.read_errors += 1;
+            None
         };
         cache.insert(*frame, info.clone());
         info
@@ -103,7 +102,7 @@ pub fn read_str(mem: &Memory, obj: u64, l: &FrameLayout) -> Result<String, CodeE
     } else {
         obj + l.unicode_ascii_size + if l.unicode_ascii_size == 48 { 24 } else { 16 }
     };
-    let mut buf = vec![0u8; (len * kind as u64) as usize];
+    let mut buf = vec![0u8; (len * u64::from(kind)) as usize];
     mem.read(data, &mut buf)?;
     Ok(match kind {
         1 => buf.iter().map(|&b| b as char).collect(),

@@ -26,7 +26,8 @@ impl Memory {
         let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
         // SAFETY: both iovecs describe valid ranges: ours is `buf`, the remote one is only read
         // by the kernel on the other process's behalf.
-        let n = unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        let n =
+            unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &raw const local, 1, &raw const remote, 1, 0) };
         if n == buf.len() as isize {
             return Ok(());
         }
@@ -53,7 +54,7 @@ mod tests {
     fn reads_own_memory_and_rejects_bad_addresses() {
         let value: u64 = 0x1122_3344_5566_7788;
         let m = Memory::new(std::process::id());
-        assert_eq!(m.u64(&value as *const u64 as u64).unwrap(), value);
+        assert_eq!(m.u64(&raw const value as u64).unwrap(), value);
         let e = m.u64(8).unwrap_err().to_string();
         assert!(e.contains("cannot read 8 bytes at 0x8"), "{e}");
     }

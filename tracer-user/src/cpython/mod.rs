@@ -90,7 +90,7 @@ pub fn inspect(pid: u32) -> Support {
 /// most (one per build), each shared by every process that has it.
 fn intern(layout: Layout) -> &'static Layout {
     static SEEN: Mutex<Vec<&'static Layout>> = Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(l) = seen.iter().find(|l| ***l == layout) {
         return l;
     }

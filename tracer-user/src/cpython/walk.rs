@@ -40,7 +40,7 @@ pub fn offsets(build: &PythonBuild, layout: &Layout) -> Result<PyOffsets, WalkUn
         tstate_thread_id: layout.tstate_thread_id as u32,
         code_type_addr,
         code_tag_mask: f.code_tag_mask,
-        frame_arg: f.eval_frame_arg as u32,
+        frame_arg: u32::from(f.eval_frame_arg),
         tstate_arg: f.eval_tstate_arg.map_or(NO_OFFSET, u32::from),
         tstate_frame: f.tstate_frame as u32,
         frame_indirect: o(f.cframe_current_frame),

@@ -177,7 +177,7 @@ impl Framer {
                     let cap = cap(ty).min(len as usize);
                     self.state = FState::Body {
                         ty,
-                        remaining: len as u64,
+                        remaining: u64::from(len),
                         body: Vec::with_capacity(cap),
                         cap,
                         gap: false,

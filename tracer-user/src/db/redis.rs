@@ -403,30 +403,27 @@ fn read_line(p: &Piece, pos: &mut u64, buf: &mut Vec<u8>) -> LineRead {
         return LineRead::Lost;
     }
     let avail = &p.data[at..];
-    match avail.iter().position(|&c| c == b'\n') {
-        Some(i) => {
-            buf.extend_from_slice(&avail[..i]);
-            *pos += i as u64 + 1;
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            if buf.len() > MAX_LINE {
-                buf.truncate(MAX_LINE);
-            }
-            LineRead::Done(std::mem::take(buf))
+    if let Some(i) = avail.iter().position(|&c| c == b'\n') {
+        buf.extend_from_slice(&avail[..i]);
+        *pos += i as u64 + 1;
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
         }
-        None => {
-            buf.extend_from_slice(avail);
-            *pos += avail.len() as u64;
-            if buf.len() > MAX_LINE * 16 {
-                return LineRead::Lost;
-            }
-            if (*pos) < p.len {
-                // The rest of the line was not captured.
-                return LineRead::Lost;
-            }
-            LineRead::More
+        if buf.len() > MAX_LINE {
+            buf.truncate(MAX_LINE);
         }
+        LineRead::Done(std::mem::take(buf))
+    } else {
+        buf.extend_from_slice(avail);
+        *pos += avail.len() as u64;
+        if buf.len() > MAX_LINE * 16 {
+            return LineRead::Lost;
+        }
+        if (*pos) < p.len {
+            // The rest of the line was not captured.
+            return LineRead::Lost;
+        }
+        LineRead::More
     }
 }
 
@@ -906,7 +903,7 @@ mod tests {
         calls
             .iter()
             .map(|c| {
-                let keys = c.attributes.get("db.redis.key_count").and_then(|v| v.as_u64());
+                let keys = c.attributes.get("db.redis.key_count").and_then(serde_json::Value::as_u64);
                 (c.operation.clone(), c.query_text.clone().unwrap_or_default(), keys, c.error.clone())
             })
             .collect()

@@ -112,7 +112,7 @@ pub fn sanitize(sql: &str) -> String {
         }
         if c == '$' {
             // `$1`: a placeholder, kept.
-            if chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()) {
+            if chars.get(i + 1).is_some_and(char::is_ascii_digit) {
                 let start = i;
                 i += 1;
                 while i < n && chars[i].is_ascii_digit() {
@@ -147,7 +147,7 @@ pub fn sanitize(sql: &str) -> String {
             continue;
         }
         // Numbers: 42, 3.14, .5, 1e-3, 0x1F, 0b101, 0o17, 1_000.
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
             i = skip_number(&chars, i);
             push(&mut out, &mut space, "?");
             continue;

@@ -66,7 +66,7 @@ pub fn server_span(
     let vars_client = req
         .remote
         .as_ref()
-        .map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])), port: *port });
+        .map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), port: *port });
     match vars_client.as_ref().unwrap_or(&conn.client) {
         Peer::Inet { ip, port } => {
             a.insert("client.address".into(), json!(ip.to_string()));
@@ -121,8 +121,7 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
     let rest = ["http://", "https://"]
         .iter()
         .find_map(|s| target.strip_prefix(s))
-        .map(|r| r.find('/').map_or("/", |i| &r[i..]))
-        .unwrap_or(target);
+        .map_or(target, |r| r.find('/').map_or("/", |i| &r[i..]));
     let rest = rest.split('#').next().unwrap_or(rest);
     match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),

@@ -63,9 +63,7 @@ impl Head {
                 return Some(Framing::Chunked);
             }
         }
-        self.header("content-length")
-            .map(|v| v.trim().parse::<u64>().ok().map(Framing::Length))
-            .unwrap_or(Some(Framing::None))
+        self.header("content-length").map_or(Some(Framing::None), |v| v.trim().parse::<u64>().ok().map(Framing::Length))
     }
 }
 
@@ -361,7 +359,7 @@ fn looks_like_start(kind: Kind, data: &[u8]) -> bool {
         Kind::Request if super::uwsgi::is_packet_start(data) => true,
         Kind::Request => {
             let Some(sp) = data.iter().take(16).position(|&b| b == b' ') else { return false };
-            sp > 0 && data[..sp].iter().all(|b| b.is_ascii_uppercase())
+            sp > 0 && data[..sp].iter().all(u8::is_ascii_uppercase)
         }
     }
 }

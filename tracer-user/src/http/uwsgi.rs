@@ -55,7 +55,7 @@ pub fn parse(buf: &[u8], partial: bool) -> Result<Option<(Head, usize)>, String>
             "SERVER_PROTOCOL" if !value.starts_with("HTTP/") => {
                 return Err(format!("uwsgi request with SERVER_PROTOCOL {value:?}"));
             }
-            "SERVER_PROTOCOL" => head.version = if value == "HTTP/1.0" { 0 } else { 1 },
+            "SERVER_PROTOCOL" => head.version = u8::from(value != "HTTP/1.0"),
             // The front server has framed the body already: in the uwsgi protocol the body is
             // CONTENT_LENGTH bytes as they are. nginx de-chunks a chunked request body and
             // passes CONTENT_LENGTH, but forwards the client's Transfer-Encoding header too,

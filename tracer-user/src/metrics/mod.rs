@@ -293,7 +293,7 @@ impl Metrics {
             self.gc_collected.get_or_create(&l).inc_by(now.collected.saturating_sub(before.collected));
             self.gc_uncollectable.get_or_create(&l).inc_by(now.uncollectable.saturating_sub(before.uncollectable));
         }
-        self.python_threads.get_or_create(p).set(snap.threads as i64);
+        self.python_threads.get_or_create(p).set(i64::from(snap.threads));
     }
 
     pub fn set_python_info(&mut self, p: &ProcLabels, version: &str) {
@@ -486,7 +486,7 @@ mod tests {
         assert!(text.contains("_bucket{le=\"0.025\",service_name=\"shop\""), "{text}");
         assert!(text.contains("http_server_response_body_size_bytes_sum{service_name=\"shop\",pid=\"7\""), "{text}");
         m.process_exited(7);
-        m.expire(Duration::from_secs(3600));
+        m.expire(Duration::from_hours(1));
         assert!(encode(&r).contains("pid=\"7\""));
         m.expire(Duration::ZERO);
         assert!(!encode(&r).contains("pid=\"7\""), "{}", encode(&r));

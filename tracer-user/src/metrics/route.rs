@@ -27,7 +27,7 @@ fn looks_like_id(seg: &str) -> bool {
     if seg.is_empty() {
         return false;
     }
-    let digits = seg.chars().filter(|c| c.is_ascii_digit()).count();
+    let digits = seg.chars().filter(char::is_ascii_digit).count();
     let hex = seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     digits == seg.len() || (hex && seg.len() >= 16) || (digits >= 4 && digits * 2 >= seg.len())
 }

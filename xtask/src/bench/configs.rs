@@ -196,7 +196,7 @@ impl Running {
     fn announced(&self) -> Result<usize> {
         let Some((_, port)) = &self.sink else { return Ok(0) };
         let v: serde_json::Value = serde_json::from_str(&get(*port, "/count")?)?;
-        Ok(v["ready_pids"].as_array().map_or(0, |a| a.len()))
+        Ok(v["ready_pids"].as_array().map_or(0, Vec::len))
     }
 
     fn sink_count(&self) -> Result<Option<u64>> {
@@ -288,7 +288,7 @@ pub fn kernel_drops(stderr: &str) -> u64 {
 }
 
 fn count_lines(path: &Path) -> u64 {
-    fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64).unwrap_or(0)
+    fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
 fn start_gunicorn(config: Config, env: &Env, port: u16, sink: Option<u16>, dir: &Path) -> Result<Supervised> {
@@ -372,7 +372,7 @@ pub(super) fn start_pytracer(env: &Env, args: &[&str], dir: &Path) -> Result<(Su
         .spawn()
         .context("cannot start pytracer")?;
     let p = Supervised::new("pytracer", child, libc::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let text = fs::read_to_string(&err).unwrap_or_default();
         if text.lines().any(|l| l == "pytracer: ready") {

@@ -8,7 +8,7 @@ use crate::{cmd, paths};
 
 /// Cores of this machine: at saturation every core serves, so per-request CPU is cores / rate.
 fn cores() -> f64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64
 }
 
 struct Stat {
@@ -21,9 +21,9 @@ fn stat(mut v: Vec<f64>) -> Option<Stat> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    let median = if n % 2 == 1 { v[n / 2] } else { f64::midpoint(v[n / 2 - 1], v[n / 2]) };
     Some(Stat { median, min: v[0], max: v[n - 1] })
 }
 
@@ -111,7 +111,7 @@ pub fn write(
         *round += 1;
         let Some(spans) = r.counts.spans else { continue };
         let diff = spans as i64 - r.requests as i64;
-        let ok = diff >= 0 && diff <= 3 * opts.connections as i64;
+        let ok = diff >= 0 && diff <= 3 * i64::from(opts.connections);
         let verdict = if ok {
             "all requests traced"
         } else if diff < 0 {
@@ -321,7 +321,7 @@ fn machine(md: &mut String) -> Result<()> {
         .unwrap_or_default();
     let mem = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.to_string()))
+        .and_then(|m| m.lines().next().map(ToString::to_string))
         .unwrap_or_default();
     let venv = super::super::setup::Venv::bench().dir;
     let freeze = sh(&format!("{}/bin/pip freeze 2>/dev/null", venv.display()));

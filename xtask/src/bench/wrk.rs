@@ -53,7 +53,7 @@ pub fn run(port: u16, route: &str, connections: u32, duration: Duration) -> Resu
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our child; status and usage are valid out-pointers.
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
+    if unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) } < 0 {
         bail!("waiting for wrk: {}", std::io::Error::last_os_error());
     }
     let mut text = String::new();

@@ -5,7 +5,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pytracer::db::{Call, PgConnection, RedisConnection};
-use pytracer::http::stream::Piece;
+use pytracer::piece::Piece;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, mut rest)) = data.split_first() else { return };

@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pytracer::http::connection::Connection;
-use pytracer::http::stream::Piece;
+use pytracer::piece::Piece;
 
 fuzz_target!(|data: &[u8]| {
     let mut c = Connection::default();

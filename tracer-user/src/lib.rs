@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod export;
 pub mod http;
 pub mod metrics;
+pub mod piece;
 pub mod procinfo;
 pub mod service;
 pub mod sockaddr;

@@ -16,8 +16,8 @@ use super::Agent;
 use crate::cpython::code::CodeInfo;
 use crate::db::{self, Call, PgConnection, Protocol, RedisConnection};
 use crate::http::connection::{Connection, Exchange};
-use crate::http::stream::Piece;
 use crate::http::traceparent::{self, Incoming};
+use crate::piece::Piece;
 use crate::sockaddr::{self, Peer};
 use crate::span::{new_ids, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
 

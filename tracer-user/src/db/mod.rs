@@ -28,7 +28,7 @@ pub mod sql;
 #[cfg(test)]
 mod fixtures;
 
-pub use crate::http::stream::Piece;
+pub use crate::piece::Piece;
 pub use crate::span::Attributes;
 pub use postgres::PgConnection;
 pub use redis::RedisConnection;

@@ -149,7 +149,7 @@ fn split_host(h: &str) -> Option<(String, Option<u16>)> {
 mod tests {
     use super::*;
     use crate::http::connection::Connection;
-    use crate::http::stream::Piece;
+    use crate::piece::Piece;
 
     fn exchange(req: &[u8], resp: &[u8]) -> Exchange {
         let mut c = Connection::default();

@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 
-use super::stream::{Event, Framing, Head, Kind, Piece, Stream};
+use super::stream::{Event, Framing, Head, Kind, Stream};
+use crate::piece::Piece;
 
 /// A request and (if it came) its response.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,16 +2,7 @@
 //! bounded prefix was captured. The parser needs real bytes only where framing lives (heads and
 //! chunk-size lines); body bytes are skipped by count, so a 1 MB body costs nothing to follow.
 
-/// One read or write as the kernel reported it.
-#[derive(Debug, Clone, Copy)]
-pub struct Piece<'a> {
-    /// The captured prefix of the bytes moved.
-    pub data: &'a [u8],
-    /// How many bytes the syscall really moved (>= data.len()).
-    pub len: u64,
-    pub start_ns: u64,
-    pub end_ns: u64,
-}
+use crate::piece::Piece;
 
 /// Heads larger than this are not buffered further: the message is reported with what was seen.
 /// Room for the largest uwsgi vars block (16-bit size) and its 4-byte header.

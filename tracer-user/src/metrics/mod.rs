@@ -456,7 +456,7 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::http::connection::Connection;
-    use crate::http::stream::Piece;
+    use crate::piece::Piece;
 
     fn encode(r: &Registry) -> String {
         let mut s = String::new();

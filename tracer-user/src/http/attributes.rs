@@ -40,7 +40,7 @@ pub fn server_span(
     let (path, query) = split_target(&req.target);
     a.insert("url.path".into(), json!(path));
     // Not http.route: that is the app's own route, which the wire does not carry.
-    a.insert("url.template".into(), json!(crate::metrics::route::template(path)));
+    a.insert("url.template".into(), json!(super::route::template(path)));
     if let Some(q) = query {
         a.insert("url.query".into(), json!(redact_query(q, redact_keys)));
     }

@@ -54,8 +54,18 @@ pub struct Outcome {
     pub unmatched_responses: u32,
 }
 
+/// Which end of the connection the traced process is: a server reads requests and writes
+/// responses; a client (an outgoing call) writes requests and reads responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Server,
+    Client,
+}
+
 #[derive(Debug)]
 pub struct Connection {
+    role: Role,
     requests: Stream,
     responses: Stream,
     pending: VecDeque<Exchange>,
@@ -63,7 +73,8 @@ pub struct Connection {
     responding: bool,
     /// Skip the body of a response that had no request (so the next head is found).
     orphan_response: bool,
-    last_write_end_ns: u64,
+    /// Exit of the last syscall that carried response bytes.
+    last_response_end_ns: u64,
 }
 
 /// Requests waiting for their response on one connection; beyond this the oldest are dropped
@@ -72,19 +83,40 @@ const MAX_PENDING: usize = 64;
 
 impl Default for Connection {
     fn default() -> Self {
+        Connection::new(Role::Server)
+    }
+}
+
+impl Connection {
+    pub fn new(role: Role) -> Self {
         Connection {
+            role,
             requests: Stream::new(Kind::Request),
             responses: Stream::new(Kind::Response),
             pending: VecDeque::new(),
             responding: false,
             orphan_response: false,
-            last_write_end_ns: 0,
+            last_response_end_ns: 0,
         }
     }
-}
 
-impl Connection {
+    /// The traced process read `piece` from the socket.
     pub fn on_read(&mut self, piece: &Piece) -> Outcome {
+        match self.role {
+            Role::Server => self.requests_in(piece),
+            Role::Client => self.responses_in(piece),
+        }
+    }
+
+    /// The traced process wrote `piece` to the socket.
+    pub fn on_write(&mut self, piece: &Piece) -> Outcome {
+        match self.role {
+            Role::Server => self.responses_in(piece),
+            Role::Client => self.requests_in(piece),
+        }
+    }
+
+    fn requests_in(&mut self, piece: &Piece) -> Outcome {
         let mut out = Outcome::default();
         let mut pos = 0;
         while let Some(ev) = self.requests.next(piece, &mut pos) {
@@ -131,9 +163,9 @@ impl Connection {
         }
     }
 
-    pub fn on_write(&mut self, piece: &Piece) -> Outcome {
+    fn responses_in(&mut self, piece: &Piece) -> Outcome {
         let mut out = Outcome::default();
-        self.last_write_end_ns = piece.end_ns;
+        self.last_response_end_ns = piece.end_ns;
         let mut pos = 0;
         while let Some(ev) = self.responses.next(piece, &mut pos) {
             match ev {
@@ -205,7 +237,7 @@ impl Connection {
                 x.response_body = written;
             }
             x.incomplete = Some(if i == 0 && cut { Incomplete::ResponseCut } else { Incomplete::NoResponse });
-            x.end_ns = x.end_ns.max(self.last_write_end_ns);
+            x.end_ns = x.end_ns.max(self.last_response_end_ns);
             out.finished.push(x);
         }
         out
@@ -372,5 +404,14 @@ mod tests {
         let out = c.on_write(&p(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 2));
         assert!(out.finished.is_empty());
         assert_eq!(out.unmatched_responses, 1);
+    }
+
+    #[test]
+    fn client_role_pairs_written_requests_with_read_responses() {
+        // An outgoing call: the process writes the request and reads the response.
+        let mut c = Connection::new(Role::Client);
+        assert!(c.on_write(&p(b"GET /items/2 HTTP/1.1\r\nHost: b\r\n\r\n", 100)).finished.is_empty());
+        let out = c.on_read(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200));
+        assert_eq!(summary(&out.finished), [("GET /items/2".into(), 200, 0, 2, 100, 201)]);
     }
 }

@@ -1,8 +1,12 @@
 //! HTTP/1.x as seen on the wire: reassembly of each direction, request/response pairing, and the
 //! span attributes of a finished exchange.
 pub mod attributes;
+pub mod chunked;
 pub mod connection;
+pub mod head;
+pub mod http1;
 pub mod redact;
+pub mod route;
 pub mod stream;
 pub mod traceparent;
 pub mod uwsgi;

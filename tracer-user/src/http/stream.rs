@@ -2,61 +2,14 @@
 //! bounded prefix was captured. The parser needs real bytes only where framing lives (heads and
 //! chunk-size lines); body bytes are skipped by count, so a 1 MB body costs nothing to follow.
 
+use super::chunked::{ChunkStep, ChunkedDecoder};
+pub use super::head::{Framing, Head, Kind};
+use super::{http1, uwsgi};
 use crate::piece::Piece;
 
 /// Heads larger than this are not buffered further: the message is reported with what was seen.
 /// Room for the largest uwsgi vars block (16-bit size) and its 4-byte header.
 pub const MAX_HEAD: usize = 64 * 1024 + 8;
-const MAX_HEADERS: usize = 128;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// The body runs until the connection closes (a response without length).
-    UntilClose,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Head {
-    /// Request: method; response: empty.
-    pub method: String,
-    /// Request: target as sent (path and query).
-    pub target: String,
-    /// Response: status code.
-    pub status: u16,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub version: u8,
-    /// Header names lowercased, values lossily decoded.
-    pub headers: Vec<(String, String)>,
-    /// The head did not fit the capture: some headers were not seen.
-    pub truncated: bool,
-    /// A uwsgi-protocol request: (modifier1, modifier2) of its packet header.
-    pub uwsgi: Option<(u8, u8)>,
-    /// The client as the front server saw it (uwsgi REMOTE_ADDR, REMOTE_PORT): behind nginx or
-    /// uWSGI's router, the socket's peer is the proxy, not the client.
-    pub remote: Option<(String, u16)>,
-    /// The scheme the front server received (uwsgi UWSGI_SCHEME or HTTPS=on).
-    pub scheme: Option<String>,
-}
-
-impl Head {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// The body framing a message with this head declares (RFC 9112 section 6.3), ignoring the
-    /// cases that depend on the request (HEAD, 1xx/204/304), which the caller handles.
-    pub fn declared_framing(&self) -> Option<Framing> {
-        if let Some(te) = self.header("transfer-encoding") {
-            if te.to_ascii_lowercase().split(',').next_back().is_some_and(|t| t.trim() == "chunked") {
-                return Some(Framing::Chunked);
-            }
-        }
-        self.header("content-length").map_or(Some(Framing::None), |v| v.trim().parse::<u64>().ok().map(Framing::Length))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -91,12 +44,6 @@ enum State {
     },
     /// Lost track of message boundaries (uncaptured framing bytes or garbage).
     Unsynced,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Request,
-    Response,
 }
 
 #[derive(Debug)]
@@ -252,177 +199,23 @@ impl Stream {
     }
 }
 
+/// A request may be a uwsgi packet (behind nginx or uWSGI's router) or HTTP; a response is HTTP.
 fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
-    if kind == Kind::Request && super::uwsgi::is_packet_start(buf) {
-        return super::uwsgi::parse(buf, false);
+    if kind == Kind::Request && uwsgi::is_packet_start(buf) {
+        return uwsgi::parse(buf, false);
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match kind {
-        Kind::Request => {
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf) {
-                Ok(httparse::Status::Complete(n)) => Ok(Some((
-                    Head {
-                        method: req.method.unwrap_or_default().to_string(),
-                        target: req.path.unwrap_or_default().to_string(),
-                        status: 0,
-                        version: req.version.unwrap_or(1),
-                        headers: collect(req.headers),
-                        truncated: false,
-                        ..Default::default()
-                    },
-                    n,
-                ))),
-                Ok(httparse::Status::Partial) => Ok(None),
-                Err(httparse::Error::TooManyHeaders) => Err(format!("more than {MAX_HEADERS} headers")),
-                Err(e) => Err(format!("invalid request head: {e}")),
-            }
-        }
-        Kind::Response => {
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(buf) {
-                Ok(httparse::Status::Complete(n)) => Ok(Some((
-                    Head {
-                        method: String::new(),
-                        target: String::new(),
-                        status: resp.code.unwrap_or(0),
-                        version: resp.version.unwrap_or(1),
-                        headers: collect(resp.headers),
-                        truncated: false,
-                        ..Default::default()
-                    },
-                    n,
-                ))),
-                Ok(httparse::Status::Partial) => Ok(None),
-                Err(e) => Err(format!("invalid response head: {e}")),
-            }
-        }
-    }
+    http1::parse_head(kind, buf)
 }
 
-/// Best effort for a head that was cut: the first line, and each complete header line after it.
 fn parse_partial(kind: Kind, buf: &[u8]) -> Option<Head> {
-    if kind == Kind::Request && super::uwsgi::is_packet_start(buf) {
-        return super::uwsgi::parse(buf, true).ok().flatten().map(|(h, _)| h);
+    if kind == Kind::Request && uwsgi::is_packet_start(buf) {
+        return uwsgi::parse(buf, true).ok().flatten().map(|(h, _)| h);
     }
-    let text = String::from_utf8_lossy(buf);
-    let mut lines = text.split("\r\n");
-    let first = lines.next()?;
-    let mut parts = first.splitn(3, ' ');
-    let (a, b, c) = (parts.next()?, parts.next()?, parts.next()?);
-    let mut head = Head { truncated: true, ..Default::default() };
-    match kind {
-        Kind::Request => {
-            head.method = a.to_string();
-            head.target = b.to_string();
-            head.version = version_of(c)?;
-        }
-        Kind::Response => {
-            head.version = version_of(a)?;
-            head.status = b.parse().ok()?;
-        }
-    }
-    // Every line but the last is complete (the last may have been cut mid-value).
-    let rest: Vec<&str> = lines.collect();
-    for line in rest.iter().take(rest.len().saturating_sub(1)) {
-        if let Some((n, v)) = line.split_once(':') {
-            head.headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    Some(head)
-}
-
-fn version_of(s: &str) -> Option<u8> {
-    match s.trim() {
-        "HTTP/1.1" => Some(1),
-        "HTTP/1.0" => Some(0),
-        _ => None,
-    }
-}
-
-fn collect(headers: &[httparse::Header]) -> Vec<(String, String)> {
-    headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string())).collect()
+    http1::parse_partial(kind, buf)
 }
 
 fn looks_like_start(kind: Kind, data: &[u8]) -> bool {
-    match kind {
-        Kind::Response => data.starts_with(b"HTTP/1."),
-        Kind::Request if super::uwsgi::is_packet_start(data) => true,
-        Kind::Request => {
-            let Some(sp) = data.iter().take(16).position(|&b| b == b' ') else { return false };
-            sp > 0 && data[..sp].iter().all(u8::is_ascii_uppercase)
-        }
-    }
-}
-
-#[derive(Debug)]
-enum ChunkStep {
-    /// Consumed the piece; n data bytes so far in it.
-    More(u64),
-    /// The last chunk and trailers ended; n data bytes in this piece.
-    Done(u64),
-    /// Framing bytes were not captured.
-    Lost,
-}
-
-/// Chunked transfer coding (RFC 9112 section 7.1): needs captured bytes for size lines and
-/// trailers, skips data by count.
-#[derive(Debug, Default)]
-struct ChunkedDecoder {
-    state: ChunkState,
-    line: Vec<u8>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    #[default]
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailer,
-}
-
-impl ChunkedDecoder {
-    fn feed(&mut self, piece: &Piece, pos: &mut u64) -> ChunkStep {
-        let mut data_bytes = 0;
-        while *pos < piece.len {
-            if let ChunkState::Data(left) = self.state {
-                let take = left.min(piece.len - *pos);
-                *pos += take;
-                data_bytes += take;
-                self.state = if left == take { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
-                continue;
-            }
-            let Some(&b) = piece.data.get(*pos as usize) else { return ChunkStep::Lost };
-            *pos += 1;
-            if b != b'\n' {
-                if self.line.len() < 1024 {
-                    self.line.push(b);
-                }
-                continue;
-            }
-            let line = std::mem::take(&mut self.line);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            match self.state {
-                ChunkState::Size => {
-                    let hex = line.split(|&c| c == b';').next().unwrap_or_default();
-                    let Some(size) = std::str::from_utf8(hex).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                    else {
-                        return ChunkStep::Lost;
-                    };
-                    self.state = if size == 0 { ChunkState::Trailer } else { ChunkState::Data(size) };
-                }
-                ChunkState::DataEnd => self.state = ChunkState::Size,
-                ChunkState::Trailer => {
-                    if line.is_empty() {
-                        return ChunkStep::Done(data_bytes);
-                    }
-                }
-                ChunkState::Data(_) => unreachable!(),
-            }
-        }
-        ChunkStep::More(data_bytes)
-    }
+    (kind == Kind::Request && uwsgi::is_packet_start(data)) || http1::looks_like_start(kind, data)
 }
 
 #[cfg(test)]

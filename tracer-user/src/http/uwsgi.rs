@@ -4,7 +4,7 @@
 //! 16-bit little-endian length-prefixed key and value, then the request body. The worker answers
 //! in plain HTTP (which is itself a valid uwsgi packet, modifier1 72 = 'H'), so only requests
 //! need this parser.
-use super::stream::Head;
+use super::head::Head;
 
 /// modifier1 values whose packet is a request vars block followed by the body, with modifier2 0:
 /// 0 WSGI, 5 PSGI, 6 Lua WSAPI, 7 Rack, 8 JWSGI/Ring, 9 CGI, 14 PHP.
@@ -213,7 +213,7 @@ pub mod tests {
         );
         let (h, _) = parse(&p, false).unwrap().unwrap();
         assert_eq!(h.header("transfer-encoding"), None);
-        assert_eq!(h.declared_framing(), Some(crate::http::stream::Framing::Length(11)));
+        assert_eq!(h.declared_framing(), Some(crate::http::head::Framing::Length(11)));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! on counters). Labels are bounded: no raw paths, no ids besides the pid of a live process, and a
 //! process's series are removed a grace period after it exits.
 pub mod process;
-pub mod route;
 pub mod server;
 
 use std::collections::{HashMap, HashSet};
@@ -137,7 +136,7 @@ pub struct Metrics {
     info_of: HashMap<u32, InfoLabels>,
     /// Last interpreter snapshot per pid: GC counters grow by the difference.
     last_python: HashMap<u32, crate::cpython::runtime::Snapshot>,
-    routes: route::Routes,
+    routes: crate::http::route::Routes,
     /// Every HTTP label set of a pid, so its series can be removed when it is gone.
     http_series: HashMap<u32, HashSet<HttpLabels>>,
     /// Last procfs sample per pid: counters grow by the difference.
@@ -180,7 +179,7 @@ impl Metrics {
             python_info: Family::default(),
             info_of: HashMap::new(),
             last_python: HashMap::new(),
-            routes: route::Routes::default(),
+            routes: crate::http::route::Routes::default(),
             http_series: HashMap::new(),
             last: HashMap::new(),
             last_agent: Sample::default(),

@@ -13,5 +13,7 @@ pub mod piece;
 pub mod procinfo;
 pub mod service;
 pub mod sockaddr;
-pub mod span;
+pub mod spans;
+// The old name, until every importer says `spans`.
+pub use spans as span;
 pub mod stats;

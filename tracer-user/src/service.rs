@@ -1,6 +1,8 @@
 //! The resource attributes of a traced process: service name and process identity.
 use serde_json::json;
 
+use crate::spans::semconv;
+
 use crate::procinfo::ProcInfo;
 use crate::span::Attributes;
 
@@ -45,11 +47,11 @@ pub fn executable_name(p: &ProcInfo) -> String {
 
 pub fn resource(configured: Option<&str>, p: &ProcInfo) -> Attributes {
     let mut r = Attributes::new();
-    r.insert("service.name".into(), json!(service_name(configured, p).0));
-    r.insert("process.pid".into(), json!(p.pid));
-    r.insert("process.executable.name".into(), json!(executable_name(p)));
+    r.insert(semconv::SERVICE_NAME.into(), json!(service_name(configured, p).0));
+    r.insert(semconv::PROCESS_PID.into(), json!(p.pid));
+    r.insert(semconv::PROCESS_EXECUTABLE_NAME.into(), json!(executable_name(p)));
     if let Some(exe) = &p.exe {
-        r.insert("process.executable.path".into(), json!(exe.to_string_lossy()));
+        r.insert(semconv::PROCESS_EXECUTABLE_PATH.into(), json!(exe.to_string_lossy()));
     }
     r
 }

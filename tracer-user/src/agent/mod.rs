@@ -22,7 +22,6 @@ mod python;
 mod routing;
 use crate::discovery;
 use crate::export::otlp;
-use crate::http::attributes::{server_span, ConnContext};
 use crate::http::connection::{Connection, Outcome};
 use crate::http::traceparent::{self, Incoming};
 use crate::metrics::{self, Metrics, ProcLabels};
@@ -31,6 +30,8 @@ use crate::procinfo::{self, ProcInfo};
 use crate::service;
 use crate::sockaddr;
 use crate::span::Attributes;
+use crate::spans::semconv;
+use crate::spans::server::{server_span, ConnContext};
 use crate::stats::Stats;
 
 /// Which processes to trace.
@@ -258,7 +259,7 @@ impl Agent {
     fn traced(&mut self, info: &ProcInfo, master: bool, python: Python) -> Traced {
         let resource = service::resource(self.config.service.name.as_deref(), info);
         let labels = ProcLabels {
-            service_name: resource["service.name"].as_str().unwrap_or_default().to_string(),
+            service_name: resource[semconv::SERVICE_NAME].as_str().unwrap_or_default().to_string(),
             pid: info.pid,
             process_role: if master { "master" } else { "worker" }.into(),
         };
@@ -494,7 +495,7 @@ impl Agent {
             // Already gone: it looked like its parent.
             let parent = self.procs.get(&parent);
             let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
-            resource.insert("process.pid".into(), child.into());
+            resource.insert(semconv::PROCESS_PID.into(), child.into());
             let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
             Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
         };

@@ -1,6 +1,5 @@
-//! HTTP/1.x as seen on the wire: reassembly of each direction, request/response pairing, and the
-//! span attributes of a finished exchange.
-pub mod attributes;
+//! HTTP/1.x (and uwsgi requests) as seen on the wire: heads, body framing, reassembly of each
+//! direction, request/response pairing, and the wire's guess at a route.
 pub mod chunked;
 pub mod connection;
 pub mod head;

@@ -1,5 +1,10 @@
 //! The span model and its JSON-lines form. Field names follow OTLP's JSON mapping closely so that a
-//! later OTLP exporter is a change of encoding, not of model.
+//! later OTLP exporter is a change of encoding, not of model. The builders of each kind of span
+//! live beside it; every attribute name they write is in `semconv`.
+pub mod code;
+pub mod semconv;
+pub mod server;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -55,9 +60,7 @@ pub enum StatusCode {
 impl Span {
     /// The application code that handled the request (OpenTelemetry `code.*` attributes).
     pub fn set_code(&mut self, code: &crate::cpython::code::CodeInfo) {
-        self.attributes.insert("code.function.name".into(), code.qualname.clone().into());
-        self.attributes.insert("code.file.path".into(), code.file.clone().into());
-        self.attributes.insert("code.line.number".into(), code.first_line.into());
+        code::insert(&mut self.attributes, code);
     }
 }
 

@@ -1,12 +1,12 @@
-//! A finished exchange becomes a server span with the stable OpenTelemetry HTTP semantic
+//! A finished exchange on an accepted connection becomes a server span with the stable OpenTelemetry HTTP semantic
 //! conventions' attribute names.
 use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::{connection::Exchange, redact::redact_query};
+use super::{semconv, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
+use crate::http::{connection::Exchange, redact::redact_query, route};
 use crate::sockaddr::Peer;
-use crate::span::{Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
 
 /// What the agent knows about the connection besides its bytes.
 #[derive(Debug, Clone)]
@@ -32,33 +32,33 @@ pub fn server_span(
     let req = &x.request;
     let known = KNOWN_METHODS.contains(&req.method.as_str());
     if known {
-        a.insert("http.request.method".into(), json!(req.method));
+        a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(req.method));
     } else {
-        a.insert("http.request.method".into(), json!("_OTHER"));
-        a.insert("http.request.method_original".into(), json!(req.method));
+        a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!("_OTHER"));
+        a.insert(semconv::HTTP_REQUEST_METHOD_ORIGINAL.into(), json!(req.method));
     }
     let (path, query) = split_target(&req.target);
-    a.insert("url.path".into(), json!(path));
+    a.insert(semconv::URL_PATH.into(), json!(path));
     // Not http.route: that is the app's own route, which the wire does not carry.
-    a.insert("url.template".into(), json!(super::route::template(path)));
+    a.insert(semconv::URL_TEMPLATE.into(), json!(route::template(path)));
     if let Some(q) = query {
-        a.insert("url.query".into(), json!(redact_query(q, redact_keys)));
+        a.insert(semconv::URL_QUERY.into(), json!(redact_query(q, redact_keys)));
     }
-    a.insert("url.scheme".into(), json!(req.scheme.as_deref().unwrap_or("http")));
+    a.insert(semconv::URL_SCHEME.into(), json!(req.scheme.as_deref().unwrap_or("http")));
     if let Some(resp) = &x.response {
-        a.insert("http.response.status_code".into(), json!(resp.status));
+        a.insert(semconv::HTTP_RESPONSE_STATUS_CODE.into(), json!(resp.status));
     }
     let host = req.header("host").and_then(split_host);
     match (&host, conn.local) {
         (Some((h, p)), local) => {
-            a.insert("server.address".into(), json!(h));
+            a.insert(semconv::SERVER_ADDRESS.into(), json!(h));
             if let Some(port) = p.or(local.map(|l| l.1)) {
-                a.insert("server.port".into(), json!(port));
+                a.insert(semconv::SERVER_PORT.into(), json!(port));
             }
         }
         (None, Some((ip, port))) => {
-            a.insert("server.address".into(), json!(ip.to_string()));
-            a.insert("server.port".into(), json!(port));
+            a.insert(semconv::SERVER_ADDRESS.into(), json!(ip.to_string()));
+            a.insert(semconv::SERVER_PORT.into(), json!(port));
         }
         (None, None) => {}
     }
@@ -69,24 +69,24 @@ pub fn server_span(
         .map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), port: *port });
     match vars_client.as_ref().unwrap_or(&conn.client) {
         Peer::Inet { ip, port } => {
-            a.insert("client.address".into(), json!(ip.to_string()));
-            a.insert("client.port".into(), json!(port));
+            a.insert(semconv::CLIENT_ADDRESS.into(), json!(ip.to_string()));
+            a.insert(semconv::CLIENT_PORT.into(), json!(port));
         }
         Peer::Unix { path } if !path.is_empty() => {
-            a.insert("client.address".into(), json!(path));
+            a.insert(semconv::CLIENT_ADDRESS.into(), json!(path));
         }
         _ => {}
     }
-    a.insert("network.protocol.version".into(), json!(if req.version == 0 { "1.0" } else { "1.1" }));
+    a.insert(semconv::NETWORK_PROTOCOL_VERSION.into(), json!(if req.version == 0 { "1.0" } else { "1.1" }));
     if let Some(ua) = req.header("user-agent") {
-        a.insert("user_agent.original".into(), json!(ua));
+        a.insert(semconv::USER_AGENT_ORIGINAL.into(), json!(ua));
     }
-    a.insert("http.request.body.size".into(), json!(x.request_body));
+    a.insert(semconv::HTTP_REQUEST_BODY_SIZE.into(), json!(x.request_body));
     if x.response.is_some() {
-        a.insert("http.response.body.size".into(), json!(x.response_body));
+        a.insert(semconv::HTTP_RESPONSE_BODY_SIZE.into(), json!(x.response_body));
     }
     if req.truncated {
-        a.insert("pytracer.http.request.head_truncated".into(), Value::Bool(true));
+        a.insert(semconv::PYTRACER_HTTP_REQUEST_HEAD_TRUNCATED.into(), Value::Bool(true));
     }
     let status = x.response.as_ref().map_or(0, |r| r.status);
     let error = match x.incomplete {
@@ -96,7 +96,7 @@ pub fn server_span(
     };
     let code = match error {
         Some(e) => {
-            a.insert("error.type".into(), json!(e));
+            a.insert(semconv::ERROR_TYPE.into(), json!(e));
             StatusCode::Error
         }
         None => StatusCode::Unset,
@@ -205,15 +205,18 @@ mod tests {
         let v =
             serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
-        assert_eq!(a["http.request.method"], "_OTHER");
-        assert_eq!(a["http.request.method_original"], "BREW");
+        assert_eq!(a[semconv::HTTP_REQUEST_METHOD], "_OTHER");
+        assert_eq!(a[semconv::HTTP_REQUEST_METHOD_ORIGINAL], "BREW");
         assert_eq!(v["name"], "HTTP");
-        assert_eq!(a["url.query"], "api_key=<redacted>&x=1");
-        assert_eq!(a["error.type"], "503");
+        assert_eq!(a[semconv::URL_QUERY], "api_key=<redacted>&x=1");
+        assert_eq!(a[semconv::ERROR_TYPE], "503");
         assert_eq!(v["status"]["code"], "error");
-        assert_eq!(a["network.protocol.version"], "1.0");
+        assert_eq!(a[semconv::NETWORK_PROTOCOL_VERSION], "1.0");
         // No Host header: the listening socket's address.
-        assert_eq!((a["server.address"].as_str(), a["server.port"].as_u64()), (Some("127.0.0.1"), Some(8000)));
+        assert_eq!(
+            (a[semconv::SERVER_ADDRESS].as_str(), a[semconv::SERVER_PORT].as_u64()),
+            (Some("127.0.0.1"), Some(8000))
+        );
         assert!(a.get("user_agent.original").is_none());
     }
 
@@ -228,8 +231,8 @@ mod tests {
         assert_eq!(v["status"]["code"], "unset");
         assert!(v["attributes"].get("error.type").is_none());
         assert!(v["attributes"].get("url.query").is_none());
-        assert_eq!(v["attributes"]["server.address"], "h");
-        assert_eq!(v["attributes"]["server.port"], 8000);
+        assert_eq!(v["attributes"][semconv::SERVER_ADDRESS], "h");
+        assert_eq!(v["attributes"][semconv::SERVER_PORT], 8000);
     }
 
     #[test]
@@ -237,7 +240,7 @@ mod tests {
         let x = exchange(b"GET /a HTTP/1.1\r\nHost: h:1\r\n\r\n", b"");
         let v =
             serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
-        assert_eq!(v["attributes"]["error.type"], "no_response");
+        assert_eq!(v["attributes"][semconv::ERROR_TYPE], "no_response");
         assert!(v["attributes"].get("http.response.status_code").is_none());
     }
 
@@ -280,11 +283,14 @@ mod tests {
         let v =
             serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
         let a = &v["attributes"];
-        assert_eq!((a["client.address"].as_str(), a["client.port"].as_u64()), (Some("10.0.0.7"), Some(40000)));
-        assert_eq!((a["server.address"].as_str(), a["server.port"].as_u64()), (Some("shop"), Some(80)));
-        assert_eq!(a["url.scheme"], "https");
-        assert_eq!(a["http.request.body.size"], 3);
-        assert_eq!(a["http.response.status_code"], 201);
+        assert_eq!(
+            (a[semconv::CLIENT_ADDRESS].as_str(), a[semconv::CLIENT_PORT].as_u64()),
+            (Some("10.0.0.7"), Some(40000))
+        );
+        assert_eq!((a[semconv::SERVER_ADDRESS].as_str(), a[semconv::SERVER_PORT].as_u64()), (Some("shop"), Some(80)));
+        assert_eq!(a[semconv::URL_SCHEME], "https");
+        assert_eq!(a[semconv::HTTP_REQUEST_BODY_SIZE], 3);
+        assert_eq!(a[semconv::HTTP_RESPONSE_STATUS_CODE], 201);
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! Every span and resource attribute name pytracer writes, in one place. The names are those of
+//! the OpenTelemetry semantic conventions (stable HTTP, database and code conventions; the
+//! `pytracer.` ones are our own), so a rename upstream is a one-line change here.
+
+// HTTP, server and client (https://opentelemetry.io/docs/specs/semconv/http/http-spans/).
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+pub const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
+pub const HTTP_REQUEST_BODY_SIZE: &str = "http.request.body.size";
+pub const HTTP_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+pub const HTTP_REQUEST_HEADER_TRACEPARENT: &str = "http.request.header.traceparent";
+pub const URL_PATH: &str = "url.path";
+pub const URL_QUERY: &str = "url.query";
+pub const URL_SCHEME: &str = "url.scheme";
+pub const URL_FULL: &str = "url.full";
+/// The wire's guess at a route (ids replaced), never `http.route`.
+pub const URL_TEMPLATE: &str = "url.template";
+pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
+/// Ours: the request head did not fit the capture, so some headers were not seen.
+pub const PYTRACER_HTTP_REQUEST_HEAD_TRUNCATED: &str = "pytracer.http.request.head_truncated";
+
+// Network peers.
+pub const SERVER_ADDRESS: &str = "server.address";
+pub const SERVER_PORT: &str = "server.port";
+pub const CLIENT_ADDRESS: &str = "client.address";
+pub const CLIENT_PORT: &str = "client.port";
+pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+pub const NETWORK_TRANSPORT: &str = "network.transport";
+pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+pub const NETWORK_PEER_PORT: &str = "network.peer.port";
+
+pub const ERROR_TYPE: &str = "error.type";
+
+// Databases (https://opentelemetry.io/docs/specs/semconv/database/).
+pub const DB_SYSTEM_NAME: &str = "db.system.name";
+pub const DB_NAMESPACE: &str = "db.namespace";
+pub const DB_QUERY_TEXT: &str = "db.query.text";
+pub const DB_OPERATION_NAME: &str = "db.operation.name";
+pub const DB_OPERATION_BATCH_SIZE: &str = "db.operation.batch.size";
+pub const DB_RESPONSE_STATUS_CODE: &str = "db.response.status_code";
+pub const DB_RESPONSE_RETURNED_ROWS: &str = "db.response.returned_rows";
+pub const DB_REDIS_KEY_COUNT: &str = "db.redis.key_count";
+
+// The Python code that handled a request or made a call.
+pub const CODE_FUNCTION_NAME: &str = "code.function.name";
+pub const CODE_FILE_PATH: &str = "code.file.path";
+pub const CODE_LINE_NUMBER: &str = "code.line.number";
+
+// Resource.
+pub const SERVICE_NAME: &str = "service.name";
+pub const PROCESS_PID: &str = "process.pid";
+pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";

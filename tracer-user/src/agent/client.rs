@@ -248,7 +248,7 @@ impl Agent {
             span.resource = t.resource.clone();
         }
         self.stats.exit_spans += 1;
-        self.emit(span);
+        self.emit(&span);
     }
 }
 

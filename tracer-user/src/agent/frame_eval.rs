@@ -72,7 +72,7 @@ impl Agent {
                 self.frame_eval.attach_errors += 1;
                 self.metrics.attach_error("frame_eval_probe");
                 if self.frame_eval.attach_errors <= 3 {
-                    eprintln!("pytracer: no handler code for pid {pid}: {e}");
+                    log::warn!("no handler code for pid {pid}: {e}");
                 }
             }
         }

@@ -1,3 +1,4 @@
-//! Where spans go besides the JSON lines.
+//! Where spans go: the sink the agent writes to, and the OTLP/HTTP exporter behind it.
 pub mod otlp;
 pub mod proto;
+pub mod sink;

@@ -109,7 +109,7 @@ impl Exporter {
         let c = counters.clone();
         let thread = std::thread::Builder::new()
             .name("otlp-export".into())
-            .spawn(move || run(settings, rx, &c))
+            .spawn(move || run(&settings, &rx, &c))
             .expect("spawning the OTLP exporter thread");
         Exporter { tx: Some(tx), thread: Some(thread), counters }
     }
@@ -138,7 +138,7 @@ impl Drop for Exporter {
     }
 }
 
-fn run(settings: Settings, rx: Receiver<Span>, counters: &Counters) {
+fn run(settings: &Settings, rx: &Receiver<Span>, counters: &Counters) {
     let agent = ureq::AgentBuilder::new().timeout(settings.timeout).build();
     let mut batch: Vec<Span> = Vec::with_capacity(settings.batch_size);
     let mut deadline = Instant::now() + FLUSH_EVERY;
@@ -152,11 +152,11 @@ fn run(settings: Settings, rx: Receiver<Span>, counters: &Counters) {
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                flush(&agent, &settings, &mut batch, counters);
+                flush(&agent, settings, &mut batch, counters);
                 return;
             }
         }
-        flush(&agent, &settings, &mut batch, counters);
+        flush(&agent, settings, &mut batch, counters);
         deadline = Instant::now() + FLUSH_EVERY;
     }
 }

@@ -172,10 +172,10 @@ impl Connection {
                 Event::Head { head, end_ns, .. } => {
                     let framing = self.response_framing(&head, &mut out);
                     if let Some(done) = self.responses.set_framing(framing, end_ns) {
-                        self.response_done(done, &mut out);
+                        self.response_done(&done, &mut out);
                     }
                 }
-                done @ Event::Done { .. } => self.response_done(done, &mut out),
+                done @ Event::Done { .. } => self.response_done(&done, &mut out),
                 Event::Malformed { .. } => out.malformed_responses += 1,
             }
         }
@@ -208,8 +208,8 @@ impl Connection {
         }
     }
 
-    fn response_done(&mut self, done: Event, out: &mut Outcome) {
-        let Event::Done { body_size, end_ns } = done else { return };
+    fn response_done(&mut self, done: &Event, out: &mut Outcome) {
+        let &Event::Done { body_size, end_ns } = done else { return };
         if std::mem::take(&mut self.orphan_response) {
             return;
         }
@@ -228,7 +228,7 @@ impl Connection {
         let mut out = Outcome::default();
         let written = self.responses.body_so_far();
         if let Some(done) = self.responses.close() {
-            self.response_done(done, &mut out);
+            self.response_done(&done, &mut out);
         }
         let cut = std::mem::take(&mut self.responding);
         for (i, mut x) in self.pending.drain(..).enumerate() {

@@ -8,7 +8,7 @@ pub enum Kind {
     Response,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     None,
     Length(u64),

@@ -84,6 +84,7 @@ impl SpanIds {
     }
 
     /// A new span under this one, in the same trace.
+    #[must_use]
     pub fn child(&self) -> SpanIds {
         SpanIds { span_id: new_ids().1, parent_span_id: Some(self.span_id.clone()), ..self.clone() }
     }

@@ -1,0 +1,147 @@
+//! Accepted connections: the traced servers' requests and responses become exchanges, and each
+//! settled exchange becomes a server span with its ids, its handler and its metrics.
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use crate::http::connection::{Connection, Outcome};
+use crate::http::traceparent::{self, Incoming};
+use crate::piece::Piece;
+use crate::sockaddr;
+use crate::spans::server::{server_span, ConnContext};
+
+use super::Agent;
+
+pub(super) struct Conn {
+    pub(super) http: Connection,
+    pub(super) ctx: ConnContext,
+    /// The listening socket it was accepted on, for requests that need the server's address.
+    pub(super) listen_fd: i32,
+    /// The thread that last read from it: the one serving its current request.
+    pub(super) tid: u32,
+    /// Requests on this connection that a worker answered for us (uWSGI's HTTP router): the
+    /// worker's pid, and the request's method and target to match it, in order.
+    pub(super) routed: Routed,
+}
+
+type Routed = VecDeque<(u32, String, String)>;
+
+/// A connection of a traced process: (tgid, fd).
+type ConnKey = (u32, i32);
+
+impl Agent {
+    /// A traced server accepted a connection on listening socket `listen_fd`.
+    pub(super) fn on_accept(&mut self, key: ConnKey, tid: u32, listen_fd: i32, addr: &[u8]) {
+        let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
+        if let sockaddr::Peer::Inet { ip, port } = ctx.client {
+            self.by_client.insert((ip, port), key);
+        }
+        let conn = Conn { http: Connection::default(), ctx, listen_fd, tid, routed: Routed::new() };
+        if let Some(mut old) = self.conns.insert(key, conn) {
+            // The close of the previous socket on this fd was not seen.
+            let out = old.http.on_close();
+            self.settle(key, &mut old, out);
+        }
+    }
+
+    /// Data read from or written to an accepted connection.
+    pub(super) fn on_server_data(&mut self, key: ConnKey, tid: u32, piece: &Piece, is_read: bool) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            self.stats.unknown_connection += 1;
+            return;
+        };
+        if is_read {
+            conn.tid = tid;
+        }
+        let out = if is_read { conn.http.on_read(piece) } else { conn.http.on_write(piece) };
+        if out != Outcome::default() {
+            // Out of the map while it settles: settling looks at other connections (a router's).
+            if let Some(mut conn) = self.conns.remove(&key) {
+                self.settle(key, &mut conn, out);
+                self.conns.insert(key, conn);
+            }
+        }
+    }
+
+    /// The traced process closed an accepted connection.
+    pub(super) fn on_server_close(&mut self, key: ConnKey) {
+        if let Some(mut conn) = self.remove_conn(key) {
+            let out = conn.http.on_close();
+            self.settle(key, &mut conn, out);
+        }
+    }
+
+    pub(super) fn settle(&mut self, (tgid, fd): ConnKey, conn: &mut Conn, out: Outcome) {
+        let Conn { ctx, listen_fd, tid, routed, .. } = conn;
+        let (tid, listen_fd) = (*tid, *listen_fd);
+        self.stats.malformed_requests += u64::from(out.malformed_requests);
+        self.stats.malformed_responses += u64::from(out.malformed_responses);
+        self.stats.unmatched_responses += u64::from(out.unmatched_responses);
+        for x in out.finished {
+            if self.hand_to_router(tgid, &x) {
+                self.stats.routed += 1;
+                continue;
+            }
+            // The process that ran the code: the worker a router handed this request to.
+            let served_by = match routed.front() {
+                Some((w, m, t)) if *m == x.request.method && *t == x.request.target => {
+                    let w = *w;
+                    routed.pop_front();
+                    w
+                }
+                _ => tgid,
+            };
+            if !self.procs.contains_key(&served_by) {
+                self.resolve(served_by);
+            }
+            // Only a request without a usable Host header needs the listener's own address.
+            let host_port = x
+                .request
+                .header("host")
+                .is_some_and(|h| h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()));
+            if !host_port && ctx.local.is_none() {
+                ctx.local = self.listener_addr(tgid, listen_fd);
+            }
+            let traced = &self.procs[&served_by];
+            let path = x.request.target.split('?').next().unwrap_or_default();
+            self.metrics.observe_exchange(&traced.labels, &x, path);
+            let clock = self.clock;
+            let resource = traced.resource.clone();
+            let incoming = traceparent::parse(x.request.header("traceparent"), x.request.header("tracestate"));
+            if let Incoming::Invalid(_) = &incoming {
+                self.stats.invalid_traceparent += 1;
+            }
+            let client = match ctx.client {
+                sockaddr::Peer::Inet { ip, port } => Some((ip, port)),
+                _ => None,
+            };
+            let ids = match self.take_server_ids(tgid, fd, x.start_ns) {
+                Some(ids) => ids,
+                None => self.ids_for_request(&incoming, client),
+            };
+            if !ids.sampled {
+                // The caller decided not to record this trace: metrics count it, no span.
+                self.stats.unsampled += 1;
+                continue;
+            }
+            let mut span =
+                server_span(&x, ctx, ids, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
+            if served_by == tgid {
+                if let Some(code) = self.samples.handler(tgid, tid, x.start_ns, x.end_ns) {
+                    span.set_code(&code);
+                }
+            }
+            if x.incomplete.is_some() {
+                self.stats.incomplete_exchanges += 1;
+            }
+            self.emit(&span);
+        }
+    }
+
+    /// The local address of a listening socket, looked up once per listener.
+    fn listener_addr(&mut self, tgid: u32, fd: i32) -> Option<(IpAddr, u16)> {
+        *self.listeners.entry((tgid, fd)).or_insert_with(|| match sockaddr::local_addr_of(tgid, fd) {
+            Some(sockaddr::Peer::Inet { ip, port }) => Some((ip, port)),
+            _ => None,
+        })
+    }
+}

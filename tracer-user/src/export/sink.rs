@@ -1,0 +1,114 @@
+//! Where every finished span goes: one `SpanSink` the agent writes to, with the JSON lines and the
+//! OTLP exporter behind it. A new destination is a new `SpanSink`, not a change to the agent.
+use std::io::{self, BufWriter, Write};
+
+use super::otlp;
+use crate::spans::Span;
+
+/// A destination for finished spans.
+pub trait SpanSink {
+    /// Takes one span; an error means this destination lost it (the caller counts it).
+    fn send(&mut self, span: &Span) -> io::Result<()>;
+    /// Makes what was sent visible (called after each batch of kernel records).
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// One span per line, as JSON (the default output, for pipes and files).
+pub struct JsonLines {
+    out: BufWriter<Box<dyn Write>>,
+}
+
+impl JsonLines {
+    pub fn new(out: Box<dyn Write>) -> Self {
+        JsonLines { out: BufWriter::new(out) }
+    }
+}
+
+impl SpanSink for JsonLines {
+    fn send(&mut self, span: &Span) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, span).map_err(io::Error::from)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The OTLP/HTTP exporter's queue: it never fails here, its own counters tell what it dropped.
+impl SpanSink for otlp::Exporter {
+    fn send(&mut self, span: &Span) -> io::Result<()> {
+        otlp::Exporter::send(self, span.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON lines, and the OTLP exporter when one is configured.
+pub struct Sinks {
+    pub json: JsonLines,
+    pub otlp: Option<otlp::Exporter>,
+}
+
+impl SpanSink for Sinks {
+    /// The span counts as written when the JSON line was (the OTLP side counts its own outcomes).
+    fn send(&mut self, span: &Span) -> io::Result<()> {
+        if let Some(e) = &mut self.otlp {
+            SpanSink::send(e, span)?;
+        }
+        self.json.send(span)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.json.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spans::{SpanIds, SpanKind, Status, StatusCode};
+
+    /// A writer the test can read back after the sink owns it.
+    #[derive(Clone, Default)]
+    struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_writes_one_line_per_span() {
+        let buf = Shared::default();
+        let mut sinks = Sinks { json: JsonLines::new(Box::new(buf.clone())), otlp: None };
+        let ids = SpanIds::root();
+        let span = Span {
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            parent_span_id: None,
+            trace_state: None,
+            name: "GET".into(),
+            kind: SpanKind::Server,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            status: Status { code: StatusCode::Unset },
+            resource: crate::spans::Attributes::new(),
+            attributes: crate::spans::Attributes::new(),
+        };
+        sinks.send(&span).unwrap();
+        sinks.send(&span).unwrap();
+        sinks.flush().unwrap();
+        let text = String::from_utf8(buf.0.borrow().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"] == "GET"));
+    }
+}

@@ -16,6 +16,10 @@ use crate::export::otlp;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How much the agent says on standard error: off, error, warn, info (the default), debug or
+    /// trace. Wins over RUST_LOG, which may also name modules (RUST_LOG=pytracer::agent=debug).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = crate::logging::parse_level)]
+    pub log_level: Option<log::LevelFilter>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ pub mod db;
 pub mod discovery;
 pub mod export;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod piece;
 pub mod procinfo;

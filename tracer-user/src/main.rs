@@ -2,8 +2,9 @@ use clap::Parser;
 
 fn main() {
     let cli = pytracer::cli::Cli::parse();
+    pytracer::logging::init(cli.log_level);
     if let Err(e) = pytracer::cli::run(cli) {
-        eprintln!("pytracer: error: {e:#}");
+        log::error!("{e:#}");
         std::process::exit(1);
     }
 }

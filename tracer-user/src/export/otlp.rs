@@ -188,23 +188,20 @@ fn flush(agent: &ureq::Agent, s: &Settings, batch: &mut Vec<Span>, counters: &Co
             Err(ureq::Error::Status(code @ (429 | 502 | 503 | 504), resp)) => {
                 let after =
                     resp.header("Retry-After").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
-                eprintln!("pytracer: OTLP collector answered {code} (attempt {attempt}/{MAX_ATTEMPTS}); retrying");
+                log::warn!("OTLP collector answered {code} (attempt {attempt}/{MAX_ATTEMPTS}); retrying");
                 after.unwrap_or(backoff).min(MAX_BACKOFF)
             }
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                eprintln!(
-                    "pytracer: OTLP collector refused {n} spans with {code}: {}",
+                log::error!(
+                    "OTLP collector refused {n} spans with {code}: {}",
                     text.chars().take(200).collect::<String>()
                 );
                 counters.failed.fetch_add(n, Ordering::Relaxed);
                 return;
             }
             Err(ureq::Error::Transport(t)) => {
-                eprintln!(
-                    "pytracer: cannot reach the OTLP collector at {} (attempt {attempt}/{MAX_ATTEMPTS}): {t}",
-                    s.url
-                );
+                log::warn!("cannot reach the OTLP collector at {} (attempt {attempt}/{MAX_ATTEMPTS}): {t}", s.url);
                 backoff
             }
         };

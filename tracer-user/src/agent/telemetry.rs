@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::cpython;
-use crate::metrics::ProcLabels;
+use crate::metrics::{ProcLabels, Total};
 
 use super::{Agent, Python};
 use crate::export::sink::SpanSink;
@@ -30,12 +30,12 @@ impl Agent {
         for (reason, total) in kernel_side.into_iter().chain(user_side) {
             self.metrics.sync_dropped(reason, total);
         }
-        self.metrics.sync_total("pytracer_traceparent_invalid", self.stats.invalid_traceparent);
-        self.metrics.sync_total("pytracer_spans_unsampled", self.stats.unsampled);
-        self.metrics.sync_total("pytracer_exit_spans", self.stats.exit_spans);
-        self.metrics.sync_total("pytracer_spans_stitched", self.stats.stitched);
-        self.metrics.sync_total("pytracer_client_connections_unparsed", self.stats.unparsed_client_connections);
-        self.metrics.sync_total("pytracer_python_stacks", self.samples.stacks);
+        self.metrics.sync_total(Total::TraceparentInvalid, self.stats.invalid_traceparent);
+        self.metrics.sync_total(Total::SpansUnsampled, self.stats.unsampled);
+        self.metrics.sync_total(Total::ExitSpans, self.stats.exit_spans);
+        self.metrics.sync_total(Total::SpansStitched, self.stats.stitched);
+        self.metrics.sync_total(Total::ClientConnectionsUnparsed, self.stats.unparsed_client_connections);
+        self.metrics.sync_total(Total::PythonStacks, self.samples.stacks);
         if let Some(e) = &self.sink.otlp {
             use std::sync::atomic::Ordering::Relaxed;
             let c = &e.counters;
@@ -46,7 +46,7 @@ impl Agent {
             ] {
                 self.metrics.sync_otlp(outcome, n);
             }
-            self.metrics.sync_total("pytracer_otlp_retries", c.retries.load(Relaxed));
+            self.metrics.sync_total(Total::OtlpRetries, c.retries.load(Relaxed));
         }
         let mut active: HashMap<u32, usize> = HashMap::new();
         for ((tgid, _), c) in &self.conns {

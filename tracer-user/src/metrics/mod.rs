@@ -61,16 +61,69 @@ struct ReasonLabels {
     reason: String,
 }
 
-/// Counters the agent keeps elsewhere and exports as they are.
-const TOTALS: [(&str, &str); 7] = [
-    ("pytracer_traceparent_invalid", "Requests whose traceparent broke the W3C rules; they started a new trace"),
-    ("pytracer_spans_unsampled", "Requests whose caller's traceparent said not to record them: no span"),
-    ("pytracer_otlp_retries", "OTLP export requests retried after 429/502/503/504 or a network error"),
-    ("pytracer_exit_spans", "Exit spans written: database queries and HTTP calls the traced processes made"),
-    ("pytracer_spans_stitched", "Server spans parented by a traced caller's call on the same host, without headers"),
-    ("pytracer_client_connections_unparsed", "Outgoing connections in a protocol pytracer does not parse (no spans)"),
-    ("pytracer_python_stacks", "Python stacks walked in the kernel (frame-evaluation windows and outgoing writes)"),
-];
+/// Counters the agent keeps elsewhere (its `Stats`, the OTLP exporter) and exports as they are.
+/// An enum, not names: a counter the agent syncs is one the registry has, or it does not compile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Total {
+    TraceparentInvalid,
+    SpansUnsampled,
+    OtlpRetries,
+    ExitSpans,
+    SpansStitched,
+    ClientConnectionsUnparsed,
+    PythonStacks,
+}
+
+impl Total {
+    pub const ALL: [Total; 7] = [
+        Total::TraceparentInvalid,
+        Total::SpansUnsampled,
+        Total::OtlpRetries,
+        Total::ExitSpans,
+        Total::SpansStitched,
+        Total::ClientConnectionsUnparsed,
+        Total::PythonStacks,
+    ];
+
+    /// The metric's name (the registry adds `_total`) and help.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Total::TraceparentInvalid => (
+                "pytracer_traceparent_invalid",
+                "Requests whose traceparent broke the W3C rules; they started a new trace",
+            ),
+            Total::SpansUnsampled => {
+                ("pytracer_spans_unsampled", "Requests whose caller's traceparent said not to record them: no span")
+            }
+            Total::OtlpRetries => {
+                ("pytracer_otlp_retries", "OTLP export requests retried after 429/502/503/504 or a network error")
+            }
+            Total::ExitSpans => {
+                ("pytracer_exit_spans", "Exit spans written: database queries and HTTP calls the traced processes made")
+            }
+            Total::SpansStitched => (
+                "pytracer_spans_stitched",
+                "Server spans parented by a traced caller's call on the same host, without headers",
+            ),
+            Total::ClientConnectionsUnparsed => (
+                "pytracer_client_connections_unparsed",
+                "Outgoing connections in a protocol pytracer does not parse (no spans)",
+            ),
+            Total::PythonStacks => (
+                "pytracer_python_stacks",
+                "Python stacks walked in the kernel (frame-evaluation windows and outgoing writes)",
+            ),
+        }
+    }
+}
+
+/// What a synced counter's last value is remembered by, to add only its growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Synced {
+    Dropped(&'static str),
+    Total(Total),
+    Otlp(&'static str),
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -122,8 +175,8 @@ pub struct Metrics {
     attach_errors: Family<ReasonLabels, Counter>,
     agent_cpu: Family<ModeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     agent_memory: Gauge,
-    /// Agent counters kept elsewhere (Stats, the exporter), by metric name.
-    totals: Vec<(&'static str, Counter)>,
+    /// Agent counters kept elsewhere (Stats, the exporter), in `Total::ALL` order.
+    totals: [Counter; Total::ALL.len()],
     otlp_spans: Family<OutcomeLabels, Counter>,
     gc_collections: Family<ProcKindLabels, Counter>,
     gc_collected: Family<ProcKindLabels, Counter>,
@@ -143,7 +196,7 @@ pub struct Metrics {
     last: HashMap<u32, (ProcLabels, Sample)>,
     last_agent: Sample,
     /// Last values of counters the agent keeps elsewhere (Stats, kernel drop map).
-    synced: HashMap<String, u64>,
+    synced: HashMap<Synced, u64>,
     exited: HashMap<u32, Instant>,
 }
 
@@ -168,7 +221,7 @@ impl Metrics {
             attach_errors: Family::default(),
             agent_cpu: Family::default(),
             agent_memory: Gauge::default(),
-            totals: TOTALS.iter().map(|(name, _)| (*name, Counter::default())).collect(),
+            totals: Default::default(),
             otlp_spans: Family::default(),
             gc_collections: Family::default(),
             gc_collected: Family::default(),
@@ -186,83 +239,97 @@ impl Metrics {
             synced: HashMap::new(),
             exited: HashMap::new(),
         };
+        m.register(&mut r);
+        (m, r)
+    }
+
+    /// Every family under its exported name and help.
+    fn register(&self, r: &mut Registry) {
         r.register(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests, from the wire",
-            m.request_duration.clone(),
+            self.request_duration.clone(),
         );
-        r.register("http_server_request_body_size_bytes", "Size of HTTP server request bodies", m.request_body.clone());
+        r.register(
+            "http_server_request_body_size_bytes",
+            "Size of HTTP server request bodies",
+            self.request_body.clone(),
+        );
         r.register(
             "http_server_response_body_size_bytes",
             "Size of HTTP server response bodies",
-            m.response_body.clone(),
+            self.response_body.clone(),
         );
         r.register(
             "http_server_active_requests",
             "HTTP requests received and not yet answered",
-            m.active_requests.clone(),
+            self.active_requests.clone(),
         );
-        r.register("process_cpu_time_seconds", "CPU time of the traced process by cpu_mode", m.cpu_time.clone());
-        r.register("process_memory_usage_bytes", "Resident memory of the traced process", m.memory_usage.clone());
-        r.register("process_memory_virtual_bytes", "Virtual memory of the traced process", m.memory_virtual.clone());
-        r.register("process_thread_count", "Threads of the traced process", m.thread_count.clone());
+        r.register("process_cpu_time_seconds", "CPU time of the traced process by cpu_mode", self.cpu_time.clone());
+        r.register("process_memory_usage_bytes", "Resident memory of the traced process", self.memory_usage.clone());
+        r.register("process_memory_virtual_bytes", "Virtual memory of the traced process", self.memory_virtual.clone());
+        r.register("process_thread_count", "Threads of the traced process", self.thread_count.clone());
         r.register(
             "process_open_file_descriptor_count",
             "Open file descriptors of the traced process",
-            m.open_fds.clone(),
+            self.open_fds.clone(),
         );
         r.register(
             "process_context_switches",
             "Context switches of the traced process by type",
-            m.context_switches.clone(),
+            self.context_switches.clone(),
         );
-        r.register("process_paging_faults", "Page faults of the traced process by type", m.paging_faults.clone());
+        r.register("process_paging_faults", "Page faults of the traced process by type", self.paging_faults.clone());
         r.register(
             "cpython_gc_collections",
             "Collections per generation, as gc.get_stats() counts them",
-            m.gc_collections.clone(),
+            self.gc_collections.clone(),
         );
         r.register(
             "cpython_gc_collected_objects",
             "Objects collected per generation, as gc.get_stats() counts them",
-            m.gc_collected.clone(),
+            self.gc_collected.clone(),
         );
         r.register(
             "cpython_gc_uncollectable_objects",
             "Uncollectable objects per generation, as gc.get_stats() counts them",
-            m.gc_uncollectable.clone(),
+            self.gc_uncollectable.clone(),
         );
         r.register(
             "cpython_gc_pause_seconds",
             "Duration of each garbage collection (entry to return of the collector)",
-            m.gc_pause.clone(),
+            self.gc_pause.clone(),
         );
         r.register(
             "cpython_gil_wait_seconds",
             "Time threads waited to take the GIL back (PyEval_RestoreThread); opt-in",
-            m.gil_wait.clone(),
+            self.gil_wait.clone(),
         );
-        r.register("cpython_threads", "Python thread states of the interpreter", m.python_threads.clone());
-        r.register("python_info", "Python runtime of the process (value 1)", m.python_info.clone());
-        r.register("pytracer_events_received", "Kernel events the agent received", m.events_received.clone());
+        r.register("cpython_threads", "Python thread states of the interpreter", self.python_threads.clone());
+        r.register("python_info", "Python runtime of the process (value 1)", self.python_info.clone());
+        r.register("pytracer_events_received", "Kernel events the agent received", self.events_received.clone());
         r.register(
             "pytracer_events_dropped",
             "Events or data the agent could not use, by reason",
-            m.events_dropped.clone(),
+            self.events_dropped.clone(),
         );
         r.register(
             "pytracer_processes",
             "Traced processes by attach state and Python support state",
-            m.processes.clone(),
+            self.processes.clone(),
         );
-        r.register("pytracer_attach_errors", "Processes the agent failed to trace, by reason", m.attach_errors.clone());
-        for ((name, help), (_, c)) in TOTALS.iter().zip(&m.totals) {
-            r.register(*name, *help, c.clone());
+        r.register(
+            "pytracer_attach_errors",
+            "Processes the agent failed to trace, by reason",
+            self.attach_errors.clone(),
+        );
+        for t in Total::ALL {
+            let (name, help) = t.describe();
+            r.register(name, help, self.totals[t as usize].clone());
         }
-        r.register("pytracer_otlp_spans", "Spans handed to the OTLP exporter, by outcome: exported, queue_full (dropped), failed (dropped after retries)", m.otlp_spans.clone());
-        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", m.agent_cpu.clone());
-        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", m.agent_memory.clone());
-        (m, r)
+        r.register("pytracer_otlp_spans", "Spans handed to the OTLP exporter, by outcome: exported, queue_full (dropped), failed (dropped after retries)", self.otlp_spans.clone());
+        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", self.agent_cpu.clone());
+        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", self.agent_memory.clone());
     }
 
     pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str) {
@@ -324,22 +391,20 @@ impl Metrics {
     }
 
     /// Adds to `events_dropped{reason}` what `total` grew by since the last call.
-    pub fn sync_dropped(&mut self, reason: &str, total: u64) {
-        let d = self.delta(&format!("dropped/{reason}"), total);
+    pub fn sync_dropped(&mut self, reason: &'static str, total: u64) {
+        let d = self.delta(Synced::Dropped(reason), total);
         // Created even at 0, so that every reason is visible before its first drop.
         self.events_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(d);
     }
 
-    /// Adds to counter `name` (one of TOTALS) what `total` grew by since the last call.
-    pub fn sync_total(&mut self, name: &str, total: u64) {
-        let d = self.delta(&format!("total/{name}"), total);
-        if let Some((_, c)) = self.totals.iter().find(|(n, _)| *n == name) {
-            c.inc_by(d);
-        }
+    /// Adds to counter `t` what `total` grew by since the last call.
+    pub fn sync_total(&mut self, t: Total, total: u64) {
+        let d = self.delta(Synced::Total(t), total);
+        self.totals[t as usize].inc_by(d);
     }
 
-    pub fn sync_otlp(&mut self, outcome: &str, total: u64) {
-        let d = self.delta(&format!("otlp/{outcome}"), total);
+    pub fn sync_otlp(&mut self, outcome: &'static str, total: u64) {
+        let d = self.delta(Synced::Otlp(outcome), total);
         self.otlp_spans.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc_by(d);
     }
 
@@ -347,8 +412,8 @@ impl Metrics {
         self.attach_errors.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
-    fn delta(&mut self, key: &str, total: u64) -> u64 {
-        let last = self.synced.insert(key.to_string(), total).unwrap_or(0);
+    fn delta(&mut self, key: Synced, total: u64) -> u64 {
+        let last = self.synced.insert(key, total).unwrap_or(0);
         total.saturating_sub(last)
     }
 

@@ -39,7 +39,7 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
             Ok(httparse::Status::Complete(_)) => break req.path.unwrap_or("/").to_string(),
-            Ok(httparse::Status::Partial) if len < buf.len() => continue,
+            Ok(httparse::Status::Partial) if len < buf.len() => {}
             _ => return respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await,
         }
     };

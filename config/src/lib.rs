@@ -42,7 +42,7 @@ impl Default for Otlp {
     fn default() -> Self {
         Otlp {
             endpoint: None,
-            headers: Default::default(),
+            headers: std::collections::BTreeMap::default(),
             compression: "gzip".into(),
             batch_size: 512,
             queue_size: 8192,

@@ -130,6 +130,7 @@ pub fn gunicorn_app_module(args: &[String]) -> Option<String> {
 /// uWSGI's application: `--module`/`-w`/`--wsgi`, else `--wsgi-file`/`--file` (its file stem), on
 /// the command line or in the `[uwsgi]` section of an `--ini` file (read through the process's
 /// root and working directory, so containers and chroots work).
+#[expect(clippy::many_single_char_names, reason = "an option parser: i, a, k and v read as the loop they are")]
 pub fn uwsgi_app_module(p: &ProcInfo) -> Option<String> {
     let args = &p.cmdline;
     let is_uwsgi = args.iter().take(3).any(|a| basename(a) == "uwsgi" || basename(a).starts_with("uwsgi "));

@@ -3,6 +3,7 @@
 //! service on a current distribution runs. trixie has 3.13; sid has 3.14 and, from its own
 //! package, 3.15. Made with debootstrap outside the repository (/var/cache/pytracer-chroots), so
 //! fresh clones reuse them: each takes 1–2 minutes and about 0.6 GB.
+use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,6 +52,7 @@ impl Chroot {
     }
 
     /// Some(what to write in the marker) when something is left to do.
+    #[expect(clippy::unnecessary_wraps, reason = "the set-up step runner takes a fallible plan")]
     pub fn plan(&self) -> Result<Option<String>> {
         let root = Path::new(self.root);
         let wanted = self.wanted();
@@ -85,16 +87,18 @@ impl Chroot {
         let _mounts = Mounts::new(root)?;
         let mut script = String::from("set -e\n");
         if !self.packages.is_empty() {
-            script.push_str(&format!(
+            let _ = write!(
+                script,
                 "apt-get update -q\nDEBIAN_FRONTEND=noninteractive apt-get install -y -q {}\n",
                 self.packages.join(" ")
-            ));
+            );
         }
         for (python, venv) in self.venvs {
             // --no-cache-dir: a wheel built for another interpreter is never reused.
-            script.push_str(&format!(
+            let _ = write!(
+                script,
                 "{python} -m venv {venv}\n{venv}/bin/pip install -q --no-cache-dir --disable-pip-version-check -r /tmp/requirements-interpreters.txt\n"
-            ));
+            );
         }
         let mut run = Command::new("chroot");
         run.arg(root).args(["/bin/sh", "-c", &script]).env_remove("PIP_FIND_LINKS").stdin(Stdio::null());

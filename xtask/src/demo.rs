@@ -194,6 +194,7 @@ fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
 }
 
 /// Copies pytracer's stderr to ours, except the ready line, which it reports instead.
+#[expect(clippy::needless_pass_by_value, reason = "a thread's body: it owns its end of the channel")]
 fn forward_stderr(stderr: ChildStderr, events: mpsc::Sender<StderrEvent>) {
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };

@@ -4,6 +4,7 @@ mod chroot;
 mod cmd;
 mod demo;
 mod fuzz;
+mod lint;
 mod paths;
 mod setup;
 mod supervised;
@@ -13,7 +14,7 @@ mod traffic;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "pytracer project chores: set-up, tests, demo, benchmark, fuzzing")]
+#[command(name = "cargo xtask", about = "pytracer project chores: set-up, tests, lint, demo, benchmark, fuzzing")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -29,6 +30,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Check formatting and run clippy with warnings denied, as CI does before the tests
+    Lint,
     /// Set up, build, start the demo app under Gunicorn, trace it and print spans until Ctrl-C
     Demo {
         /// Port for the demo app on 127.0.0.1
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
+        Task::Lint => lint::run(),
         Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench { rounds, seconds, connections, configs } => {
@@ -78,7 +82,7 @@ fn main() -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E, F, G"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            bench::run(bench::Options { rounds, seconds, connections, configs })
+            bench::run(&bench::Options { rounds, seconds, connections, configs })
         }
     }
 }

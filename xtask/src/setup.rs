@@ -165,6 +165,7 @@ fn missing_debian_packages() -> Result<Option<Vec<&'static str>>> {
     Ok((!missing.is_empty()).then_some(missing))
 }
 
+#[expect(clippy::needless_pass_by_value, reason = "a set-up step's install takes what its plan returned")]
 fn install_debian_packages(missing: Vec<&str>) -> Result<()> {
     eprintln!("[setup]   missing: {}", missing.join(" "));
     cmd::run(as_root("apt-get").arg("update").stdin(Stdio::null()))?;
@@ -204,6 +205,7 @@ fn install_rust_src() -> Result<()> {
     cmd::run(rustup().args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
+#[expect(clippy::unnecessary_wraps, reason = "the set-up step runner takes a fallible plan")]
 fn bpf_linker_missing() -> Result<Option<()>> {
     let works = paths::find_program("bpf-linker").is_some_and(|bin| {
         Command::new(bin)

@@ -1,4 +1,5 @@
 //! Mixed HTTP requests against the demo app, a few per second, so that pytracer has spans to print.
+use std::fmt::Write as _;
 use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -64,7 +65,7 @@ fn send(addr: SocketAddr, request: &Request) -> io::Result<()> {
     );
     let body = request.body.unwrap_or("");
     if request.body.is_some() {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        let _ = write!(head, "Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;

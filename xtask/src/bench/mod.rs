@@ -47,7 +47,7 @@ pub struct CapacityStep {
     pub counts: configs::Counts,
 }
 
-pub fn run(opts: Options) -> Result<()> {
+pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
     setup::run()?;
     let venv = setup::Venv::bench();
@@ -93,7 +93,7 @@ pub fn run(opts: Options) -> Result<()> {
 
     let per_interpreter = interpreters::measure(&env.pytracer, opts.seconds.min(4), opts.connections)?;
 
-    let summary = report::write(&opts, &samples, &runs, &capacity, &per_interpreter, started.elapsed())?;
+    let summary = report::write(opts, &samples, &runs, &capacity, &per_interpreter, started.elapsed())?;
     println!("{summary}");
     Ok(())
 }

@@ -32,6 +32,7 @@ fn of<'a>(samples: &'a [Sample], c: Config, route: &str) -> impl Iterator<Item =
     samples.iter().filter(move |s| s.config == c && s.route == route)
 }
 
+#[expect(clippy::too_many_lines, reason = "one report, written top to bottom in the order the page reads")]
 pub fn write(
     opts: &Options,
     samples: &[Sample],

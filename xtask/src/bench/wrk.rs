@@ -93,6 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(clippy::float_cmp, reason = "both sides are exact: integers divided by a power of ten")]
     fn parses_the_scripts_line() {
         let r = parse(r#"{"requests":1200,"duration_us":6000000,"errors":0,"non_2xx":3,"mean_us":4000.5,"percentiles_us":{"50":3900,"99.9":12000}}"#).unwrap();
         assert_eq!((r.requests, r.errors, r.non_2xx), (1200, 0, 3));

@@ -1,0 +1,27 @@
+//! `cargo xtask lint`: formatting and clippy (the workspace's lint table, warnings denied) over
+//! every crate: the default members, the eBPF crate for its own target, and the fuzz targets'
+//! formatting. CI runs it before the tests, so a warning fails the build where it was written.
+use anyhow::Result;
+
+use crate::cmd;
+
+pub fn run() -> Result<()> {
+    let mut fmt = cmd::cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step(&mut fmt)?;
+    // The fuzz crate is its own workspace (cargo-fuzz builds it apart).
+    let mut fuzz_fmt = cmd::cargo();
+    fuzz_fmt.args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"]);
+    step(&mut fuzz_fmt)?;
+    let mut clippy = cmd::cargo();
+    // The agent's build script would compile the eBPF object; clippy only needs the Rust code.
+    clippy.env("AYA_BUILD_SKIP", "1").args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    step(&mut clippy)?;
+    eprintln!("[lint] clean");
+    Ok(())
+}
+
+fn step(c: &mut std::process::Command) -> Result<()> {
+    eprintln!("[lint] {}", cmd::describe(c));
+    cmd::run(c)
+}

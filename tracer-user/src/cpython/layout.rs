@@ -385,7 +385,12 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_digit());
         let minor: u8 = minor.parse().ok()?;
-        (major == "3" && patch_ok && (8..=13).contains(&minor)).then_some(minor)
+        (major == "3" && patch_ok && for_minor(minor).is_some()).then_some(minor)
+    }
+
+    /// Where versions.rs says this minor's `_Py_DebugOffsets` fields sit (3.13+), if it reads them.
+    fn debug_offsets_positions(minor: u8) -> Option<&'static crate::cpython::versions::DebugOffsetsPositions> {
+        crate::cpython::versions::for_minor(minor)?.debug_offsets.as_ref()
     }
 
     fn tool_works(tool: &str) -> bool {
@@ -441,11 +446,11 @@ mod tests {
             ("code_first_line", off("PyCodeObject", "co_firstlineno")),
             ("unicode_ascii_size", "sizeof(PyASCIIObject)".into()),
         ]);
-        if minor >= 13 {
+        if let Some(pos) = debug_offsets_positions(minor) {
             // The initializer of _PyRuntime in the file's .PyRuntime section: what a reader of
             // _Py_DebugOffsets would see in a live process of this build.
             let d = |path: &str| format!("_PyRuntime.debug_offsets.{path}");
-            for (field, _) in crate::cpython::debug_offsets::FIELDS_3_13 {
+            for (field, _) in pos.fields {
                 q.push((field, off("_Py_DebugOffsets", field)));
             }
             q.push(("debug_offsets_size", "sizeof(_Py_DebugOffsets)".into()));
@@ -545,12 +550,12 @@ mod tests {
         expect("code_qualname", f.code_qualname);
         expect("code_first_line", Some(f.code_first_line));
         expect("unicode_ascii_size", Some(f.unicode_ascii_size));
-        if minor >= 13 {
+        if let Some(pos) = debug_offsets_positions(minor) {
             // Where cpython::debug_offsets reads each field in a live process.
-            for (field, at) in crate::cpython::debug_offsets::FIELDS_3_13 {
+            for (field, at) in pos.fields {
                 expect(field, Some(*at));
             }
-            expect("debug_offsets_size", Some(crate::cpython::debug_offsets::SIZE_3_13 as u64));
+            expect("debug_offsets_size", Some(pos.size as u64));
             expect("debug.runtime_interpreters_head", Some(layout.runtime_interpreters_head));
             expect("debug.interp_next", Some(layout.interp_next));
             expect("debug.interp_threads_head", Some(layout.interp_threads_head));

@@ -1,4 +1,4 @@
-//! Offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds of 3.8–3.13
+//! Raw data: offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds of 3.8–3.13
 //! without free threading. The numbers come from the DWARF of the pyenv builds on the dev machine, and
 //! the test below checks them against it again. CPython does not promise these layouts, but they are
 //! fixed within a minor version for a given configuration: a debug build (`--with-pydebug`) or a
@@ -16,6 +16,8 @@ pub enum GcHome {
     Runtime,
     Interpreter,
 }
+
+// Which row a version uses, and what `_Py_DebugOffsets` overrides, is decided in versions.rs.
 
 /// Length of both `generations` and `generation_stats` in every version here. 3.13.0 still has three
 /// generations: the incremental young/old collector was backed out before the release (3.14 has it: not covered).
@@ -93,7 +95,8 @@ pub struct FrameLayout {
     /// 3.8 is (frame, throwflag); 3.9+ (tstate, frame, throwflag).
     pub eval_frame_arg: u8,
     pub eval_tstate_arg: Option<u8>,
-    /// Low bits to clear from the frame's code pointer: 3.14+ store it as a tagged `_PyStackRef`.
+    /// Low bits to clear from the frame's code pointer: 3.14+ store it as a tagged `_PyStackRef`
+    /// (versions.rs says which versions; the rows here are all untagged).
     pub code_tag_mask: u64,
 }
 

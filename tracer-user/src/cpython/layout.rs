@@ -1,5 +1,5 @@
-//! Raw data: offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds of 3.8–3.13
-//! without free threading. The numbers come from the DWARF of the pyenv builds on the dev machine, and
+//! Raw data: offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds
+//! of 3.8–3.13 without free threading. The numbers come from the DWARF of the pyenv builds on the dev machine, and
 //! the test below checks them against it again. CPython does not promise these layouts, but they are
 //! fixed within a minor version for a given configuration: a debug build (`--with-pydebug`) or a
 //! free-threaded 3.13t one differs and is not covered.

@@ -1,22 +1,23 @@
 //! Which CPython build does a running process use?
 //!
-//! Everything here is read from outside the process: `/proc/PID/maps` says which file holds the
-//! interpreter and where it is mapped, and the ELF file itself (opened through `/proc/PID/root`,
-//! so containers and chroots work) gives the symbols, the version, the USDT notes and the segment
-//! layout needed to turn file addresses into process addresses and uprobe file offsets.
+//! Everything here is read from outside the process: `/proc/PID/maps` (maps.rs) says which file
+//! holds the interpreter and where it is mapped, and the ELF file itself (elf.rs, opened through
+//! `/proc/PID/root`, so containers and chroots work) gives the symbols, the version, the USDT
+//! notes and the segment layout needed to turn file addresses into process addresses and uprobe
+//! file offsets. This file decides which mapping is the interpreter and what its file says.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use object::elf;
-use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
-use object::{Endianness, ReadCache, ReadRef};
-
-/// Oldest interpreter the agent reads: the struct offsets it knows start at 3.8.
-pub const MIN_SUPPORTED: Version = Version::new(3, 8, 0);
+use super::debug_offsets::COOKIE as DEBUG_COOKIE;
+use super::elf::{self, Elf, ElfError, SymbolInfo};
+pub use super::elf::{LoadSegment, UsdtProbe};
+use super::maps;
+pub use super::maps::{parse_maps, ExeId, MapEntry};
+pub use super::version::Version;
+/// Oldest interpreter the agent reads: the struct offsets it knows start there (versions.rs).
+pub use super::versions::MIN_SUPPORTED;
 
 /// Functions we may attach uprobes to. The GC ones are local symbols, so they are only found
 /// in builds that kept `.symtab`.
@@ -29,37 +30,6 @@ pub const EVAL_FRAME_SYMBOL: &str = "_PyEval_EvalFrameDefault";
 const CODE_TYPE_SYMBOL: &str = "PyCode_Type";
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 const VERSION_SYMBOL: &str = "Py_Version";
-const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub major: u8,
-    pub minor: u8,
-    /// 0 when only major.minor is known (see [`VersionSource::FileName`]).
-    pub micro: u8,
-}
-
-impl Version {
-    pub const fn new(major: u8, minor: u8, micro: u8) -> Self {
-        Version { major, minor, micro }
-    }
-
-    /// Decode `PY_VERSION_HEX`: major<<24 | minor<<16 | micro<<8 | level<<4 | serial.
-    pub fn from_hex(hex: u64) -> Self {
-        Version::new((hex >> 24) as u8, (hex >> 16) as u8, (hex >> 8) as u8)
-    }
-
-    /// Ignores micro: layouts change between minor releases, not micro ones.
-    pub fn at_least(&self, major: u8, minor: u8) -> bool {
-        (self.major, self.minor) >= (major, minor)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Linkage {
@@ -87,35 +57,6 @@ pub struct DebugOffsetsHeader {
     pub free_threaded: bool,
 }
 
-/// One SystemTap SDT probe from `.note.stapsdt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsdtProbe {
-    pub provider: String,
-    pub name: String,
-    /// The argument spec, e.g. `-8@%r12`.
-    pub args: String,
-    /// File virtual address of the probe site, already corrected for prelink (`.stapsdt.base`).
-    pub pc: u64,
-    /// File virtual address of the semaphore (a u16 counter), 0 if the probe has none.
-    pub semaphore: u64,
-    /// Link-time address of `.stapsdt.base` recorded in the note.
-    pub base: u64,
-    /// File offset of `pc`: what a uprobe attaches at.
-    pub pc_offset: u64,
-    /// File offset of the semaphore (uprobe `ref_ctr_offset`), 0 if none.
-    pub semaphore_offset: u64,
-}
-
-/// A PT_LOAD segment: the mapping between file offsets and virtual addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadSegment {
-    pub vaddr: u64,
-    pub offset: u64,
-    pub filesz: u64,
-    pub memsz: u64,
-    pub flags: u32,
-}
-
 /// What the ELF file alone says, independent of any process.
 #[derive(Debug, Clone)]
 pub struct ElfFacts {
@@ -140,34 +81,14 @@ pub struct ElfFacts {
 impl ElfFacts {
     /// File offset of a link-time virtual address, if it lies in the file part of a segment.
     pub fn vaddr_to_offset(&self, vaddr: u64) -> Option<u64> {
-        vaddr_to_offset(&self.segments, vaddr)
+        elf::vaddr_to_offset(&self.segments, vaddr)
     }
 
     /// Load bias from the lowest mapping of this file: what to add to an ELF virtual address to
-    /// get the process address. The mapping's file offset tells which segment it starts.
+    /// get the process address.
     pub fn load_bias(&self, lowest: &MapEntry) -> Option<u64> {
-        let page = page_size();
-        let seg = self.segments.iter().find(|s| {
-            let first_page = s.offset - s.offset % page;
-            lowest.offset >= first_page && lowest.offset < s.offset + s.filesz.max(1)
-        })?;
-        // Within a segment, file offset and vaddr move together; the page rounding the loader
-        // applies keeps that (p_vaddr ≡ p_offset mod page), so the identity holds at map start too.
-        let vaddr_at_map_start = seg.vaddr.wrapping_sub(seg.offset).wrapping_add(lowest.offset);
-        Some(lowest.start.wrapping_sub(vaddr_at_map_start))
+        elf::load_bias(&self.segments, lowest.start, lowest.offset)
     }
-}
-
-/// One line of /proc/PID/maps that maps a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapEntry {
-    pub start: u64,
-    pub end: u64,
-    pub offset: u64,
-    pub inode: u64,
-    /// As the process sees it; without the ` (deleted)` suffix.
-    pub path: String,
-    pub deleted: bool,
 }
 
 /// Everything the agent needs about the interpreter of one process.
@@ -207,12 +128,12 @@ impl PythonBuild {
     }
 
     pub fn vaddr_to_offset(&self, vaddr: u64) -> Option<u64> {
-        vaddr_to_offset(&self.segments, vaddr)
+        elf::vaddr_to_offset(&self.segments, vaddr)
     }
 
     /// Process address of a file offset (for reading memory near a probe site).
     pub fn offset_to_addr(&self, offset: u64) -> Option<u64> {
-        offset_to_vaddr(&self.segments, offset).map(|v| v.wrapping_add(self.load_bias))
+        elf::offset_to_vaddr(&self.segments, offset).map(|v| v.wrapping_add(self.load_bias))
     }
 }
 
@@ -248,6 +169,15 @@ pub enum Unsupported {
     NoLoadBias { path: PathBuf, start: u64, offset: u64 },
 }
 
+impl Unsupported {
+    fn from_elf(path: &Path, e: ElfError) -> Self {
+        match e {
+            ElfError::Open(e) => Unsupported::Unreadable { path: path.into(), error: e.to_string() },
+            ElfError::Parse(e) => Unsupported::BadElf { path: path.into(), error: e.to_string() },
+        }
+    }
+}
+
 /// Identify the Python build that process `pid` runs.
 pub fn identify(pid: u32) -> Result<PythonBuild, Unsupported> {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -259,29 +189,6 @@ pub fn identify(pid: u32) -> Result<PythonBuild, Unsupported> {
     let maps = parse_maps(&maps_text);
     let exe = ExeId::of(&proc_dir);
     identify_from_maps(pid, &proc_dir, &maps, &exe)
-}
-
-/// How to recognize the executable's mapping: by path, or by inode when the path differs
-/// (overlay file systems, namespaces).
-#[derive(Debug, Clone, Default)]
-pub struct ExeId {
-    pub path: Option<String>,
-    pub inode: Option<u64>,
-}
-
-impl ExeId {
-    fn of(proc_dir: &Path) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        let link = proc_dir.join("exe");
-        ExeId {
-            path: std::fs::read_link(&link).ok().map(|p| strip_deleted(&p.to_string_lossy()).0.to_string()),
-            inode: std::fs::metadata(&link).ok().map(|m| m.ino()),
-        }
-    }
-
-    fn matches(&self, entry: &MapEntry) -> bool {
-        self.path.as_deref() == Some(entry.path.as_str()) || (entry.inode != 0 && self.inode == Some(entry.inode))
-    }
 }
 
 /// The pure part of [`identify`]: `proc_dir` is only used to open files (root/, map_files/).
@@ -332,16 +239,16 @@ fn pick_interpreter<'m>(
     // An unreadable executable (say, replaced on disk) must not hide a libpython that is fine,
     // so its error only surfaces when there is nothing else to look at.
     let mut exe_error = None;
-    if let Some(exe_map) = lowest_mapping(maps, |m| exe.matches(m)) {
-        let path = host_path(proc_dir, exe_map);
+    if let Some(exe_map) = maps::executable(maps, exe) {
+        let path = maps::host_path(proc_dir, exe_map);
         match defines_runtime(&path) {
             Ok(true) => return Ok((exe_map, Linkage::Static, identify_file(&path)?)),
             Ok(false) => {}
             Err(e) => exe_error = Some(e),
         }
     }
-    if let Some(lib_map) = lowest_mapping(maps, |m| basename(&m.path).starts_with("libpython3")) {
-        let path = host_path(proc_dir, lib_map);
+    if let Some(lib_map) = maps::libpython(maps) {
+        let path = maps::host_path(proc_dir, lib_map);
         return Ok((lib_map, Linkage::Shared, identify_file(&path)?));
     }
     if let Some(e) = exe_error {
@@ -351,83 +258,20 @@ fn pick_interpreter<'m>(
     Err(Unsupported::NotPython { pid, exe: exe_name })
 }
 
-/// The first mapping (lowest address, as maps is sorted) of the first file that `want` accepts.
-fn lowest_mapping(maps: &[MapEntry], want: impl Fn(&MapEntry) -> bool) -> Option<&MapEntry> {
-    let first = maps.iter().find(|m| want(m))?;
-    maps.iter().filter(|m| m.path == first.path).min_by_key(|m| m.start)
-}
-
-/// Where the agent can open a file the process has mapped. /proc/PID/root/<path> works for
-/// chroots and containers; /proc/PID/map_files/ also works when the file was deleted or the maps
-/// path is not valid under the process's root. The inode from maps picks the right one.
-fn host_path(proc_dir: &Path, entry: &MapEntry) -> PathBuf {
-    use std::os::unix::fs::MetadataExt;
-    let rooted = proc_dir.join("root").join(entry.path.trim_start_matches('/'));
-    let by_map = proc_dir.join("map_files").join(format!("{:x}-{:x}", entry.start, entry.end));
-    let candidates = [rooted.clone(), by_map];
-    let same_file = |p: &PathBuf| std::fs::metadata(p).is_ok_and(|m| entry.inode == 0 || m.ino() == entry.inode);
-    candidates.into_iter().find(same_file).unwrap_or(rooted)
-}
-
-fn basename(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-fn strip_deleted(path: &str) -> (&str, bool) {
-    match path.strip_suffix(" (deleted)") {
-        Some(p) => (p, true),
-        None => (path, false),
-    }
-}
-
-/// Parse /proc/PID/maps, keeping only file-backed mappings.
-pub fn parse_maps(text: &str) -> Vec<MapEntry> {
-    text.lines().filter_map(parse_maps_line).collect()
-}
-
-fn parse_maps_line(line: &str) -> Option<MapEntry> {
-    // address perms offset dev inode path — the path may contain spaces, so split off five
-    // fields and keep the rest.
-    let mut rest = line;
-    let mut fields = [""; 5];
-    for field in &mut fields {
-        rest = rest.trim_start();
-        let end = rest.find(' ').unwrap_or(rest.len());
-        *field = &rest[..end];
-        rest = &rest[end..];
-    }
-    let path = rest.trim_start();
-    if !path.starts_with('/') {
-        return None; // anonymous, [heap], [vdso], ...
-    }
-    let (start, end) = fields[0].split_once('-')?;
-    let (path, deleted) = strip_deleted(path);
-    Some(MapEntry {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
-        offset: u64::from_str_radix(fields[2], 16).ok()?,
-        inode: fields[4].parse().ok()?,
-        path: path.to_string(),
-        deleted,
-    })
-}
-
 /// Parse an ELF file that should hold a CPython 3 interpreter.
 pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
-    let file = open(path)?;
-    let cache = ReadCache::new(file);
-    let elf = Elf::parse(path, &cache)?;
-    let bad = |e: object::read::Error| Unsupported::BadElf { path: path.into(), error: e.to_string() };
+    let bad = |e: ElfError| Unsupported::from_elf(path, e);
+    let cache = elf::open(path).map_err(bad)?;
+    let elf = Elf::parse(&cache).map_err(bad)?;
 
     let wanted = [RUNTIME_SYMBOL, VERSION_SYMBOL, CODE_TYPE_SYMBOL];
     let found = elf.find_symbols(|n| wanted.contains(&n) || is_probe_symbol(n)).map_err(bad)?;
     let runtime = found.get(RUNTIME_SYMBOL).copied();
-    let debug_offsets = runtime.and_then(|s| elf.debug_offsets(s.value));
-    let (version, version_source) = elf
-        .version_from_symbol(found.get(VERSION_SYMBOL).copied())
+    let debug_offsets = runtime.and_then(|s| debug_offsets_header(&elf, s.value));
+    let (version, version_source) = version_from_symbol(&elf, found.get(VERSION_SYMBOL).copied())
         .map(|v| (v, VersionSource::PyVersionSymbol))
         .or(debug_offsets.map(|d| (d.version, VersionSource::DebugOffsets)))
-        .or(version_from_file_name(path).map(|v| (v, VersionSource::FileName)))
+        .or(super::version::from_file_name(path).map(|v| (v, VersionSource::FileName)))
         .ok_or_else(|| match runtime {
             None => Unsupported::NoRuntimeSymbol { path: path.into() },
             Some(_) => Unsupported::UnknownVersion { path: path.into() },
@@ -443,14 +287,14 @@ pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
 
     Ok(ElfFacts {
         path: path.into(),
-        elf_type: elf.elf_type,
+        elf_type: elf.file_type,
         runtime_vaddr: runtime.value,
         version,
         version_source,
         debug_offsets,
-        stripped: !elf.has_section_type(elf::SHT_SYMTAB),
+        stripped: !elf.has_symtab(),
         usdt: elf.usdt_probes().map_err(bad)?,
-        symbol_offsets: elf.probe_offsets(&found),
+        symbol_offsets: probe_offsets(&elf, &found),
         segments: elf.segments.clone(),
         code_type_vaddr: found.get(CODE_TYPE_SYMBOL).map(|s| s.value),
         eval_frame_endbr64: found
@@ -463,17 +307,12 @@ pub fn identify_file(path: &Path) -> Result<ElfFacts, Unsupported> {
 /// Cheap check used on every executable: only `.dynsym` is read, where `_PyRuntime` sits
 /// whenever the interpreter is linked in (3.7+ exports it).
 fn defines_runtime(path: &Path) -> Result<bool, Unsupported> {
-    let file = open(path)?;
-    let cache = ReadCache::new(file);
-    let Ok(elf) = Elf::parse(path, &cache) else {
+    let cache = elf::open(path).map_err(|e| Unsupported::from_elf(path, e))?;
+    let Ok(elf) = Elf::parse(&cache) else {
         return Ok(false); // a script interpreter that is not ELF is simply not Python's host
     };
-    let found = elf.find_symbols_in(elf::SHT_DYNSYM, |n| n == RUNTIME_SYMBOL);
+    let found = elf.find_dynamic_symbols(|n| n == RUNTIME_SYMBOL);
     Ok(found.is_ok_and(|f| f.contains_key(RUNTIME_SYMBOL)))
-}
-
-fn open(path: &Path) -> Result<File, Unsupported> {
-    File::open(path).map_err(|e| Unsupported::Unreadable { path: path.into(), error: e.to_string() })
 }
 
 /// `gc_collect_main`, and also clones such as `collect.constprop.0`, which are separate
@@ -487,258 +326,47 @@ fn is_clone_suffix(rest: &str) -> bool {
     [".constprop.", ".isra."].iter().any(|s| rest.starts_with(s)) && !rest.contains(".cold")
 }
 
-/// `libpython3.11.so.1.0`, `libpython3.6m.so`, `python3.13`, `python3.13t` → major.minor.
-pub fn version_from_file_name(path: &Path) -> Option<Version> {
-    let name = path.file_name()?.to_str()?;
-    let after = &name[name.find("python")? + "python".len()..];
-    let (major, rest) = after.split_once('.')?;
-    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some(Version::new(major.parse().ok()?, minor.parse().ok()?, 0))
+/// `Py_Version` is `const unsigned long` = PY_VERSION_HEX, in .rodata (3.11+).
+fn version_from_symbol(elf: &Elf<'_>, sym: Option<SymbolInfo>) -> Option<Version> {
+    let sym = sym?;
+    let len = if sym.size == 4 { 4 } else { 8 };
+    let bytes = elf.bytes_at_vaddr(sym.value, len)?;
+    let hex = if len == 4 { u64::from(elf.u32_at(bytes)) } else { elf.u64_at(bytes) };
+    Some(Version::from_hex(hex)).filter(|v| v.major == 3)
 }
 
-fn vaddr_to_offset(segments: &[LoadSegment], vaddr: u64) -> Option<u64> {
-    segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz).map(|s| s.offset + (vaddr - s.vaddr))
+/// 3.13+ put `_Py_DebugOffsets` first in `_PyRuntime` (its own `.PyRuntime` section) with
+/// initialized data, so the cookie is in the file. Older runtimes start with other fields
+/// (or live in .bss), and the cookie check rejects them.
+fn debug_offsets_header(elf: &Elf<'_>, runtime_vaddr: u64) -> Option<DebugOffsetsHeader> {
+    let bytes = elf.bytes_at_vaddr(runtime_vaddr, 24)?;
+    if &bytes[..8] != DEBUG_COOKIE {
+        return None;
+    }
+    let version_hex = elf.u64_at(&bytes[8..16]);
+    let version = Version::from_hex(version_hex);
+    (version.major == 3).then(|| DebugOffsetsHeader {
+        version_hex,
+        version,
+        free_threaded: elf.u64_at(&bytes[16..24]) != 0,
+    })
 }
 
-fn offset_to_vaddr(segments: &[LoadSegment], offset: u64) -> Option<u64> {
-    segments.iter().find(|s| offset >= s.offset && offset < s.offset + s.filesz).map(|s| s.vaddr + (offset - s.offset))
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct SymbolInfo {
-    value: u64,
-    size: u64,
-}
-
-type Header = elf::FileHeader64<Endianness>;
-type Data<'a> = &'a ReadCache<File>;
-
-/// A parsed ELF64 file read on demand: only headers, symbol tables, notes and the few bytes we
-/// look at are read, not the whole (often 30 MB with DWARF) file.
-struct Elf<'a> {
-    data: Data<'a>,
-    endian: Endianness,
-    elf_type: u16,
-    sections: &'a [elf::SectionHeader64<Endianness>],
-    section_names: &'a [u8],
-    segments: Vec<LoadSegment>,
-}
-
-impl<'a> Elf<'a> {
-    fn parse(path: &Path, data: Data<'a>) -> Result<Self, Unsupported> {
-        let bad = |e: object::read::Error| Unsupported::BadElf { path: path.into(), error: e.to_string() };
-        let header = Header::parse(data).map_err(bad)?;
-        let endian = header.endian().map_err(bad)?;
-        let table = header.sections(endian, data).map_err(bad)?;
-        let sections: &[elf::SectionHeader64<Endianness>] = table.iter().as_slice();
-        let shstrndx = header.shstrndx(endian, data).map_err(bad)? as usize;
-        let section_names = match sections.get(shstrndx) {
-            Some(s) => s.data(endian, data).map_err(bad)?,
-            None => &[][..],
-        };
-        let segments = header
-            .program_headers(endian, data)
-            .map_err(bad)?
-            .iter()
-            .filter(|p| p.p_type(endian) == elf::PT_LOAD)
-            .map(|p| LoadSegment {
-                vaddr: p.p_vaddr(endian),
-                offset: p.p_offset(endian),
-                filesz: p.p_filesz(endian),
-                memsz: p.p_memsz(endian),
-                flags: p.p_flags(endian),
-            })
-            .collect();
-        Ok(Elf { data, endian, elf_type: header.e_type(endian), sections, section_names, segments })
-    }
-
-    fn has_section_type(&self, sh_type: u32) -> bool {
-        self.sections.iter().any(|s| s.sh_type(self.endian) == sh_type)
-    }
-
-    fn section_named(&self, name: &str) -> Option<&'a elf::SectionHeader64<Endianness>> {
-        self.sections
-            .iter()
-            .find(|s| c_str_at(self.section_names, s.sh_name(self.endian) as usize) == Some(name.as_bytes()))
-    }
-
-    /// Defined symbols whose names `want` accepts, from `.dynsym` then `.symtab` (first wins).
-    fn find_symbols(&self, want: impl Fn(&str) -> bool + Copy) -> object::read::Result<HashMap<String, SymbolInfo>> {
-        let mut found = self.find_symbols_in(elf::SHT_DYNSYM, want)?;
-        for (name, info) in self.find_symbols_in(elf::SHT_SYMTAB, want)? {
-            found.entry(name).or_insert(info);
-        }
-        Ok(found)
-    }
-
-    fn find_symbols_in(
-        &self,
-        sh_type: u32,
-        want: impl Fn(&str) -> bool,
-    ) -> object::read::Result<HashMap<String, SymbolInfo>> {
-        let mut found = HashMap::new();
-        let Some(table) = self.sections.iter().find(|s| s.sh_type(self.endian) == sh_type) else {
-            return Ok(found);
-        };
-        // Read the whole table and its strings at once: per-symbol reads would be one syscall
-        // each, and .symtab has 10k+ entries.
-        let symbols: &[elf::Sym64<Endianness>] = table.data_as_array(self.endian, self.data)?;
-        let strings = match self.sections.get(table.sh_link(self.endian) as usize) {
-            Some(s) => s.data(self.endian, self.data)?,
-            None => return Ok(found),
-        };
-        for sym in symbols {
-            if sym.st_shndx(self.endian) == elf::SHN_UNDEF || sym.st_value(self.endian) == 0 {
-                continue;
-            }
-            let Some(name) = c_str_at(strings, sym.st_name(self.endian) as usize) else {
-                continue;
-            };
-            let Ok(name) = std::str::from_utf8(name) else {
-                continue;
-            };
-            if want(name) && !found.contains_key(name) {
-                let info = SymbolInfo { value: sym.st_value(self.endian), size: sym.st_size(self.endian) };
-                found.insert(name.to_string(), info);
-            }
-        }
-        Ok(found)
-    }
-
-    /// Bytes stored in the file at a link-time address (None for .bss and unmapped addresses).
-    fn bytes_at_vaddr(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
-        let offset = vaddr_to_offset(&self.segments, vaddr)?;
-        let seg = self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz)?;
-        if vaddr + len > seg.vaddr + seg.filesz {
-            return None;
-        }
-        self.data.read_bytes_at(offset, len).ok()
-    }
-
-    fn u64_at(&self, bytes: &[u8]) -> u64 {
-        let raw: [u8; 8] = bytes[..8].try_into().expect("8 bytes");
-        match self.endian {
-            Endianness::Little => u64::from_le_bytes(raw),
-            Endianness::Big => u64::from_be_bytes(raw),
-        }
-    }
-
-    /// `Py_Version` is `const unsigned long` = PY_VERSION_HEX, in .rodata (3.11+).
-    fn version_from_symbol(&self, sym: Option<SymbolInfo>) -> Option<Version> {
-        let sym = sym?;
-        let len = if sym.size == 4 { 4 } else { 8 };
-        let bytes = self.bytes_at_vaddr(sym.value, len)?;
-        let hex = if len == 4 {
-            let raw: [u8; 4] = bytes.try_into().ok()?;
-            u64::from(match self.endian {
-                Endianness::Little => u32::from_le_bytes(raw),
-                Endianness::Big => u32::from_be_bytes(raw),
-            })
-        } else {
-            self.u64_at(bytes)
-        };
-        Some(Version::from_hex(hex)).filter(|v| v.major == 3)
-    }
-
-    /// 3.13+ put `_Py_DebugOffsets` first in `_PyRuntime` (its own `.PyRuntime` section) with
-    /// initialized data, so the cookie is in the file. Older runtimes start with other fields
-    /// (or live in .bss), and the cookie check rejects them.
-    fn debug_offsets(&self, runtime_vaddr: u64) -> Option<DebugOffsetsHeader> {
-        let bytes = self.bytes_at_vaddr(runtime_vaddr, 24)?;
-        if &bytes[..8] != DEBUG_COOKIE {
-            return None;
-        }
-        let version_hex = self.u64_at(&bytes[8..16]);
-        let version = Version::from_hex(version_hex);
-        (version.major == 3).then(|| DebugOffsetsHeader {
-            version_hex,
-            version,
-            free_threaded: self.u64_at(&bytes[16..24]) != 0,
-        })
-    }
-
-    fn probe_offsets(&self, found: &HashMap<String, SymbolInfo>) -> Vec<(String, u64)> {
-        let mut names: Vec<&String> = found.keys().filter(|n| is_probe_symbol(n)).collect();
-        // Exact names in PROBE_SYMBOLS order, each followed by its clones, for a stable order.
-        names.sort_by_key(|n| {
-            let base = PROBE_SYMBOLS.iter().position(|p| n.starts_with(p)).unwrap_or(usize::MAX);
-            (base, n.len(), (*n).clone())
-        });
-        names.into_iter().filter_map(|n| Some((n.clone(), vaddr_to_offset(&self.segments, found[n].value)?))).collect()
-    }
-
-    fn usdt_probes(&self) -> object::read::Result<Vec<UsdtProbe>> {
-        let Some(section) = self.section_named(".note.stapsdt") else {
-            return Ok(Vec::new());
-        };
-        // Prelink moves sections but not the addresses inside notes; the difference between
-        // .stapsdt.base's current address and the one a note recorded corrects both pc and
-        // semaphore (SystemTap's UserSpaceProbeImplementation, libbpf usdt.c).
-        let base_now = self.section_named(".stapsdt.base").map(|s| s.sh_addr(self.endian));
-        let mut probes = Vec::new();
-        let Some(mut notes) = section.notes(self.endian, self.data)? else {
-            return Ok(probes);
-        };
-        while let Some(note) = notes.next()? {
-            if note.name() != b"stapsdt" || note.n_type(self.endian) != 3 {
-                continue; // NT_STAPSDT = 3
-            }
-            if let Some(probe) = self.parse_stapsdt(note.desc(), base_now) {
-                probes.push(probe);
-            }
-        }
-        Ok(probes)
-    }
-
-    fn parse_stapsdt(&self, desc: &[u8], base_now: Option<u64>) -> Option<UsdtProbe> {
-        if desc.len() < 24 {
-            return None;
-        }
-        let (mut pc, base, mut semaphore) =
-            (self.u64_at(&desc[0..8]), self.u64_at(&desc[8..16]), self.u64_at(&desc[16..24]));
-        if let Some(now) = base_now.filter(|_| base != 0) {
-            let delta = now.wrapping_sub(base);
-            pc = pc.wrapping_add(delta);
-            if semaphore != 0 {
-                semaphore = semaphore.wrapping_add(delta);
-            }
-        }
-        let mut strings = desc[24..].split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned());
-        let provider = strings.next()?;
-        let name = strings.next()?;
-        let args = strings.next().unwrap_or_default();
-        Some(UsdtProbe {
-            provider,
-            name,
-            args,
-            pc,
-            semaphore,
-            base,
-            pc_offset: vaddr_to_offset(&self.segments, pc)?,
-            semaphore_offset: if semaphore == 0 { 0 } else { vaddr_to_offset(&self.segments, semaphore)? },
-        })
-    }
-}
-
-fn c_str_at(table: &[u8], start: usize) -> Option<&[u8]> {
-    let rest = table.get(start..)?;
-    let end = rest.iter().position(|b| *b == 0)?;
-    Some(&rest[..end])
+fn probe_offsets(elf: &Elf<'_>, found: &HashMap<String, SymbolInfo>) -> Vec<(String, u64)> {
+    let mut names: Vec<&String> = found.keys().filter(|n| is_probe_symbol(n)).collect();
+    // Exact names in PROBE_SYMBOLS order, each followed by its clones, for a stable order.
+    names.sort_by_key(|n| {
+        let base = PROBE_SYMBOLS.iter().position(|p| n.starts_with(p)).unwrap_or(usize::MAX);
+        (base, n.len(), (*n).clone())
+    });
+    names.into_iter().filter_map(|n| Some((n.clone(), elf::vaddr_to_offset(&elf.segments, found[n].value)?))).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpython::memory::{Memory, ReadMemory};
+    use crate::cpython::versions;
     use std::process::{Child, Command};
     use std::time::{Duration, Instant};
 
@@ -779,11 +407,7 @@ mod tests {
     /// Read another process's memory: proves that load_bias maps file addresses correctly.
     fn read_process(pid: u32, addr: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0u8; len];
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
-        // SAFETY: both iovecs describe valid buffers of `len` bytes (remote is checked by the kernel).
-        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &raw const local, 1, &raw const remote, 1, 0) };
-        assert_eq!(n, len as isize, "process_vm_readv at {addr:#x}: {}", io::Error::last_os_error());
+        Memory::new(pid).read(addr, &mut buf).unwrap_or_else(|e| panic!("{e}"));
         buf
     }
 
@@ -855,7 +479,7 @@ mod tests {
             );
             assert!(build.host_path.starts_with(format!("/proc/{}/", proc.pid())), "{dir}");
             assert_code_matches(&build);
-            if want_version.at_least(3, 13) {
+            if versions::for_version(want_version).is_some_and(|s| s.debug_offsets.is_some()) {
                 let debug = build.debug_offsets.expect("3.13 has _Py_DebugOffsets");
                 assert_eq!(debug.version, want_version);
                 assert!(!build.free_threaded);
@@ -951,27 +575,11 @@ mod tests {
     }
 
     #[test]
-    fn maps_lines() {
-        let text = "\
-7f1c2a000000-7f1c2a086000 r--p 00000000 fd:01 1234 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0
-7f1c2a086000-7f1c2a332000 r-xp 00086000 fd:01 1234 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0
-7ffd1000-7ffd2000 rw-p 00000000 00:00 0                                  [stack]
-55d0-55e0 r--p 00000000 fd:01 99 /srv/my app/python3.13 (deleted)
-";
-        let maps = parse_maps(text);
-        assert_eq!(maps.len(), 3);
-        assert_eq!(maps[1].offset, 0x86000);
-        assert_eq!(maps[1].inode, 1234);
-        assert_eq!(maps[2].path, "/srv/my app/python3.13");
-        assert!(maps[2].deleted);
-    }
-
-    #[test]
     fn load_bias_from_segments() {
         let facts = ElfFacts {
             path: "x".into(),
-            elf_type: elf::ET_DYN,
-            runtime_vaddr: 0x54e540,
+            elf_type: object::elf::ET_DYN,
+            runtime_vaddr: 0x0054_e540,
             version: Version::new(3, 11, 7),
             version_source: VersionSource::PyVersionSymbol,
             debug_offsets: None,
@@ -982,29 +590,23 @@ mod tests {
             eval_frame_endbr64: false,
             segments: vec![
                 LoadSegment { vaddr: 0, offset: 0, filesz: 0x853c8, memsz: 0x853c8, flags: 4 },
-                LoadSegment { vaddr: 0x86000, offset: 0x86000, filesz: 0x2ab3e9, memsz: 0x2ab3e9, flags: 5 },
-                LoadSegment { vaddr: 0x49e5e0, offset: 0x49d5e0, filesz: 0xd0198, memsz: 0x142488, flags: 6 },
+                LoadSegment { vaddr: 0x86000, offset: 0x86000, filesz: 0x002a_b3e9, memsz: 0x002a_b3e9, flags: 5 },
+                LoadSegment { vaddr: 0x0049_e5e0, offset: 0x0049_d5e0, filesz: 0xd0198, memsz: 0x0014_2488, flags: 6 },
             ],
         };
         let entry =
             |start, offset| MapEntry { start, end: start + 0x1000, offset, inode: 1, path: "x".into(), deleted: false };
         assert_eq!(facts.load_bias(&entry(0x7f00_0000_0000, 0)), Some(0x7f00_0000_0000));
         // Starting from the data segment's page (vaddr 0x49e000 ↔ offset 0x49d000).
-        assert_eq!(facts.load_bias(&entry(0x7f00_0049_e000, 0x49d000)), Some(0x7f00_0000_0000));
+        assert_eq!(facts.load_bias(&entry(0x7f00_0049_e000, 0x0049_d000)), Some(0x7f00_0000_0000));
         // A non-PIE executable mapped at its link address has no bias.
         assert_eq!(facts.load_bias(&entry(0, 0)), Some(0));
-        assert_eq!(facts.vaddr_to_offset(0x49e5e8), Some(0x49d5e8));
-        assert_eq!(facts.vaddr_to_offset(0x5a0000), None, ".bss has no file bytes");
+        assert_eq!(facts.vaddr_to_offset(0x0049_e5e8), Some(0x0049_d5e8));
+        assert_eq!(facts.vaddr_to_offset(0x005a_0000), None, ".bss has no file bytes");
     }
 
     #[test]
-    fn names_and_versions() {
-        let v = |s: &str| version_from_file_name(Path::new(s));
-        assert_eq!(v("/usr/lib/libpython3.11.so.1.0"), Some(Version::new(3, 11, 0)));
-        assert_eq!(v("libpython3.6m.so.1.0"), Some(Version::new(3, 6, 0)));
-        assert_eq!(v("/usr/bin/python3.13t"), Some(Version::new(3, 13, 0)));
-        assert_eq!(v("/usr/bin/uwsgi"), None);
-        assert_eq!(Version::from_hex(0x030d05f0), Version::new(3, 13, 5));
+    fn probe_symbol_names() {
         assert!(is_probe_symbol("collect.constprop.0"));
         assert!(is_probe_symbol("gc_collect_main"));
         assert!(!is_probe_symbol("collections_exec"));

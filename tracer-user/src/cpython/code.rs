@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracer_common::PyFrame;
 
 use super::layout::FrameLayout;
-use super::memory::{Memory, ReadError};
+use super::memory::{Memory, ReadError, ReadMemory};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeInfo {
@@ -65,7 +65,7 @@ pub enum CodeError {
     NotString(u64),
 }
 
-pub fn read_code(mem: &Memory, frame: &PyFrame, l: &FrameLayout) -> Result<CodeInfo, CodeError> {
+pub fn read_code(mem: &(impl ReadMemory + ?Sized), frame: &PyFrame, l: &FrameLayout) -> Result<CodeInfo, CodeError> {
     let code = frame.code;
     let name_ptr = mem.u64(code + l.code_name)?;
     let mut line = [0u8; 4];
@@ -83,7 +83,7 @@ pub fn read_code(mem: &Memory, frame: &PyFrame, l: &FrameLayout) -> Result<CodeI
 }
 
 /// A `str` object's text. Compact strings only (every name and path the compiler makes is one).
-pub fn read_str(mem: &Memory, obj: u64, l: &FrameLayout) -> Result<String, CodeError> {
+pub fn read_str(mem: &(impl ReadMemory + ?Sized), obj: u64, l: &FrameLayout) -> Result<String, CodeError> {
     // PyASCIIObject: ob_refcnt, ob_type, length (16), hash (24), state (32).
     let mut head = [0u8; 40];
     mem.read(obj, &mut head)?;
@@ -111,4 +111,60 @@ pub fn read_str(mem: &Memory, obj: u64, l: &FrameLayout) -> Result<String, CodeE
         }
         _ => buf.chunks_exact(4).filter_map(|c| char::from_u32(u32::from_ne_bytes(c.try_into().unwrap()))).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpython::layout;
+    use crate::cpython::memory::LocalMemory;
+
+    const BASE: u64 = 0x5500_0000;
+    const CODE: u64 = BASE;
+
+    /// A compact str object at `at`: PyASCIIObject's length and state, then the characters.
+    fn put_str(mem: &mut LocalMemory, l: &FrameLayout, at: u64, text: &str) {
+        let (kind, ascii) = if text.is_ascii() { (1u32, true) } else { (4, false) };
+        mem.put_u64(at + 16, text.chars().count() as u64);
+        mem.put_u32(at + 32, (kind << 2) | (1 << 5) | (u32::from(ascii) << 6));
+        let data = if ascii { at + l.unicode_ascii_size } else { at + l.unicode_ascii_size + 16 };
+        if ascii {
+            mem.put(data, text.as_bytes());
+        } else {
+            let wide: Vec<u8> = text.chars().flat_map(|c| u32::from(c).to_ne_bytes()).collect();
+            mem.put(data, &wide);
+        }
+    }
+
+    /// A 3.12 code object with its name, qualified name and file, as the kernel would report it.
+    fn fake_code(l: &FrameLayout) -> (LocalMemory, PyFrame) {
+        let mut mem = LocalMemory::new(BASE, 0x1000);
+        let (name, qualname, file) = (BASE + 0x200, BASE + 0x400, BASE + 0x600);
+        put_str(&mut mem, l, name, "handle");
+        put_str(&mut mem, l, qualname, "Café.handle");
+        put_str(&mut mem, l, file, "/srv/app/views.py");
+        mem.put_u64(CODE + l.code_name, name);
+        mem.put_u64(CODE + l.code_qualname.unwrap(), qualname);
+        mem.put_u64(CODE + l.code_filename, file);
+        mem.put_u32(CODE + l.code_first_line, 42);
+        (mem, PyFrame { code: CODE, name, first_line: 42, _pad: 0 })
+    }
+
+    #[test]
+    fn reads_a_code_object_from_local_memory() {
+        let l = &layout::for_minor(12).unwrap().frames;
+        let (mem, frame) = fake_code(l);
+        let info = read_code(&mem, &frame, l).unwrap();
+        assert_eq!(info, CodeInfo { qualname: "Café.handle".into(), file: "/srv/app/views.py".into(), first_line: 42 });
+        assert_eq!(read_str(&mem, frame.name, l).unwrap(), "handle");
+    }
+
+    #[test]
+    fn a_reused_code_address_is_a_change_not_a_wrong_name() {
+        let l = &layout::for_minor(12).unwrap().frames;
+        let (mem, frame) = fake_code(l);
+        let moved = PyFrame { first_line: 43, ..frame };
+        assert!(matches!(read_code(&mem, &moved, l), Err(CodeError::Changed(CODE))));
+        assert!(matches!(read_str(&mem, CODE, l), Err(CodeError::NotString(CODE))));
+    }
 }

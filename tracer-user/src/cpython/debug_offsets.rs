@@ -1,84 +1,12 @@
 //! `_Py_DebugOffsets`, which CPython 3.13+ keeps at the start of `_PyRuntime` for out-of-process
 //! tools: read from the live process (not the file), so a build whose structs differ from our
-//! tables still walks right. The struct itself grows with each version, so where each field sits
-//! in it is known per minor version: 3.13's positions are checked against the DWARF of pyenv's
-//! 3.13 by the layout test; 3.14's and 3.15's were measured with `offsetof` against Debian sid's
-//! headers (python3.14-dev 3.14.10, python3.15-dev 3.15.2) and agree with the values those
-//! interpreters store.
-use super::build::Version;
+//! tables still walks right. Where each field sits in it, per version, is in versions.rs.
 use super::layout::{FrameLayout, Layout};
-use super::memory::{Memory, ReadError};
+use super::memory::{ReadError, ReadMemory};
+use super::version::Version;
+use super::versions;
 
 pub const COOKIE: &[u8; 8] = b"xdebugpy";
-
-/// Byte positions of the fields we use inside one version's `_Py_DebugOffsets`, and its size.
-pub(crate) struct Positions {
-    pub minor: u8,
-    pub fields: &'static [(&'static str, u64)],
-    pub size: usize,
-}
-
-pub(crate) const VERSIONS: [Positions; 3] = [
-    Positions { minor: 13, fields: FIELDS_3_13, size: SIZE_3_13 },
-    Positions { minor: 14, fields: FIELDS_3_14, size: 760 },
-    Positions { minor: 15, fields: FIELDS_3_15, size: 888 },
-];
-
-/// 3.14 inserted fields in the thread state and frame groups.
-const FIELDS_3_14: &[(&str, u64)] = &[
-    ("runtime_state.interpreters_head", 40),
-    ("interpreter_state.threads_head", 72),
-    ("thread_state.next", 192),
-    ("thread_state.current_frame", 208),
-    ("thread_state.thread_id", 216),
-    ("interpreter_frame.previous", 256),
-    ("interpreter_frame.executable", 264),
-    ("interpreter_frame.owner", 288),
-    ("code_object.filename", 320),
-    ("code_object.name", 328),
-    ("code_object.qualname", 336),
-    ("code_object.firstlineno", 352),
-    ("pyobject.ob_type", 408),
-    ("unicode_object.asciiobject_size", 640),
-];
-
-/// 3.15 added thread-state fields (holds_gil, last profiled frame) and an err_stackitem group.
-const FIELDS_3_15: &[(&str, u64)] = &[
-    ("runtime_state.interpreters_head", 40),
-    ("interpreter_state.threads_head", 72),
-    ("thread_state.next", 192),
-    ("thread_state.current_frame", 208),
-    ("thread_state.thread_id", 240),
-    ("interpreter_frame.previous", 320),
-    ("interpreter_frame.executable", 328),
-    ("interpreter_frame.owner", 352),
-    ("code_object.filename", 384),
-    ("code_object.name", 392),
-    ("code_object.qualname", 400),
-    ("code_object.firstlineno", 416),
-    ("pyobject.ob_type", 472),
-    ("unicode_object.asciiobject_size", 736),
-];
-
-/// Byte positions of the fields we use inside 3.13's `_Py_DebugOffsets`.
-pub(crate) const FIELDS_3_13: &[(&str, u64)] = &[
-    ("runtime_state.interpreters_head", 40),
-    ("interpreter_state.threads_head", 72),
-    ("thread_state.next", 168),
-    ("thread_state.current_frame", 184),
-    ("thread_state.thread_id", 192),
-    ("interpreter_frame.previous", 232),
-    ("interpreter_frame.executable", 240),
-    ("interpreter_frame.owner", 264),
-    ("code_object.filename", 280),
-    ("code_object.name", 288),
-    ("code_object.qualname", 296),
-    ("code_object.firstlineno", 312),
-    ("pyobject.ob_type", 360),
-    ("unicode_object.asciiobject_size", 560),
-];
-/// sizeof(_Py_DebugOffsets) in 3.13.
-pub(crate) const SIZE_3_13: usize = 584;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebugOffsetsError {
@@ -90,22 +18,23 @@ pub enum DebugOffsetsError {
     Version { live: Version, file: Version },
     #[error("_Py_DebugOffsets field {field} = {value} is not plausible; spans stay wire-only")]
     Implausible { field: &'static str, value: u64 },
-    #[error("CPython {0} has a _Py_DebugOffsets layout pytracer does not know (3.13 to 3.15 are known); spans stay wire-only")]
-    UnknownLayout(Version),
+    #[error(
+        "CPython {version} has a _Py_DebugOffsets layout pytracer does not know ({known} are known); spans stay wire-only",
+        known = versions::debug_offsets_range()
+    )]
+    UnknownLayout { version: Version },
 }
 
 /// The layout for a live 3.13+ process: `base`'s GC fields (not in `_Py_DebugOffsets` before
 /// 3.15) with everything the stack walk and thread list need taken from the process itself.
 pub fn read(
-    mem: &Memory,
+    mem: &(impl ReadMemory + ?Sized),
     runtime_addr: u64,
     file_version: Version,
     base: &Layout,
 ) -> Result<Layout, DebugOffsetsError> {
-    let pos = VERSIONS
-        .iter()
-        .find(|p| p.minor == file_version.minor)
-        .ok_or(DebugOffsetsError::UnknownLayout(file_version))?;
+    let spec = versions::for_version(file_version).ok_or(DebugOffsetsError::UnknownLayout { version: file_version })?;
+    let pos = spec.debug_offsets.as_ref().ok_or(DebugOffsetsError::UnknownLayout { version: file_version })?;
     let mut raw = vec![0u8; pos.size];
     mem.read(runtime_addr, &mut raw)?;
     if &raw[..8] != COOKIE {
@@ -117,8 +46,7 @@ pub fn read(
         return Err(DebugOffsetsError::Version { live, file: file_version });
     }
     let field = |name: &'static str| -> Result<u64, DebugOffsetsError> {
-        let at = pos.fields.iter().find(|(n, _)| *n == name).expect("known field").1;
-        let value = u(at);
+        let value = u(pos.of(name));
         // Offsets into interpreter structs: anything beyond 64 KiB is a corrupt read.
         if value > 0xffff {
             return Err(DebugOffsetsError::Implausible { field: name, value });
@@ -141,9 +69,7 @@ pub fn read(
         code_qualname: Some(field("code_object.qualname")?),
         code_first_line: field("code_object.firstlineno")?,
         unicode_ascii_size: field("unicode_object.asciiobject_size")?,
-        // 3.14 made f_executable a tagged stack reference and moved the C-stack shim's owner
-        // value from 3 to 4 (3 is now the interpreter's entry frame): both are not code.
-        code_tag_mask: if file_version.minor >= 14 { 3 } else { 0 },
+        code_tag_mask: spec.code_tag_mask,
         ..base.frames
     };
     Ok(Layout {
@@ -153,8 +79,86 @@ pub fn read(
         tstate_next: field("thread_state.next")?,
         tstate_thread_id: field("thread_state.thread_id")?,
         frames,
-        // GC structures changed in 3.14 (the incremental collector): no table for them.
-        gc_known: file_version.minor == 13 && base.gc_known,
+        gc_known: spec.gc_known && base.gc_known,
         ..*base
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpython::layout;
+    use crate::cpython::memory::LocalMemory;
+
+    const RUNTIME: u64 = 0x7f00_0000_1000;
+
+    /// A `_PyRuntime` whose `_Py_DebugOffsets` says `hex` and stores `value(field)` for each field.
+    fn fake_runtime(minor: u8, hex: u64, value: impl Fn(&str) -> u64) -> LocalMemory {
+        let pos = versions::for_minor(minor).unwrap().debug_offsets.as_ref().unwrap();
+        let mut mem = LocalMemory::new(RUNTIME, pos.size);
+        mem.put(RUNTIME, COOKIE);
+        mem.put_u64(RUNTIME + 8, hex);
+        for (name, at) in pos.fields {
+            mem.put_u64(RUNTIME + at, value(name));
+        }
+        mem
+    }
+
+    /// Distinct plausible values, so a field read from the wrong position shows.
+    fn value_of(name: &str) -> u64 {
+        if name == "pyobject.ob_type" {
+            return 8;
+        }
+        100 + name.bytes().map(u64::from).sum::<u64>() % 1000
+    }
+
+    #[test]
+    fn reads_a_3_14_blob_over_the_3_13_row() {
+        let base = layout::for_minor(13).unwrap();
+        let mem = fake_runtime(14, 0x030e_05f0, value_of);
+        let l = read(&mem, RUNTIME, Version::new(3, 14, 5), base).unwrap();
+        assert_eq!(l.minor, 14);
+        assert_eq!(l.runtime_interpreters_head, value_of("runtime_state.interpreters_head"));
+        assert_eq!(l.tstate_thread_id, value_of("thread_state.thread_id"));
+        assert_eq!(l.frames.frame_code, value_of("interpreter_frame.executable"));
+        assert_eq!(l.frames.code_qualname, Some(value_of("code_object.qualname")));
+        assert_eq!(l.frames.frame_owner, Some(value_of("interpreter_frame.owner")));
+        assert_eq!(l.frames.code_tag_mask, 3);
+        assert!(!l.gc_known);
+        // What _Py_DebugOffsets does not give comes from the row.
+        assert_eq!(l.gc_offset, base.gc_offset);
+        assert_eq!(l.frames.eval_frame_arg, base.frames.eval_frame_arg);
+        assert_eq!(l.frames.owner_cstack, base.frames.owner_cstack);
+    }
+
+    #[test]
+    fn a_3_13_blob_keeps_the_gc_table_and_untagged_code() {
+        let base = layout::for_minor(13).unwrap();
+        let mem = fake_runtime(13, 0x030d_00f0, value_of);
+        let l = read(&mem, RUNTIME, Version::new(3, 13, 0), base).unwrap();
+        assert_eq!(l.frames.code_tag_mask, 0);
+        assert!(l.gc_known);
+        assert_eq!(l.interp_threads_head, value_of("interpreter_state.threads_head"));
+    }
+
+    #[test]
+    fn rejects_bad_blobs() {
+        let base = layout::for_minor(13).unwrap();
+        let v = Version::new(3, 14, 0);
+        let mut mem = fake_runtime(14, 0x030e_00f0, value_of);
+        mem.put(RUNTIME, b"notdebug");
+        assert!(matches!(read(&mem, RUNTIME, v, base), Err(DebugOffsetsError::Cookie)));
+        let mem = fake_runtime(14, 0x030f_00f0, value_of);
+        assert!(matches!(read(&mem, RUNTIME, v, base), Err(DebugOffsetsError::Version { .. })));
+        let mem = fake_runtime(14, 0x030e_00f0, |n| if n == "thread_state.next" { 1 << 20 } else { value_of(n) });
+        let e = read(&mem, RUNTIME, v, base).unwrap_err();
+        assert!(matches!(e, DebugOffsetsError::Implausible { field: "thread_state.next", .. }), "{e}");
+        let e = read(&mem, RUNTIME, Version::new(3, 16, 0), base).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "CPython 3.16.0 has a _Py_DebugOffsets layout pytracer does not know (3.13 to 3.15 are known); spans stay wire-only"
+        );
+        let e = read(&mem, RUNTIME + 8, v, base).unwrap_err();
+        assert!(matches!(e, DebugOffsetsError::Read(_)), "{e}");
+    }
 }

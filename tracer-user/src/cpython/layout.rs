@@ -1,5 +1,5 @@
-//! Offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds of 3.8–3.13
-//! without free threading. The numbers come from the DWARF of the pyenv builds on the dev machine, and
+//! Raw data: offsets into CPython's interpreter state, per minor version, for 64-bit (x86_64) builds
+//! of 3.8–3.13 without free threading. The numbers come from the DWARF of the pyenv builds on the dev machine, and
 //! the test below checks them against it again. CPython does not promise these layouts, but they are
 //! fixed within a minor version for a given configuration: a debug build (`--with-pydebug`) or a
 //! free-threaded 3.13t one differs and is not covered.
@@ -16,6 +16,8 @@ pub enum GcHome {
     Runtime,
     Interpreter,
 }
+
+// Which row a version uses, and what `_Py_DebugOffsets` overrides, is decided in versions.rs.
 
 /// Length of both `generations` and `generation_stats` in every version here. 3.13.0 still has three
 /// generations: the incremental young/old collector was backed out before the release (3.14 has it: not covered).
@@ -93,7 +95,8 @@ pub struct FrameLayout {
     /// 3.8 is (frame, throwflag); 3.9+ (tstate, frame, throwflag).
     pub eval_frame_arg: u8,
     pub eval_tstate_arg: Option<u8>,
-    /// Low bits to clear from the frame's code pointer: 3.14+ store it as a tagged `_PyStackRef`.
+    /// Low bits to clear from the frame's code pointer: 3.14+ store it as a tagged `_PyStackRef`
+    /// (versions.rs says which versions; the rows here are all untagged).
     pub code_tag_mask: u64,
 }
 
@@ -385,7 +388,12 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_digit());
         let minor: u8 = minor.parse().ok()?;
-        (major == "3" && patch_ok && (8..=13).contains(&minor)).then_some(minor)
+        (major == "3" && patch_ok && for_minor(minor).is_some()).then_some(minor)
+    }
+
+    /// Where versions.rs says this minor's `_Py_DebugOffsets` fields sit (3.13+), if it reads them.
+    fn debug_offsets_positions(minor: u8) -> Option<&'static crate::cpython::versions::DebugOffsetsPositions> {
+        crate::cpython::versions::for_minor(minor)?.debug_offsets.as_ref()
     }
 
     fn tool_works(tool: &str) -> bool {
@@ -441,11 +449,11 @@ mod tests {
             ("code_first_line", off("PyCodeObject", "co_firstlineno")),
             ("unicode_ascii_size", "sizeof(PyASCIIObject)".into()),
         ]);
-        if minor >= 13 {
+        if let Some(pos) = debug_offsets_positions(minor) {
             // The initializer of _PyRuntime in the file's .PyRuntime section: what a reader of
             // _Py_DebugOffsets would see in a live process of this build.
             let d = |path: &str| format!("_PyRuntime.debug_offsets.{path}");
-            for (field, _) in crate::cpython::debug_offsets::FIELDS_3_13 {
+            for (field, _) in pos.fields {
                 q.push((field, off("_Py_DebugOffsets", field)));
             }
             q.push(("debug_offsets_size", "sizeof(_Py_DebugOffsets)".into()));
@@ -545,12 +553,12 @@ mod tests {
         expect("code_qualname", f.code_qualname);
         expect("code_first_line", Some(f.code_first_line));
         expect("unicode_ascii_size", Some(f.unicode_ascii_size));
-        if minor >= 13 {
+        if let Some(pos) = debug_offsets_positions(minor) {
             // Where cpython::debug_offsets reads each field in a live process.
-            for (field, at) in crate::cpython::debug_offsets::FIELDS_3_13 {
+            for (field, at) in pos.fields {
                 expect(field, Some(*at));
             }
-            expect("debug_offsets_size", Some(crate::cpython::debug_offsets::SIZE_3_13 as u64));
+            expect("debug_offsets_size", Some(pos.size as u64));
             expect("debug.runtime_interpreters_head", Some(layout.runtime_interpreters_head));
             expect("debug.interp_next", Some(layout.interp_next));
             expect("debug.interp_threads_head", Some(layout.interp_threads_head));

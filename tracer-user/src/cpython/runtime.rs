@@ -2,7 +2,7 @@
 //! `gc.get_stats()` returns) and the number of thread states. Every walk is bounded and every
 //! value checked, so a torn read gives an error, never a garbage metric.
 use super::layout::{GcHome, Layout};
-use super::memory::{Memory, ReadError};
+use super::memory::{ReadError, ReadMemory};
 
 pub use super::layout::GENERATIONS;
 /// More thread states than this means the list is corrupt (or we raced a rewrite).
@@ -31,7 +31,11 @@ pub enum RuntimeError {
     Inconsistent(String),
 }
 
-pub fn snapshot(mem: &Memory, runtime_addr: u64, layout: &Layout) -> Result<Snapshot, RuntimeError> {
+pub fn snapshot(
+    mem: &(impl ReadMemory + ?Sized),
+    runtime_addr: u64,
+    layout: &Layout,
+) -> Result<Snapshot, RuntimeError> {
     let interp = mem.u64(runtime_addr + layout.runtime_interpreters_head)?;
     if interp == 0 {
         return Err(RuntimeError::Inconsistent("no interpreter yet (or already finalized)".into()));

@@ -109,16 +109,16 @@ impl Agent {
     }
 
     /// Data moved on an outgoing connection.
+    #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
     pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
         let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
         if is_write {
             if matches!(c.proto, Proto::Undecided) {
-                c.proto = match protocols::detect(piece.data) {
-                    Some(p) => Proto::Parsed(p),
-                    None => {
-                        self.stats.unparsed_client_connections += 1;
-                        Proto::Other
-                    }
+                c.proto = if let Some(p) = protocols::detect(piece.data) {
+                    Proto::Parsed(p)
+                } else {
+                    self.stats.unparsed_client_connections += 1;
+                    Proto::Other
                 };
             }
             // A call starts with the first write after a read (or the connection's first): the

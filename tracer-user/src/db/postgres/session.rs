@@ -174,7 +174,7 @@ impl PgConnection {
                         }
                         continue;
                     }
-                    if let Some(c) = self.backend_message(m) {
+                    if let Some(c) = self.backend_message(&m) {
                         calls.push(c);
                     }
                 }
@@ -371,7 +371,7 @@ impl PgConnection {
         }
     }
 
-    fn backend_message(&mut self, m: Msg) -> Option<DbCall> {
+    fn backend_message(&mut self, m: &Msg) -> Option<DbCall> {
         match m.ty {
             b'C' => {
                 let tag = cstr(&m.body).map_or(&m.body[..], |(s, _)| s);

@@ -90,6 +90,7 @@ fn summary(calls: &[DbCall]) -> Vec<Summary> {
         .collect()
 }
 
+#[expect(clippy::unnecessary_wraps, reason = "shorthand for the Some(..) fields of expected summaries")]
 fn s(x: &str) -> Option<String> {
     Some(x.to_string())
 }

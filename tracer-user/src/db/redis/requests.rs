@@ -86,6 +86,7 @@ impl Requests {
     }
 
     /// Feeds a written piece; completed commands go to `out`. False when the framing was lost.
+    #[expect(clippy::too_many_lines, reason = "one match over the request states, an arm each")]
     pub(super) fn feed(&mut self, p: &Piece, out: &mut Vec<Command>) -> bool {
         let mut pos = 0u64;
         while pos < p.len {

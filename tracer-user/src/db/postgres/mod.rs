@@ -10,6 +10,7 @@
 //!
 //! Messages are framed by their declared lengths: only the first bytes of the few messages a span
 //! needs are kept (query text, statement names, CommandComplete tag, ErrorResponse fields), the
+//! rest (row data, large parameters) is skipped by count even when it was not captured.
 mod attributes;
 mod framing;
 mod messages;

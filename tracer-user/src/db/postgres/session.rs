@@ -12,6 +12,7 @@ use crate::db::{clamp, DbStats, Piece};
 /// Prepared statements remembered per connection.
 const MAX_STATEMENTS: usize = 1024;
 
+/// An extended-protocol sequence whose Sync has not been written yet.
 #[derive(Debug)]
 struct Building {
     start_ns: u64,

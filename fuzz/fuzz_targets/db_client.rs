@@ -4,13 +4,15 @@
 //! they report must end no earlier than it started.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pytracer::db::{Call, PgConnection, RedisConnection};
+use pytracer::calls::{Call, ClientProtocol};
+use pytracer::db::{PgConnection, RedisConnection};
 use pytracer::piece::Piece;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, mut rest)) = data.split_first() else { return };
-    let mut pg = PgConnection::new();
-    let mut redis = RedisConnection::new();
+    // The first byte picks the parser: even PostgreSQL, odd Redis.
+    let mut client: Box<dyn ClientProtocol> =
+        if which & 1 == 0 { Box::new(PgConnection::new()) } else { Box::new(RedisConnection::new()) };
     let mut t = 0u64;
     let mut calls: Vec<Call> = Vec::new();
     // Each piece: a control byte (direction, capture cut, extra length), a length byte, the bytes.
@@ -24,15 +26,10 @@ fuzz_target!(|data: &[u8]| {
         let piece = Piece { data: captured, len: bytes.len() as u64 + extra, start_ns: t, end_ns: t + 1 };
         t += 2;
         let write = ctl & 1 == 0;
-        calls.extend(match (which & 1 == 0, write) {
-            (true, true) => pg.on_write(&piece),
-            (true, false) => pg.on_read(&piece),
-            (false, true) => redis.on_write(&piece),
-            (false, false) => redis.on_read(&piece),
-        });
+        calls.extend(if write { client.on_write(&piece) } else { client.on_read(&piece) });
     }
-    calls.extend(if which & 1 == 0 { pg.on_close() } else { redis.on_close() });
+    calls.extend(client.on_close());
     for c in calls {
-        assert!(c.end_ns >= c.start_ns, "{c:?}");
+        assert!(c.end_ns() >= c.start_ns(), "{c:?}");
     }
 });

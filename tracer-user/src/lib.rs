@@ -1,6 +1,7 @@
 //! pytracer: zero-touch tracing of Python web servers from outside the process.
 pub mod agent;
 pub mod bpf;
+pub mod calls;
 pub mod cli;
 pub mod clock;
 pub mod cpython;
@@ -12,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod piece;
 pub mod procinfo;
+pub mod protocols;
 pub mod service;
 pub mod sockaddr;
 pub mod spans;

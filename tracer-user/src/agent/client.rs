@@ -13,11 +13,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::Agent;
+use crate::calls::{Call, ClientProtocol, DbCall, HttpCall, ProtocolStats};
 use crate::cpython::code::CodeInfo;
-use crate::db::{self, Call, PgConnection, Protocol, RedisConnection};
-use crate::http::connection::{Connection, Exchange};
 use crate::http::traceparent::{self, Incoming};
 use crate::piece::Piece;
+use crate::protocols;
 use crate::sockaddr::{self, Peer};
 use crate::span::{new_ids, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
 
@@ -37,15 +37,15 @@ pub(super) struct ClientConn {
     calls: VecDeque<CallCtx>,
     /// The last data on the connection was a write: the next write continues the same call.
     writing: bool,
+    /// The parser's stats as last added to the metrics.
+    reported: ProtocolStats,
 }
 
 enum Proto {
     /// Nothing written yet.
     Undecided,
-    /// Requests are what we write, responses what we read: the server-side parser, mirrored.
-    Http(Box<Connection>),
-    Postgres(Box<PgConnection>),
-    Redis(Box<RedisConnection>),
+    /// The protocol its first write was recognised as (crate::protocols::detect).
+    Parsed(Box<dyn ClientProtocol>),
     /// Not a protocol pytracer parses.
     Other,
 }
@@ -62,14 +62,15 @@ struct CallCtx {
 
 impl ClientConn {
     fn new(peer: Peer, local: Option<(IpAddr, u16)>) -> Self {
-        ClientConn { peer, local, proto: Proto::Undecided, calls: VecDeque::new(), writing: false }
+        ClientConn {
+            peer,
+            local,
+            proto: Proto::Undecided,
+            calls: VecDeque::new(),
+            writing: false,
+            reported: ProtocolStats::default(),
+        }
     }
-}
-
-/// An HTTP/1.x request line starts with an upper-case method token and a space.
-fn looks_like_http_request(b: &[u8]) -> bool {
-    let method_len = b.iter().take(16).take_while(|c| c.is_ascii_uppercase()).count();
-    method_len >= 3 && b.get(method_len) == Some(&b' ')
 }
 
 impl Agent {
@@ -108,18 +109,16 @@ impl Agent {
     }
 
     /// Data moved on an outgoing connection.
+    #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
     pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
         let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
         if is_write {
             if matches!(c.proto, Proto::Undecided) {
-                c.proto = match db::detect(piece.data) {
-                    Some(Protocol::Postgres) => Proto::Postgres(Box::default()),
-                    Some(Protocol::Redis) => Proto::Redis(Box::default()),
-                    None if looks_like_http_request(piece.data) => Proto::Http(Box::default()),
-                    None => {
-                        self.stats.unparsed_client_connections += 1;
-                        Proto::Other
-                    }
+                c.proto = if let Some(p) = protocols::detect(piece.data) {
+                    Proto::Parsed(p)
+                } else {
+                    self.stats.unparsed_client_connections += 1;
+                    Proto::Other
                 };
             }
             // A call starts with the first write after a read (or the connection's first): the
@@ -133,29 +132,23 @@ impl Agent {
             }
         }
         c.writing = is_write;
-        let (exchanges, calls) = match &mut c.proto {
-            Proto::Http(h) => {
-                let out = if is_write { h.on_read(piece) } else { h.on_write(piece) };
-                (out.finished, Vec::new())
-            }
-            Proto::Postgres(p) => (Vec::new(), if is_write { p.on_write(piece) } else { p.on_read(piece) }),
-            Proto::Redis(r) => (Vec::new(), if is_write { r.on_write(piece) } else { r.on_read(piece) }),
-            Proto::Undecided | Proto::Other => (Vec::new(), Vec::new()),
+        let calls = match &mut c.proto {
+            Proto::Parsed(p) if is_write => p.on_write(piece),
+            Proto::Parsed(p) => p.on_read(piece),
+            Proto::Undecided | Proto::Other => Vec::new(),
         };
-        self.finish_calls(tgid, &mut c, exchanges, calls);
+        self.finish_calls(tgid, &mut c, calls);
         self.clients.insert((tgid, fd), c);
     }
 
     pub(super) fn on_client_close(&mut self, tgid: u32, fd: i32) {
         let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
         self.forget_client_addr(c.local, (tgid, fd));
-        let (exchanges, calls) = match &mut c.proto {
-            Proto::Http(h) => (h.on_close().finished, Vec::new()),
-            Proto::Postgres(p) => (Vec::new(), p.on_close()),
-            Proto::Redis(r) => (Vec::new(), r.on_close()),
-            Proto::Undecided | Proto::Other => (Vec::new(), Vec::new()),
+        let calls = match &mut c.proto {
+            Proto::Parsed(p) => p.on_close(),
+            Proto::Undecided | Proto::Other => Vec::new(),
         };
-        self.finish_calls(tgid, &mut c, exchanges, calls);
+        self.finish_calls(tgid, &mut c, calls);
     }
 
     pub(super) fn forget_clients(&mut self, tgid: u32) {
@@ -226,15 +219,22 @@ impl Agent {
         self.assigned.remove(&(tgid, fd, start_ns))
     }
 
-    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, exchanges: Vec<Exchange>, calls: Vec<Call>) {
-        for x in exchanges {
-            let ctx = take_ctx(&mut c.calls, x.start_ns);
-            let span = http_client_span(&x, &c.peer, ctx.as_ref(), |t| self.clock.to_unix_ns(t));
-            self.write_exit_span(tgid, span, ctx.as_ref());
+    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, calls: Vec<Call>) {
+        if let Proto::Parsed(p) = &c.proto {
+            // What the parser could not follow since the last look: to the metrics, per protocol.
+            let now = p.stats();
+            if *now != c.reported {
+                self.metrics.client_protocol_events(p.protocol(), &now.since(&c.reported));
+                c.reported.clone_from(now);
+            }
         }
         for call in calls {
-            let ctx = take_ctx(&mut c.calls, call.start_ns);
-            let span = db_span(&call, &c.peer, ctx.as_ref(), |t| self.clock.to_unix_ns(t));
+            let ctx = take_ctx(&mut c.calls, call.start_ns());
+            let to_unix = |t| self.clock.to_unix_ns(t);
+            let span = match &call {
+                Call::Http(x) => http_client_span(x, &c.peer, ctx.as_ref(), to_unix),
+                Call::Db(d) => db_span(d, &c.peer, ctx.as_ref(), to_unix),
+            };
             self.write_exit_span(tgid, span, ctx.as_ref());
         }
     }
@@ -313,40 +313,39 @@ fn exit_span(
     }
 }
 
-fn http_client_span(x: &Exchange, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
+fn http_client_span(x: &HttpCall, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
     let mut a = Attributes::new();
-    let req = &x.request;
-    a.insert("http.request.method".into(), json!(req.method));
+    a.insert("http.request.method".into(), json!(x.method));
     peer_attributes(&mut a, peer);
-    let host = req.header("host").map_or_else(
+    let host = x.host.as_deref().map_or_else(
         || match peer {
             Peer::Inet { ip, port } => format!("{ip}:{port}"),
             _ => "localhost".into(),
         },
         str::to_string,
     );
-    a.insert("url.full".into(), json!(format!("http://{host}{}", req.target)));
-    if let Some(tp) = req.header("traceparent") {
+    a.insert("url.full".into(), json!(format!("http://{host}{}", x.target)));
+    if let Some(tp) = &x.traceparent {
         // The app propagates context itself: keep what it sent, so the callee's span can be found.
         a.insert("http.request.header.traceparent".into(), json!([tp]));
     }
-    let status = x.response.as_ref().map(|r| r.status);
+    let status = x.status;
     if let Some(s) = status {
         a.insert("http.response.status_code".into(), json!(s));
     }
     // For a client, 4xx is an error too (the call failed), unlike for a server.
     let error = match (x.incomplete, status) {
-        (Some(why), _) => Some(why.as_str().to_string()),
+        (Some(why), _) => Some(why.to_string()),
         (None, Some(s)) if s >= 400 => Some(s.to_string()),
         _ => None,
     };
     if let Some(e) = &error {
         a.insert("error.type".into(), json!(e));
     }
-    exit_span(req.method.clone(), x.start_ns, x.end_ns, ctx, a, error.is_some(), to_unix)
+    exit_span(x.method.clone(), x.start_ns, x.end_ns, ctx, a, error.is_some(), to_unix)
 }
 
-fn db_span(call: &Call, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
+fn db_span(call: &DbCall, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
     let mut a = call.attributes.clone();
     peer_attributes(&mut a, peer);
     exit_span(call.span_name(), call.start_ns, call.end_ns, ctx, a, call.error.is_some(), to_unix)
@@ -355,15 +354,6 @@ fn db_span(call: &Call, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_request_lines_are_recognised() {
-        assert!(looks_like_http_request(b"GET /items/2 HTTP/1.1\r\n"));
-        assert!(looks_like_http_request(b"DELETE / HTTP/1.1\r\n"));
-        assert!(!looks_like_http_request(b"\x16\x03\x01\x02\x00"), "TLS");
-        assert!(!looks_like_http_request(b"*2\r\n$3\r\nGET\r\n"), "Redis");
-        assert!(!looks_like_http_request(b"\x12\x34\x01\x00\x00\x01"), "DNS");
-    }
 
     #[test]
     fn a_call_takes_the_context_of_its_write_burst() {

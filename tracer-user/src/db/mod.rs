@@ -1,5 +1,5 @@
 //! Database client protocols seen from the client's side of a connection: what a traced app wrote
-//! to PostgreSQL or Redis and what it read back, turned into one [`Call`] per round trip (an exit
+//! to PostgreSQL or Redis and what it read back, turned into one [`DbCall`] per round trip (an exit
 //! span's worth of facts).
 //!
 //! The input is the same as HTTP's: [`Piece`]s of which only a bounded prefix was captured. Writes
@@ -26,98 +26,17 @@ pub mod redis;
 pub mod sql;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
+pub use crate::calls::{DbCall, ProtocolStats};
 pub use crate::piece::Piece;
 pub use crate::span::Attributes;
 pub use postgres::PgConnection;
 pub use redis::RedisConnection;
 
-/// A client protocol recognised from the first bytes a client wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Postgres,
-    Redis,
-}
-
-impl Protocol {
-    /// The `db.system.name` value.
-    pub fn system(self) -> &'static str {
-        match self {
-            Protocol::Postgres => postgres::SYSTEM,
-            Protocol::Redis => redis::SYSTEM,
-        }
-    }
-}
-
-/// Recognises a PostgreSQL StartupMessage, SSLRequest, GSSENCRequest or CancelRequest, or a Redis
-/// request (RESP array of bulk strings, or an inline command such as `PING`), from the first bytes
-/// a client wrote on a connection. HTTP requests, and anything else, give None.
-pub fn detect(first_write: &[u8]) -> Option<Protocol> {
-    if postgres::looks_like_startup(first_write) {
-        Some(Protocol::Postgres)
-    } else if redis::looks_like_request(first_write) {
-        Some(Protocol::Redis)
-    } else {
-        None
-    }
-}
-
-/// One database round trip, as the client saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Call {
-    /// Entry of the first write that carried the call's first byte (monotonic ns, as the kernel's).
-    pub start_ns: u64,
-    /// Exit of the read that completed the reply (or of the last syscall seen, when the
-    /// connection ended first).
-    pub end_ns: u64,
-    /// `postgresql` or `redis`.
-    pub system: &'static str,
-    /// `db.operation.name`: `SELECT`, `INSERT`, `GET`, `CLIENT SETINFO`, `BATCH`, ...
-    pub operation: String,
-    /// `db.query.text`, literals replaced by `?` (PostgreSQL), or the command with every argument
-    /// replaced by `?` (Redis).
-    pub query_text: Option<String>,
-    /// Every attribute of the span, `db.system.name`, `db.operation.name` and `db.query.text`
-    /// included.
-    pub attributes: Attributes,
-    /// The server's error message (ErrorResponse `M`, Redis `-ERR ...`), or why the call has no
-    /// reply (connection closed).
-    pub error: Option<String>,
-}
-
-impl Call {
-    /// A span name per the conventions: `{operation}`, plus the namespace when known.
-    pub fn span_name(&self) -> String {
-        match self.attributes.get("db.namespace").and_then(|v| v.as_str()) {
-            Some(ns) if !self.operation.is_empty() => format!("{} {ns}", self.operation),
-            _ if !self.operation.is_empty() => self.operation.clone(),
-            _ => self.system.to_string(),
-        }
-    }
-}
-
-/// What a connection's parser could not follow. Each counter only grows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DbStats {
-    /// Times the framing was lost (message headers not captured, or not valid).
-    pub desyncs: u64,
-    /// Times the parser found a message boundary again after losing it.
-    pub resyncs: u64,
-    /// Calls dropped because the framing was lost while they were in flight.
-    pub calls_lost: u64,
-    /// Calls whose reply could not be followed to its end (later headers beyond the capture):
-    /// ended at the last read before the client wrote again or closed, without the reply's
-    /// status.
-    pub unframed_replies: u64,
-    /// Requests whose end was beyond the capture: taken as one call.
-    pub unframed_requests: u64,
-    /// Replies that matched no request (a reply whose request was not seen).
-    pub unmatched_replies: u64,
-    /// The connection switched to TLS (or GSSAPI encryption), or was given up on: nothing more is
-    /// parsed.
-    pub given_up: bool,
-}
+/// What a database connection's parser could not follow: the counters every client protocol
+/// keeps.
+pub type DbStats = ProtocolStats;
 
 /// Longest `db.query.text` kept, in bytes (cut at a character boundary).
 pub const MAX_QUERY_TEXT: usize = 2048;
@@ -156,32 +75,6 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detect_recognises_each_client_and_rejects_http() {
-        assert_eq!(detect(fixtures::PG_SSL_REQUEST), Some(Protocol::Postgres));
-        assert_eq!(detect(fixtures::PG_STARTUP), Some(Protocol::Postgres));
-        assert_eq!(detect(fixtures::REDIS_HELLO), Some(Protocol::Redis));
-        assert_eq!(detect(b"PING\r\n"), Some(Protocol::Redis));
-        assert_eq!(detect(b"*1\r\n$4\r\nPING\r\n"), Some(Protocol::Redis));
-        // Only the first bytes of a longer write.
-        assert_eq!(detect(&fixtures::PG_STARTUP[..8]), Some(Protocol::Postgres));
-        assert_eq!(detect(b"*3\r\n$3\r\nS"), Some(Protocol::Redis));
-        for not in [
-            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-            b"GET /items/1 HTTP/1.1\r\n",
-            b"POST /x HTTP/1.0\r\n",
-            b"PRI * HTTP/2.0\r\n",
-            b"",
-            b"\x00\x00",
-            b"\x00\x00\x00\x08\x00\x00\x00\x00",
-            b"*",
-            b"*x\r\n",
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-        ] {
-            assert_eq!(detect(not), None, "{not:?}");
-        }
-    }
 
     #[test]
     fn pieces_claiming_more_data_than_moved_are_clamped() {

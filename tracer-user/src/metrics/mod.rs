@@ -13,6 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::calls::ProtocolStats;
 use crate::http::connection::Exchange;
 use process::Sample;
 
@@ -126,6 +127,14 @@ enum Synced {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolEventLabels {
+    /// `postgresql`, `redis`, `http`.
+    protocol: String,
+    /// A counter of [`ProtocolStats`]: `desyncs`, `resyncs`, `given_up`, ...
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -178,6 +187,7 @@ pub struct Metrics {
     /// Agent counters kept elsewhere (Stats, the exporter), in `Total::ALL` order.
     totals: [Counter; Total::ALL.len()],
     otlp_spans: Family<OutcomeLabels, Counter>,
+    protocol_events: Family<ProtocolEventLabels, Counter>,
     gc_collections: Family<ProcKindLabels, Counter>,
     gc_collected: Family<ProcKindLabels, Counter>,
     gc_uncollectable: Family<ProcKindLabels, Counter>,
@@ -223,6 +233,7 @@ impl Metrics {
             agent_memory: Gauge::default(),
             totals: Default::default(),
             otlp_spans: Family::default(),
+            protocol_events: Family::default(),
             gc_collections: Family::default(),
             gc_collected: Family::default(),
             gc_uncollectable: Family::default(),
@@ -328,6 +339,11 @@ impl Metrics {
             r.register(name, help, self.totals[t as usize].clone());
         }
         r.register("pytracer_otlp_spans", "Spans handed to the OTLP exporter, by outcome: exported, queue_full (dropped), failed (dropped after retries)", self.otlp_spans.clone());
+        r.register(
+            "pytracer_client_protocol_events",
+            "What the parsers of outgoing connections could not follow, by protocol and event (see ProtocolStats)",
+            self.protocol_events.clone(),
+        );
         r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", self.agent_cpu.clone());
         r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", self.agent_memory.clone());
     }
@@ -406,6 +422,16 @@ impl Metrics {
     pub fn sync_otlp(&mut self, outcome: &'static str, total: u64) {
         let d = self.delta(Synced::Otlp(outcome), total);
         self.otlp_spans.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc_by(d);
+    }
+
+    /// Adds what a client connection's parser could not follow since its last report.
+    pub fn client_protocol_events(&self, protocol: &str, grown: &ProtocolStats) {
+        for (event, n) in grown.events() {
+            if n > 0 {
+                let l = ProtocolEventLabels { protocol: protocol.to_string(), event: event.to_string() };
+                self.protocol_events.get_or_create(&l).inc_by(n);
+            }
+        }
     }
 
     pub fn attach_error(&self, reason: &str) {
@@ -564,6 +590,28 @@ mod tests {
         m.sync_dropped("ringbuf_full", 5);
         m.sync_dropped("ringbuf_full", 12);
         assert!(encode(&r).contains("pytracer_events_dropped_total{reason=\"ringbuf_full\"} 12"));
+    }
+
+    #[test]
+    fn client_protocol_events_are_counted_by_protocol_and_event() {
+        let (m, r) = Metrics::new();
+        let grown = ProtocolStats { desyncs: 2, resyncs: 1, ..ProtocolStats::default() };
+        m.client_protocol_events("postgresql", &grown);
+        m.client_protocol_events(
+            "postgresql",
+            &ProtocolStats { desyncs: 1, given_up: true, ..ProtocolStats::default() },
+        );
+        m.client_protocol_events("redis", &ProtocolStats { unmatched_replies: 4, ..ProtocolStats::default() });
+        let text = encode(&r);
+        for line in [
+            "pytracer_client_protocol_events_total{protocol=\"postgresql\",event=\"desyncs\"} 3",
+            "pytracer_client_protocol_events_total{protocol=\"postgresql\",event=\"resyncs\"} 1",
+            "pytracer_client_protocol_events_total{protocol=\"postgresql\",event=\"given_up\"} 1",
+            "pytracer_client_protocol_events_total{protocol=\"redis\",event=\"unmatched_replies\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("event=\"calls_lost\""), "nothing grew: no series\n{text}");
     }
 
     #[test]

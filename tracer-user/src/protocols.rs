@@ -1,0 +1,71 @@
+//! The client protocols pytracer follows, and which one an outgoing connection speaks.
+//!
+//! Apart from `crate::calls` (the trait and what it reports) so that the protocols, which
+//! implement the trait, never import the module that names them all.
+use crate::calls::ClientProtocol;
+use crate::db::{postgres, redis, PgConnection, RedisConnection};
+use crate::http::client::{self as http, HttpClient};
+
+/// A protocol: whether a connection's first write is its start, and a parser for such a
+/// connection.
+struct Registration {
+    recognises: fn(&[u8]) -> bool,
+    start: fn() -> Box<dyn ClientProtocol>,
+}
+
+/// In the order they are tried: the first that recognises a first write gets the connection.
+/// Redis's inline commands are told apart from HTTP request lines by Redis itself.
+const PROTOCOLS: &[Registration] = &[
+    Registration { recognises: postgres::looks_like_startup, start: || Box::new(PgConnection::new()) },
+    Registration { recognises: redis::looks_like_request, start: || Box::new(RedisConnection::new()) },
+    Registration { recognises: http::looks_like_request, start: || Box::new(HttpClient::default()) },
+];
+
+/// The parser for a connection whose first write was `first_write` (only its captured prefix,
+/// possibly a few bytes): a PostgreSQL StartupMessage, SSLRequest, GSSENCRequest or
+/// CancelRequest; a Redis request (RESP array of bulk strings, or an inline command such as
+/// `PING`); an HTTP/1.x request line. None for anything else (DNS, TLS, ...).
+pub fn detect(first_write: &[u8]) -> Option<Box<dyn ClientProtocol>> {
+    PROTOCOLS.iter().find(|p| (p.recognises)(first_write)).map(|p| (p.start)())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::fixtures;
+
+    fn protocol(first_write: &[u8]) -> Option<&'static str> {
+        detect(first_write).map(|p| p.protocol())
+    }
+
+    #[test]
+    fn detect_recognises_each_client() {
+        assert_eq!(protocol(fixtures::PG_SSL_REQUEST), Some("postgresql"));
+        assert_eq!(protocol(fixtures::PG_STARTUP), Some("postgresql"));
+        assert_eq!(protocol(fixtures::REDIS_HELLO), Some("redis"));
+        assert_eq!(protocol(b"PING\r\n"), Some("redis"));
+        assert_eq!(protocol(b"*1\r\n$4\r\nPING\r\n"), Some("redis"));
+        // Only the first bytes of a longer write.
+        assert_eq!(protocol(&fixtures::PG_STARTUP[..8]), Some("postgresql"));
+        assert_eq!(protocol(b"*3\r\n$3\r\nS"), Some("redis"));
+        // Request lines are neither database's: HTTP's (the HTTP/2 preface looks like one too).
+        for http in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /items/1 HTTP/1.1\r\n",
+            b"POST /x HTTP/1.0\r\n",
+            b"PRI * HTTP/2.0\r\n",
+        ] {
+            assert_eq!(protocol(http), Some("http"), "{http:?}");
+        }
+        for not in [
+            &b""[..],
+            b"\x00\x00",
+            b"\x00\x00\x00\x08\x00\x00\x00\x00",
+            b"*",
+            b"*x\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        ] {
+            assert_eq!(protocol(not), None, "{not:?}");
+        }
+    }
+}

@@ -17,6 +17,4 @@ pub mod protocols;
 pub mod service;
 pub mod sockaddr;
 pub mod spans;
-// The old name, until every importer says `spans`.
-pub use spans as span;
 pub mod stats;

@@ -4,7 +4,7 @@ use serde_json::json;
 use crate::spans::semconv;
 
 use crate::procinfo::ProcInfo;
-use crate::span::Attributes;
+use crate::spans::Attributes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameSource {

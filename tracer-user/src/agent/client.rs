@@ -3,28 +3,22 @@
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
 //! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
 //!
-//! Same-host stitching: when a traced process accepts a TCP connection whose client address is
-//! the local address of another traced process's outgoing connection, the server span becomes the
-//! child of the call in flight on that connection, with no propagation header needed.
+//! The call's place in its trace (its parent request, or a callee stitched to it) is `ids`'s
+//! business; the span's attributes are `spans::{http_client, db_client}`'s.
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::Agent;
-use crate::calls::{Call, ClientProtocol, DbCall, HttpCall, ProtocolStats};
+use crate::calls::{Call, ClientProtocol, ProtocolStats};
 use crate::cpython::code::CodeInfo;
-use crate::http::traceparent::{self, Incoming};
 use crate::piece::Piece;
 use crate::protocols;
 use crate::sockaddr::{self, Peer};
-use crate::span::{new_ids, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
+use crate::spans::{self, new_ids, Span, SpanIds};
 
 /// Calls remembered per connection between their first write and their end.
 const MAX_CALLS: usize = 64;
-/// Server requests whose ids were fixed early (an exit span needed them) and not yet settled.
-const MAX_ASSIGNED: usize = 65_536;
 /// How long before a write's entry its stack walk may be (the walk runs at the syscall's entry,
 /// just before the entry time is taken).
 const STACK_SLACK_NS: u64 = 1_000_000;
@@ -34,7 +28,8 @@ pub(super) struct ClientConn {
     /// This end's address: what the callee's accept sees as its client.
     local: Option<(IpAddr, u16)>,
     proto: Proto,
-    calls: VecDeque<CallCtx>,
+    /// Calls written and not yet finished, oldest first (ids reads the newest for stitching).
+    pub(super) calls: VecDeque<CallCtx>,
     /// The last data on the connection was a write: the next write continues the same call.
     writing: bool,
     /// The parser's stats as last added to the metrics.
@@ -52,9 +47,9 @@ enum Proto {
 
 /// What is known of a call at its first write: its ids and the Python code that made it.
 #[derive(Debug, Clone)]
-struct CallCtx {
+pub(super) struct CallCtx {
     start_ns: u64,
-    ids: SpanIds,
+    pub(super) ids: SpanIds,
     caller: Option<Arc<CodeInfo>>,
     /// A call already took these ids: the next call of the same burst gets its own span id.
     used: bool,
@@ -160,63 +155,11 @@ impl Agent {
 
     /// The ids and caller of a call whose first write started at `start_ns` on thread `tid`.
     fn call_ctx(&mut self, tgid: u32, tid: u32, start_ns: u64) -> CallCtx {
-        let parent = self.active_server(tgid, tid).and_then(|fd| self.server_ids(tgid, fd));
+        let parent = self.serving_request_ids(tgid, tid);
         // A call made outside any request we saw (a background thread, start-up): its own trace.
         let ids = parent.as_ref().map_or_else(SpanIds::root, SpanIds::child);
         let caller = self.samples.caller(tgid, tid, start_ns.saturating_sub(STACK_SLACK_NS), start_ns);
         CallCtx { start_ns, ids, caller, used: false }
-    }
-
-    /// The accepted connection whose request thread `tid` is serving.
-    fn active_server(&self, tgid: u32, tid: u32) -> Option<i32> {
-        self.conns
-            .iter()
-            .find(|((t, _), c)| *t == tgid && c.tid == tid && c.http.oldest().is_some())
-            .map(|((_, fd), _)| *fd)
-    }
-
-    /// The ids of the request being served on accepted connection (tgid, fd), fixed the first
-    /// time anyone asks: an exit span may need them long before the request's own span is made.
-    pub(super) fn server_ids(&mut self, tgid: u32, fd: i32) -> Option<SpanIds> {
-        let conn = self.conns.get(&(tgid, fd))?;
-        let x = conn.http.oldest()?;
-        let key = (tgid, fd, x.start_ns);
-        if let Some(ids) = self.assigned.get(&key) {
-            return Some(ids.clone());
-        }
-        let incoming = traceparent::parse(x.request.header("traceparent"), x.request.header("tracestate"));
-        let client = match conn.ctx.client {
-            Peer::Inet { ip, port } => Some((ip, port)),
-            _ => None,
-        };
-        let ids = self.ids_for_request(&incoming, client);
-        if self.assigned.len() >= MAX_ASSIGNED {
-            self.assigned.clear();
-        }
-        self.assigned.insert(key, ids.clone());
-        Some(ids)
-    }
-
-    /// A server span's ids: from the caller's traceparent; else, on the same host, from the
-    /// traced call whose socket is this request's client; else a new trace.
-    pub(super) fn ids_for_request(&mut self, incoming: &Incoming, client: Option<(IpAddr, u16)>) -> SpanIds {
-        if let Incoming::Valid(p) = incoming {
-            return p.child();
-        }
-        let caller = client
-            .and_then(|a| self.clients_by_local.get(&a))
-            .and_then(|k| self.clients.get(k))
-            .and_then(|c| c.calls.back());
-        if let Some(call) = caller {
-            self.stats.stitched += 1;
-            return call.ids.child();
-        }
-        SpanIds::root()
-    }
-
-    /// The ids fixed for a request that is now settled, if any were.
-    pub(super) fn take_server_ids(&mut self, tgid: u32, fd: i32, start_ns: u64) -> Option<SpanIds> {
-        self.assigned.remove(&(tgid, fd, start_ns))
     }
 
     fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, calls: Vec<Call>) {
@@ -230,11 +173,12 @@ impl Agent {
         }
         for call in calls {
             let ctx = take_ctx(&mut c.calls, call.start_ns());
-            let to_unix = |t| self.clock.to_unix_ns(t);
-            let span = match &call {
-                Call::Http(x) => http_client_span(x, &c.peer, ctx.as_ref(), to_unix),
-                Call::Db(d) => db_span(d, &c.peer, ctx.as_ref(), to_unix),
+            let facts = match &call {
+                Call::Http(x) => spans::http_client::call(x, &c.peer),
+                Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
+            let (ids, caller) = (ctx.as_ref().map(|c| c.ids.clone()), ctx.as_ref().and_then(|c| c.caller.clone()));
+            let span = spans::exit::span(facts, ids, caller.as_deref(), |t| self.clock.to_unix_ns(t));
             self.write_exit_span(tgid, span, ctx.as_ref());
         }
     }
@@ -245,7 +189,7 @@ impl Agent {
             return;
         }
         if let Some(t) = self.procs.get(&tgid) {
-            span.resource = t.resource.clone();
+            span.resource.clone_from(&t.resource);
         }
         self.stats.exit_spans += 1;
         self.emit(&span);
@@ -265,90 +209,6 @@ fn take_ctx(calls: &mut VecDeque<CallCtx>, start_ns: u64) -> Option<CallCtx> {
     }
     front.used = true;
     Some(front.clone())
-}
-
-fn peer_attributes(a: &mut Attributes, peer: &Peer) {
-    match peer {
-        Peer::Inet { ip, port } => {
-            a.insert("server.address".into(), json!(ip.to_string()));
-            a.insert("server.port".into(), json!(port));
-            a.insert("network.peer.address".into(), json!(ip.to_string()));
-            a.insert("network.peer.port".into(), json!(port));
-        }
-        Peer::Unix { path } => {
-            a.insert("server.address".into(), json!(path));
-            a.insert("network.transport".into(), json!("unix"));
-        }
-        Peer::Unknown => {}
-    }
-}
-
-fn exit_span(
-    name: String,
-    start_ns: u64,
-    end_ns: u64,
-    ctx: Option<&CallCtx>,
-    mut a: Attributes,
-    error: bool,
-    to_unix: impl Fn(u64) -> u64,
-) -> Span {
-    let ids = ctx.map_or_else(SpanIds::root, |c| c.ids.clone());
-    if let Some(code) = ctx.and_then(|c| c.caller.as_ref()) {
-        a.insert("code.function.name".into(), json!(code.qualname));
-        a.insert("code.file.path".into(), json!(code.file));
-        a.insert("code.line.number".into(), json!(code.first_line));
-    }
-    Span {
-        trace_id: ids.trace_id,
-        span_id: ids.span_id,
-        parent_span_id: ids.parent_span_id,
-        trace_state: ids.trace_state,
-        name,
-        kind: SpanKind::Client,
-        start_time_unix_nano: to_unix(start_ns),
-        end_time_unix_nano: to_unix(end_ns),
-        status: Status { code: if error { StatusCode::Error } else { StatusCode::Unset } },
-        resource: Attributes::new(),
-        attributes: a,
-    }
-}
-
-fn http_client_span(x: &HttpCall, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
-    let mut a = Attributes::new();
-    a.insert("http.request.method".into(), json!(x.method));
-    peer_attributes(&mut a, peer);
-    let host = x.host.as_deref().map_or_else(
-        || match peer {
-            Peer::Inet { ip, port } => format!("{ip}:{port}"),
-            _ => "localhost".into(),
-        },
-        str::to_string,
-    );
-    a.insert("url.full".into(), json!(format!("http://{host}{}", x.target)));
-    if let Some(tp) = &x.traceparent {
-        // The app propagates context itself: keep what it sent, so the callee's span can be found.
-        a.insert("http.request.header.traceparent".into(), json!([tp]));
-    }
-    let status = x.status;
-    if let Some(s) = status {
-        a.insert("http.response.status_code".into(), json!(s));
-    }
-    // For a client, 4xx is an error too (the call failed), unlike for a server.
-    let error = match (x.incomplete, status) {
-        (Some(why), _) => Some(why.to_string()),
-        (None, Some(s)) if s >= 400 => Some(s.to_string()),
-        _ => None,
-    };
-    if let Some(e) = &error {
-        a.insert("error.type".into(), json!(e));
-    }
-    exit_span(x.method.clone(), x.start_ns, x.end_ns, ctx, a, error.is_some(), to_unix)
-}
-
-fn db_span(call: &DbCall, peer: &Peer, ctx: Option<&CallCtx>, to_unix: impl Fn(u64) -> u64) -> Span {
-    let mut a = call.attributes.clone();
-    peer_attributes(&mut a, peer);
-    exit_span(call.span_name(), call.start_ns, call.end_ns, ctx, a, call.error.is_some(), to_unix)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::stats::Stats;
 mod client;
 mod frame_eval;
 mod handlers;
+mod ids;
 mod procs;
 mod python;
 mod routing;
@@ -83,7 +84,7 @@ struct Agent {
     /// Their local addresses, for same-host stitching.
     clients_by_local: HashMap<(IpAddr, u16), (u32, i32)>,
     /// Ids fixed early for requests still being served, by (pid, fd, request start).
-    assigned: HashMap<(u32, i32, u64), crate::span::SpanIds>,
+    assigned: HashMap<(u32, i32, u64), crate::spans::SpanIds>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {

@@ -4,12 +4,11 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use crate::http::connection::{Connection, Outcome};
-use crate::http::traceparent::{self, Incoming};
 use crate::piece::Piece;
 use crate::sockaddr;
 use crate::spans::server::{server_span, ConnContext};
 
-use super::Agent;
+use super::{ids, Agent};
 
 pub(super) struct Conn {
     pub(super) http: Connection,
@@ -106,18 +105,7 @@ impl Agent {
             self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
             let resource = traced.resource.clone();
-            let incoming = traceparent::parse(x.request.header("traceparent"), x.request.header("tracestate"));
-            if let Incoming::Invalid(_) = &incoming {
-                self.stats.invalid_traceparent += 1;
-            }
-            let client = match ctx.client {
-                sockaddr::Peer::Inet { ip, port } => Some((ip, port)),
-                _ => None,
-            };
-            let ids = match self.take_server_ids(tgid, fd, x.start_ns) {
-                Some(ids) => ids,
-                None => self.ids_for_request(&incoming, client),
-            };
+            let ids = self.settled_ids((tgid, fd), &x, ids::client_of(&ctx.client));
             if !ids.sampled {
                 // The caller decided not to record this trace: metrics count it, no span.
                 self.stats.unsampled += 1;

@@ -6,7 +6,8 @@
 //! own folder (`db/postgres/`, `db/redis/`, `http/client.rs`), and `crate::protocols::detect`
 //! picks the one a connection speaks from its first write.
 use crate::piece::Piece;
-use crate::span::Attributes;
+use crate::spans::semconv;
+use crate::spans::Attributes;
 
 /// One client connection's parser. Writes are what the client sent, reads what it received.
 pub trait ClientProtocol: Send {
@@ -73,7 +74,7 @@ pub struct DbCall {
 impl DbCall {
     /// A span name per the conventions: `{operation}`, plus the namespace when known.
     pub fn span_name(&self) -> String {
-        match self.attributes.get("db.namespace").and_then(|v| v.as_str()) {
+        match self.attributes.get(semconv::DB_NAMESPACE).and_then(|v| v.as_str()) {
             Some(ns) if !self.operation.is_empty() => format!("{} {ns}", self.operation),
             _ if !self.operation.is_empty() => self.operation.clone(),
             _ => self.system.to_string(),

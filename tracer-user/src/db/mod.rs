@@ -30,7 +30,8 @@ pub(crate) mod fixtures;
 
 pub use crate::calls::{DbCall, ProtocolStats};
 pub use crate::piece::Piece;
-pub use crate::span::Attributes;
+use crate::spans::semconv;
+pub use crate::spans::Attributes;
 pub use postgres::PgConnection;
 pub use redis::RedisConnection;
 
@@ -44,12 +45,12 @@ pub const MAX_QUERY_TEXT: usize = 2048;
 /// Builds the attributes every call carries.
 pub(crate) fn base_attributes(system: &'static str, operation: &str, query_text: Option<&str>) -> Attributes {
     let mut a = Attributes::new();
-    a.insert("db.system.name".into(), system.into());
+    a.insert(semconv::DB_SYSTEM_NAME.into(), system.into());
     if !operation.is_empty() {
-        a.insert("db.operation.name".into(), operation.into());
+        a.insert(semconv::DB_OPERATION_NAME.into(), operation.into());
     }
     if let Some(q) = query_text {
-        a.insert("db.query.text".into(), q.into());
+        a.insert(semconv::DB_QUERY_TEXT.into(), q.into());
     }
     a
 }

@@ -12,7 +12,7 @@ use prost::Message;
 use serde_json::Value;
 
 use super::proto;
-use crate::span::{Attributes, Span, StatusCode};
+use crate::spans::{Attributes, Span, StatusCode};
 
 /// Where and how to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,10 +323,10 @@ mod tests {
             parent_span_id: None,
             trace_state: None,
             name: "GET".into(),
-            kind: crate::span::SpanKind::Server,
+            kind: crate::spans::SpanKind::Server,
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
-            status: crate::span::Status { code: StatusCode::Unset },
+            status: crate::spans::Status { code: StatusCode::Unset },
             resource: [("process.pid".to_string(), Value::from(pid))].into_iter().collect(),
             attributes: a.clone(),
         };

@@ -1,9 +1,9 @@
 //! HTTP/1.x from the client's side of a connection: the requests a traced process sent and the
 //! responses it read back, one [`HttpCall`] per exchange.
 //!
-//! The server-side parser does the work, driven mirrored: what the client writes is what a server
-//! reads (requests), what it reads is what a server writes (responses).
-use super::connection::{Connection, Exchange, Outcome};
+//! The same connection parser as the server side does the work, in the client role: what the
+//! client writes are requests, what it reads are responses.
+use super::connection::{Connection, Exchange, Outcome, Role};
 use crate::calls::{Call, ClientProtocol, HttpCall, ProtocolStats};
 use crate::piece::Piece;
 
@@ -17,10 +17,16 @@ pub fn looks_like_request(b: &[u8]) -> bool {
 }
 
 /// One HTTP client connection: feed it the client's writes and reads in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HttpClient {
     conn: Connection,
     stats: ProtocolStats,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient { conn: Connection::new(Role::Client), stats: ProtocolStats::default() }
+    }
 }
 
 impl HttpClient {
@@ -34,12 +40,12 @@ impl HttpClient {
 
 impl ClientProtocol for HttpClient {
     fn on_write(&mut self, p: &Piece) -> Vec<Call> {
-        let out = self.conn.on_read(p);
+        let out = self.conn.on_write(p);
         self.finish(out)
     }
 
     fn on_read(&mut self, p: &Piece) -> Vec<Call> {
-        let out = self.conn.on_write(p);
+        let out = self.conn.on_read(p);
         self.finish(out)
     }
 

@@ -12,10 +12,10 @@ pub struct Parent {
 
 impl Parent {
     /// The span that continues this caller's trace.
-    pub fn child(&self) -> crate::span::SpanIds {
-        crate::span::SpanIds {
+    pub fn child(&self) -> crate::spans::SpanIds {
+        crate::spans::SpanIds {
             trace_id: self.trace_id.clone(),
-            span_id: crate::span::new_ids().1,
+            span_id: crate::spans::new_ids().1,
             parent_span_id: Some(self.span_id.clone()),
             trace_state: self.trace_state.clone(),
             sampled: self.sampled,

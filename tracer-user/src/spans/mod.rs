@@ -2,6 +2,9 @@
 //! later OTLP exporter is a change of encoding, not of model. The builders of each kind of span
 //! live beside it; every attribute name they write is in `semconv`.
 pub mod code;
+pub mod db_client;
+pub mod exit;
+pub mod http_client;
 pub mod semconv;
 pub mod server;
 

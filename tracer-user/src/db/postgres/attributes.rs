@@ -5,6 +5,7 @@ use super::messages::returned_rows;
 use super::SYSTEM;
 use crate::calls::DbCall;
 use crate::db::{base_attributes, sql};
+use crate::spans::semconv;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -32,21 +33,21 @@ pub(super) fn make_call(p: Pending, end_ns: u64, database: Option<&str>, closed:
     let query_text = p.sql.as_deref().map(sql::sanitize).filter(|q| !q.is_empty());
     let mut attributes = base_attributes(SYSTEM, &operation, query_text.as_deref());
     if let Some(db) = database {
-        attributes.insert("db.namespace".into(), json!(db));
+        attributes.insert(semconv::DB_NAMESPACE.into(), json!(db));
     }
     if p.executes > 1 {
-        attributes.insert("db.operation.batch.size".into(), json!(p.executes));
+        attributes.insert(semconv::DB_OPERATION_BATCH_SIZE.into(), json!(p.executes));
     }
     if let Some(rows) = p.tag.as_deref().and_then(returned_rows) {
-        attributes.insert("db.response.returned_rows".into(), json!(rows));
+        attributes.insert(semconv::DB_RESPONSE_RETURNED_ROWS.into(), json!(rows));
     }
     let error = p.error.map(|(code, message)| {
         if closed && code.is_empty() {
-            attributes.insert("error.type".into(), json!("connection_closed"));
+            attributes.insert(semconv::ERROR_TYPE.into(), json!("connection_closed"));
         } else {
             let code = if code.is_empty() { "_OTHER".to_string() } else { code };
-            attributes.insert("db.response.status_code".into(), json!(code));
-            attributes.insert("error.type".into(), json!(code));
+            attributes.insert(semconv::DB_RESPONSE_STATUS_CODE.into(), json!(code));
+            attributes.insert(semconv::ERROR_TYPE.into(), json!(code));
         }
         message
     });

@@ -6,6 +6,7 @@ use super::commands::Command;
 use super::SYSTEM;
 use crate::calls::DbCall;
 use crate::db::{base_attributes, truncate, MAX_QUERY_TEXT};
+use crate::spans::semconv;
 
 /// Commands written together (no read in between): one call.
 #[derive(Debug)]
@@ -40,19 +41,19 @@ pub(super) fn make_call(b: Batch, end_ns: u64) -> DbCall {
     let query_text = truncate(text.join("; "), MAX_QUERY_TEXT);
     let mut attributes = base_attributes(SYSTEM, &operation, Some(&query_text));
     if !single {
-        attributes.insert("db.operation.batch.size".into(), json!(b.commands.len()));
+        attributes.insert(semconv::DB_OPERATION_BATCH_SIZE.into(), json!(b.commands.len()));
     }
     let keys: Option<u64> = b.commands.iter().map(|c| c.keys).sum();
     if let Some(k) = keys {
-        attributes.insert("db.redis.key_count".into(), json!(k));
+        attributes.insert(semconv::DB_REDIS_KEY_COUNT.into(), json!(k));
     }
     // The first error of the batch is the call's.
     let error = b.errors.into_iter().flatten().next();
     if let Some(e) = &error {
         // The error's prefix, by convention its kind: ERR, WRONGTYPE, NOSCRIPT, ...
         let code = e.split(' ').next().unwrap_or("ERR").to_string();
-        attributes.insert("db.response.status_code".into(), json!(code));
-        attributes.insert("error.type".into(), json!(code));
+        attributes.insert(semconv::DB_RESPONSE_STATUS_CODE.into(), json!(code));
+        attributes.insert(semconv::ERROR_TYPE.into(), json!(code));
     }
     DbCall {
         start_ns: first.start_ns,

@@ -11,6 +11,7 @@ use super::requests::{looks_like_request, ReqState, Requests};
 use super::SYSTEM;
 use crate::calls::{Call, ClientProtocol, DbCall};
 use crate::db::{clamp, DbStats, Piece};
+use crate::spans::semconv;
 
 /// Commands in flight remembered; beyond that the connection is given up on.
 const MAX_INFLIGHT: usize = 100_000;
@@ -156,7 +157,7 @@ impl RedisConnection {
                 }
                 let mut c = make_call(b, end);
                 c.error = Some("connection closed before the reply".into());
-                c.attributes.insert("error.type".into(), json!("connection_closed"));
+                c.attributes.insert(semconv::ERROR_TYPE.into(), json!("connection_closed"));
                 c
             })
             .collect()

@@ -80,7 +80,7 @@ impl Agent {
     /// traced call whose socket is this request's client; else a new trace.
     fn decide(&mut self, incoming: Incoming, client: Option<(IpAddr, u16)>) -> SpanIds {
         match incoming {
-            Incoming::Valid(p) => return p.child(),
+            Incoming::Valid(p) => return SpanIds::continuing(&p),
             Incoming::Invalid(_) => self.stats.invalid_traceparent += 1,
             Incoming::Absent => {}
         }

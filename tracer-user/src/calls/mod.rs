@@ -6,8 +6,10 @@
 //! own folder (`db/postgres/`, `db/redis/`, `http/client.rs`), and `crate::protocols::detect`
 //! picks the one a connection speaks from its first write.
 use crate::piece::Piece;
-use crate::spans::semconv;
-use crate::spans::Attributes;
+
+/// A span's attributes (the same map as `spans::Attributes`, named here so that this neutral
+/// module depends on no span code).
+pub type Attributes = serde_json::Map<String, serde_json::Value>;
 
 /// One client connection's parser. Writes are what the client sent, reads what it received.
 pub trait ClientProtocol: Send {
@@ -69,17 +71,6 @@ pub struct DbCall {
     /// The server's error message (ErrorResponse `M`, Redis `-ERR ...`), or why the call has no
     /// reply (connection closed).
     pub error: Option<String>,
-}
-
-impl DbCall {
-    /// A span name per the conventions: `{operation}`, plus the namespace when known.
-    pub fn span_name(&self) -> String {
-        match self.attributes.get(semconv::DB_NAMESPACE).and_then(|v| v.as_str()) {
-            Some(ns) if !self.operation.is_empty() => format!("{} {ns}", self.operation),
-            _ if !self.operation.is_empty() => self.operation.clone(),
-            _ => self.system.to_string(),
-        }
-    }
 }
 
 /// One HTTP request the client sent and what it got back: what a client span needs of the

@@ -10,19 +10,6 @@ pub struct Parent {
     pub trace_state: Option<String>,
 }
 
-impl Parent {
-    /// The span that continues this caller's trace.
-    pub fn child(&self) -> crate::spans::SpanIds {
-        crate::spans::SpanIds {
-            trace_id: self.trace_id.clone(),
-            span_id: crate::spans::new_ids().1,
-            parent_span_id: Some(self.span_id.clone()),
-            trace_state: self.trace_state.clone(),
-            sampled: self.sampled,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// No traceparent header: a new trace.

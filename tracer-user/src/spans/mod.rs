@@ -86,6 +86,17 @@ impl SpanIds {
         SpanIds { trace_id, span_id, parent_span_id: None, trace_state: None, sampled: true }
     }
 
+    /// The span that continues a caller's trace (its valid `traceparent`).
+    pub fn continuing(parent: &crate::http::traceparent::Parent) -> SpanIds {
+        SpanIds {
+            trace_id: parent.trace_id.clone(),
+            span_id: new_ids().1,
+            parent_span_id: Some(parent.span_id.clone()),
+            trace_state: parent.trace_state.clone(),
+            sampled: parent.sampled,
+        }
+    }
+
     /// A new span under this one, in the same trace.
     #[must_use]
     pub fn child(&self) -> SpanIds {

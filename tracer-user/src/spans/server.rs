@@ -253,8 +253,15 @@ mod tests {
         ) else {
             panic!("a valid traceparent")
         };
-        let v =
-            serde_json::to_value(server_span(&x, &ctx(), parent.child(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(
+            &x,
+            &ctx(),
+            SpanIds::continuing(&parent),
+            &keys(),
+            Attributes::new(),
+            |t| t,
+        ))
+        .unwrap();
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["parent_span_id"], "00f067aa0ba902b7");
         assert_eq!(v["trace_state"], "k=v");

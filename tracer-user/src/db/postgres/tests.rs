@@ -123,7 +123,7 @@ fn captured_session_gives_one_call_per_query() {
 
     let simple = &calls[0];
     assert_eq!(simple.system, "postgresql");
-    assert_eq!(simple.span_name(), "SELECT app");
+    assert_eq!(crate::spans::db_client::name(simple), "SELECT app");
     assert_eq!(
         serde_json::Value::Object(simple.attributes.clone()),
         serde_json::json!({

@@ -29,7 +29,7 @@ struct Type {
     kind: u32,
     name: u32,
     /// The header's third word: the referenced type for typedefs and qualifiers.
-    size_or_type: u32,
+    size_or_id: u32,
     members: Vec<Member>,
 }
 
@@ -71,13 +71,13 @@ impl KernelBtf {
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
-            let size_or_type = u32_at(types_raw, at + 8)?;
+            let size_or_id = u32_at(types_raw, at + 8)?;
             at += 12;
             let mut members = Vec::new();
             // Bytes following the common header, by kind (linux/btf.h).
             let extra = match kind {
-                1 => 4,  // INT
-                3 => 12, // ARRAY
+                1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
+                3 => 12,          // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = at + 12 * i;
@@ -87,17 +87,13 @@ impl KernelBtf {
                     }
                     12 * vlen
                 }
-                6 => 8 * vlen,   // ENUM
-                13 => 8 * vlen,  // FUNC_PROTO
-                14 => 4,         // VAR
-                15 => 12 * vlen, // DATASEC
-                17 => 4,         // DECL_TAG
-                19 => 12 * vlen, // ENUM64
+                6 | 13 => 8 * vlen,   // ENUM, FUNC_PROTO
+                15 | 19 => 12 * vlen, // DATASEC, ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             at += extra;
-            types.push(Type { kind, name, size_or_type, members });
+            types.push(Type { kind, name, size_or_id, members });
         }
         let mut btf = KernelBtf { strings, types, by_name: HashMap::new() };
         for (i, t) in btf.types.iter().enumerate() {
@@ -122,12 +118,12 @@ impl KernelBtf {
             if !matches!(t.kind, 8..=11 | 18) {
                 return id;
             }
-            id = t.size_or_type;
+            id = t.size_or_id;
         }
         id
     }
 
-    /// Byte offset of `path` (e.g. ["thread", "fsbase"]) inside struct `root`, looking through
+    /// Byte offset of `path` (e.g. `["thread", "fsbase"]`) inside struct `root`, looking through
     /// anonymous struct and union members.
     pub fn offset_of(&self, root: &str, path: &[&str]) -> Result<u64, BtfError> {
         let missing = || BtfError::Missing(format!("{root}.{}", path.join(".")));

@@ -6,25 +6,26 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::Ebpf;
+use tracer_common::names::{map, program};
 use tracer_common::{ConnKey, DropReason, PyOffsets, TrackedProc};
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 /// Program name → the tracepoints it serves. Entry programs are grouped by argument layout; one
 /// exit program serves every traced syscall (it finds the saved entry by thread id).
 const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
-    ("enter_accept", "syscalls", &["sys_enter_accept", "sys_enter_accept4"]),
-    ("enter_read_buf", "syscalls", &["sys_enter_read", "sys_enter_recvfrom"]),
-    ("enter_write_buf", "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
-    ("enter_read_iov", "syscalls", &["sys_enter_readv"]),
-    ("enter_write_iov", "syscalls", &["sys_enter_writev"]),
-    ("enter_read_msg", "syscalls", &["sys_enter_recvmsg"]),
-    ("enter_write_msg", "syscalls", &["sys_enter_sendmsg"]),
-    ("enter_sendfile", "syscalls", &["sys_enter_sendfile64"]),
-    ("enter_close", "syscalls", &["sys_enter_close"]),
-    ("enter_connect", "syscalls", &["sys_enter_connect"]),
+    (program::ENTER_ACCEPT, "syscalls", &["sys_enter_accept", "sys_enter_accept4"]),
+    (program::ENTER_READ_BUF, "syscalls", &["sys_enter_read", "sys_enter_recvfrom"]),
+    (program::ENTER_WRITE_BUF, "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
+    (program::ENTER_READ_IOV, "syscalls", &["sys_enter_readv"]),
+    (program::ENTER_WRITE_IOV, "syscalls", &["sys_enter_writev"]),
+    (program::ENTER_READ_MSG, "syscalls", &["sys_enter_recvmsg"]),
+    (program::ENTER_WRITE_MSG, "syscalls", &["sys_enter_sendmsg"]),
+    (program::ENTER_SENDFILE, "syscalls", &["sys_enter_sendfile64"]),
+    (program::ENTER_CLOSE, "syscalls", &["sys_enter_close"]),
+    (program::ENTER_CONNECT, "syscalls", &["sys_enter_connect"]),
     (
-        "sys_exit",
+        program::SYS_EXIT,
         "syscalls",
         &[
             "sys_exit_accept",
@@ -41,15 +42,16 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
             "sys_exit_connect",
         ],
     ),
-    ("sched_fork", "sched", &["sched_process_fork"]),
-    ("sched_exit", "sched", &["sched_process_exit"]),
-    ("sched_exec", "sched", &["sched_process_exec"]),
+    (program::SCHED_FORK, "sched", &["sched_process_fork"]),
+    (program::SCHED_EXIT, "sched", &["sched_process_exit"]),
+    (program::SCHED_EXEC, "sched", &["sched_process_exec"]),
 ];
 
 /// Loaded at start, attached per Python library file once a traced process is seen using it.
-const UPROBES: [&str; 6] = ["gc_start", "gc_return", "gc_done", "gil_request", "gil_taken", FRAME_EVAL];
+const UPROBES: [&str; 6] =
+    [program::GC_START, program::GC_RETURN, program::GC_DONE, program::GIL_REQUEST, program::GIL_TAKEN, FRAME_EVAL];
 /// The stack-walking uprobe on `_PyEval_EvalFrameDefault`, attached per process.
-const FRAME_EVAL: &str = "py_frame_eval";
+const FRAME_EVAL: &str = program::PY_FRAME_EVAL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -58,17 +60,22 @@ pub enum ProbeError {
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({0}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
     Tracefs(std::io::Error),
     #[error("loading the eBPF object failed: {0}. pytracer needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BPF ring buffers (5.8+)")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("loading program {name} failed: {source}")]
     Program { name: &'static str, source: aya::programs::ProgramError },
     #[error("attaching {name} to tracepoint {category}:{tracepoint} failed: {source}")]
-    Attach { name: &'static str, category: &'static str, tracepoint: &'static str, source: aya::programs::ProgramError },
+    Attach {
+        name: &'static str,
+        category: &'static str,
+        tracepoint: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("the eBPF object has no map or program {0}")]
     MissingMap(&'static str),
     #[error("attaching {name} to the USDT probe of {path} at file offset {offset:#x} failed: {source}")]
     Usdt { name: &'static str, path: String, offset: u64, source: std::io::Error },
     #[error("attaching {name} to {path} at file offset {offset:#x} failed: {source}")]
-    Uprobe { name: &'static str, path: String, offset: u64, source: aya::programs::ProgramError },
+    Uprobe { name: &'static str, path: String, offset: u64, source: Box<aya::programs::ProgramError> },
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
 }
@@ -95,7 +102,7 @@ impl Probes {
             return Err(ProbeError::NoObject);
         }
         ensure_tracefs()?;
-        let mut ebpf = Ebpf::load(OBJECT).map_err(ProbeError::Load)?;
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| ProbeError::Load(Box::new(e)))?;
         for &(name, category, tracepoints) in ATTACHMENTS {
             let prog: &mut TracePoint =
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
@@ -105,21 +112,21 @@ impl Probes {
                     name,
                     category,
                     tracepoint,
-                    source,
+                    source: Box::new(source),
                 })?;
             }
         }
-        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
-            .map_err(|source| ProbeError::Map { map: "EVENTS", source })?;
-        let tracked = HashMap::try_from(take(&mut ebpf, "TRACKED")?)
-            .map_err(|source| ProbeError::Map { map: "TRACKED", source })?;
-        let conns =
-            HashMap::try_from(take(&mut ebpf, "CONNS")?).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
-        let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)
-            .map_err(|source| ProbeError::Map { map: "DROPS", source })?;
+        let events = RingBuf::try_from(take(&mut ebpf, map::EVENTS)?)
+            .map_err(|source| ProbeError::Map { map: map::EVENTS, source })?;
+        let tracked = HashMap::try_from(take(&mut ebpf, map::TRACKED)?)
+            .map_err(|source| ProbeError::Map { map: map::TRACKED, source })?;
+        let conns = HashMap::try_from(take(&mut ebpf, map::CONNS)?)
+            .map_err(|source| ProbeError::Map { map: map::CONNS, source })?;
+        let drops = PerCpuArray::try_from(take(&mut ebpf, map::DROPS)?)
+            .map_err(|source| ProbeError::Map { map: map::DROPS, source })?;
         set_kernel_config(&mut ebpf)?;
-        let py_offsets = HashMap::try_from(take(&mut ebpf, "PY_OFFSETS")?)
-            .map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })?;
+        let py_offsets = HashMap::try_from(take(&mut ebpf, map::PY_OFFSETS)?)
+            .map_err(|source| ProbeError::Map { map: map::PY_OFFSETS, source })?;
         for name in UPROBES {
             let prog: &mut UProbe =
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
@@ -132,7 +139,7 @@ impl Probes {
     pub fn track(&mut self, pid: u32, root: u32) -> Result<(), ProbeError> {
         self.tracked
             .insert(pid, TrackedProc { root_tgid: root, _pad: 0 }, 0)
-            .map_err(|source| ProbeError::Map { map: "TRACKED", source })
+            .map_err(|source| ProbeError::Map { map: map::TRACKED, source })
     }
 
     pub fn is_tracked(&self, pid: u32) -> bool {
@@ -144,24 +151,24 @@ impl Probes {
     pub fn attach_uprobe(&mut self, name: &'static str, path: &Path, offset: u64) -> Result<(), ProbeError> {
         let prog: &mut UProbe =
             self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
-        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses)
-            .map(|_| ())
-            .map_err(|source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source })
+        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses).map(|_| ()).map_err(
+            |source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source: Box::new(source) },
+        )
     }
 
     /// The least time between two frame-evaluation walks on one thread (0: every hit).
     pub fn set_walk_gap(&mut self, ns: u64) -> Result<(), ProbeError> {
         let mut config: Array<&mut MapData, u64> =
-            Array::try_from(self.ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?)
-                .map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
+            Array::try_from(self.ebpf.map_mut(map::KCONFIG).ok_or(ProbeError::MissingMap(map::KCONFIG))?)
+                .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
         config
             .set(tracer_common::KCONFIG_WALK_GAP_NS, ns, 0)
-            .map_err(|source| ProbeError::Map { map: "KCONFIG", source })
+            .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })
     }
 
     /// Tells the stack walk how to read `pid`'s interpreter (its children inherit it at fork).
     pub fn set_py_offsets(&mut self, pid: u32, offsets: PyOffsets) -> Result<(), ProbeError> {
-        self.py_offsets.insert(pid, offsets, 0).map_err(|source| ProbeError::Map { map: "PY_OFFSETS", source })
+        self.py_offsets.insert(pid, offsets, 0).map_err(|source| ProbeError::Map { map: map::PY_OFFSETS, source })
     }
 
     /// Attaches the stack-walking probe at `offset` of `path` for process `pid` only: a probe for
@@ -173,9 +180,9 @@ impl Probes {
             .and_then(|p| p.try_into().ok())
             .ok_or(ProbeError::MissingMap(FRAME_EVAL))?;
         let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
-            .map(FrameEvalLink)
-            .map_err(|source| ProbeError::Uprobe { name: FRAME_EVAL, path: path.display().to_string(), offset, source })
+        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope).map(FrameEvalLink).map_err(|source| {
+            ProbeError::Uprobe { name: FRAME_EVAL, path: path.display().to_string(), offset, source: Box::new(source) }
+        })
     }
 
     pub fn detach_frame_eval(&mut self, link: FrameEvalLink) {
@@ -232,16 +239,16 @@ fn set_kernel_config(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         match super::kernel_btf::KernelBtf::load().and_then(|b| b.offset_of("task_struct", &["thread", "fsbase"])) {
             Ok(off) => off,
             Err(e) => {
-                eprintln!("pytracer: warning: no Python caller on outgoing calls: {e}");
+                log::warn!("warning: no Python caller on outgoing calls: {e}");
                 0
             }
         };
     let mut config: Array<&mut MapData, u64> =
-        Array::try_from(ebpf.map_mut("KCONFIG").ok_or(ProbeError::MissingMap("KCONFIG"))?)
-            .map_err(|source| ProbeError::Map { map: "KCONFIG", source })?;
+        Array::try_from(ebpf.map_mut(map::KCONFIG).ok_or(ProbeError::MissingMap(map::KCONFIG))?)
+            .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
     config
         .set(tracer_common::KCONFIG_TASK_FSBASE, fsbase, 0)
-        .map_err(|source| ProbeError::Map { map: "KCONFIG", source })
+        .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

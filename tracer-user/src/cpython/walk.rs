@@ -13,8 +13,8 @@ pub enum WalkUnsupported {
     OffsetTooLarge(&'static str),
 }
 
-/// The kernel reads 128 bytes of a frame or code object at once (python_stack.rs BLOCK).
-const BLOCK: u64 = 128;
+/// The kernel reads this many bytes of a frame or code object at once.
+const BLOCK: u64 = tracer_common::STACK_READ_BLOCK as u64;
 
 pub fn offsets(build: &PythonBuild, layout: &Layout) -> Result<PyOffsets, WalkUnsupported> {
     let f = &layout.frames;

@@ -1,0 +1,143 @@
+//! Ring-buffer records: what the kernel side writes and the agent decodes (see `decode` for the
+//! agent's half). Every record starts with an [`EventHeader`] whose `kind` is an [`EventKind`].
+
+/// Bytes of payload copied per read or write. A power of two, so the kernel side can bound a
+/// length with a mask the verifier understands. Request and response heads longer than this are
+/// truncated; the agent marks such spans.
+pub const CAPTURE_LEN: usize = 4096;
+/// The scratch buffer is twice the capture window so that "offset < CAPTURE_LEN" plus
+/// "length <= CAPTURE_LEN" is provably in bounds when gathering iovecs.
+pub const SCRATCH_LEN: usize = 2 * CAPTURE_LEN;
+/// Iovecs of a readv/writev/recvmsg/sendmsg that are gathered into the capture (bounded loop).
+pub const MAX_IOVECS: usize = 4;
+/// Longest socket address copied from accept (sockaddr_un is 110 bytes).
+pub const SOCKADDR_LEN: usize = 112;
+
+/// Python frames kept per stack walk, innermost first. A Flask request's handler sits about 20
+/// frames deep under Gunicorn; 32 leaves room for middleware and helpers.
+pub const MAX_STACK_FRAMES: usize = 32;
+
+crate::abi_enum! {
+    /// What a ring-buffer record is. The first field of every record.
+    pub enum EventKind {
+        /// An accepted connection; `fd` is the new socket.
+        Accept = 1 => "accept",
+        /// Bytes received on a tracked connection.
+        Read = 2 => "read",
+        /// Bytes sent on a tracked connection.
+        Write = 3 => "write",
+        /// A tracked connection was closed by the process.
+        Close = 4 => "close",
+        /// A tracked process forked (or created a thread: `child` may be a thread id).
+        Fork = 5 => "fork",
+        /// A tracked process exited (its whole thread group).
+        Exit = 6 => "exit",
+        /// One garbage collection: start_ns..end_ns is the pause.
+        GcPause = 7 => "gc_pause",
+        /// A thread took the GIL back: start_ns..end_ns is the wait (PyEval_RestoreThread).
+        GilWait = 8 => "gil_wait",
+        /// A tracked process executed a new program (same pid, new image).
+        Exec = 9 => "exec",
+        /// A walk of the Python stack of one thread (a [`StackEvent`]).
+        Stack = 10 => "stack",
+        /// A tracked process connected a socket (an [`AcceptEvent`] whose address is the peer's).
+        Connect = 11 => "connect",
+    }
+}
+
+/// Common head of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// The connection's file descriptor (for Accept: the new one).
+    pub fd: i32,
+    /// CLOCK_MONOTONIC at syscall entry.
+    pub start_ns: u64,
+    /// CLOCK_MONOTONIC at syscall exit.
+    pub end_ns: u64,
+    /// The syscall's return value: bytes transferred, or the accepted fd.
+    pub ret: i64,
+}
+
+/// Read and Write records: the header, then `captured` bytes of payload (at most CAPTURE_LEN).
+/// The record in the ring buffer is only as long as the bytes captured.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    pub captured: u32,
+    /// DATA_FLAG_* bits.
+    pub flags: u32,
+    pub data: [u8; SCRATCH_LEN],
+}
+
+/// The payload could not be read from user memory (the capture is empty, the byte count is right).
+pub const DATA_FLAG_READ_FAULT: u32 = 1;
+/// More iovecs than MAX_IOVECS carried data: the capture holds only the first ones.
+pub const DATA_FLAG_IOV_TRUNCATED: u32 = 2;
+
+pub const DATA_HEADER_LEN: usize = size_of::<EventHeader>() + 8;
+
+/// Accept and Connect records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptEvent {
+    pub header: EventHeader,
+    pub listen_fd: i32,
+    /// Bytes of `addr` the kernel filled in (0 when the caller passed no address buffer).
+    pub addr_len: u32,
+    pub addr: [u8; SOCKADDR_LEN],
+}
+
+/// Close, Fork, Exit, Exec, GcPause and GilWait records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the record can be built in a literal")]
+pub struct ProcEvent {
+    pub header: EventHeader,
+    /// Fork: the new task's id (a pid, or a thread id when a thread was created).
+    pub child: u32,
+    pub _pad: u32,
+}
+
+/// Why a stack walk was made.
+pub const STACK_TRIGGER_FRAME_EVAL: u32 = 1;
+/// A write on a connection the process opened (a database query, an HTTP call): the walk names
+/// the Python code that made it.
+pub const STACK_TRIGGER_CLIENT_WRITE: u32 = 2;
+
+/// The walk stopped at MAX_STACK_FRAMES with more frames above.
+pub const STACK_FLAG_TRUNCATED: u32 = 1;
+/// A read of interpreter memory failed part way (the frames before it are good).
+pub const STACK_FLAG_READ_FAULT: u32 = 2;
+
+/// One frame of a walk: enough to name its code object from user space later, and to notice when
+/// a freed code object's address was reused by another (the name pointer and first line differ).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the record can be built in a literal")]
+pub struct PyFrame {
+    pub code: u64,
+    pub name: u64,
+    pub first_line: u32,
+    pub _pad: u32,
+}
+
+/// A Python stack, innermost frame first. Only `depth` frames are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the record can be built in a literal")]
+pub struct StackEvent {
+    pub header: EventHeader,
+    pub trigger: u32,
+    pub depth: u32,
+    /// STACK_FLAG_* bits.
+    pub flags: u32,
+    pub _pad: u32,
+    pub frames: [PyFrame; MAX_STACK_FRAMES],
+}
+
+pub const STACK_HEADER_LEN: usize = size_of::<EventHeader>() + 16;

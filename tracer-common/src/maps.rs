@@ -1,0 +1,65 @@
+//! Keys, values, sizes and indexes of the maps both sides use.
+
+pub const MAX_TRACKED_PIDS: u32 = 16_384;
+pub const MAX_CONNECTIONS: u32 = 65_536;
+pub const MAX_INFLIGHT_SYSCALLS: u32 = 16_384;
+
+/// Key of the connection map: a socket is identified by its process and descriptor, not by the
+/// thread, because a keep-alive connection may be served by several threads (gthread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// CONNS values: how the process got the socket.
+pub const CONN_ACCEPTED: u32 = 0;
+pub const CONN_CONNECTED: u32 = 1;
+
+/// Value of the tracked-process map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the value can be built in a literal")]
+pub struct TrackedProc {
+    /// The tracked process it descends from (itself for a root).
+    pub root_tgid: u32,
+    pub _pad: u32,
+}
+
+crate::abi_enum! {
+    /// Indexes of the per-CPU drop counters. Every event the kernel side cannot deliver is counted.
+    pub enum DropReason {
+        /// The ring buffer was full: the agent fell behind.
+        RingBufFull = 0 => "ringbuf_full",
+        /// The connection map was full: a new connection was not tracked.
+        ConnMapFull = 1 => "conn_map_full",
+        /// The tracked-process map was full: a forked child was not tracked.
+        ProcMapFull = 2 => "proc_map_full",
+        /// The in-flight syscall map was full: a read or write was not seen.
+        InflightMapFull = 3 => "inflight_map_full",
+        /// A Python stack was not sent because the ring buffer was past the share stacks may use:
+        /// the requests' own records keep their room.
+        StackThrottled = 4 => "stack_throttled",
+    }
+}
+
+/// Entries of the drop-counter map.
+pub const DROP_REASONS: u32 = DropReason::COUNT as u32;
+
+/// Index in the KCONFIG array map of `offsetof(struct task_struct, thread.fsbase)` (0: unknown,
+/// and walks from syscalls are off).
+pub const KCONFIG_TASK_FSBASE: u32 = 0;
+/// Index of the least time between two frame-evaluation walks on one thread (0: walk on every
+/// hit). A walk costs ~10-20 µs here against the hit's ~1.3 µs trap, and a Flask request has
+/// ~120 hits: in sampled windows a few walks per request find the handler at a fraction of it.
+pub const KCONFIG_WALK_GAP_NS: u32 = 1;
+pub const KCONFIG_LEN: u32 = 4;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] data with no padding-dependent invariants.
+    unsafe impl aya::Pod for super::ConnKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TrackedProc {}
+}

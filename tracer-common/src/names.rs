@@ -1,0 +1,89 @@
+//! The name of every map and program in the eBPF object, which is how the agent finds them.
+//!
+//! aya-ebpf's macros name a map after its static and a program after its function, and take no
+//! constant in their place; so the kernel side spells these as identifiers, and the agent's unit
+//! test `bpf::object_names` checks the built object against [`map::ALL`] and [`program::ALL`] both
+//! ways (nothing missing, nothing unlisted).
+
+/// Map names (the statics in tracer-ebpf's maps.rs).
+pub mod map {
+    pub const TRACKED: &str = "TRACKED";
+    pub const CONNS: &str = "CONNS";
+    pub const INFLIGHT: &str = "INFLIGHT";
+    pub const EVENTS: &str = "EVENTS";
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const DROPS: &str = "DROPS";
+    pub const GC_STARTED: &str = "GC_STARTED";
+    pub const GIL_REQUESTED: &str = "GIL_REQUESTED";
+    pub const PY_OFFSETS: &str = "PY_OFFSETS";
+    pub const KCONFIG: &str = "KCONFIG";
+    pub const LAST_WALK: &str = "LAST_WALK";
+    pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
+
+    /// Every map of the object.
+    pub const ALL: &[&str] = &[
+        TRACKED,
+        CONNS,
+        INFLIGHT,
+        EVENTS,
+        SCRATCH,
+        DROPS,
+        GC_STARTED,
+        GIL_REQUESTED,
+        PY_OFFSETS,
+        KCONFIG,
+        LAST_WALK,
+        STACK_SCRATCH,
+    ];
+}
+
+/// Program names (the functions under tracer-ebpf's probes/).
+pub mod program {
+    // Syscall entries (probes/accept_connect.rs, data.rs, close.rs) and their one exit.
+    pub const ENTER_ACCEPT: &str = "enter_accept";
+    pub const ENTER_CONNECT: &str = "enter_connect";
+    pub const ENTER_READ_BUF: &str = "enter_read_buf";
+    pub const ENTER_WRITE_BUF: &str = "enter_write_buf";
+    pub const ENTER_READ_IOV: &str = "enter_read_iov";
+    pub const ENTER_WRITE_IOV: &str = "enter_write_iov";
+    pub const ENTER_READ_MSG: &str = "enter_read_msg";
+    pub const ENTER_WRITE_MSG: &str = "enter_write_msg";
+    pub const ENTER_SENDFILE: &str = "enter_sendfile";
+    pub const ENTER_CLOSE: &str = "enter_close";
+    pub const SYS_EXIT: &str = "sys_exit";
+    // Process life (probes/sched.rs).
+    pub const SCHED_FORK: &str = "sched_fork";
+    pub const SCHED_EXIT: &str = "sched_exit";
+    pub const SCHED_EXEC: &str = "sched_exec";
+    // CPython uprobes (probes/gc_gil.rs, probes/frame_eval.rs).
+    pub const GC_START: &str = "gc_start";
+    pub const GC_RETURN: &str = "gc_return";
+    pub const GC_DONE: &str = "gc_done";
+    pub const GIL_REQUEST: &str = "gil_request";
+    pub const GIL_TAKEN: &str = "gil_taken";
+    pub const PY_FRAME_EVAL: &str = "py_frame_eval";
+
+    /// Every program of the object.
+    pub const ALL: &[&str] = &[
+        ENTER_ACCEPT,
+        ENTER_CONNECT,
+        ENTER_READ_BUF,
+        ENTER_WRITE_BUF,
+        ENTER_READ_IOV,
+        ENTER_WRITE_IOV,
+        ENTER_READ_MSG,
+        ENTER_WRITE_MSG,
+        ENTER_SENDFILE,
+        ENTER_CLOSE,
+        SYS_EXIT,
+        SCHED_FORK,
+        SCHED_EXIT,
+        SCHED_EXEC,
+        GC_START,
+        GC_RETURN,
+        GC_DONE,
+        GIL_REQUEST,
+        GIL_TAKEN,
+        PY_FRAME_EVAL,
+    ];
+}

@@ -1,0 +1,100 @@
+//! Every map of the object, with the kernel-only types of their values. The agent finds them by
+//! name (tracer_common::names::map, checked against the built object by the agent's tests).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    ConnKey, DataEvent, PyOffsets, StackEvent, TrackedProc, DROP_REASONS, KCONFIG_LEN, MAX_CONNECTIONS,
+    MAX_INFLIGHT_SYSCALLS, MAX_TRACKED_PIDS, STACK_READ_BLOCK,
+};
+
+// ---- processes and connections ---------------------------------------------------------------
+
+#[map]
+pub static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries(MAX_TRACKED_PIDS, 0);
+
+#[map]
+pub static CONNS: HashMap<ConnKey, u32> = HashMap::with_max_entries(MAX_CONNECTIONS, 0);
+
+/// Arguments saved at syscall entry, keyed by pid_tgid, read back at exit. LRU so that a thread
+/// that dies inside a syscall cannot leak an entry forever.
+#[map]
+pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Inflight {
+    pub start_ns: u64,
+    /// Buffer, iovec array or msghdr pointer; for accept the sockaddr pointer.
+    pub ptr: u64,
+    /// iovec count; for accept the addrlen pointer.
+    pub aux: u64,
+    pub fd: i32,
+    pub op: Op,
+}
+
+/// Which syscall an INFLIGHT entry was saved by, grouped by argument layout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    Accept,
+    ReadBuf,
+    WriteBuf,
+    ReadIov,
+    WriteIov,
+    ReadMsg,
+    WriteMsg,
+    /// sendfile: bytes go out but there is nothing to copy from user memory.
+    WriteNoData,
+    /// connect: `ptr` is the peer address, `aux` its length.
+    Connect,
+}
+
+// ---- output ----------------------------------------------------------------------------------
+
+/// 4 MiB: at this machine's saturation (~5000 req/s) the agent drains about 10 MB/s, so this is
+/// ~0.4 s of slack for a stalled agent. Its pages count in the agent's RSS (mapped twice), so
+/// bigger is not free. Overflow is counted in DROPS.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU assembly area for a data record: too big for the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
+
+// ---- CPython: GC pauses and GIL waits (entry time by thread) ----------------------------------
+
+#[map]
+pub static GC_STARTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static GIL_REQUESTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+// ---- CPython: stack walks --------------------------------------------------------------------
+
+#[map]
+pub static PY_OFFSETS: HashMap<u32, PyOffsets> = HashMap::with_max_entries(MAX_TRACKED_PIDS, 0);
+
+/// Kernel facts from the agent (KCONFIG_* indexes), read from the kernel's BTF.
+#[map]
+pub static KCONFIG: Array<u64> = Array::with_max_entries(KCONFIG_LEN, 0);
+
+/// When each thread last walked from the frame-evaluation probe (for KCONFIG_WALK_GAP_NS).
+#[map]
+pub static LAST_WALK: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
+
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<StackScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The stack record being built, and the last frame and code object read. The extra 8 bytes
+/// let an offset masked below STACK_READ_BLOCK be read as a u64 without leaving the buffer.
+#[repr(C)]
+pub struct StackScratch {
+    pub ev: StackEvent,
+    pub frame: [u8; STACK_READ_BLOCK + 8],
+    pub code: [u8; STACK_READ_BLOCK + 8],
+}

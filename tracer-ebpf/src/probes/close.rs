@@ -1,0 +1,24 @@
+//! close: a followed socket leaves CONNS, and a Close record ends its connection.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{ConnKey, EventKind};
+
+use crate::maps::CONNS;
+use crate::output::output_proc;
+use crate::syscall::{arg, ARG0};
+use crate::task::{ids, is_tracked, now_ns};
+
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    let (_, tgid, tid) = ids();
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    let Some(fd) = arg::<u64>(&ctx, ARG0) else { return 0 };
+    let key = ConnKey { tgid, fd: fd as u32 };
+    if CONNS.remove(key).is_err() {
+        return 0; // not a connection we follow
+    }
+    let now = now_ns();
+    output_proc(EventKind::Close, tgid, tid, fd as i32, now, now, 0);
+    0
+}

@@ -2,6 +2,7 @@
 //! (and opt-in GIL) probes on each library file, attached once per file.
 use super::{Agent, Python};
 use crate::cpython::{self, layout::Layout};
+use tracer_common::names::program;
 
 impl Agent {
     /// Identifies the process's Python build and attaches the GC (and, if asked, GIL) probes to
@@ -19,7 +20,7 @@ impl Agent {
             }
             cpython::Support::Unsupported { reason, label } => {
                 if label != "not_python" {
-                    eprintln!("pytracer: pid {pid}: {reason}");
+                    log::warn!("pid {pid}: {reason}");
                 }
                 Python::Unsupported { label }
             }
@@ -32,20 +33,20 @@ impl Agent {
         let offsets = match cpython::walk::offsets(build, layout) {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("pytracer: pid {pid}: {e}");
+                log::warn!("pid {pid}: {e}");
                 return;
             }
         };
         let Some(entry) = build.symbol_offset(cpython::build::EVAL_FRAME_SYMBOL) else {
-            eprintln!(
-                "pytracer: pid {pid}: {} has no {} symbol; spans stay without handler code",
+            log::warn!(
+                "pid {pid}: {} has no {} symbol; spans stay without handler code",
                 build.host_path.display(),
                 cpython::build::EVAL_FRAME_SYMBOL
             );
             return;
         };
         if let Err(e) = self.probes.set_py_offsets(pid, offsets) {
-            eprintln!("pytracer: pid {pid}: {e}");
+            log::warn!("pid {pid}: {e}");
             return;
         }
         // A probe on endbr64 itself costs ~8x more here than on the instruction after it.
@@ -61,10 +62,10 @@ impl Agent {
         let collectors: Vec<u64> =
             build.symbol_offsets.iter().filter(|(n, _)| layout.is_gc_collect_symbol(n)).map(|(_, o)| *o).collect();
         for &off in &collectors {
-            for prog in ["gc_start", "gc_return"] {
+            for prog in [program::GC_START, program::GC_RETURN] {
                 if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
                     self.metrics.attach_error("gc_probe");
-                    eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
+                    log::warn!("no GC pause metric for {}: {e}", path.display());
                 }
             }
         }
@@ -74,15 +75,15 @@ impl Agent {
             let usdt = |n: &str| build.usdt.iter().find(|p| p.provider == "python" && p.name == n);
             match (usdt("gc__start"), usdt("gc__done")) {
                 (Some(start), Some(done)) => {
-                    for (prog, p) in [("gc_start", start), ("gc_done", done)] {
+                    for (prog, p) in [(program::GC_START, start), (program::GC_DONE, done)] {
                         if let Err(e) = self.probes.attach_usdt(prog, &path, p.pc_offset, p.semaphore_offset) {
                             self.metrics.attach_error("gc_probe");
-                            eprintln!("pytracer: no GC pause metric for {}: {e}", path.display());
+                            log::warn!("no GC pause metric for {}: {e}", path.display());
                         }
                     }
                 }
-                _ => eprintln!(
-                    "pytracer: no GC pause metric for {}: it has neither the symbol {} nor gc__start/gc__done USDT probes; GC counts still come from memory",
+                _ => log::warn!(
+                    "no GC pause metric for {}: it has neither the symbol {} nor gc__start/gc__done USDT probes; GC counts still come from memory",
                     path.display(),
                     layout.gc_collect_fn
                 ),
@@ -91,15 +92,15 @@ impl Agent {
         if self.config.cpython.gil_wait {
             match offset("PyEval_RestoreThread") {
                 Some(off) => {
-                    for prog in ["gil_request", "gil_taken"] {
+                    for prog in [program::GIL_REQUEST, program::GIL_TAKEN] {
                         if let Err(e) = self.probes.attach_uprobe(prog, &path, off) {
                             self.metrics.attach_error("gil_probe");
-                            eprintln!("pytracer: no GIL wait metric for {}: {e}", path.display());
+                            log::warn!("no GIL wait metric for {}: {e}", path.display());
                         }
                     }
                 }
                 None => {
-                    eprintln!("pytracer: no GIL wait metric for {}: PyEval_RestoreThread not found", path.display());
+                    log::warn!("no GIL wait metric for {}: PyEval_RestoreThread not found", path.display());
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! formatting. CI runs it before the tests, so a warning fails the build where it was written.
 use anyhow::Result;
 
-use crate::cmd;
+use crate::{cmd, paths};
 
 pub fn run() -> Result<()> {
     let mut fmt = cmd::cargo();
@@ -17,6 +17,24 @@ pub fn run() -> Result<()> {
     // The agent's build script would compile the eBPF object; clippy only needs the Rust code.
     clippy.env("AYA_BUILD_SKIP", "1").args(["clippy", "--all-targets", "--", "-D", "warnings"]);
     step(&mut clippy)?;
+    // The kernel programs build only for the BPF target, with nightly and build-std (as aya-build
+    // builds them), so clippy sees them only there.
+    let mut ebpf = std::process::Command::new("rustup");
+    ebpf.current_dir(paths::repo_root().join("tracer-ebpf")).args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step(&mut ebpf)?;
     eprintln!("[lint] clean");
     Ok(())
 }

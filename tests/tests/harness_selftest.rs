@@ -153,7 +153,7 @@ fn max_requests_recycles_workers() {
     for _ in 0..2 {
         assert_eq!(get(g.port(), "/pid").text(), before[0].to_string());
     }
-    let after = g.wait_for_workers(1, &before, Duration::from_secs(20));
+    let after = g.wait_for_workers(1, &before);
     assert_eq!(get(g.port(), "/pid").text(), after[0].to_string());
 }
 

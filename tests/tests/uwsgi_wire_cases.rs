@@ -441,7 +441,7 @@ fn sighup_reload_loses_no_request() {
         if i == 8 {
             before = u.worker_pids();
             u.reload_sighup();
-            u.wait_for_workers(2, &before, Duration::from_secs(40));
+            u.wait_for_workers(2, &before);
         }
         let s = send(u.port(), "GET", "/pid", b"", 200);
         let pid: u32 = String::from_utf8_lossy(&s.response_body).parse().unwrap();

@@ -52,18 +52,21 @@ impl GunicornOpts {
     }
 
     /// Run inside the chroot at `root` with its virtualenv `venv` (a path inside the chroot).
+    #[must_use]
     pub fn chroot(mut self, root: PathBuf, venv: impl Into<PathBuf>) -> Self {
         self.chroot = Some((root, venv.into()));
         self
     }
 
     /// Serve another WSGI app of tests/apps, e.g. `djangoapp:application`.
+    #[must_use]
     pub fn app(mut self, spec: impl Into<String>) -> Self {
         self.app = spec.into();
         self
     }
 
     /// Run the gunicorn of another virtualenv (another Python build).
+    #[must_use]
     pub fn venv(mut self, dir: PathBuf) -> Self {
         self.venv = Some(dir);
         self
@@ -73,16 +76,19 @@ impl GunicornOpts {
         GunicornOpts { worker_class: "gthread".into(), threads: Some(threads), ..Self::sync(workers) }
     }
 
+    #[must_use]
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra_args.push(a.into());
         self
     }
 
+    #[must_use]
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra_args.extend(args.iter().map(ToString::to_string));
         self
     }
 
+    #[must_use]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -122,12 +128,11 @@ fn has_control_socket(venv: Option<&Path>) -> bool {
         .flatten()
         .flatten()
         .flat_map(|py| std::fs::read_dir(py.path().join("site-packages")).into_iter().flatten().flatten())
-        .filter_map(|e| {
+        .find_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let version = name.strip_prefix("gunicorn-")?.strip_suffix(".dist-info")?.to_string();
             version.split('.').next()?.parse::<u32>().ok()
-        })
-        .next();
+        });
     major.is_none_or(|m| m >= 25)
 }
 
@@ -144,7 +149,8 @@ impl Gunicorn {
     /// the app (a marker file written by testapp.py), within `--timeout` (a worker that has not
     /// booted by then is killed by the master) plus [`MARGIN`].
     pub fn try_start(opts: GunicornOpts) -> Result<Gunicorn> {
-        crate::server::start_retrying(|| Self::spawn(&opts))
+        // The retries own the options.
+        crate::server::start_retrying(move || Self::spawn(&opts))
     }
 
     fn spawn(opts: &GunicornOpts) -> Result<Gunicorn> {

@@ -77,14 +77,14 @@ fn missing_nginx() -> Vec<String> {
 
 /// Like [`crate::require_venv`], for uWSGI tests without the agent: the venv's uwsgi exists.
 pub fn require_uwsgi() -> bool {
-    gate(missing_uwsgi())
+    gate(&missing_uwsgi())
 }
 
 /// [`require_uwsgi`] plus the nginx binary.
 pub fn require_uwsgi_nginx() -> bool {
     let mut missing = missing_uwsgi();
     missing.extend(missing_nginx());
-    gate(missing)
+    gate(&missing)
 }
 
 /// A running nginx master (and its one worker) in its own process group; stopped on drop.

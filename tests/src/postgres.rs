@@ -27,7 +27,7 @@ use crate::tmp::TempDir;
 
 /// `pg_ctl`'s default wait for a start or a stop to complete (`--timeout`, PGCTLTIMEOUT: 60 s):
 /// PostgreSQL's own tooling's bound on both, which the harness's waits follow.
-const PG_CTL_TIMEOUT: Duration = Duration::from_secs(60);
+const PG_CTL_TIMEOUT: Duration = Duration::from_mins(1);
 /// The OS user that owns the cluster and runs the postmaster.
 pub const PG_USER: &str = "postgres";
 /// The database the test apps use.

@@ -7,6 +7,7 @@
 //! SIGHUP reloads gracefully, SIGINT and SIGQUIT shut it down (workers are "buried" after
 //! about 1 s). Drop sends SIGINT.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// `--worker-reload-mercy` default (`uwsgi --help`): how long a worker may take to reload or
 /// shut down before the master kills it. `--reload-mercy` (the master's wait for all of them)
 /// is unset by default, and then the worker's mercy is what bounds a reload.
-const DEFAULT_WORKER_RELOAD_MERCY: Duration = Duration::from_secs(60);
+const DEFAULT_WORKER_RELOAD_MERCY: Duration = Duration::from_mins(1);
 /// `--min-worker-lifetime` default (`uwsgi --help`): a younger worker's reload is put off.
 const DEFAULT_MIN_WORKER_LIFETIME: Duration = Duration::from_secs(10);
 
@@ -76,6 +77,7 @@ impl From<PathBuf> for Upstream {
 /// How to run uWSGI. Build with [`UwsgiOpts::http_socket`], [`UwsgiOpts::http_router`] or
 /// [`UwsgiOpts::uwsgi_socket`], then the builder methods.
 #[derive(Clone, Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "each is one independent uWSGI on/off option")]
 pub struct UwsgiOpts {
     pub mode: UwsgiMode,
     /// `--processes`.
@@ -141,62 +143,74 @@ impl UwsgiOpts {
         Self::new(UwsgiMode::UwsgiSocket, processes)
     }
 
+    #[must_use]
     pub fn threads(mut self, n: u32) -> Self {
         self.threads = Some(n);
         self
     }
 
+    #[must_use]
     pub fn lazy_apps(mut self, on: bool) -> Self {
         self.lazy_apps = on;
         self
     }
 
+    #[must_use]
     pub fn enable_threads(mut self, on: bool) -> Self {
         self.enable_threads = on;
         self
     }
 
+    #[must_use]
     pub fn master(mut self, on: bool) -> Self {
         self.master = on;
         self
     }
 
+    #[must_use]
     pub fn unix_socket(mut self, on: bool) -> Self {
         self.unix_socket = on;
         self
     }
 
+    #[must_use]
     pub fn ini(mut self, on: bool) -> Self {
         self.ini = on;
         self
     }
 
+    #[must_use]
     pub fn ini_line(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.ini_lines.push((key.into(), value.into()));
         self
     }
 
+    #[must_use]
     pub fn module(mut self, m: impl Into<String>) -> Self {
         self.module = m.into();
         self
     }
 
     /// Run the uwsgi of another virtualenv (another Python build).
+    #[must_use]
     pub fn venv(mut self, dir: PathBuf) -> Self {
         self.venv = Some(dir);
         self
     }
 
+    #[must_use]
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra_args.push(a.into());
         self
     }
 
+    #[must_use]
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra_args.extend(args.iter().map(ToString::to_string));
         self
     }
 
+    #[must_use]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -281,7 +295,8 @@ impl Uwsgi {
     /// master's without `--lazy-apps`, each worker's with it), and in `HttpRouter` mode the
     /// router process exists.
     pub fn try_start(opts: UwsgiOpts) -> Result<Uwsgi> {
-        crate::server::start_retrying(|| Self::spawn(&opts))
+        // The retries own the options.
+        crate::server::start_retrying(move || Self::spawn(&opts))
     }
 
     /// The options as (name, value) pairs; a flag has value None.
@@ -344,10 +359,10 @@ impl Uwsgi {
             let ini = dir.path().join("app.ini");
             let mut text = String::from("[uwsgi]\n");
             for (k, v) in &options {
-                text.push_str(&format!("{k} = {}\n", v.as_deref().unwrap_or("true")));
+                let _ = writeln!(text, "{k} = {}", v.as_deref().unwrap_or("true"));
             }
             for (k, v) in &opts.ini_lines {
-                text.push_str(&format!("{k} = {v}\n"));
+                let _ = writeln!(text, "{k} = {v}");
             }
             std::fs::write(&ini, text).with_context(|| format!("writing {}", ini.display()))?;
             args.push("--ini".into());

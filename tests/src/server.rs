@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::wait::wait_until;
+
 /// What a harness waits beyond the server's own timeout: the time to notice (polling), to fork
 /// and to log, on a loaded 2-core machine.
 pub const MARGIN: Duration = Duration::from_secs(10);
 
-const POLL: Duration = Duration::from_millis(20);
 /// Lines of log shown in failure messages.
 const TAIL_LINES: usize = 40;
 /// A stop slower than this is reported (on stderr, not captured): it slows the suite down.
@@ -144,10 +145,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let started = Instant::now();
         self.signal(self.stop.signal);
-        let deadline = started + self.stop.grace;
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(POLL);
-        }
+        wait_until(self.stop.grace, || !matches!(self.child.try_wait(), Ok(None)));
         // SAFETY: kill(2) on our child's process group; ESRCH when it is gone already is harmless.
         unsafe {
             libc::kill(-self.pid_t(), libc::SIGKILL);
@@ -185,19 +183,18 @@ pub(crate) trait Started: Sized {
 /// Polls until `s` is ready; fails, with its diagnostics, when it exits or its ready timeout passes.
 pub(crate) fn wait_ready<S: Started>(s: &mut S) -> Result<()> {
     let timeout = s.ready_timeout();
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = s.server_mut().try_wait()? {
-            bail!("{} exited during startup ({status}); {}", s.server().name(), s.diagnostics());
-        }
-        if s.is_ready() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("{} not ready after {timeout:?}: {}; {}", s.server().name(), s.progress(), s.diagnostics());
-        }
-        std::thread::sleep(POLL);
+    let mut exited = Ok(None);
+    let ready = wait_until(timeout, || {
+        exited = s.server_mut().try_wait();
+        !matches!(exited, Ok(None)) || s.is_ready()
+    });
+    if let Some(status) = exited? {
+        bail!("{} exited during startup ({status}); {}", s.server().name(), s.diagnostics());
     }
+    if !ready {
+        bail!("{} not ready after {timeout:?}: {}; {}", s.server().name(), s.progress(), s.diagnostics());
+    }
+    Ok(())
 }
 
 /// Spawns and waits until ready. The port is picked free, but another process may take it before

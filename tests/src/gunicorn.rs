@@ -115,6 +115,8 @@ pub struct Gunicorn {
     /// `--graceful-timeout` of this instance.
     graceful_timeout: Duration,
     ready_dir: PathBuf,
+    /// The port has accepted a connection (checked until it has, during the start).
+    port_open: bool,
     // Dropped last: it must outlive the processes writing into it.
     dir: TempDir,
 }
@@ -213,6 +215,7 @@ impl Gunicorn {
             timeout: opts.timeout(),
             graceful_timeout: opts.graceful_timeout(),
             ready_dir,
+            port_open: false,
             dir,
         })
     }
@@ -291,8 +294,11 @@ impl Started for Gunicorn {
         self.timeout + MARGIN
     }
 
-    fn is_ready(&self) -> bool {
-        self.ready_worker_pids().len() == self.workers as usize && tcp_accepts(self.port)
+    fn is_ready(&mut self) -> bool {
+        // One connection, early: a probe connection made later reaches a worker about when a
+        // test's agent attaches, and the agent would see its end without its start.
+        self.port_open = self.port_open || tcp_accepts(self.port);
+        self.port_open && self.ready_worker_pids().len() == self.workers as usize
     }
 
     fn progress(&self) -> String {

@@ -226,7 +226,7 @@ impl Started for Nginx {
         START_TIMEOUT
     }
 
-    fn is_ready(&self) -> bool {
+    fn is_ready(&mut self) -> bool {
         tcp_accepts(self.port) && !self.worker_pids().is_empty()
     }
 

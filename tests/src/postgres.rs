@@ -285,7 +285,7 @@ impl Started for PgStarting {
         PG_CTL_TIMEOUT + MARGIN
     }
 
-    fn is_ready(&self) -> bool {
+    fn is_ready(&mut self) -> bool {
         self.server.log().contains("database system is ready to accept connections")
             && self.socket_dir.join(format!(".s.PGSQL.{}", self.port)).exists()
             && tcp_accepts(self.port)

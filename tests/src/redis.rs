@@ -155,7 +155,7 @@ impl Started for Redis {
         START_TIMEOUT
     }
 
-    fn is_ready(&self) -> bool {
+    fn is_ready(&mut self) -> bool {
         tcp_accepts(self.port) && self.command(&["PING"]).is_ok_and(|r| r == b"+PONG\r\n")
     }
 

@@ -165,7 +165,8 @@ pub(crate) trait Started: Sized {
     fn server_mut(&mut self) -> &mut Server;
     /// How long the start may take: the server's own bound on it plus [`MARGIN`].
     fn ready_timeout(&self) -> Duration;
-    fn is_ready(&self) -> bool;
+    /// Whether it is ready; called every poll, may remember what it has seen already.
+    fn is_ready(&mut self) -> bool;
     /// What is ready and what is not yet, for the timeout message.
     fn progress(&self) -> String {
         String::new()

@@ -277,6 +277,8 @@ pub struct Uwsgi {
     fifo: PathBuf,
     command: Vec<String>,
     ready_dir: PathBuf,
+    /// The front socket has accepted a connection (checked until it has, during the start).
+    front_open: bool,
     // Dropped last: it must outlive the processes writing into it.
     dir: TempDir,
 }
@@ -386,7 +388,7 @@ impl Uwsgi {
         let server = Server::spawn("uwsgi", &mut cmd, dir.path().join("uwsgi.log"), stop)?;
         let mut command = vec![bin.display().to_string()];
         command.extend(args);
-        Ok(Uwsgi { server, opts: opts.clone(), front, workers_sock, fifo, command, ready_dir, dir })
+        Ok(Uwsgi { server, opts: opts.clone(), front, workers_sock, fifo, command, ready_dir, front_open: false, dir })
     }
 
     /// Workers that have the app imported: without `--lazy-apps` the master imported it before
@@ -576,9 +578,12 @@ impl Started for Uwsgi {
         START_TIMEOUT
     }
 
-    fn is_ready(&self) -> bool {
+    fn is_ready(&mut self) -> bool {
+        // One connection, early: a probe connection made later reaches a worker about when a
+        // test's agent attaches, and the agent would see its end without its start.
+        self.front_open = self.front_open || self.front.accepts();
         let router_ok = self.opts.mode != UwsgiMode::HttpRouter || self.router_pid().is_some();
-        router_ok && self.ready_worker_pids().len() == self.opts.processes as usize && self.front.accepts()
+        self.front_open && router_ok && self.ready_worker_pids().len() == self.opts.processes as usize
     }
 
     fn progress(&self) -> String {

@@ -46,7 +46,7 @@ fn current_test_name() -> String {
 }
 
 /// Skip (return false) or, under `PYTRACER_REQUIRE_PRIVILEGED=1`, panic when something is missing.
-pub(crate) fn gate(missing: Vec<String>) -> bool {
+pub(crate) fn gate(missing: &[String]) -> bool {
     if missing.is_empty() {
         return true;
     }
@@ -84,7 +84,7 @@ pub fn require_privileged() -> bool {
         missing.push(format!("{} not found (set PYTRACER_BIN or build with `cargo build --release`)", bin.display()));
     }
     missing.extend(missing_venv());
-    gate(missing)
+    gate(&missing)
 }
 
 /// The test app's virtualenv on Debian's python3.11 (static, stripped, with USDT probes):
@@ -100,14 +100,14 @@ pub fn debian_venv_dir() -> PathBuf {
 pub fn require_privileged_debian() -> bool {
     let g = debian_venv_dir().join("bin").join("gunicorn");
     if !g.is_file() {
-        return gate(vec![format!("{} not found (set PYTRACER_DEBIAN_VENV or run `cargo xtask setup`)", g.display())]);
+        return gate(&[format!("{} not found (set PYTRACER_DEBIAN_VENV or run `cargo xtask setup`)", g.display())]);
     }
     require_privileged()
 }
 
 /// Like [`require_privileged`] but only needs the venv: for tests of the harness and the app.
 pub fn require_venv() -> bool {
-    gate(missing_venv())
+    gate(&missing_venv())
 }
 
 /// CPython series the interpreter tests cover, each in `.venvs/interp-<series>` (pyenv builds).
@@ -128,7 +128,7 @@ pub fn require_interpreters() -> bool {
         .filter(|g| !g.is_file())
         .map(|g| format!("{} not found (run `cargo xtask setup`)", g.display()))
         .collect();
-    gate(missing) && require_privileged()
+    gate(&missing) && require_privileged()
 }
 
 /// The Debian chroots `cargo xtask setup` makes with debootstrap, outside the repository so a
@@ -150,5 +150,5 @@ pub fn require_chroot_venvs(venvs: &[(&str, &str)]) -> bool {
         .filter(|g| !g.is_file())
         .map(|g| format!("{} not found (run `cargo xtask setup`)", g.display()))
         .collect();
-    gate(missing) && require_privileged()
+    gate(&missing) && require_privileged()
 }

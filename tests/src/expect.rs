@@ -113,7 +113,7 @@ pub fn check_spans(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]) {
 /// [`check_spans`] for a server other than Gunicorn (`process.executable.name`).
 pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32], executable: &str) {
     assert_eq!(spans.len(), sent.len(), "one span per request; spans:\n{}", summarize(spans));
-    let mut by_client: std::collections::HashMap<u16, usize> = Default::default();
+    let mut by_client: std::collections::HashMap<u16, usize> = std::collections::HashMap::default();
     for s in sent {
         let i = by_client.entry(s.client_port).or_default();
         let mine = spans_of_client(spans, s.client_port);

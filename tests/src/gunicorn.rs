@@ -1,21 +1,20 @@
 //! A Gunicorn master serving `tests/apps/testapp.py` on a free loopback port.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::env::{apps_dir, gunicorn_bin};
 use crate::procfs;
+use crate::server::{free_port, option_value, secs, tcp_accepts, Server, Started, Stop, MARGIN};
 use crate::tmp::TempDir;
 use crate::wait::wait_until;
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Gunicorn's defaults for `--timeout` and `--graceful-timeout` (`gunicorn --help`: 30 and 30).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to run Gunicorn. Build with [`GunicornOpts::sync`] or [`GunicornOpts::gthread`].
 #[derive(Clone, Debug)]
@@ -53,18 +52,21 @@ impl GunicornOpts {
     }
 
     /// Run inside the chroot at `root` with its virtualenv `venv` (a path inside the chroot).
+    #[must_use]
     pub fn chroot(mut self, root: PathBuf, venv: impl Into<PathBuf>) -> Self {
         self.chroot = Some((root, venv.into()));
         self
     }
 
     /// Serve another WSGI app of tests/apps, e.g. `djangoapp:application`.
+    #[must_use]
     pub fn app(mut self, spec: impl Into<String>) -> Self {
         self.app = spec.into();
         self
     }
 
     /// Run the gunicorn of another virtualenv (another Python build).
+    #[must_use]
     pub fn venv(mut self, dir: PathBuf) -> Self {
         self.venv = Some(dir);
         self
@@ -74,37 +76,49 @@ impl GunicornOpts {
         GunicornOpts { worker_class: "gthread".into(), threads: Some(threads), ..Self::sync(workers) }
     }
 
+    #[must_use]
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra_args.push(a.into());
         self
     }
 
+    #[must_use]
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra_args.extend(args.iter().map(ToString::to_string));
         self
     }
 
+    #[must_use]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// `--timeout` (`-t`): a worker silent for longer, booting included, is killed and replaced.
+    fn timeout(&self) -> Duration {
+        secs(option_value(&self.extra_args, &["--timeout", "-t"])).unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// `--graceful-timeout`: how long the master lets workers finish on a stop or restart.
+    fn graceful_timeout(&self) -> Duration {
+        secs(option_value(&self.extra_args, &["--graceful-timeout"])).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT)
     }
 }
 
 /// A running Gunicorn master in its own process group; stopped on drop.
 pub struct Gunicorn {
-    child: Child,
+    server: Server,
     port: u16,
     workers: u32,
-    log_path: PathBuf,
+    /// `--timeout` of this instance.
+    timeout: Duration,
+    /// `--graceful-timeout` of this instance.
+    graceful_timeout: Duration,
     ready_dir: PathBuf,
+    /// The port has accepted a connection (checked until it has, during the start).
+    port_open: bool,
     // Dropped last: it must outlive the processes writing into it.
     dir: TempDir,
-}
-
-/// A port that was free a moment ago. Racy by nature; `try_start` retries on a collision.
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Whether the venv's Gunicorn is 25 or newer (older ones have no control socket and reject
@@ -116,20 +130,12 @@ fn has_control_socket(venv: Option<&Path>) -> bool {
         .flatten()
         .flatten()
         .flat_map(|py| std::fs::read_dir(py.path().join("site-packages")).into_iter().flatten().flatten())
-        .filter_map(|e| {
+        .find_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let version = name.strip_prefix("gunicorn-")?.strip_suffix(".dist-info")?.to_string();
             version.split('.').next()?.parse::<u32>().ok()
-        })
-        .next();
+        });
     major.is_none_or(|m| m >= 25)
-}
-
-/// Last `n` lines of a file, for error messages.
-pub fn file_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read: {e}>"));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Gunicorn {
@@ -142,20 +148,20 @@ impl Gunicorn {
     }
 
     /// Start Gunicorn and wait until the port accepts connections and all workers have imported
-    /// the app (a marker file written by testapp.py), within 20 s.
+    /// the app (a marker file written by testapp.py), within `--timeout` (a worker that has not
+    /// booted by then is killed by the master) plus [`MARGIN`].
     pub fn try_start(opts: GunicornOpts) -> Result<Gunicorn> {
-        crate::server::start_retrying(|| Self::spawn(&opts))
+        // The retries own the options.
+        crate::server::start_retrying(move || Self::spawn(&opts))
     }
 
     fn spawn(opts: &GunicornOpts) -> Result<Gunicorn> {
         let dir = TempDir::new("gunicorn")?;
         let port = free_port()?;
-        let log_path = dir.path().join("gunicorn.log");
-        let log = File::create(&log_path)?;
 
         // Inside a chroot the app sees its own paths: the ready markers go to a directory under
         // the chroot's /tmp, watched from here through the host path.
-        let (mut cmd, bin, venv, ready_dir, ready_env, chdir) = if let Some((root, venv_inside)) = &opts.chroot {
+        let (mut cmd, venv, ready_dir, ready_env, chdir) = if let Some((root, venv_inside)) = &opts.chroot {
             let inside = PathBuf::from("/tmp").join(dir.path().file_name().expect("temp dir name"));
             let ready = root.join(inside.strip_prefix("/").expect("absolute"));
             std::fs::create_dir_all(&ready)?;
@@ -169,12 +175,12 @@ impl Gunicorn {
             let mut cmd = Command::new("chroot");
             cmd.arg(root).arg(venv_inside.join("bin/gunicorn"));
             let venv_on_host = root.join(venv_inside.strip_prefix("/").unwrap_or(venv_inside));
-            (cmd, PathBuf::from("chroot"), Some(venv_on_host), ready, inside, PathBuf::from("/app"))
+            (cmd, Some(venv_on_host), ready, inside, PathBuf::from("/app"))
         } else {
             let ready = dir.path().join("ready");
             std::fs::create_dir_all(&ready)?;
             let bin = opts.venv.as_ref().map_or_else(gunicorn_bin, |v| v.join("bin").join("gunicorn"));
-            (Command::new(&bin), bin, opts.venv.clone(), ready.clone(), ready, apps_dir())
+            (Command::new(&bin), opts.venv.clone(), ready.clone(), ready, apps_dir())
         };
         cmd.arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
@@ -198,51 +204,20 @@ impl Gunicorn {
             .arg(&opts.app)
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTRACER_TESTAPP_READY_DIR", &ready_env)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Own group, so Drop can kill the master and every worker with one signal.
-            .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(Gunicorn { child, port, workers: opts.workers, log_path, ready_dir, dir })
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut port_open = false;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "gunicorn exited during startup ({status}); log {}:\n{}",
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            if !port_open {
-                port_open = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
-            }
-            let ready = self.ready_worker_pids();
-            if port_open && ready.len() == self.workers as usize {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "gunicorn not ready after {:?}: port {} {}, workers {:?} of {} expected, \
-                     ready {:?}; log {}:\n{}",
-                    START_TIMEOUT,
-                    self.port,
-                    if port_open { "open" } else { "not accepting" },
-                    self.worker_pids(),
-                    self.workers,
-                    ready,
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .envs(opts.env.iter().map(|(k, v)| (k, v)));
+        // SIGTERM: graceful shutdown, the master waiting up to --graceful-timeout for its workers.
+        let stop = Stop { signal: libc::SIGTERM, grace: opts.graceful_timeout() + MARGIN };
+        let server = Server::spawn("gunicorn", &mut cmd, dir.path().join("gunicorn.log"), stop)?;
+        Ok(Gunicorn {
+            server,
+            port,
+            workers: opts.workers,
+            timeout: opts.timeout(),
+            graceful_timeout: opts.graceful_timeout(),
+            ready_dir,
+            port_open: false,
+            dir,
+        })
     }
 
     /// Workers that have imported the app. Under `--preload` the master imported it before
@@ -254,7 +229,7 @@ impl Gunicorn {
 
     /// The master's pid (also the process group id).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     pub fn port(&self) -> u16 {
@@ -266,9 +241,17 @@ impl Gunicorn {
         procfs::children(self.pid())
     }
 
-    /// Wait until `n` workers exist and have imported the app, none of them in `exclude`
-    /// (e.g. the workers before a `--max-requests` recycle). Returns their pids.
-    pub fn wait_for_workers(&self, n: usize, exclude: &[u32], timeout: Duration) -> Vec<u32> {
+    /// How long replacing a worker may take: the old one has up to `--graceful-timeout` to
+    /// finish, the new one up to `--timeout` to boot; plus [`MARGIN`].
+    pub fn worker_wait(&self) -> Duration {
+        self.timeout.max(self.graceful_timeout) + MARGIN
+    }
+
+    /// Wait, for [`Gunicorn::worker_wait`], until `n` workers exist and have imported the app,
+    /// none of them in `exclude` (e.g. the workers before a `--max-requests` recycle). Returns
+    /// their pids.
+    pub fn wait_for_workers(&self, n: usize, exclude: &[u32]) -> Vec<u32> {
+        let timeout = self.worker_wait();
         let mut last = Vec::new();
         let ok = wait_until(timeout, || {
             last = self.ready_worker_pids();
@@ -276,21 +259,19 @@ impl Gunicorn {
         });
         assert!(
             ok,
-            "expected {n} ready workers not in {exclude:?} within {timeout:?}, have {last:?}; \
-             log {}:\n{}",
-            self.log_path.display(),
-            file_tail(&self.log_path, 40)
+            "expected {n} ready workers not in {exclude:?} within {timeout:?}, have {last:?}; {}",
+            self.server.log_tail()
         );
         last
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.server.log_path()
     }
 
     /// Gunicorn's combined stdout/stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.server.log()
     }
 
     /// Scratch directory of this instance (holds the log).
@@ -299,18 +280,35 @@ impl Gunicorn {
     }
 }
 
-impl Drop for Gunicorn {
-    fn drop(&mut self) {
-        crate::server::stop_group(&mut self.child, libc::SIGTERM, STOP_GRACE);
-    }
-}
-
-impl crate::server::Started for Gunicorn {
-    fn log(&self) -> String {
-        Gunicorn::log(self)
+impl Started for Gunicorn {
+    fn server(&self) -> &Server {
+        &self.server
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
-        Gunicorn::wait_ready(self)
+    fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    /// A worker that has not imported the app within `--timeout` is killed by the master.
+    fn ready_timeout(&self) -> Duration {
+        self.timeout + MARGIN
+    }
+
+    fn is_ready(&mut self) -> bool {
+        // One connection, early: a probe connection made later reaches a worker about when a
+        // test's agent attaches, and the agent would see its end without its start.
+        self.port_open = self.port_open || tcp_accepts(self.port);
+        self.port_open && self.ready_worker_pids().len() == self.workers as usize
+    }
+
+    fn progress(&self) -> String {
+        format!(
+            "port {} {}, workers {:?} of {} expected, ready {:?}",
+            self.port,
+            if tcp_accepts(self.port) { "open" } else { "not accepting" },
+            self.worker_pids(),
+            self.workers,
+            self.ready_worker_pids()
+        )
     }
 }

@@ -3,6 +3,7 @@
 //! Tests of a syscall-level tracer need to control exactly which bytes go out in which write
 //! (keep-alive, pipelining, split writes), which client crates hide.
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -55,17 +56,17 @@ pub fn build_request(port: u16, method: &str, path: &str, headers: &[(&str, &str
     let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
     if !has("host") {
-        head.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+        let _ = write!(head, "Host: 127.0.0.1:{port}\r\n");
     }
     if !has("user-agent") {
         head.push_str("User-Agent: pytracer-tests/1\r\n");
     }
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(head, "{k}: {v}\r\n");
     }
     let wants_length = !body.is_empty() || method == "POST" || method == "PUT";
     if wants_length && !has("content-length") && !has("transfer-encoding") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let _ = write!(head, "Content-Length: {}\r\n", body.len());
     }
     head.push_str("\r\n");
     let mut out = head.into_bytes();
@@ -161,19 +162,27 @@ impl Conn {
         if self.eof {
             return Ok(false);
         }
-        let mut chunk = [0u8; 64 * 1024];
-        let n = loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+        // Read straight into the buffer's spare room, trimmed back to what arrived.
+        let start = self.buf.len();
+        self.buf.resize(start + 64 * 1024, 0);
+        let read = loop {
+            match self.stream.read(&mut self.buf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
             }
         };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+        };
+        self.buf.truncate(start + n);
         if n == 0 {
             self.eof = true;
             return Ok(false);
         }
-        self.buf.extend_from_slice(&chunk[..n]);
         Ok(true)
     }
 

@@ -39,12 +39,13 @@ pub use expect::{
     check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent,
     MB,
 };
-pub use gunicorn::{file_tail, Gunicorn, GunicornOpts};
+pub use gunicorn::{Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
 pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use otlp_sink::{first_line_of, OtlpSink};
 pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};
 pub use redis::{redis_server_bin, resp_command, Redis};
+pub use server::{file_tail, Server};
 pub use services::{backend_opts, frontend_opts, require_privileged_two_services, require_two_services, TwoServices};
 pub use span::{attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr, summarize};
 pub use tmp::TempDir;

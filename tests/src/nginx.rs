@@ -3,23 +3,24 @@
 //! Runs in the foreground (`-g 'daemon off;'`) with its config, prefix, logs, pid file and
 //! temp paths in a scratch directory: never the system service, never port 80.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::env::{gate, venv_dir};
-use crate::gunicorn::file_tail;
 use crate::procfs;
+use crate::server::{file_tail, free_port, tcp_accepts, Server, Started, Stop, MARGIN};
 use crate::tmp::TempDir;
-use crate::uwsgi::{free_port, uwsgi_bin, Upstream};
+use crate::uwsgi::{uwsgi_bin, Upstream};
 
+/// nginx bounds no part of its start-up (reading the config, binding, forking the worker), so
+/// this is the harness's own choice.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// `worker_shutdown_timeout`, set in the config: on a graceful stop (SIGQUIT) nginx closes the
+/// connections still open after it. Unset, nginx would wait for them without limit.
+const WORKER_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// nginx's standard `uwsgi_params` (as shipped in /etc/nginx), written into the scratch dir so
 /// the test does not depend on the system's copy.
@@ -76,24 +77,24 @@ fn missing_nginx() -> Vec<String> {
 
 /// Like [`crate::require_venv`], for uWSGI tests without the agent: the venv's uwsgi exists.
 pub fn require_uwsgi() -> bool {
-    gate(missing_uwsgi())
+    gate(&missing_uwsgi())
 }
 
 /// [`require_uwsgi`] plus the nginx binary.
 pub fn require_uwsgi_nginx() -> bool {
     let mut missing = missing_uwsgi();
     missing.extend(missing_nginx());
-    gate(missing)
+    gate(&missing)
 }
 
 /// A running nginx master (and its one worker) in its own process group; stopped on drop.
 pub struct Nginx {
-    child: Child,
+    /// Its log is nginx's stderr; the error log is separate.
+    server: Server,
     port: u16,
     conf_path: PathBuf,
     error_log: PathBuf,
     access_log: PathBuf,
-    stderr_path: PathBuf,
     // Dropped last: nginx writes its logs and temp files into it.
     dir: TempDir,
 }
@@ -115,21 +116,7 @@ impl Nginx {
             Upstream::Unix(p) => format!("unix:{}", p.display()),
         };
         let location = format!("uwsgi_pass {pass};\n            include uwsgi_params;");
-        let mut last_err = None;
-        for _ in 0..3 {
-            let mut n = Self::spawn(&location)?;
-            match n.wait_ready() {
-                Ok(()) => return Ok(n),
-                Err(e) => {
-                    let collided = n.logs().contains("Address already in use");
-                    last_err = Some(e);
-                    if !collided {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
+        crate::server::start_retrying(|| Self::spawn(&location))
     }
 
     fn spawn(location: &str) -> Result<Nginx> {
@@ -139,7 +126,6 @@ impl Nginx {
         let conf_path = d.join("nginx.conf");
         let error_log = d.join("error.log");
         let access_log = d.join("access.log");
-        let stderr_path = d.join("stderr.log");
         std::fs::write(d.join("uwsgi_params"), UWSGI_PARAMS)?;
         // As root, nginx's workers would switch to an unprivileged user that can neither
         // connect to a root-owned unix socket nor write temp files here: keep them as we are.
@@ -147,6 +133,7 @@ impl Nginx {
         let user = if unsafe { libc::geteuid() } == 0 { "user root;\n" } else { "" };
         let conf = format!(
             "{user}worker_processes 1;
+worker_shutdown_timeout {shutdown}s;
 pid {pid};
 error_log {error_log} info;
 events {{ worker_connections 256; }}
@@ -165,15 +152,14 @@ http {{
     }}
 }}
 ",
+            shutdown = WORKER_SHUTDOWN_TIMEOUT.as_secs(),
             pid = d.join("nginx.pid").display(),
             error_log = error_log.display(),
             access_log = access_log.display(),
             d = d.display(),
         );
         std::fs::write(&conf_path, conf)?;
-        let stderr = File::create(&stderr_path)?;
-        let bin = nginx_bin();
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(nginx_bin());
         cmd.arg("-p")
             .arg(d)
             .arg("-c")
@@ -182,35 +168,11 @@ http {{
             .arg("-e")
             .arg(&error_log)
             .arg("-g")
-            .arg("daemon off;")
-            .stdin(Stdio::null())
-            .stdout(stderr.try_clone()?)
-            .stderr(stderr)
-            .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(Nginx { child, port, conf_path, error_log, access_log, stderr_path, dir })
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("nginx exited during startup ({status}); config {}:\n{}", self.conf_path.display(), self.logs());
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && !self.worker_pids().is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "nginx not accepting on 127.0.0.1:{} after {START_TIMEOUT:?}; config {}:\n{}",
-                    self.port,
-                    self.conf_path.display(),
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .arg("daemon off;");
+        // SIGQUIT: graceful shutdown (SIGTERM/SIGINT are nginx's fast shutdown).
+        let stop = Stop { signal: libc::SIGQUIT, grace: WORKER_SHUTDOWN_TIMEOUT + MARGIN };
+        let server = Server::spawn("nginx", &mut cmd, d.join("stderr.log"), stop)?;
+        Ok(Nginx { server, port, conf_path, error_log, access_log, dir })
     }
 
     pub fn port(&self) -> u16 {
@@ -219,7 +181,7 @@ http {{
 
     /// The nginx master's pid (also the process group id).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     /// The worker process(es): children of the master.
@@ -241,8 +203,8 @@ http {{
             "--- {} ---\n{}\n--- {} ---\n{}",
             self.error_log.display(),
             file_tail(&self.error_log, 30),
-            self.stderr_path.display(),
-            file_tail(&self.stderr_path, 10)
+            self.server.log_path().display(),
+            file_tail(self.server.log_path(), 10)
         )
     }
 
@@ -251,24 +213,32 @@ http {{
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT: graceful shutdown (SIGTERM/SIGINT are nginx's fast shutdown).
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.pid() as libc::pid_t, libc::SIGQUIT);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // SAFETY: kill(2) on our own process group; ESRCH is harmless.
-        unsafe {
-            libc::kill(-(self.pid() as libc::pid_t), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
+impl Started for Nginx {
+    fn server(&self) -> &Server {
+        &self.server
+    }
+
+    fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    fn ready_timeout(&self) -> Duration {
+        START_TIMEOUT
+    }
+
+    fn is_ready(&mut self) -> bool {
+        tcp_accepts(self.port) && !self.worker_pids().is_empty()
+    }
+
+    fn progress(&self) -> String {
+        format!("127.0.0.1:{} {}", self.port, if tcp_accepts(self.port) { "open" } else { "not accepting" })
+    }
+
+    fn diagnostics(&self) -> String {
+        format!("config {}:\n{}", self.conf_path.display(), self.logs())
+    }
+
+    fn output(&self) -> String {
+        self.logs()
     }
 }

@@ -14,20 +14,20 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::gunicorn::file_tail;
+use crate::server::{file_tail, free_port, tcp_accepts, Server, Started, Stop, MARGIN};
 use crate::tmp::TempDir;
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// `pg_ctl`'s default wait for a start or a stop to complete (`--timeout`, PGCTLTIMEOUT: 60 s):
+/// PostgreSQL's own tooling's bound on both, which the harness's waits follow.
+const PG_CTL_TIMEOUT: Duration = Duration::from_mins(1);
 /// The OS user that owns the cluster and runs the postmaster.
 pub const PG_USER: &str = "postgres";
 /// The database the test apps use.
@@ -96,20 +96,14 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 
 /// A running private PostgreSQL; stopped on drop.
 pub struct Postgres {
-    child: Child,
+    server: Server,
     port: u16,
     bin: PathBuf,
     uid: u32,
     gid: u32,
-    log_path: PathBuf,
     socket_dir: PathBuf,
     // Dropped last: the cluster lives in it.
     dir: TempDir,
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
@@ -160,17 +154,10 @@ impl Postgres {
         if !status.success() {
             bail!("initdb failed ({status}); log {}:\n{}", initdb_log.display(), file_tail(&initdb_log, 40));
         }
-        let mut started = crate::server::start_retrying(|| Self::spawn(&bin, uid, gid, &dir, &data, &socket_dir))?;
-        let child = started.child.take().expect("a started postmaster");
-        let pg =
-            Postgres { child, port: started.port, bin, uid, gid, log_path: started.log_path.clone(), socket_dir, dir };
-        pg.create_app_db().with_context(|| {
-            format!(
-                "creating the `{PG_DATABASE}` database; log {}:\n{}",
-                pg.log_path.display(),
-                file_tail(&pg.log_path, 40)
-            )
-        })?;
+        let started = crate::server::start_retrying(|| Self::spawn(&bin, uid, gid, &dir, &data, &socket_dir))?;
+        let pg = Postgres { server: started.server, port: started.port, bin, uid, gid, socket_dir, dir };
+        pg.create_app_db()
+            .with_context(|| format!("creating the `{PG_DATABASE}` database; {}", pg.server.log_tail()))?;
         Ok(pg)
     }
 
@@ -178,10 +165,8 @@ impl Postgres {
     /// result only once, by `try_start`, after the retries.
     fn spawn(bin: &Path, uid: u32, gid: u32, dir: &TempDir, data: &Path, socket_dir: &Path) -> Result<PgStarting> {
         let port = free_port()?;
-        let log_path = dir.path().join(format!("postgres-{port}.log"));
-        let log = File::create(&log_path)?;
-        let child = Command::new(bin.join("postgres"))
-            .arg("-D")
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
             .arg(data)
             .arg("-p")
             .arg(port.to_string())
@@ -195,14 +180,11 @@ impl Postgres {
             .uid(uid)
             .gid(gid)
             .env("HOME", dir.path())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.join("postgres").display()))?;
-        Ok(PgStarting { child: Some(child), port, log_path, socket_dir: socket_dir.to_path_buf() })
+            .current_dir(dir.path());
+        // SIGINT: fast shutdown (abort transactions, disconnect clients, exit).
+        let stop = Stop { signal: libc::SIGINT, grace: PG_CTL_TIMEOUT + MARGIN };
+        let server = Server::spawn("postgres", &mut cmd, dir.path().join(format!("postgres-{port}.log")), stop)?;
+        Ok(PgStarting { server, port, socket_dir: socket_dir.to_path_buf() })
     }
 
     fn create_app_db(&self) -> Result<()> {
@@ -242,7 +224,7 @@ impl Postgres {
 
     /// The postmaster's pid (also its process group id); backends are its children.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     pub fn port(&self) -> u16 {
@@ -270,12 +252,12 @@ impl Postgres {
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.server.log_path()
     }
 
     /// The server's log so far (every statement, with `log_statement=all`).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.server.log()
     }
 
     pub fn dir(&self) -> &Path {
@@ -285,61 +267,31 @@ impl Postgres {
 
 /// A postmaster being started, before the scratch directory is handed over.
 struct PgStarting {
-    child: Option<Child>,
+    server: Server,
     port: u16,
-    log_path: PathBuf,
     socket_dir: PathBuf,
 }
 
-impl Drop for PgStarting {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            crate::server::stop_group(&mut c, libc::SIGINT, STOP_GRACE);
-        }
-    }
-}
-
-impl crate::server::Started for PgStarting {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+impl Started for PgStarting {
+    fn server(&self) -> &Server {
+        &self.server
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let socket = self.socket_dir.join(format!(".s.PGSQL.{}", self.port));
-        let child = self.child.as_mut().expect("not yet handed over");
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "postgres exited during startup ({status}); log {}:\n{}",
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            if log.contains("database system is ready to accept connections")
-                && socket.exists()
-                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "postgres not ready after {START_TIMEOUT:?} on port {}; log {}:\n{}",
-                    self.port,
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
     }
-}
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // SIGINT: fast shutdown (abort transactions, disconnect clients, exit).
-        crate::server::stop_group(&mut self.child, libc::SIGINT, STOP_GRACE);
+    fn ready_timeout(&self) -> Duration {
+        PG_CTL_TIMEOUT + MARGIN
+    }
+
+    fn is_ready(&mut self) -> bool {
+        self.server.log().contains("database system is ready to accept connections")
+            && self.socket_dir.join(format!(".s.PGSQL.{}", self.port)).exists()
+            && tcp_accepts(self.port)
+    }
+
+    fn progress(&self) -> String {
+        format!("port {}", self.port)
     }
 }

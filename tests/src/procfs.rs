@@ -4,13 +4,13 @@ use std::fs;
 
 /// Parent pid and one-letter state of a process, from /proc/<pid>/stat.
 pub fn ppid_and_state(pid: u32) -> Option<(u32, char)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let line = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may itself contain spaces or ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let rest = &line[line.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((ppid, state))
+    let parent = fields.next()?.parse().ok()?;
+    Some((parent, state))
 }
 
 /// Live (non-zombie) children of `parent`, sorted. Scans /proc rather than reading

@@ -2,21 +2,23 @@
 //! scratch directory, no persistence (`--save ''`, no AOF), in its own process group, stopped on
 //! drop. Never the system service.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::gunicorn::file_tail;
+use crate::server::{free_port, tcp_accepts, Server, Started, Stop, MARGIN};
 use crate::tmp::TempDir;
 
+/// redis-server bounds no part of its start-up (there is no dataset to load: `--save ''`, no
+/// AOF), so this is the harness's own choice.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// `shutdown-timeout` default (redis.conf, Redis 7): on SIGTERM the server waits up to this for
+/// replicas to catch up before exiting.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The redis-server binary: `$PYTRACER_REDIS_SERVER`, else `redis-server` in PATH, else
 /// /usr/bin/redis-server.
@@ -44,17 +46,11 @@ pub(crate) fn missing_redis() -> Vec<String> {
 
 /// A running private redis-server; stopped on drop.
 pub struct Redis {
-    child: Child,
+    server: Server,
     port: u16,
-    log_path: PathBuf,
     socket_path: PathBuf,
     // Dropped last.
     dir: TempDir,
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 impl Redis {
@@ -77,26 +73,19 @@ impl Redis {
     fn spawn() -> Result<Redis> {
         let dir = TempDir::new("redis")?;
         let port = free_port()?;
-        let log_path = dir.path().join("redis.log");
         let socket_path = dir.path().join("redis.sock");
-        let log = File::create(&log_path)?;
-        let bin = redis_server_bin();
-        let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port"])
+        let mut cmd = Command::new(redis_server_bin());
+        cmd.args(["--bind", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--unixsocket")
             .arg(&socket_path)
             .args(["--unixsocketperm", "777", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "no", "--databases", "1", "--loglevel", "notice", "--logfile", ""])
             .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(Redis { child, port, log_path, socket_path, dir })
+            .arg(dir.path());
+        let stop = Stop { signal: libc::SIGTERM, grace: DEFAULT_SHUTDOWN_TIMEOUT + MARGIN };
+        let server = Server::spawn("redis-server", &mut cmd, dir.path().join("redis.log"), stop)?;
+        Ok(Redis { server, port, socket_path, dir })
     }
 
     /// Sends one command (as a RESP array of bulk strings) over a fresh TCP connection and
@@ -113,7 +102,7 @@ impl Redis {
 
     /// redis-server's pid (also its process group id).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     pub fn port(&self) -> u16 {
@@ -130,11 +119,11 @@ impl Redis {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.server.log()
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.server.log_path()
     }
 
     pub fn dir(&self) -> &Path {
@@ -153,42 +142,24 @@ pub fn resp_command(args: &[&str]) -> Vec<u8> {
     out
 }
 
-impl crate::server::Started for Redis {
-    fn log(&self) -> String {
-        Redis::log(self)
+impl Started for Redis {
+    fn server(&self) -> &Server {
+        &self.server
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "redis-server exited during startup ({status}); log {}:\n{}",
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && self.command(&["PING"]).is_ok_and(|r| r == b"+PONG\r\n")
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "redis-server not ready after {START_TIMEOUT:?} on port {}; log {}:\n{}",
-                    self.port,
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
     }
-}
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        crate::server::stop_group(&mut self.child, libc::SIGTERM, STOP_GRACE);
+    fn ready_timeout(&self) -> Duration {
+        START_TIMEOUT
+    }
+
+    fn is_ready(&mut self) -> bool {
+        tcp_accepts(self.port) && self.command(&["PING"]).is_ok_and(|r| r == b"+PONG\r\n")
+    }
+
+    fn progress(&self) -> String {
+        format!("no PONG on port {}", self.port)
     }
 }

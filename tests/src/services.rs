@@ -5,7 +5,7 @@
 //! ```no_run
 //! use pytracer_tests::*;
 //! if !require_two_services() { return; }
-//! let s = TwoServices::start(GunicornOpts::sync(1));
+//! let s = TwoServices::start(&GunicornOpts::sync(1));
 //! let r = get(s.frontend.port(), "/order/1");
 //! assert_eq!(r.status, 200);
 //! ```
@@ -24,12 +24,12 @@ fn missing_databases() -> Vec<String> {
 /// For tests of the harness and the apps, without the agent: the venv, PostgreSQL (and root, to
 /// run it as `postgres`) and redis-server. Skips, or fails under PYTRACER_REQUIRE_PRIVILEGED=1.
 pub fn require_two_services() -> bool {
-    require_venv() && gate(missing_databases())
+    require_venv() && gate(&missing_databases())
 }
 
 /// [`crate::require_privileged`] (root, agent, venv) plus PostgreSQL and redis-server.
 pub fn require_privileged_two_services() -> bool {
-    require_privileged() && gate(missing_databases())
+    require_privileged() && gate(&missing_databases())
 }
 
 /// `base` (worker class, counts, venv) serving the backend app against `pg` and `redis`.
@@ -56,11 +56,11 @@ pub struct TwoServices {
 impl TwoServices {
     /// Starts PostgreSQL, Redis, the backend and the frontend, each Gunicorn with `base`'s
     /// worker class, counts, extra arguments and environment; panics on failure.
-    pub fn start(base: GunicornOpts) -> TwoServices {
+    pub fn start(base: &GunicornOpts) -> TwoServices {
         let pg = Postgres::start();
         let redis = Redis::start();
-        let backend = Gunicorn::start(backend_opts(&base, &pg, &redis));
-        let frontend = Gunicorn::start(frontend_opts(&base, backend.port()));
+        let backend = Gunicorn::start(backend_opts(base, &pg, &redis));
+        let frontend = Gunicorn::start(frontend_opts(base, backend.port()));
         TwoServices { frontend, backend, redis, pg }
     }
 

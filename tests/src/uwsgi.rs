@@ -7,31 +7,30 @@
 //! SIGHUP reloads gracefully, SIGINT and SIGQUIT shut it down (workers are "buried" after
 //! about 1 s). Drop sends SIGINT.
 
-use std::fs::File;
+use std::fmt::Write as _;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::env::{apps_dir, venv_dir};
-use crate::gunicorn::file_tail;
 use crate::procfs;
+use crate::server::{free_port, option_value, secs, tcp_accepts, Server, Started, Stop, MARGIN};
 use crate::tmp::TempDir;
 use crate::wait::wait_until;
 
+/// uWSGI bounds no part of its start-up (importing the app, forking, binding), so this is the
+/// harness's own choice: ample for a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// A port that was free a moment ago. Racy by nature; `try_start` retries on a collision.
-pub(crate) fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
+/// `--worker-reload-mercy` default (`uwsgi --help`): how long a worker may take to reload or
+/// shut down before the master kills it. `--reload-mercy` (the master's wait for all of them)
+/// is unset by default, and then the worker's mercy is what bounds a reload.
+const DEFAULT_WORKER_RELOAD_MERCY: Duration = Duration::from_mins(1);
+/// `--min-worker-lifetime` default (`uwsgi --help`): a younger worker's reload is put off.
+const DEFAULT_MIN_WORKER_LIFETIME: Duration = Duration::from_secs(10);
 
 /// The `uwsgi` of the default test venv.
 pub fn uwsgi_bin() -> PathBuf {
@@ -78,6 +77,7 @@ impl From<PathBuf> for Upstream {
 /// How to run uWSGI. Build with [`UwsgiOpts::http_socket`], [`UwsgiOpts::http_router`] or
 /// [`UwsgiOpts::uwsgi_socket`], then the builder methods.
 #[derive(Clone, Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "each is one independent uWSGI on/off option")]
 pub struct UwsgiOpts {
     pub mode: UwsgiMode,
     /// `--processes`.
@@ -143,62 +143,74 @@ impl UwsgiOpts {
         Self::new(UwsgiMode::UwsgiSocket, processes)
     }
 
+    #[must_use]
     pub fn threads(mut self, n: u32) -> Self {
         self.threads = Some(n);
         self
     }
 
+    #[must_use]
     pub fn lazy_apps(mut self, on: bool) -> Self {
         self.lazy_apps = on;
         self
     }
 
+    #[must_use]
     pub fn enable_threads(mut self, on: bool) -> Self {
         self.enable_threads = on;
         self
     }
 
+    #[must_use]
     pub fn master(mut self, on: bool) -> Self {
         self.master = on;
         self
     }
 
+    #[must_use]
     pub fn unix_socket(mut self, on: bool) -> Self {
         self.unix_socket = on;
         self
     }
 
+    #[must_use]
     pub fn ini(mut self, on: bool) -> Self {
         self.ini = on;
         self
     }
 
+    #[must_use]
     pub fn ini_line(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.ini_lines.push((key.into(), value.into()));
         self
     }
 
+    #[must_use]
     pub fn module(mut self, m: impl Into<String>) -> Self {
         self.module = m.into();
         self
     }
 
     /// Run the uwsgi of another virtualenv (another Python build).
+    #[must_use]
     pub fn venv(mut self, dir: PathBuf) -> Self {
         self.venv = Some(dir);
         self
     }
 
+    #[must_use]
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra_args.push(a.into());
         self
     }
 
+    #[must_use]
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra_args.extend(args.iter().map(ToString::to_string));
         self
     }
 
+    #[must_use]
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -206,6 +218,28 @@ impl UwsgiOpts {
 
     fn bin(&self) -> PathBuf {
         self.venv.as_ref().map_or_else(uwsgi_bin, |v| v.join("bin").join("uwsgi"))
+    }
+
+    /// A seconds-valued uWSGI option as this instance gets it: from the extra arguments (which
+    /// come last on the command line, so win), else from the ini lines.
+    fn option_secs(&self, name: &str) -> Option<Duration> {
+        secs(option_value(&self.extra_args, &[&format!("--{name}")])).or_else(|| {
+            let from_ini = self.ini_lines.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            secs(from_ini.filter(|_| self.ini))
+        })
+    }
+
+    /// The longest a reload may keep an old worker: `--worker-reload-mercy`, or `--reload-mercy`
+    /// when longer.
+    fn reload_mercy(&self) -> Duration {
+        let worker = self.option_secs("worker-reload-mercy").unwrap_or(DEFAULT_WORKER_RELOAD_MERCY);
+        self.option_secs("reload-mercy").map_or(worker, |m| m.max(worker))
+    }
+
+    /// How long replacing workers (reload, `--max-requests`, a kill) may take: the reload put
+    /// off for `--min-worker-lifetime`, then the old worker's reload mercy; plus [`MARGIN`].
+    fn worker_wait(&self) -> Duration {
+        self.option_secs("min-worker-lifetime").unwrap_or(DEFAULT_MIN_WORKER_LIFETIME) + self.reload_mercy() + MARGIN
     }
 }
 
@@ -226,9 +260,7 @@ impl Listen {
 
     fn accepts(&self) -> bool {
         match self {
-            Listen::Tcp(p) => {
-                TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *p)), Duration::from_millis(200)).is_ok()
-            }
+            Listen::Tcp(p) => tcp_accepts(*p),
             Listen::Unix(p) => UnixStream::connect(p).is_ok(),
         }
     }
@@ -236,7 +268,7 @@ impl Listen {
 
 /// A running uWSGI master in its own process group; stopped on drop.
 pub struct Uwsgi {
-    child: Child,
+    server: Server,
     opts: UwsgiOpts,
     /// What clients connect to: the HTTP port (router's in `HttpRouter` mode) or the uwsgi socket.
     front: Listen,
@@ -244,8 +276,9 @@ pub struct Uwsgi {
     workers_sock: Listen,
     fifo: PathBuf,
     command: Vec<String>,
-    log_path: PathBuf,
     ready_dir: PathBuf,
+    /// The front socket has accepted a connection (checked until it has, during the start).
+    front_open: bool,
     // Dropped last: it must outlive the processes writing into it.
     dir: TempDir,
 }
@@ -264,7 +297,8 @@ impl Uwsgi {
     /// master's without `--lazy-apps`, each worker's with it), and in `HttpRouter` mode the
     /// router process exists.
     pub fn try_start(opts: UwsgiOpts) -> Result<Uwsgi> {
-        crate::server::start_retrying(|| Self::spawn(&opts))
+        // The retries own the options.
+        crate::server::start_retrying(move || Self::spawn(&opts))
     }
 
     /// The options as (name, value) pairs; a flag has value None.
@@ -304,11 +338,9 @@ impl Uwsgi {
 
     fn spawn(opts: &UwsgiOpts) -> Result<Uwsgi> {
         let dir = TempDir::new("uwsgi")?;
-        let log_path = dir.path().join("uwsgi.log");
         let ready_dir = dir.path().join("ready");
         let fifo = dir.path().join("fifo");
         std::fs::create_dir_all(&ready_dir)?;
-        let log = File::create(&log_path)?;
 
         let unix = |name: &str| Listen::Unix(dir.path().join(name));
         let (front, workers_sock) = match (opts.mode, opts.unix_socket) {
@@ -329,10 +361,10 @@ impl Uwsgi {
             let ini = dir.path().join("app.ini");
             let mut text = String::from("[uwsgi]\n");
             for (k, v) in &options {
-                text.push_str(&format!("{k} = {}\n", v.as_deref().unwrap_or("true")));
+                let _ = writeln!(text, "{k} = {}", v.as_deref().unwrap_or("true"));
             }
             for (k, v) in &opts.ini_lines {
-                text.push_str(&format!("{k} = {v}\n"));
+                let _ = writeln!(text, "{k} = {v}");
             }
             std::fs::write(&ini, text).with_context(|| format!("writing {}", ini.display()))?;
             args.push("--ini".into());
@@ -349,55 +381,14 @@ impl Uwsgi {
         cmd.args(&args)
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTRACER_TESTAPP_READY_DIR", &ready_dir)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Own group, so Drop can kill the master, the workers and the router with one signal.
-            .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+            .envs(opts.env.iter().map(|(k, v)| (k, v)));
+        // SIGINT shuts uWSGI down (SIGTERM would reload a uWSGI 2.0 master); its workers have
+        // their reload mercy to go.
+        let stop = Stop { signal: libc::SIGINT, grace: opts.reload_mercy() + MARGIN };
+        let server = Server::spawn("uwsgi", &mut cmd, dir.path().join("uwsgi.log"), stop)?;
         let mut command = vec![bin.display().to_string()];
         command.extend(args);
-        Ok(Uwsgi { child, opts: opts.clone(), front, workers_sock, fifo, command, log_path, ready_dir, dir })
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut open = false;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "uwsgi exited during startup ({status}); log {}:\n{}",
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            if !open {
-                open = self.front.accepts();
-            }
-            let ready = self.ready_worker_pids();
-            let router_ok = self.opts.mode != UwsgiMode::HttpRouter || self.router_pid().is_some();
-            if open && router_ok && ready.len() == self.opts.processes as usize {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "uwsgi not ready after {:?}: {} {}, workers {:?} of {} expected, ready {:?}, \
-                     router {:?}; command {:?}; log {}:\n{}",
-                    START_TIMEOUT,
-                    self.front.spec(),
-                    if open { "open" } else { "not accepting" },
-                    self.worker_pids(),
-                    self.opts.processes,
-                    ready,
-                    self.router_pid(),
-                    self.command,
-                    self.log_path.display(),
-                    file_tail(&self.log_path, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(Uwsgi { server, opts: opts.clone(), front, workers_sock, fifo, command, ready_dir, front_open: false, dir })
     }
 
     /// Workers that have the app imported: without `--lazy-apps` the master imported it before
@@ -409,7 +400,7 @@ impl Uwsgi {
 
     /// The master's pid (also the process group id). Without `--master`, the first worker.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     /// The TCP port clients connect to: the workers' HTTP port (`HttpSocket`), the router's
@@ -507,9 +498,18 @@ impl Uwsgi {
         w
     }
 
-    /// Wait until `n` workers exist and have the app imported, none of them in `exclude`
-    /// (e.g. the workers before a `--max-requests` recycle or a reload). Returns their pids.
-    pub fn wait_for_workers(&self, n: usize, exclude: &[u32], timeout: Duration) -> Vec<u32> {
+    /// How long replacing workers may take: `--min-worker-lifetime` plus the reload mercy
+    /// (`--worker-reload-mercy`, or `--reload-mercy` when longer) plus [`MARGIN`], from this
+    /// instance's options or uWSGI's defaults (10 s and 60 s).
+    pub fn worker_wait(&self) -> Duration {
+        self.opts.worker_wait()
+    }
+
+    /// Wait, for [`Uwsgi::worker_wait`], until `n` workers exist and have the app imported, none
+    /// of them in `exclude` (e.g. the workers before a `--max-requests` recycle or a reload).
+    /// Returns their pids.
+    pub fn wait_for_workers(&self, n: usize, exclude: &[u32]) -> Vec<u32> {
+        let timeout = self.worker_wait();
         let mut last = Vec::new();
         let ok = wait_until(timeout, || {
             last = self.ready_worker_pids();
@@ -517,10 +517,8 @@ impl Uwsgi {
         });
         assert!(
             ok,
-            "expected {n} ready uwsgi workers not in {exclude:?} within {timeout:?}, have {last:?}; \
-             log {}:\n{}",
-            self.log_path.display(),
-            file_tail(&self.log_path, 40)
+            "expected {n} ready uwsgi workers not in {exclude:?} within {timeout:?}, have {last:?}; {}",
+            self.server.log_tail()
         );
         last
     }
@@ -549,12 +547,12 @@ impl Uwsgi {
     }
 
     pub fn log_path(&self) -> &Path {
-        &self.log_path
+        self.server.log_path()
     }
 
     /// uWSGI's combined stdout/stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.server.log()
     }
 
     /// Scratch directory of this instance (log, fifo, ini, unix sockets).
@@ -563,26 +561,41 @@ impl Uwsgi {
     }
 
     pub fn signal_master(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.pid() as libc::pid_t, sig);
-        }
+        self.server.signal(sig);
     }
 }
 
-impl Drop for Uwsgi {
-    fn drop(&mut self) {
-        // SIGINT shuts uWSGI down; SIGTERM would reload a uWSGI 2.0 master.
-        crate::server::stop_group(&mut self.child, libc::SIGINT, STOP_GRACE);
-    }
-}
-
-impl crate::server::Started for Uwsgi {
-    fn log(&self) -> String {
-        Uwsgi::log(self)
+impl Started for Uwsgi {
+    fn server(&self) -> &Server {
+        &self.server
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
-        Uwsgi::wait_ready(self)
+    fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+
+    fn ready_timeout(&self) -> Duration {
+        START_TIMEOUT
+    }
+
+    fn is_ready(&mut self) -> bool {
+        // One connection, early: a probe connection made later reaches a worker about when a
+        // test's agent attaches, and the agent would see its end without its start.
+        self.front_open = self.front_open || self.front.accepts();
+        let router_ok = self.opts.mode != UwsgiMode::HttpRouter || self.router_pid().is_some();
+        self.front_open && router_ok && self.ready_worker_pids().len() == self.opts.processes as usize
+    }
+
+    fn progress(&self) -> String {
+        format!(
+            "{} {}, workers {:?} of {} expected, ready {:?}, router {:?}; command {:?}",
+            self.front.spec(),
+            if self.front.accepts() { "open" } else { "not accepting" },
+            self.worker_pids(),
+            self.opts.processes,
+            self.ready_worker_pids(),
+            self.router_pid(),
+            self.command
+        )
     }
 }

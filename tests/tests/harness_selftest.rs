@@ -87,17 +87,17 @@ fn gthread_keep_alive_reuses_one_connection() {
         return;
     }
     let g = Gunicorn::start(GunicornOpts::gthread(2, 4).args(&["--keep-alive", "5"]));
-    let mut c = Conn::open(g.port());
-    let a = c.send("GET", "/hello", &[], b"");
-    let b = c.send("POST", "/items", &[], b"xyz");
-    let d = c.send("GET", "/pid", &[], b"");
+    let mut conn = Conn::open(g.port());
+    let a = conn.send("GET", "/hello", &[], b"");
+    let b = conn.send("POST", "/items", &[], b"xyz");
+    let d = conn.send("GET", "/pid", &[], b"");
     assert_eq!((a.status, a.text().as_str()), (200, "hello"));
     assert_eq!((b.status, b.text().as_str()), (201, "created 3"));
     assert_eq!(d.status, 200);
     for r in [&a, &b, &d] {
         assert!(!r.closes_connection(), "gthread closed a keep-alive connection: {r:?}");
     }
-    assert!(!c.peer_closed());
+    assert!(!conn.peer_closed());
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn max_requests_recycles_workers() {
     for _ in 0..2 {
         assert_eq!(get(g.port(), "/pid").text(), before[0].to_string());
     }
-    let after = g.wait_for_workers(1, &before, Duration::from_secs(20));
+    let after = g.wait_for_workers(1, &before);
     assert_eq!(get(g.port(), "/pid").text(), after[0].to_string());
 }
 

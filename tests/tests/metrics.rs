@@ -28,7 +28,7 @@ fn scrape(port: u16) -> Vec<Line> {
         .map(|l| {
             let (series, value) = l.rsplit_once(' ').unwrap();
             let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                Some((metric, tail)) => (metric, tail.trim_end_matches('}')),
                 None => (series, ""),
             };
             let labels = labels
@@ -53,6 +53,7 @@ fn sum(lines: &[Line], name: &str, want: &[(&str, &str)]) -> f64 {
 }
 
 #[test]
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
 fn red_and_process_metrics_match_the_requests() {
     if !require_privileged() {
         return;
@@ -186,6 +187,7 @@ fn cpython_metrics_match_the_interpreter_on_a_static_stripped_build() {
 /// The interpreter's own numbers, read by pytracer from outside, against what the worker says of
 /// itself: GC statistics per generation (gc.get_stats()), thread states, the runtime's version,
 /// and one GC-pause observation per collection.
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
 fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
     let g = Gunicorn::start(opts);
     let mport = free_port();
@@ -256,6 +258,7 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
 /// The GIL-wait histogram costs a uprobe pair on every PyEval_RestoreThread, so it is off unless
 /// the configuration asks for it: no samples by default, samples for every worker when on.
 #[test]
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
 fn gil_wait_is_opt_in() {
     if !require_privileged() {
         return;

@@ -19,7 +19,7 @@ fn harakiri_kill_gives_an_error_span_and_the_next_worker_is_traced() {
     let victim = u.worker_pids()[0];
     let mut c = Conn::open(u.port());
     assert!(c.try_send("GET", "/sleep/6000", &[], b"").is_err(), "harakiri cuts the request off");
-    let next = u.wait_for_workers(1, &[victim], Duration::from_secs(20));
+    let next = u.wait_for_workers(1, &[victim]);
     assert_eq!(get(u.port(), "/hello").status, 200);
     let r = t.stop();
     assert_eq!(r.spans.len(), 2, "{}", summarize(&r.spans));

@@ -3,6 +3,7 @@
 //! Redis (redis-py). pytracer traces both services. Asserted exactly: one trace per client
 //! request across both services with its parent/child tree, every exit span's statement or
 //! command and its Python caller, and the same tree arriving over OTLP.
+use std::fmt::Write as _;
 use std::path::Path;
 
 use pytracer_tests::*;
@@ -20,22 +21,23 @@ fn render(spans: &[Value]) -> String {
             .unwrap_or(0)
             .saturating_sub(s["start_time_unix_nano"].as_u64().unwrap_or(0))) as f64
             / 1e6;
-        out.push_str(&format!(
-            "{}{} {} [{}] {what}  code={code} service={} {ms:.2} ms {}\n",
+        let _ = writeln!(
+            out,
+            "{}{} {} [{}] {what}  code={code} service={} {ms:.2} ms {}",
             "  ".repeat(depth),
             s["kind"].as_str().unwrap_or("?"),
             s["name"].as_str().unwrap_or("?"),
             &s["span_id"].as_str().unwrap_or("?")[..8],
             s["resource"]["service.name"].as_str().unwrap_or("?"),
             if s["status"]["code"] == "error" { "ERROR" } else { "" }
-        ));
+        );
         for c in children(spans, &s["span_id"]) {
             walk(spans, c, depth + 1, out);
         }
     }
     let mut out = String::new();
     for root in spans.iter().filter(|s| s["parent_span_id"].is_null()) {
-        out.push_str(&format!("trace {}\n", root["trace_id"].as_str().unwrap_or("?")));
+        let _ = writeln!(out, "trace {}", root["trace_id"].as_str().unwrap_or("?"));
         walk(spans, root, 1, &mut out);
     }
     out
@@ -71,79 +73,36 @@ fn peer(port: u16) -> Value {
 }
 
 fn with(mut base: Value, extra: Value) -> Value {
-    base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let Value::Object(extra) = extra else { panic!("extra attributes must be an object: {extra}") };
+    base.as_object_mut().unwrap().extend(extra);
     base
 }
 
-#[test]
-fn one_trace_per_request_across_two_services_and_their_databases() {
-    if !require_privileged_two_services() {
-        return;
-    }
-    let sink = OtlpSink::start(0);
-    let s = TwoServices::start(GunicornOpts::sync(1));
-    let dir = TempDir::new("two-services").unwrap();
-    let config = dir.path().join("pytracer.yaml");
-    std::fs::write(&config, sink.config_yaml()).unwrap();
-    // Default frame-evaluation mode off (the harness's default): every caller and handler below
-    // comes from the stack walks made at the outgoing writes.
-    let t = Tracer::start(&s.app_pids(), &["--config", config.to_str().unwrap()]);
-
-    let r = get(s.frontend.port(), "/order/2");
-    assert_eq!(r.status, 200);
-    let r = get(s.backend.port(), "/fail-db");
-    assert_eq!(r.status, 500);
-    let r = t.stop();
+/// What the OTLP sink received: the same 14 spans as the span file, with the same tree and kinds.
+fn check_otlp_copy(sink: &OtlpSink, r: &TraceResult) {
     let spans = &r.spans;
-    println!("{}", render(spans));
-    let backend_py = apps_dir().join("backend.py");
-    let frontend_py = apps_dir().join("frontend.py");
+    assert!(r.stderr.contains("pytracer: OTLP: exported=14 queue_full=0 failed=0"), "{}", r.stderr);
+    let received = sink.json("/spans");
+    let received = received.as_array().unwrap();
+    assert_eq!(received.len(), 14);
+    for sp in spans {
+        let got = by_id(received, &sp["span_id"]);
+        assert_eq!(got["trace_id"], sp["trace_id"]);
+        assert_eq!(got["parent_span_id"], sp["parent_span_id"].as_str().unwrap_or(""));
+        assert_eq!(got["name"], sp["name"]);
+        assert_eq!(got["kind"], if sp["kind"] == "server" { 2 } else { 3 }, "SPAN_KIND_SERVER or SPAN_KIND_CLIENT");
+        assert_eq!(got["attributes"], sp["attributes"]);
+        assert_eq!(got["resource"], sp["resource"]);
+    }
+    let count = sink.json("/count");
+    assert_eq!(count["server_spans"], 3);
+    assert_eq!(count["spans"], 14);
+}
 
-    // Two client requests, two traces: 12 spans for /order/2, 2 for /fail-db.
-    let mut traces: Vec<&Value> = spans.iter().map(|s| &s["trace_id"]).collect();
-    traces.sort_by_key(std::string::ToString::to_string);
-    traces.dedup();
-    assert_eq!(traces.len(), 2, "{}", summarize(spans));
-    assert_eq!(spans.len(), 14, "{}\n{}", summarize(spans), r.stderr);
-
-    // /order/2: frontend server → frontend client GET → backend server → 9 database calls.
-    let root = one_span(spans, "/order/2");
-    assert!(root["parent_span_id"].is_null(), "the client sent no traceparent");
-    assert_eq!(root["kind"], "server");
-    assert_eq!(root["resource"]["service.name"], "frontend");
-    assert_code(root, &frontend_py, "order");
-    let trace = &root["trace_id"];
-    assert_eq!(spans.iter().filter(|s| s["trace_id"] == *trace).count(), 12);
-
-    let calls = children(spans, &root["span_id"]);
-    assert_eq!(calls.len(), 1, "the frontend makes one call");
-    let call = calls[0];
-    assert_eq!(call["kind"], "client");
-    assert_eq!(call["name"], "GET");
-    assert_eq!(
-        db_attributes(call),
-        with(
-            peer(s.backend.port()),
-            json!({"http.request.method": "GET", "url.full": format!("http://127.0.0.1:{}/items/2", s.backend.port()), "http.response.status_code": 200})
-        )
-    );
-    assert_code(call, &frontend_py, "fetch_item");
-
-    // Stitched by socket pair: no header carried the context.
-    let served = children(spans, &call["span_id"]);
-    assert_eq!(served.len(), 1, "{}", summarize(spans));
-    let backend = served[0];
-    assert_eq!(backend["kind"], "server");
-    assert_eq!(backend["trace_id"], *trace);
-    assert_eq!(attr_str(backend, "url.path"), Some("/items/2"));
-    assert_eq!(backend["resource"]["service.name"], "backend");
-    assert_code(backend, &backend_py, "item");
-    assert!(r.stderr.contains(" stitched=1"), "{}", r.stderr);
-
-    let pg = peer(s.pg.port());
-    let redis = peer(s.redis.port());
-    let db = children(spans, &backend["span_id"]);
-    let expected: Vec<(&str, Value, &str)> = vec![
+/// The database calls the backend makes for /order/2, in order: (span name, attributes but
+/// code.*, calling function of backend.py).
+fn backend_db_calls(pg: &Value, redis: &Value) -> Vec<(&'static str, Value, &'static str)> {
+    vec![
         (
             "SELECT app",
             with(
@@ -217,7 +176,78 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
             ),
             "record_hit",
         ),
-    ];
+    ]
+}
+
+#[test]
+fn one_trace_per_request_across_two_services_and_their_databases() {
+    if !require_privileged_two_services() {
+        return;
+    }
+    let sink = OtlpSink::start(0);
+    let s = TwoServices::start(&GunicornOpts::sync(1));
+    let dir = TempDir::new("two-services").unwrap();
+    let config = dir.path().join("pytracer.yaml");
+    std::fs::write(&config, sink.config_yaml()).unwrap();
+    // Default frame-evaluation mode off (the harness's default): every caller and handler below
+    // comes from the stack walks made at the outgoing writes.
+    let t = Tracer::start(&s.app_pids(), &["--config", config.to_str().unwrap()]);
+
+    let r = get(s.frontend.port(), "/order/2");
+    assert_eq!(r.status, 200);
+    let r = get(s.backend.port(), "/fail-db");
+    assert_eq!(r.status, 500);
+    let r = t.stop();
+    let spans = &r.spans;
+    println!("{}", render(spans));
+    let backend_py = apps_dir().join("backend.py");
+    let frontend_py = apps_dir().join("frontend.py");
+
+    // Two client requests, two traces: 12 spans for /order/2, 2 for /fail-db.
+    let mut traces: Vec<&Value> = spans.iter().map(|s| &s["trace_id"]).collect();
+    traces.sort_by_key(ToString::to_string);
+    traces.dedup();
+    assert_eq!(traces.len(), 2, "{}", summarize(spans));
+    assert_eq!(spans.len(), 14, "{}\n{}", summarize(spans), r.stderr);
+
+    // /order/2: frontend server → frontend client GET → backend server → 9 database calls.
+    let root = one_span(spans, "/order/2");
+    assert!(root["parent_span_id"].is_null(), "the client sent no traceparent");
+    assert_eq!(root["kind"], "server");
+    assert_eq!(root["resource"]["service.name"], "frontend");
+    assert_code(root, &frontend_py, "order");
+    let trace = &root["trace_id"];
+    assert_eq!(spans.iter().filter(|s| s["trace_id"] == *trace).count(), 12);
+
+    let calls = children(spans, &root["span_id"]);
+    assert_eq!(calls.len(), 1, "the frontend makes one call");
+    let call = calls[0];
+    assert_eq!(call["kind"], "client");
+    assert_eq!(call["name"], "GET");
+    assert_eq!(
+        db_attributes(call),
+        with(
+            peer(s.backend.port()),
+            json!({"http.request.method": "GET", "url.full": format!("http://127.0.0.1:{}/items/2", s.backend.port()), "http.response.status_code": 200})
+        )
+    );
+    assert_code(call, &frontend_py, "fetch_item");
+
+    // Stitched by socket pair: no header carried the context.
+    let served = children(spans, &call["span_id"]);
+    assert_eq!(served.len(), 1, "{}", summarize(spans));
+    let backend = served[0];
+    assert_eq!(backend["kind"], "server");
+    assert_eq!(backend["trace_id"], *trace);
+    assert_eq!(attr_str(backend, "url.path"), Some("/items/2"));
+    assert_eq!(backend["resource"]["service.name"], "backend");
+    assert_code(backend, &backend_py, "item");
+    assert!(r.stderr.contains(" stitched=1"), "{}", r.stderr);
+
+    let pg = peer(s.pg.port());
+    let redis = peer(s.redis.port());
+    let db = children(spans, &backend["span_id"]);
+    let expected = backend_db_calls(&pg, &redis);
     assert_eq!(db.len(), expected.len(), "{}", summarize(spans));
     for (span, (name, attributes, caller)) in db.iter().zip(&expected) {
         assert_eq!(span["kind"], "client");
@@ -253,22 +283,7 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     assert!(r.stderr.contains("exit_spans=11 "), "{}", r.stderr);
 
     // The same 14 spans over OTLP, with the same tree and kinds.
-    assert!(r.stderr.contains("pytracer: OTLP: exported=14 queue_full=0 failed=0"), "{}", r.stderr);
-    let received = sink.json("/spans");
-    let received = received.as_array().unwrap();
-    assert_eq!(received.len(), 14);
-    for sp in spans {
-        let got = by_id(received, &sp["span_id"]);
-        assert_eq!(got["trace_id"], sp["trace_id"]);
-        assert_eq!(got["parent_span_id"], sp["parent_span_id"].as_str().unwrap_or(""));
-        assert_eq!(got["name"], sp["name"]);
-        assert_eq!(got["kind"], if sp["kind"] == "server" { 2 } else { 3 }, "SPAN_KIND_SERVER or SPAN_KIND_CLIENT");
-        assert_eq!(got["attributes"], sp["attributes"]);
-        assert_eq!(got["resource"], sp["resource"]);
-    }
-    let count = sink.json("/count");
-    assert_eq!(count["server_spans"], 3);
-    assert_eq!(count["spans"], 14);
+    check_otlp_copy(&sink, &r);
 }
 
 /// An app that propagates context itself: its outgoing traceparent is recorded on the exit span,
@@ -278,7 +293,7 @@ fn a_traceparent_the_app_sends_is_recorded_and_wins_over_stitching() {
     if !require_privileged_two_services() {
         return;
     }
-    let s = TwoServices::start(GunicornOpts::sync(1));
+    let s = TwoServices::start(&GunicornOpts::sync(1));
     let t = Tracer::start(&s.app_pids(), &[]);
     let r = get(s.frontend.port(), "/order-propagated/3");
     assert_eq!(r.status, 200);

@@ -36,7 +36,7 @@ fn frontend_calls_backend_which_queries_postgres_and_redis() {
     if !require_two_services() {
         return;
     }
-    let s = TwoServices::start(GunicornOpts::sync(1));
+    let s = TwoServices::start(&GunicornOpts::sync(1));
 
     // Straight to the backend: the first request finds nothing in the cache.
     let r = get(s.backend.port(), "/items/1");

@@ -1,8 +1,6 @@
 //! Tests of the uWSGI and nginx harness alone: no agent, no root. Every front-end serves the
 //! test app's exact responses, and the harness finds the master, workers and router.
 
-use std::time::Duration;
-
 use pytracer_tests::*;
 
 fn check_routes(port: u16) {
@@ -150,13 +148,13 @@ fn reload_replaces_workers() {
         let u = Uwsgi::start(opts(UwsgiMode::HttpSocket).lazy_apps(lazy).args(&["--min-worker-lifetime", "0"]));
         let before = u.worker_pids();
         u.reload();
-        let after = u.wait_for_workers(2, &before, Duration::from_secs(40));
+        let after = u.wait_for_workers(2, &before);
         assert!(procfs::is_alive(u.pid()), "master survives a reload");
         check_routes(u.port());
         assert!(after.iter().all(|p| !before.contains(p)));
         let before = after;
         u.reload_sighup();
-        u.wait_for_workers(2, &before, Duration::from_secs(40));
+        u.wait_for_workers(2, &before);
         check_routes(u.port());
     }
 }
@@ -177,7 +175,7 @@ fn max_requests_recycles_a_worker() {
     for _ in 0..3 {
         assert_eq!(get(u.port(), "/hello").status, 200);
     }
-    let after = u.wait_for_workers(1, &before, Duration::from_secs(20));
+    let after = u.wait_for_workers(1, &before);
     assert_ne!(before, after);
     assert_eq!(get(u.port(), "/hello").text(), "hello");
 }

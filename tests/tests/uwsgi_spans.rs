@@ -1,6 +1,5 @@
 //! End to end: real uWSGI in each of its three ways of speaking, 2 processes × 2 threads, traced
 //! by pid. One span per request, with exactly the attributes a Gunicorn span has.
-use std::time::Duration;
 
 use pytracer_tests::*;
 
@@ -68,7 +67,7 @@ fn ini_name_recycling_and_reload() {
         if i == 15 {
             let before = u.worker_pids();
             u.reload();
-            u.wait_for_workers(2, &before, Duration::from_secs(30));
+            u.wait_for_workers(2, &before);
         }
         let s = send(u.port(), "GET", "/pid", b"", 200);
         served_by.push((s.client_port, String::from_utf8_lossy(&s.response_body).to_string()));

@@ -49,7 +49,7 @@ struct Answers {
 }
 
 fn run_cases(port: u16, interim: bool) -> Answers {
-    let chunked_upload = wire::chunked_upload(port);
+    let chunked_upload = wire::chunked_upload_one_write(port);
     let mut c = Conn::open(port);
     let stream_port = c.local_port();
     let stream = c.send("GET", "/stream/3", &[("Connection", "close")], b"");

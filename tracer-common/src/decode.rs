@@ -14,10 +14,12 @@ pub enum Event<'a> {
         listen_fd: i32,
         addr: &'a [u8],
     },
-    /// The process connected socket `h.fd` to `addr`.
+    /// The process connected socket `h.fd` to `addr`; `local` is the socket's own address as
+    /// the kernel had it at the connect's exit (None when it could not be read there).
     Connect {
         h: EventHeader,
         addr: &'a [u8],
+        local: Option<(core::net::IpAddr, u16)>,
     },
     Read {
         h: EventHeader,
@@ -79,6 +81,20 @@ fn word_after_header(bytes: &[u8], i: usize) -> u32 {
     u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
+/// AF_INET and AF_INET6, as the kernel numbers them.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn local_of(ev: &AcceptEvent) -> Option<(core::net::IpAddr, u16)> {
+    let a = ev.local_addr;
+    let ip = match ev.local_family {
+        AF_INET => core::net::IpAddr::from([a[0], a[1], a[2], a[3]]),
+        AF_INET6 => core::net::IpAddr::from(a),
+        _ => return None,
+    };
+    (ev.local_port != 0).then_some((ip, ev.local_port))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     let h: EventHeader = read(bytes)?;
     let kind = EventKind::try_from(h.kind).map_err(DecodeError::UnknownKind)?;
@@ -93,7 +109,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             let ev: AcceptEvent = read(bytes)?;
             let off = offset_of!(AcceptEvent, addr);
             let len = (ev.addr_len as usize).min(ev.addr.len());
-            Event::Connect { h, addr: &bytes[off..off + len] }
+            Event::Connect { h, addr: &bytes[off..off + len], local: local_of(&ev) }
         }
         EventKind::Read | EventKind::Write => {
             if bytes.len() < DATA_HEADER_LEN {

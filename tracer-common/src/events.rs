@@ -90,6 +90,13 @@ pub struct AcceptEvent {
     /// Bytes of `addr` the kernel filled in (0 when the caller passed no address buffer).
     pub addr_len: u32,
     pub addr: [u8; SOCKADDR_LEN],
+    /// Connect only: the socket's own address, read from the kernel's socket at the exit.
+    /// `local_family` is AF_INET (2) or AF_INET6 (10), 0 when it could not be read.
+    pub local_family: u16,
+    /// Host byte order.
+    pub local_port: u16,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub local_addr: [u8; 16],
 }
 
 /// Close, Fork, Exit, Exec, GcPause and GilWait records.

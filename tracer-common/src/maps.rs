@@ -54,7 +54,23 @@ pub const KCONFIG_TASK_FSBASE: u32 = 0;
 /// hit). A walk costs ~10-20 µs here against the hit's ~1.3 µs trap, and a Flask request has
 /// ~120 hits: in sampled windows a few walks per request find the handler at a fraction of it.
 pub const KCONFIG_WALK_GAP_NS: u32 = 1;
-pub const KCONFIG_LEN: u32 = 4;
+/// Indexes of the kernel struct member offsets the connect exit reads the new socket's own
+/// address with (current task -> files -> fdtable -> file -> socket -> sock), from the kernel's
+/// BTF. The agent cannot read it later from /proc: a short call's socket is often closed (its fd
+/// even reused) before the agent sees the connect record, and same-host stitching needs it.
+pub const KCONFIG_TASK_FILES: u32 = 2;
+pub const KCONFIG_FILES_FDT: u32 = 3;
+pub const KCONFIG_FDT_MAX_FDS: u32 = 4;
+pub const KCONFIG_FDT_FD: u32 = 5;
+pub const KCONFIG_FILE_PRIVATE_DATA: u32 = 6;
+pub const KCONFIG_SOCKET_SK: u32 = 7;
+pub const KCONFIG_SKC_FAMILY: u32 = 8;
+pub const KCONFIG_SKC_NUM: u32 = 9;
+pub const KCONFIG_SKC_RCV_SADDR: u32 = 10;
+pub const KCONFIG_SKC_V6_RCV_SADDR: u32 = 11;
+/// 1 when every offset above was found (some are legitimately 0).
+pub const KCONFIG_SOCK_OFFSETS_OK: u32 = 12;
+pub const KCONFIG_LEN: u32 = 16;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -20,6 +20,7 @@ mod maps;
 mod output;
 mod probes;
 mod python_stack;
+mod sock;
 mod syscall;
 mod task;
 mod user_mem;

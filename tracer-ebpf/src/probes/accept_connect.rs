@@ -7,6 +7,7 @@ use tracer_common::{
 
 use crate::maps::{Inflight, Op, CONNS};
 use crate::output::{count_drop, output};
+use crate::sock::local_addr;
 use crate::syscall::{arg, save, ARG0, ARG1, ARG2};
 use crate::task::{ids, is_tracked, now_ns};
 use crate::user_mem::read_user;
@@ -57,7 +58,19 @@ pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight) {
         end_ns: now_ns(),
         ret: 0,
     };
-    let mut ev = AcceptEvent { header, listen_fd: -1, addr_len: 0, addr: [0; SOCKADDR_LEN] };
+    let mut ev = AcceptEvent {
+        header,
+        listen_fd: -1,
+        addr_len: 0,
+        addr: [0; SOCKADDR_LEN],
+        local_family: 0,
+        local_port: 0,
+        local_addr: [0; 16],
+    };
+    // Read now: the agent sees this record later, when a short call's socket may be gone.
+    if let Some((family, port, addr)) = local_addr(inf.fd) {
+        (ev.local_family, ev.local_port, ev.local_addr) = (family, port, addr);
+    }
     let len = if inf.aux as usize > SOCKADDR_LEN { SOCKADDR_LEN } else { inf.aux as usize };
     if inf.ptr != 0 && len > 0 && read_user::<SOCKADDR_LEN>(ev.addr.as_mut_ptr(), len, inf.ptr) {
         ev.addr_len = len as u32;
@@ -75,7 +88,15 @@ pub fn on_accepted(mut header: EventHeader, inf: &Inflight) {
     }
     header.kind = EventKind::Accept as u32;
     header.fd = header.ret as i32;
-    let mut ev = AcceptEvent { header, listen_fd: inf.fd, addr_len: 0, addr: [0; SOCKADDR_LEN] };
+    let mut ev = AcceptEvent {
+        header,
+        listen_fd: inf.fd,
+        addr_len: 0,
+        addr: [0; SOCKADDR_LEN],
+        local_family: 0,
+        local_port: 0,
+        local_addr: [0; 16],
+    };
     if inf.ptr != 0 && inf.aux != 0 {
         // SAFETY: the helper checks the (user) address.
         if let Ok(len) = unsafe { bpf_probe_read_user(inf.aux as *const u32) } {

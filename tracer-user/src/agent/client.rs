@@ -69,14 +69,17 @@ impl ClientConn {
 }
 
 impl Agent {
-    pub(super) fn on_connect(&mut self, tgid: u32, fd: i32, addr: &[u8]) {
+    /// `kernel_local` is the socket's own address as the kernel read it at the connect's exit.
+    pub(super) fn on_connect(&mut self, tgid: u32, fd: i32, addr: &[u8], kernel_local: Option<(IpAddr, u16)>) {
         let peer = sockaddr::decode(addr);
         if matches!(peer, Peer::Unknown) {
             return;
         }
-        // Read now, while the socket surely exists: the callee's accept will report this address.
+        // The callee's accept will report this address. The kernel's reading is exact; /proc is
+        // the fallback (no BTF), and misses calls whose socket closed before this record came.
         // Only TCP/UDP peers are matched by socket pair; a unix socket costs no syscalls here.
         let local = match peer {
+            Peer::Inet { .. } if kernel_local.is_some() => kernel_local,
             Peer::Inet { .. } => match sockaddr::local_addr_of(tgid, fd) {
                 Some(Peer::Inet { ip, port }) => Some((ip, port)),
                 _ => None,
@@ -136,9 +139,13 @@ impl Agent {
         self.clients.insert((tgid, fd), c);
     }
 
-    pub(super) fn on_client_close(&mut self, tgid: u32, fd: i32) {
+    /// The caller closed its connection at `at_ns` (kernel clock).
+    pub(super) fn on_client_close(&mut self, tgid: u32, fd: i32, at_ns: u64) {
         let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
         self.forget_client_addr(c.local, (tgid, fd));
+        if let (Some(local), Some(call)) = (c.local, c.calls.back()) {
+            self.closed_callers.remember(local, call.ids.clone(), at_ns);
+        }
         let calls = match &mut c.proto {
             Proto::Parsed(p) => p.on_close(),
             Proto::Undecided | Proto::Other => Vec::new(),
@@ -146,10 +153,10 @@ impl Agent {
         self.finish_calls(tgid, &mut c, calls);
     }
 
-    pub(super) fn forget_clients(&mut self, tgid: u32) {
+    pub(super) fn forget_clients(&mut self, tgid: u32, at_ns: u64) {
         let keys: Vec<_> = self.clients.keys().filter(|k| k.0 == tgid).copied().collect();
         for k in keys {
-            self.on_client_close(k.0, k.1);
+            self.on_client_close(k.0, k.1, at_ns);
         }
     }
 

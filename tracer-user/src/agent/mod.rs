@@ -85,6 +85,9 @@ struct Agent {
     clients_by_local: HashMap<(IpAddr, u16), (u32, i32)>,
     /// Ids fixed early for requests still being served, by (pid, fd, request start).
     assigned: HashMap<(u32, i32, u64), crate::spans::SpanIds>,
+    /// Outgoing connections closed lately, for callee requests that settle after their caller
+    /// closed.
+    closed_callers: ids::ClosedCallers,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -133,6 +136,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         clients: HashMap::new(),
         clients_by_local: HashMap::new(),
         assigned: HashMap::new(),
+        closed_callers: ids::ClosedCallers::default(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -235,13 +239,13 @@ impl Agent {
                 }
             }
             Event::Close { h } => {
-                self.on_client_close(h.tgid, h.fd);
+                self.on_client_close(h.tgid, h.fd, h.end_ns);
                 self.on_server_close((h.tgid, h.fd));
             }
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
-            Event::Exit { h } => self.on_exit(h.tgid),
+            Event::Exit { h } => self.on_exit(h.tgid, h.end_ns),
             Event::Exec { h } => self.on_exec(h.tgid),
-            Event::Connect { h, addr } => self.on_connect(h.tgid, h.fd, addr),
+            Event::Connect { h, addr, local } => self.on_connect(h.tgid, h.fd, addr, local),
             Event::Stack { h, frames, trigger, .. } => self.on_stack(h.tgid, h.tid, h.start_ns, trigger, &frames),
             Event::GcPause { h } | Event::GilWait { h } => {
                 let secs = h.end_ns.saturating_sub(h.start_ns) as f64 / 1e9;

@@ -133,7 +133,8 @@ impl Agent {
         log::info!("pid {tgid} executed {}", info.cmdline_string());
     }
 
-    pub(super) fn on_exit(&mut self, tgid: u32) {
+    /// `at_ns`: when it exited (kernel clock).
+    pub(super) fn on_exit(&mut self, tgid: u32, at_ns: u64) {
         let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
         for k in keys {
             if let Some(mut conn) = self.remove_conn(k) {
@@ -143,7 +144,7 @@ impl Agent {
         }
         self.probes.forget_connections(tgid);
         self.listeners.retain(|k, _| k.0 != tgid);
-        self.forget_clients(tgid);
+        self.forget_clients(tgid, at_ns);
         self.assigned.retain(|k, _| k.0 != tgid);
         self.frame_eval_forget(tgid);
         self.code_cache.forget(tgid);

@@ -5,7 +5,7 @@
 //! aya-obj parses BTF but keeps member offsets private, so this reads just what it needs.
 use std::collections::HashMap;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
     #[error("cannot read /sys/kernel/btf/vmlinux: {0}; the kernel needs CONFIG_DEBUG_INFO_BTF for stack walks from syscalls")]
     Read(String),
@@ -178,5 +178,20 @@ mod tests {
         assert!(thread > 1000 && fsbase < 256, "thread at {thread}, fsbase at {fsbase}");
         assert_eq!(btf.offset_of("task_struct", &["thread", "fsbase"]).unwrap(), thread + fsbase);
         assert!(btf.offset_of("task_struct", &["no_such_member"]).is_err());
+        // The connect exit's path to a socket's own address: every member is there.
+        for (root, path) in [
+            ("task_struct", &["files"][..]),
+            ("files_struct", &["fdt"]),
+            ("fdtable", &["max_fds"]),
+            ("fdtable", &["fd"]),
+            ("file", &["private_data"]),
+            ("socket", &["sk"]),
+            ("sock", &["__sk_common", "skc_family"]),
+            ("sock", &["__sk_common", "skc_num"]),
+            ("sock", &["__sk_common", "skc_rcv_saddr"]),
+            ("sock", &["__sk_common", "skc_v6_rcv_saddr"]),
+        ] {
+            assert!(btf.offset_of(root, path).is_ok(), "{root}.{}", path.join("."));
+        }
     }
 }

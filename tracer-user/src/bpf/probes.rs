@@ -232,23 +232,52 @@ impl Probes {
     }
 }
 
-/// Kernel facts the programs cannot find themselves. Without BTF, stack walks from syscalls
-/// (the Python caller of outgoing calls) are off; everything else works.
+/// Kernel facts the programs cannot find themselves, from the kernel's BTF, read once. Without
+/// BTF, stack walks from syscalls (the Python caller of outgoing calls) are off, and an outgoing
+/// connection's own address is read from /proc instead (too late for the shortest calls).
 fn set_kernel_config(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    use tracer_common as tc;
+    let btf = super::kernel_btf::KernelBtf::load();
     let fsbase =
-        match super::kernel_btf::KernelBtf::load().and_then(|b| b.offset_of("task_struct", &["thread", "fsbase"])) {
+        match btf.as_ref().map_err(Clone::clone).and_then(|b| b.offset_of("task_struct", &["thread", "fsbase"])) {
             Ok(off) => off,
             Err(e) => {
-                log::warn!("warning: no Python caller on outgoing calls: {e}");
+                log::warn!("no Python caller on outgoing calls: {e}");
                 0
             }
         };
+    let mut values = vec![(tc::KCONFIG_TASK_FSBASE, fsbase)];
+    let sock: Result<Vec<(u32, u64)>, super::kernel_btf::BtfError> = btf.as_ref().map_err(Clone::clone).and_then(|b| {
+        [
+            (tc::KCONFIG_TASK_FILES, "task_struct", &["files"][..]),
+            (tc::KCONFIG_FILES_FDT, "files_struct", &["fdt"]),
+            (tc::KCONFIG_FDT_MAX_FDS, "fdtable", &["max_fds"]),
+            (tc::KCONFIG_FDT_FD, "fdtable", &["fd"]),
+            (tc::KCONFIG_FILE_PRIVATE_DATA, "file", &["private_data"]),
+            (tc::KCONFIG_SOCKET_SK, "socket", &["sk"]),
+            (tc::KCONFIG_SKC_FAMILY, "sock", &["__sk_common", "skc_family"]),
+            (tc::KCONFIG_SKC_NUM, "sock", &["__sk_common", "skc_num"]),
+            (tc::KCONFIG_SKC_RCV_SADDR, "sock", &["__sk_common", "skc_rcv_saddr"]),
+            (tc::KCONFIG_SKC_V6_RCV_SADDR, "sock", &["__sk_common", "skc_v6_rcv_saddr"]),
+        ]
+        .into_iter()
+        .map(|(index, root, path)| b.offset_of(root, path).map(|off| (index, off)))
+        .collect()
+    });
+    match sock {
+        Ok(offsets) => {
+            values.extend(offsets);
+            values.push((tc::KCONFIG_SOCK_OFFSETS_OK, 1));
+        }
+        Err(e) => log::warn!("outgoing connections' own addresses come from /proc (late for short calls): {e}"),
+    }
     let mut config: Array<&mut MapData, u64> =
         Array::try_from(ebpf.map_mut(map::KCONFIG).ok_or(ProbeError::MissingMap(map::KCONFIG))?)
             .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
-    config
-        .set(tracer_common::KCONFIG_TASK_FSBASE, fsbase, 0)
-        .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })
+    for (index, value) in values {
+        config.set(index, value, 0).map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
+    }
+    Ok(())
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -31,6 +31,10 @@ pub struct Stats {
     pub unparsed_client_connections: u64,
     /// Server spans parented by a traced caller's exit span on the same host (no headers).
     pub stitched: u64,
+    /// Server spans with a same-host traced caller that stayed roots, by why: the caller's call
+    /// was not seen within the wait, or an exit span needed the ids before it was.
+    pub stitch_missed_call_not_seen: u64,
+    pub stitch_missed_ids_fixed_early: u64,
     /// Interpreter snapshots that could not be read (process starting or exiting).
     pub interpreter_read_errors: u64,
     pub kernel_drops: Vec<(DropReason, u64)>,
@@ -41,7 +45,7 @@ impl Stats {
         let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
         format!(
             "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
-             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} unparsed_client_connections={} stitched={}",
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} unparsed_client_connections={} stitched={} stitch_missed={}",
             self.spans,
             self.events,
             drops.join(" "),
@@ -58,7 +62,8 @@ impl Stats {
             self.routed,
             self.exit_spans,
             self.unparsed_client_connections,
-            self.stitched
+            self.stitched,
+            self.stitch_missed_call_not_seen + self.stitch_missed_ids_fixed_early
         )
     }
 }

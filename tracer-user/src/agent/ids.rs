@@ -11,7 +11,7 @@ use crate::http::connection::Exchange;
 use crate::http::head::Head;
 use crate::http::traceparent::{self, Incoming};
 use crate::sockaddr::Peer;
-use crate::spans::SpanIds;
+use crate::spans::{Span, SpanIds};
 
 use super::Agent;
 
@@ -47,6 +47,21 @@ impl ClosedCallers {
     fn caller(&self, local: (IpAddr, u16), start_ns: u64) -> Option<&SpanIds> {
         self.by_local.get(&local).filter(|(_, closed)| *closed >= start_ns).map(|(ids, _)| ids)
     }
+}
+
+/// How long a callee's span may wait for its caller's call to be seen: the caller's write record
+/// is made at the write's exit, which can come after the callee has read, answered and settled
+/// (another CPU, or the caller preempted by the callee it woke).
+const AWAIT_CALL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Spans waiting at once; past this a span is written as it is.
+const MAX_AWAITING: usize = 4096;
+
+/// A settled server span whose client is a traced connection with no call seen yet.
+pub(super) struct Awaiting {
+    span: Span,
+    client: (IpAddr, u16),
+    start_ns: u64,
+    deadline: std::time::Instant,
 }
 
 /// A request's client as a socket address, when it has one (TCP): what stitching matches.
@@ -87,7 +102,11 @@ impl Agent {
             return Some(ids.clone());
         }
         let (incoming, client, start_ns) = (incoming(&x.request), client_of(&conn.ctx.client), x.start_ns);
-        let ids = self.decide(incoming, client, start_ns);
+        let (ids, awaiting) = self.decide(incoming, client, start_ns);
+        if awaiting {
+            // An exit span needs the ids now, before the caller's call is seen: they stay a root.
+            self.stats.stitch_missed_ids_fixed_early += 1;
+        }
         if self.assigned.len() >= MAX_ASSIGNED {
             self.assigned.clear();
         }
@@ -95,37 +114,83 @@ impl Agent {
         Some(ids)
     }
 
-    /// The ids of a request that is now settled: those fixed early, or decided now.
+    /// The ids of a request that is now settled: those fixed early, or decided now; true when
+    /// its span should wait for its caller's call (`await_caller`).
     pub(super) fn settled_ids(
         &mut self,
         (tgid, fd): (u32, i32),
         x: &Exchange,
         client: Option<(IpAddr, u16)>,
-    ) -> SpanIds {
+    ) -> (SpanIds, bool) {
         match self.assigned.remove(&(tgid, fd, x.start_ns)) {
-            Some(ids) => ids,
+            Some(ids) => (ids, false),
             None => self.decide(incoming(&x.request), client, x.start_ns),
         }
+    }
+
+    /// Holds `span` until its caller's call is seen, or AWAIT_CALL has passed.
+    pub(super) fn await_caller(&mut self, span: Span, client: (IpAddr, u16), start_ns: u64) {
+        if self.awaiting.len() >= MAX_AWAITING {
+            self.stats.stitch_missed_call_not_seen += 1;
+            self.emit(&span);
+            return;
+        }
+        self.awaiting.push(Awaiting { span, client, start_ns, deadline: std::time::Instant::now() + AWAIT_CALL });
+    }
+
+    /// After each batch of records: spans whose caller's call is now seen join its trace; those
+    /// past their deadline (or all, with `flush`) are written as they are, counted.
+    pub(super) fn settle_awaiting(&mut self, flush: bool) {
+        if self.awaiting.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        for mut a in std::mem::take(&mut self.awaiting) {
+            match self.caller_of(a.client, a.start_ns) {
+                Some(call) => {
+                    self.stats.stitched += 1;
+                    if !call.sampled {
+                        self.stats.unsampled += 1;
+                        continue;
+                    }
+                    a.span.trace_id.clone_from(&call.trace_id);
+                    a.span.parent_span_id = Some(call.span_id.clone());
+                    a.span.trace_state.clone_from(&call.trace_state);
+                    self.emit(&a.span);
+                }
+                None if flush || now >= a.deadline => {
+                    self.stats.stitch_missed_call_not_seen += 1;
+                    self.emit(&a.span);
+                }
+                None => self.awaiting.push(a),
+            }
+        }
+    }
+
+    /// The call in flight (or last made) on the traced connection whose local address is
+    /// `client`, if it was open when the request started at `start_ns`.
+    fn caller_of(&self, client: (IpAddr, u16), start_ns: u64) -> Option<SpanIds> {
+        let live = self.clients_by_local.get(&client).and_then(|k| self.clients.get(k)).and_then(|c| c.calls.back());
+        live.map(|call| &call.ids).or_else(|| self.closed_callers.caller(client, start_ns)).cloned()
     }
 
     /// A server span's ids: from the caller's traceparent; else, on the same host, from the
     /// traced call whose socket is this request's client (open, or closed since the request
     /// started at `start_ns`); else a new trace.
-    fn decide(&mut self, incoming: Incoming, client: Option<(IpAddr, u16)>, start_ns: u64) -> SpanIds {
+    /// True with a new trace when the client is a traced connection whose call is not seen
+    /// yet: the span can wait for it.
+    fn decide(&mut self, incoming: Incoming, client: Option<(IpAddr, u16)>, start_ns: u64) -> (SpanIds, bool) {
         match incoming {
-            Incoming::Valid(p) => return SpanIds::continuing(&p),
+            Incoming::Valid(p) => return (SpanIds::continuing(&p), false),
             Incoming::Invalid(_) => self.stats.invalid_traceparent += 1,
             Incoming::Absent => {}
         }
-        let Some(client) = client else { return SpanIds::root() };
-        let live = self.clients_by_local.get(&client).and_then(|k| self.clients.get(k)).and_then(|c| c.calls.back());
-        let caller = live.map(|call| &call.ids).or_else(|| self.closed_callers.caller(client, start_ns));
-        if let Some(ids) = caller {
-            let ids = ids.child();
+        let Some(client) = client else { return (SpanIds::root(), false) };
+        if let Some(ids) = self.caller_of(client, start_ns) {
             self.stats.stitched += 1;
-            return ids;
+            return (ids.child(), false);
         }
-        SpanIds::root()
+        (SpanIds::root(), self.clients_by_local.contains_key(&client))
     }
 }
 

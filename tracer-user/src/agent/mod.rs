@@ -88,6 +88,8 @@ struct Agent {
     /// Outgoing connections closed lately, for callee requests that settle after their caller
     /// closed.
     closed_callers: ids::ClosedCallers,
+    /// Server spans waiting for their same-host caller's call to be seen.
+    awaiting: Vec<ids::Awaiting>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -137,6 +139,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         clients_by_local: HashMap::new(),
         assigned: HashMap::new(),
         closed_callers: ids::ClosedCallers::default(),
+        awaiting: Vec::new(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -211,6 +214,7 @@ impl Agent {
         while let Some(record) = ring.next() {
             self.handle(&record);
         }
+        self.settle_awaiting(false);
         if let Err(e) = self.sink.flush() {
             log::error!("cannot write spans: {e}");
         }

@@ -105,7 +105,8 @@ impl Agent {
             self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
             let resource = traced.resource.clone();
-            let ids = self.settled_ids((tgid, fd), &x, ids::client_of(&ctx.client));
+            let client = ids::client_of(&ctx.client);
+            let (ids, await_caller) = self.settled_ids((tgid, fd), &x, client);
             if !ids.sampled {
                 // The caller decided not to record this trace: metrics count it, no span.
                 self.stats.unsampled += 1;
@@ -121,7 +122,10 @@ impl Agent {
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;
             }
-            self.emit(&span);
+            match client {
+                Some(client) if await_caller => self.await_caller(span, client, x.start_ns),
+                _ => self.emit(&span),
+            }
         }
     }
 

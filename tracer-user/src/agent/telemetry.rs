@@ -34,6 +34,8 @@ impl Agent {
         self.metrics.sync_total(Total::SpansUnsampled, self.stats.unsampled);
         self.metrics.sync_total(Total::ExitSpans, self.stats.exit_spans);
         self.metrics.sync_total(Total::SpansStitched, self.stats.stitched);
+        self.metrics.sync_stitch_missed("call_not_seen", self.stats.stitch_missed_call_not_seen);
+        self.metrics.sync_stitch_missed("ids_fixed_early", self.stats.stitch_missed_ids_fixed_early);
         self.metrics.sync_total(Total::ClientConnectionsUnparsed, self.stats.unparsed_client_connections);
         self.metrics.sync_total(Total::PythonStacks, self.samples.stacks);
         if let Some(e) = &self.sink.otlp {
@@ -93,6 +95,7 @@ impl Agent {
 
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
+        self.settle_awaiting(true);
         if let Some(mut e) = self.sink.otlp.take() {
             // Sends what is queued; bounded by the retry budget.
             e.shutdown();

@@ -124,6 +124,7 @@ enum Synced {
     Dropped(&'static str),
     Total(Total),
     Otlp(&'static str),
+    StitchMissed(&'static str),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,6 +188,7 @@ pub struct Metrics {
     /// Agent counters kept elsewhere (Stats, the exporter), in `Total::ALL` order.
     totals: [Counter; Total::ALL.len()],
     otlp_spans: Family<OutcomeLabels, Counter>,
+    stitch_missed: Family<ReasonLabels, Counter>,
     protocol_events: Family<ProtocolEventLabels, Counter>,
     gc_collections: Family<ProcKindLabels, Counter>,
     gc_collected: Family<ProcKindLabels, Counter>,
@@ -233,6 +235,7 @@ impl Metrics {
             agent_memory: Gauge::default(),
             totals: Default::default(),
             otlp_spans: Family::default(),
+            stitch_missed: Family::default(),
             protocol_events: Family::default(),
             gc_collections: Family::default(),
             gc_collected: Family::default(),
@@ -340,6 +343,11 @@ impl Metrics {
         }
         r.register("pytracer_otlp_spans", "Spans handed to the OTLP exporter, by outcome: exported, queue_full (dropped), failed (dropped after retries)", self.otlp_spans.clone());
         r.register(
+            "pytracer_stitch_missed",
+            "Server spans whose client was a traced connection on this host but that stayed roots, by reason: call_not_seen (the caller's call was not seen within 50 ms), ids_fixed_early (an exit span needed the ids first)",
+            self.stitch_missed.clone(),
+        );
+        r.register(
             "pytracer_client_protocol_events",
             "What the parsers of outgoing connections could not follow, by protocol and event (see ProtocolStats)",
             self.protocol_events.clone(),
@@ -417,6 +425,12 @@ impl Metrics {
     pub fn sync_total(&mut self, t: Total, total: u64) {
         let d = self.delta(Synced::Total(t), total);
         self.totals[t as usize].inc_by(d);
+    }
+
+    /// Adds to `stitch_missed{reason}` what `total` grew by since the last call.
+    pub fn sync_stitch_missed(&mut self, reason: &'static str, total: u64) {
+        let d = self.delta(Synced::StitchMissed(reason), total);
+        self.stitch_missed.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(d);
     }
 
     pub fn sync_otlp(&mut self, outcome: &'static str, total: u64) {

@@ -25,6 +25,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Trace the given processes and every process they fork, printing one JSON span per request.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer trace --pid $(pgrep -o gunicorn)\n  \
+        sudo pytracer trace --pid 4242 --duration 30 --output spans.jsonl --metrics-addr 127.0.0.1:9464\n  \
+        sudo pytracer trace --pid 4242 --frame-eval always --log-level debug")]
     Trace {
         /// A process to trace (typically a Gunicorn or uWSGI master); repeat for several.
         #[arg(long = "pid", required = true, value_name = "PID")]
@@ -47,6 +51,10 @@ pub enum Command {
         frame_eval: Option<pytracer_config::FrameEvalMode>,
     },
     /// Find processes per the configuration's discovery rules, continuously, and trace them.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer run\n  \
+        sudo pytracer run --config /etc/pytracer.yaml --metrics-addr 0.0.0.0:9464\n  \
+        sudo pytracer run --duration 60 --output /var/log/pytracer/spans.jsonl")]
     Run {
         /// Configuration file; the shipped defaults when absent.
         #[arg(long, value_name = "PATH")]
@@ -62,6 +70,10 @@ pub enum Command {
         metrics_addr: Option<SocketAddr>,
     },
     /// List every candidate process with its decision (traced or ignored) and the reason.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer discover\n  \
+        sudo pytracer discover --json | jq 'select(.decision == \"traced\")'\n  \
+        sudo pytracer discover --config /etc/pytracer.yaml")]
     Discover {
         /// One JSON object per process instead of a table.
         #[arg(long)]

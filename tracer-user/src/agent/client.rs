@@ -5,7 +5,7 @@
 //!
 //! The call's place in its trace (its parent request, or a callee stitched to it) is `ids`'s
 //! business; the span's attributes are `spans::{http_client, db_client}`'s.
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +22,17 @@ const MAX_CALLS: usize = 64;
 /// How long before a write's entry its stack walk may be (the walk runs at the syscall's entry,
 /// just before the entry time is taken).
 const STACK_SLACK_NS: u64 = 1_000_000;
+
+/// The outgoing connections of every traced process.
+#[derive(Default)]
+pub(super) struct ClientSide {
+    /// By (pid, fd).
+    pub(super) conns: HashMap<(u32, i32), ClientConn>,
+    /// Their local addresses, for same-host stitching.
+    pub(super) by_local: HashMap<(IpAddr, u16), (u32, i32)>,
+    /// Those closed lately, for callee requests that settle after their caller closed.
+    pub(super) closed: super::ids::ClosedCallers,
+}
 
 pub(super) struct ClientConn {
     peer: Peer,
@@ -87,29 +98,29 @@ impl Agent {
             _ => None,
         };
         if let Some(l) = local {
-            self.clients_by_local.insert(l, (tgid, fd));
+            self.client.by_local.insert(l, (tgid, fd));
         }
-        if let Some(old) = self.clients.insert((tgid, fd), ClientConn::new(peer, local)) {
+        if let Some(old) = self.client.conns.insert((tgid, fd), ClientConn::new(peer, local)) {
             self.forget_client_addr(old.local, (tgid, fd));
         }
     }
 
     fn forget_client_addr(&mut self, local: Option<(IpAddr, u16)>, key: (u32, i32)) {
         if let Some(l) = local {
-            if self.clients_by_local.get(&l) == Some(&key) {
-                self.clients_by_local.remove(&l);
+            if self.client.by_local.get(&l) == Some(&key) {
+                self.client.by_local.remove(&l);
             }
         }
     }
 
     pub(super) fn is_client(&self, tgid: u32, fd: i32) -> bool {
-        self.clients.contains_key(&(tgid, fd))
+        self.client.conns.contains_key(&(tgid, fd))
     }
 
     /// Data moved on an outgoing connection.
     #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
     pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
-        let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
+        let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
         if is_write {
             if matches!(c.proto, Proto::Undecided) {
                 c.proto = if let Some(p) = protocols::detect(piece.data) {
@@ -136,15 +147,15 @@ impl Agent {
             Proto::Undecided | Proto::Other => Vec::new(),
         };
         self.finish_calls(tgid, &mut c, calls);
-        self.clients.insert((tgid, fd), c);
+        self.client.conns.insert((tgid, fd), c);
     }
 
     /// The caller closed its connection at `at_ns` (kernel clock).
     pub(super) fn on_client_close(&mut self, tgid: u32, fd: i32, at_ns: u64) {
-        let Some(mut c) = self.clients.remove(&(tgid, fd)) else { return };
+        let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
         self.forget_client_addr(c.local, (tgid, fd));
         if let (Some(local), Some(call)) = (c.local, c.calls.back()) {
-            self.closed_callers.remember(local, call.ids.clone(), at_ns);
+            self.client.closed.remember(local, call.ids.clone(), at_ns);
         }
         let calls = match &mut c.proto {
             Proto::Parsed(p) => p.on_close(),
@@ -154,7 +165,7 @@ impl Agent {
     }
 
     pub(super) fn forget_clients(&mut self, tgid: u32, at_ns: u64) {
-        let keys: Vec<_> = self.clients.keys().filter(|k| k.0 == tgid).copied().collect();
+        let keys: Vec<_> = self.client.conns.keys().filter(|k| k.0 == tgid).copied().collect();
         for k in keys {
             self.on_client_close(k.0, k.1, at_ns);
         }

@@ -56,6 +56,15 @@ const AWAIT_CALL: std::time::Duration = std::time::Duration::from_millis(50);
 /// Spans waiting at once; past this a span is written as it is.
 const MAX_AWAITING: usize = 4096;
 
+/// Ids fixed early and spans waiting for their caller.
+#[derive(Default)]
+pub(super) struct IdState {
+    /// Ids fixed early for requests still being served, by (pid, fd, request start).
+    pub(super) assigned: HashMap<(u32, i32, u64), SpanIds>,
+    /// Server spans waiting for their same-host caller's call to be seen.
+    pub(super) awaiting: Vec<Awaiting>,
+}
+
 /// A settled server span whose client is a traced connection with no call seen yet.
 pub(super) struct Awaiting {
     span: Span,
@@ -86,7 +95,8 @@ impl Agent {
 
     /// The accepted connection whose request thread `tid` is serving.
     fn active_server(&self, tgid: u32, tid: u32) -> Option<i32> {
-        self.conns
+        self.server
+            .conns
             .iter()
             .find(|((t, _), c)| *t == tgid && c.tid == tid && c.http.oldest().is_some())
             .map(|((_, fd), _)| *fd)
@@ -95,10 +105,10 @@ impl Agent {
     /// The ids of the request being served on accepted connection (tgid, fd), fixed the first
     /// time anyone asks.
     fn early_ids(&mut self, tgid: u32, fd: i32) -> Option<SpanIds> {
-        let conn = self.conns.get(&(tgid, fd))?;
+        let conn = self.server.conns.get(&(tgid, fd))?;
         let x = conn.http.oldest()?;
         let key = (tgid, fd, x.start_ns);
-        if let Some(ids) = self.assigned.get(&key) {
+        if let Some(ids) = self.ids.assigned.get(&key) {
             return Some(ids.clone());
         }
         let (incoming, client, start_ns) = (incoming(&x.request), client_of(&conn.ctx.client), x.start_ns);
@@ -107,10 +117,10 @@ impl Agent {
             // An exit span needs the ids now, before the caller's call is seen: they stay a root.
             self.stats.stitch_missed_ids_fixed_early += 1;
         }
-        if self.assigned.len() >= MAX_ASSIGNED {
-            self.assigned.clear();
+        if self.ids.assigned.len() >= MAX_ASSIGNED {
+            self.ids.assigned.clear();
         }
-        self.assigned.insert(key, ids.clone());
+        self.ids.assigned.insert(key, ids.clone());
         Some(ids)
     }
 
@@ -122,7 +132,7 @@ impl Agent {
         x: &Exchange,
         client: Option<(IpAddr, u16)>,
     ) -> (SpanIds, bool) {
-        match self.assigned.remove(&(tgid, fd, x.start_ns)) {
+        match self.ids.assigned.remove(&(tgid, fd, x.start_ns)) {
             Some(ids) => (ids, false),
             None => self.decide(incoming(&x.request), client, x.start_ns),
         }
@@ -130,22 +140,22 @@ impl Agent {
 
     /// Holds `span` until its caller's call is seen, or AWAIT_CALL has passed.
     pub(super) fn await_caller(&mut self, span: Span, client: (IpAddr, u16), start_ns: u64) {
-        if self.awaiting.len() >= MAX_AWAITING {
+        if self.ids.awaiting.len() >= MAX_AWAITING {
             self.stats.stitch_missed_call_not_seen += 1;
             self.emit(&span);
             return;
         }
-        self.awaiting.push(Awaiting { span, client, start_ns, deadline: std::time::Instant::now() + AWAIT_CALL });
+        self.ids.awaiting.push(Awaiting { span, client, start_ns, deadline: std::time::Instant::now() + AWAIT_CALL });
     }
 
     /// After each batch of records: spans whose caller's call is now seen join its trace; those
     /// past their deadline (or all, with `flush`) are written as they are, counted.
     pub(super) fn settle_awaiting(&mut self, flush: bool) {
-        if self.awaiting.is_empty() {
+        if self.ids.awaiting.is_empty() {
             return;
         }
         let now = std::time::Instant::now();
-        for mut a in std::mem::take(&mut self.awaiting) {
+        for mut a in std::mem::take(&mut self.ids.awaiting) {
             match self.caller_of(a.client, a.start_ns) {
                 Some(call) => {
                     self.stats.stitched += 1;
@@ -162,7 +172,7 @@ impl Agent {
                     self.stats.stitch_missed_call_not_seen += 1;
                     self.emit(&a.span);
                 }
-                None => self.awaiting.push(a),
+                None => self.ids.awaiting.push(a),
             }
         }
     }
@@ -170,8 +180,9 @@ impl Agent {
     /// The call in flight (or last made) on the traced connection whose local address is
     /// `client`, if it was open when the request started at `start_ns`.
     fn caller_of(&self, client: (IpAddr, u16), start_ns: u64) -> Option<SpanIds> {
-        let live = self.clients_by_local.get(&client).and_then(|k| self.clients.get(k)).and_then(|c| c.calls.back());
-        live.map(|call| &call.ids).or_else(|| self.closed_callers.caller(client, start_ns)).cloned()
+        let live =
+            self.client.by_local.get(&client).and_then(|k| self.client.conns.get(k)).and_then(|c| c.calls.back());
+        live.map(|call| &call.ids).or_else(|| self.client.closed.caller(client, start_ns)).cloned()
     }
 
     /// A server span's ids: from the caller's traceparent; else, on the same host, from the
@@ -190,7 +201,7 @@ impl Agent {
             self.stats.stitched += 1;
             return (ids.child(), false);
         }
-        (SpanIds::root(), self.clients_by_local.contains_key(&client))
+        (SpanIds::root(), self.client.by_local.contains_key(&client))
     }
 }
 

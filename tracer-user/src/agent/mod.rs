@@ -4,7 +4,6 @@
 //! `client` (outgoing calls), `handlers` and `frame_eval` (Python stacks), `telemetry` (counters).
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
@@ -63,12 +62,8 @@ struct Agent {
     /// Where finished spans go: JSON lines, and OTLP when configured.
     sink: Sinks,
     procs: HashMap<u32, Traced>,
-    conns: HashMap<(u32, i32), Conn>,
-    /// Local address of each listening socket, by (pid, fd).
-    listeners: HashMap<(u32, i32), Option<(IpAddr, u16)>>,
-    /// Accepted TCP connections by client address, to find the router connection a uwsgi
-    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client).
-    by_client: HashMap<(IpAddr, u16), (u32, i32)>,
+    /// Accepted connections (server.rs).
+    server: server::ServerSide,
     stats: Stats,
     reported_drops: u64,
     metrics: Metrics,
@@ -79,17 +74,10 @@ struct Agent {
     frame_eval: frame_eval::FrameEvalProbes,
     samples: handlers::Samples,
     code_cache: cpython::code::CodeCache,
-    /// Connections the traced processes opened (connect), by (pid, fd).
-    clients: HashMap<(u32, i32), client::ClientConn>,
-    /// Their local addresses, for same-host stitching.
-    clients_by_local: HashMap<(IpAddr, u16), (u32, i32)>,
-    /// Ids fixed early for requests still being served, by (pid, fd, request start).
-    assigned: HashMap<(u32, i32, u64), crate::spans::SpanIds>,
-    /// Outgoing connections closed lately, for callee requests that settle after their caller
-    /// closed.
-    closed_callers: ids::ClosedCallers,
-    /// Server spans waiting for their same-host caller's call to be seen.
-    awaiting: Vec<ids::Awaiting>,
+    /// Outgoing connections (client.rs).
+    client: client::ClientSide,
+    /// Span ids fixed early and spans waiting for their caller (ids.rs).
+    ids: ids::IdState,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -118,9 +106,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         config: opts.config,
         clock: Clock::new(),
         procs: HashMap::new(),
-        conns: HashMap::new(),
-        listeners: HashMap::new(),
-        by_client: HashMap::new(),
+        server: server::ServerSide::default(),
         stats: Stats::default(),
         reported_drops: 0,
         metrics,
@@ -135,11 +121,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         frame_eval: frame_eval::FrameEvalProbes::default(),
         samples: handlers::Samples::default(),
         code_cache: cpython::code::CodeCache::default(),
-        clients: HashMap::new(),
-        clients_by_local: HashMap::new(),
-        assigned: HashMap::new(),
-        closed_callers: ids::ClosedCallers::default(),
-        awaiting: Vec::new(),
+        client: client::ClientSide::default(),
+        ids: ids::IdState::default(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {

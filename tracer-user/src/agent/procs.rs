@@ -135,7 +135,7 @@ impl Agent {
 
     /// `at_ns`: when it exited (kernel clock).
     pub(super) fn on_exit(&mut self, tgid: u32, at_ns: u64) {
-        let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
+        let keys: Vec<_> = self.server.conns.keys().filter(|k| k.0 == tgid).copied().collect();
         for k in keys {
             if let Some(mut conn) = self.remove_conn(k) {
                 let out = conn.http.on_close();
@@ -143,9 +143,9 @@ impl Agent {
             }
         }
         self.probes.forget_connections(tgid);
-        self.listeners.retain(|k, _| k.0 != tgid);
+        self.server.listeners.retain(|k, _| k.0 != tgid);
         self.forget_clients(tgid, at_ns);
-        self.assigned.retain(|k, _| k.0 != tgid);
+        self.ids.assigned.retain(|k, _| k.0 != tgid);
         self.frame_eval_forget(tgid);
         self.code_cache.forget(tgid);
         self.samples.forget(tgid);

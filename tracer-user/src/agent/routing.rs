@@ -13,10 +13,10 @@ impl Agent {
     /// response) takes the worker still serving each of them along: its span names that worker,
     /// and the worker's own exchange, when it ends, is not a second span.
     pub(super) fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
-        let mut conn = self.conns.remove(&key)?;
+        let mut conn = self.server.conns.remove(&key)?;
         if let sockaddr::Peer::Inet { ip, port } = conn.ctx.client {
-            if self.by_client.get(&(ip, port)) == Some(&key) {
-                self.by_client.remove(&(ip, port));
+            if self.server.by_client.get(&(ip, port)) == Some(&key) {
+                self.server.by_client.remove(&(ip, port));
             }
             if conn.http.in_flight() > 0 {
                 let waiting: Vec<(String, String)> = conn
@@ -32,6 +32,7 @@ impl Agent {
                             && h.remote.as_ref().is_some_and(|r| same_client(r, ip, port))
                     };
                     let worker = self
+                        .server
                         .conns
                         .iter_mut()
                         .find_map(|(k, c)| (k.0 != key.0 && c.http.hand_off(forwarded)).then_some(k.0));
@@ -54,8 +55,8 @@ impl Agent {
         let Ok(ip) = remote.0.parse::<IpAddr>() else { return false };
         let (method, target) = (&x.request.method, &x.request.target);
         for port in client_ports(remote.1) {
-            let Some(&key) = self.by_client.get(&(ip, port)) else { continue };
-            match self.conns.get_mut(&key) {
+            let Some(&key) = self.server.by_client.get(&(ip, port)) else { continue };
+            match self.server.conns.get_mut(&key) {
                 Some(router) if key.0 != worker && router.http.awaits(method, target) => {
                     router.routed.push_back((worker, method.clone(), target.clone()));
                     return true;

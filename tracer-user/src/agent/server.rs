@@ -1,6 +1,6 @@
 //! Accepted connections: the traced servers' requests and responses become exchanges, and each
 //! settled exchange becomes a server span with its ids, its handler and its metrics.
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use crate::http::connection::{Connection, Outcome};
@@ -24,6 +24,17 @@ pub(super) struct Conn {
 
 type Routed = VecDeque<(u32, String, String)>;
 
+/// The accepted connections of every traced process.
+#[derive(Default)]
+pub(super) struct ServerSide {
+    pub(super) conns: HashMap<ConnKey, Conn>,
+    /// Local address of each listening socket, by (pid, fd).
+    pub(super) listeners: HashMap<ConnKey, Option<(IpAddr, u16)>>,
+    /// Accepted TCP connections by client address, to find the router connection a uwsgi
+    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client).
+    pub(super) by_client: HashMap<(IpAddr, u16), ConnKey>,
+}
+
 /// A connection of a traced process: (tgid, fd).
 type ConnKey = (u32, i32);
 
@@ -32,10 +43,10 @@ impl Agent {
     pub(super) fn on_accept(&mut self, key: ConnKey, tid: u32, listen_fd: i32, addr: &[u8]) {
         let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
         if let sockaddr::Peer::Inet { ip, port } = ctx.client {
-            self.by_client.insert((ip, port), key);
+            self.server.by_client.insert((ip, port), key);
         }
         let conn = Conn { http: Connection::default(), ctx, listen_fd, tid, routed: Routed::new() };
-        if let Some(mut old) = self.conns.insert(key, conn) {
+        if let Some(mut old) = self.server.conns.insert(key, conn) {
             // The close of the previous socket on this fd was not seen.
             let out = old.http.on_close();
             self.settle(key, &mut old, out);
@@ -44,7 +55,7 @@ impl Agent {
 
     /// Data read from or written to an accepted connection.
     pub(super) fn on_server_data(&mut self, key: ConnKey, tid: u32, piece: &Piece, is_read: bool) {
-        let Some(conn) = self.conns.get_mut(&key) else {
+        let Some(conn) = self.server.conns.get_mut(&key) else {
             self.stats.unknown_connection += 1;
             return;
         };
@@ -54,9 +65,9 @@ impl Agent {
         let out = if is_read { conn.http.on_read(piece) } else { conn.http.on_write(piece) };
         if out != Outcome::default() {
             // Out of the map while it settles: settling looks at other connections (a router's).
-            if let Some(mut conn) = self.conns.remove(&key) {
+            if let Some(mut conn) = self.server.conns.remove(&key) {
                 self.settle(key, &mut conn, out);
-                self.conns.insert(key, conn);
+                self.server.conns.insert(key, conn);
             }
         }
     }
@@ -131,7 +142,7 @@ impl Agent {
 
     /// The local address of a listening socket, looked up once per listener.
     fn listener_addr(&mut self, tgid: u32, fd: i32) -> Option<(IpAddr, u16)> {
-        *self.listeners.entry((tgid, fd)).or_insert_with(|| match sockaddr::local_addr_of(tgid, fd) {
+        *self.server.listeners.entry((tgid, fd)).or_insert_with(|| match sockaddr::local_addr_of(tgid, fd) {
             Some(sockaddr::Peer::Inet { ip, port }) => Some((ip, port)),
             _ => None,
         })

@@ -51,7 +51,7 @@ impl Agent {
             self.metrics.sync_total(Total::OtlpRetries, c.retries.load(Relaxed));
         }
         let mut active: HashMap<u32, usize> = HashMap::new();
-        for ((tgid, _), c) in &self.conns {
+        for ((tgid, _), c) in &self.server.conns {
             *active.entry(*tgid).or_default() += c.http.in_flight();
         }
         let labels: Vec<ProcLabels> = self.procs.values().map(|t| t.labels.clone()).collect();
@@ -109,7 +109,7 @@ impl Agent {
             );
         }
         self.report_drops();
-        self.stats.in_flight_at_exit = self.conns.values().map(|c| c.http.in_flight() as u64).sum();
+        self.stats.in_flight_at_exit = self.server.conns.values().map(|c| c.http.in_flight() as u64).sum();
         self.sink.flush()?;
         log::info!("{}", self.stats.summary());
         log::info!(

@@ -8,6 +8,16 @@ pub enum Peer {
     Unknown,
 }
 
+impl Peer {
+    /// The address and port of an IPv4 or IPv6 peer: what socket pairs are matched by.
+    pub fn inet(&self) -> Option<(IpAddr, u16)> {
+        match *self {
+            Peer::Inet { ip, port } => Some((ip, port)),
+            _ => None,
+        }
+    }
+}
+
 pub fn decode(bytes: &[u8]) -> Peer {
     if bytes.len() < 2 {
         return Peer::Unknown;

@@ -91,10 +91,7 @@ impl Agent {
         // Only TCP/UDP peers are matched by socket pair; a unix socket costs no syscalls here.
         let local = match peer {
             Peer::Inet { .. } if kernel_local.is_some() => kernel_local,
-            Peer::Inet { .. } => match sockaddr::local_addr_of(tgid, fd) {
-                Some(Peer::Inet { ip, port }) => Some((ip, port)),
-                _ => None,
-            },
+            Peer::Inet { .. } => sockaddr::local_addr_of(tgid, fd).as_ref().and_then(Peer::inet),
             _ => None,
         };
         if let Some(l) = local {

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use crate::http::connection::Exchange;
 use crate::http::head::Head;
 use crate::http::traceparent::{self, Incoming};
-use crate::sockaddr::Peer;
 use crate::spans::{Span, SpanIds};
 
 use super::Agent;
@@ -73,14 +72,6 @@ pub(super) struct Awaiting {
     deadline: std::time::Instant,
 }
 
-/// A request's client as a socket address, when it has one (TCP): what stitching matches.
-pub(super) fn client_of(peer: &Peer) -> Option<(IpAddr, u16)> {
-    match *peer {
-        Peer::Inet { ip, port } => Some((ip, port)),
-        _ => None,
-    }
-}
-
 /// What the caller sent of its context.
 fn incoming(request: &Head) -> Incoming {
     traceparent::parse(request.header("traceparent"), request.header("tracestate"))
@@ -111,7 +102,7 @@ impl Agent {
         if let Some(ids) = self.ids.assigned.get(&key) {
             return Some(ids.clone());
         }
-        let (incoming, client, start_ns) = (incoming(&x.request), client_of(&conn.ctx.client), x.start_ns);
+        let (incoming, client, start_ns) = (incoming(&x.request), conn.ctx.client.inet(), x.start_ns);
         let (ids, awaiting) = self.decide(incoming, client, start_ns);
         if awaiting {
             // An exit span needs the ids now, before the caller's call is seen: they stay a root.

@@ -8,7 +8,7 @@ use crate::piece::Piece;
 use crate::sockaddr;
 use crate::spans::server::{server_span, ConnContext};
 
-use super::{ids, Agent};
+use super::Agent;
 
 pub(super) struct Conn {
     pub(super) http: Connection,
@@ -116,7 +116,7 @@ impl Agent {
             self.metrics.observe_exchange(&traced.labels, &x, path);
             let clock = self.clock;
             let resource = traced.resource.clone();
-            let client = ids::client_of(&ctx.client);
+            let client = ctx.client.inet();
             let (ids, await_caller) = self.settled_ids((tgid, fd), &x, client);
             if !ids.sampled {
                 // The caller decided not to record this trace: metrics count it, no span.
@@ -142,9 +142,10 @@ impl Agent {
 
     /// The local address of a listening socket, looked up once per listener.
     fn listener_addr(&mut self, tgid: u32, fd: i32) -> Option<(IpAddr, u16)> {
-        *self.server.listeners.entry((tgid, fd)).or_insert_with(|| match sockaddr::local_addr_of(tgid, fd) {
-            Some(sockaddr::Peer::Inet { ip, port }) => Some((ip, port)),
-            _ => None,
-        })
+        *self
+            .server
+            .listeners
+            .entry((tgid, fd))
+            .or_insert_with(|| sockaddr::local_addr_of(tgid, fd).as_ref().and_then(sockaddr::Peer::inet))
     }
 }

@@ -4,7 +4,8 @@
 use core::mem::{offset_of, size_of};
 
 use crate::events::{
-    AcceptEvent, EventHeader, EventKind, ProcEvent, PyFrame, DATA_HEADER_LEN, MAX_STACK_FRAMES, STACK_HEADER_LEN,
+    AcceptEvent, EventHeader, EventKind, ProcEvent, PyFrame, AF_INET, AF_INET6, DATA_HEADER_LEN, MAX_STACK_FRAMES,
+    STACK_HEADER_LEN,
 };
 
 #[derive(Debug)]
@@ -80,10 +81,6 @@ fn word_after_header(bytes: &[u8], i: usize) -> u32 {
     let at = size_of::<EventHeader>() + 4 * i;
     u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
-
-/// AF_INET and AF_INET6, as the kernel numbers them.
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 fn local_of(ev: &AcceptEvent) -> Option<(core::net::IpAddr, u16)> {
     let a = ev.local_addr;

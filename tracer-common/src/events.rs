@@ -81,6 +81,10 @@ pub const DATA_FLAG_IOV_TRUNCATED: u32 = 2;
 
 pub const DATA_HEADER_LEN: usize = size_of::<EventHeader>() + 8;
 
+/// Address families as the kernel numbers them (`sa_family`, `skc_family`).
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
 /// Accept and Connect records.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -3,15 +3,12 @@
 //! goes through bpf_probe_read_kernel, so a stale pointer is a failed read, never a fault.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{
-    KCONFIG_FDT_FD, KCONFIG_FDT_MAX_FDS, KCONFIG_FILES_FDT, KCONFIG_FILE_PRIVATE_DATA, KCONFIG_SKC_FAMILY,
-    KCONFIG_SKC_NUM, KCONFIG_SKC_RCV_SADDR, KCONFIG_SKC_V6_RCV_SADDR, KCONFIG_SOCKET_SK, KCONFIG_SOCK_OFFSETS_OK,
-    KCONFIG_TASK_FILES,
+    AF_INET, AF_INET6, KCONFIG_FDT_FD, KCONFIG_FDT_MAX_FDS, KCONFIG_FILES_FDT, KCONFIG_FILE_PRIVATE_DATA,
+    KCONFIG_SKC_FAMILY, KCONFIG_SKC_NUM, KCONFIG_SKC_RCV_SADDR, KCONFIG_SKC_V6_RCV_SADDR, KCONFIG_SOCKET_SK,
+    KCONFIG_SOCK_OFFSETS_OK, KCONFIG_TASK_FILES,
 };
 
 use crate::maps::KCONFIG;
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 #[inline(always)]
 fn offset(index: u32) -> Option<u64> {

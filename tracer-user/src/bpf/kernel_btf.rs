@@ -179,18 +179,7 @@ mod tests {
         assert_eq!(btf.offset_of("task_struct", &["thread", "fsbase"]).unwrap(), thread + fsbase);
         assert!(btf.offset_of("task_struct", &["no_such_member"]).is_err());
         // The connect exit's path to a socket's own address: every member is there.
-        for (root, path) in [
-            ("task_struct", &["files"][..]),
-            ("files_struct", &["fdt"]),
-            ("fdtable", &["max_fds"]),
-            ("fdtable", &["fd"]),
-            ("file", &["private_data"]),
-            ("socket", &["sk"]),
-            ("sock", &["__sk_common", "skc_family"]),
-            ("sock", &["__sk_common", "skc_num"]),
-            ("sock", &["__sk_common", "skc_rcv_saddr"]),
-            ("sock", &["__sk_common", "skc_v6_rcv_saddr"]),
-        ] {
+        for (_, root, path) in super::super::probes::SOCK_MEMBERS {
             assert!(btf.offset_of(root, path).is_ok(), "{root}.{}", path.join("."));
         }
     }

@@ -232,6 +232,21 @@ impl Probes {
     }
 }
 
+/// The members the connect exit follows to a socket's own address (tracer-ebpf's sock.rs), each
+/// with its KCONFIG index.
+pub(super) const SOCK_MEMBERS: [(u32, &str, &[&str]); 10] = [
+    (tracer_common::KCONFIG_TASK_FILES, "task_struct", &["files"]),
+    (tracer_common::KCONFIG_FILES_FDT, "files_struct", &["fdt"]),
+    (tracer_common::KCONFIG_FDT_MAX_FDS, "fdtable", &["max_fds"]),
+    (tracer_common::KCONFIG_FDT_FD, "fdtable", &["fd"]),
+    (tracer_common::KCONFIG_FILE_PRIVATE_DATA, "file", &["private_data"]),
+    (tracer_common::KCONFIG_SOCKET_SK, "socket", &["sk"]),
+    (tracer_common::KCONFIG_SKC_FAMILY, "sock", &["__sk_common", "skc_family"]),
+    (tracer_common::KCONFIG_SKC_NUM, "sock", &["__sk_common", "skc_num"]),
+    (tracer_common::KCONFIG_SKC_RCV_SADDR, "sock", &["__sk_common", "skc_rcv_saddr"]),
+    (tracer_common::KCONFIG_SKC_V6_RCV_SADDR, "sock", &["__sk_common", "skc_v6_rcv_saddr"]),
+];
+
 /// Kernel facts the programs cannot find themselves, from the kernel's BTF, read once. Without
 /// BTF, stack walks from syscalls (the Python caller of outgoing calls) are off, and an outgoing
 /// connection's own address is read from /proc instead (too late for the shortest calls).
@@ -248,21 +263,7 @@ fn set_kernel_config(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         };
     let mut values = vec![(tc::KCONFIG_TASK_FSBASE, fsbase)];
     let sock: Result<Vec<(u32, u64)>, super::kernel_btf::BtfError> = btf.as_ref().map_err(Clone::clone).and_then(|b| {
-        [
-            (tc::KCONFIG_TASK_FILES, "task_struct", &["files"][..]),
-            (tc::KCONFIG_FILES_FDT, "files_struct", &["fdt"]),
-            (tc::KCONFIG_FDT_MAX_FDS, "fdtable", &["max_fds"]),
-            (tc::KCONFIG_FDT_FD, "fdtable", &["fd"]),
-            (tc::KCONFIG_FILE_PRIVATE_DATA, "file", &["private_data"]),
-            (tc::KCONFIG_SOCKET_SK, "socket", &["sk"]),
-            (tc::KCONFIG_SKC_FAMILY, "sock", &["__sk_common", "skc_family"]),
-            (tc::KCONFIG_SKC_NUM, "sock", &["__sk_common", "skc_num"]),
-            (tc::KCONFIG_SKC_RCV_SADDR, "sock", &["__sk_common", "skc_rcv_saddr"]),
-            (tc::KCONFIG_SKC_V6_RCV_SADDR, "sock", &["__sk_common", "skc_v6_rcv_saddr"]),
-        ]
-        .into_iter()
-        .map(|(index, root, path)| b.offset_of(root, path).map(|off| (index, off)))
-        .collect()
+        SOCK_MEMBERS.iter().map(|&(index, root, path)| b.offset_of(root, path).map(|off| (index, off))).collect()
     });
     match sock {
         Ok(offsets) => {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod piece;
 pub mod procinfo;
 pub mod protocols;
+pub mod routes;
 pub mod service;
 pub mod sockaddr;
 pub mod spans;

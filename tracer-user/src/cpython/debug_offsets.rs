@@ -84,6 +84,28 @@ pub fn read(
     })
 }
 
+/// One offset from a live 3.13+ process's `_Py_DebugOffsets` (a field versions.rs lists), checked
+/// as [`read`] checks its fields.
+pub fn read_field(
+    mem: &(impl ReadMemory + ?Sized),
+    runtime_addr: u64,
+    version: Version,
+    name: &'static str,
+) -> Result<u64, DebugOffsetsError> {
+    let spec = versions::for_version(version).ok_or(DebugOffsetsError::UnknownLayout { version })?;
+    let pos = spec.debug_offsets.as_ref().ok_or(DebugOffsetsError::UnknownLayout { version })?;
+    let mut cookie = [0u8; 8];
+    mem.read(runtime_addr, &mut cookie)?;
+    if &cookie != COOKIE {
+        return Err(DebugOffsetsError::Cookie);
+    }
+    let value = mem.u64(runtime_addr + pos.of(name))?;
+    if value > 0xffff {
+        return Err(DebugOffsetsError::Implausible { field: name, value });
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

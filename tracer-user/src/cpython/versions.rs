@@ -96,6 +96,11 @@ pub const SPECS: [Spec; 8] = [
     },
 ];
 
+/// The object layout row (object_layout.rs) of a minor version: each has its own.
+pub fn objects_for_minor(minor: u8) -> Option<&'static super::object_layout::ObjectLayout> {
+    for_minor(minor).and_then(|s| super::object_layout::for_minor(s.minor))
+}
+
 /// Oldest interpreter the agent reads.
 pub const MIN_SUPPORTED: Version = Version::new(3, SPECS[0].minor, 0);
 
@@ -149,6 +154,7 @@ const FIELDS_3_13: &[(&str, u64)] = &[
     ("code_object.firstlineno", 312),
     ("pyobject.ob_type", 360),
     ("unicode_object.asciiobject_size", 560),
+    ("interpreter_state.imports_modules", 88),
 ];
 
 /// 3.14 inserted fields in the thread state and frame groups.
@@ -167,6 +173,7 @@ const FIELDS_3_14: &[(&str, u64)] = &[
     ("code_object.firstlineno", 352),
     ("pyobject.ob_type", 408),
     ("unicode_object.asciiobject_size", 640),
+    ("interpreter_state.imports_modules", 96),
 ];
 
 /// 3.15 added thread-state fields (holds_gil, last profiled frame) and an err_stackitem group.
@@ -185,6 +192,7 @@ const FIELDS_3_15: &[(&str, u64)] = &[
     ("code_object.firstlineno", 416),
     ("pyobject.ob_type", 472),
     ("unicode_object.asciiobject_size", 736),
+    ("interpreter_state.imports_modules", 96),
 ];
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub struct WerkzeugMap {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::struct_excessive_bools, reason = "Werkzeug's own per-rule flags, one field each")]
 pub struct WerkzeugRule {
     /// `Rule.rule`, exactly: `/users/<int:uid>`, the `http.route` OpenTelemetry's Flask
     /// instrumentation writes.

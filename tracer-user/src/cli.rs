@@ -69,6 +69,18 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<SocketAddr>,
     },
+    /// Print a running application's routes, read from its memory: methods, route, view, file:line.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer routes --pid 20149\n  \
+        sudo pytracer routes --pid 20149 --json | jq -r '.routes[].route'")]
+    Routes {
+        /// The worker process (a Gunicorn or uWSGI worker, or any process serving the app).
+        #[arg(long, value_name = "PID")]
+        pid: u32,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List every candidate process with its decision (traced or ignored) and the reason.
     #[command(after_help = "Examples:\n  \
         sudo pytracer discover\n  \
@@ -141,11 +153,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
             block_on(agent::run(Options { targets: Targets::Discover, duration, config, output, metrics_addr, otlp }))
         }
+        Command::Routes { pid, json } => print_routes(pid, json),
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;
             print_candidates(&discovery::scan(&config.discovery, true), json)
         }
     }
+}
+
+fn print_routes(pid: u32, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    agent::read_target(pid)?;
+    let (table, _) = crate::routes::read::read(pid).with_context(|| format!("no routes for pid {pid}"))?;
+    let listing = crate::routes::listing::listing(pid, &table);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &listing)?;
+        writeln!(out)?;
+    } else {
+        crate::routes::listing::write_text(&mut out, &listing)?;
+    }
+    Ok(())
 }
 
 fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
@@ -172,10 +200,13 @@ fn print_candidates(cands: &[discovery::Candidate], json: bool) -> anyhow::Resul
         let py = c.python.as_ref().map_or("-".to_string(), discovery::PythonSummary::short);
         writeln!(out, "{:>8} {:>8} {:<8} {:<48} {:<28} {}", c.pid, c.ppid, d, reason, py, cmd)?;
     }
-    // Why a traced process stays wire-only, in full (the table only has room for a word).
+    // Why a traced process stays wire-only, in full (the table only has room for a word), and
+    // the routes each traced process serves.
     for c in cands {
-        if let Some(discovery::PythonSummary::Unsupported { unsupported }) = &c.python {
-            writeln!(out, "pid {}: {unsupported}", c.pid)?;
+        match &c.python {
+            Some(discovery::PythonSummary::Unsupported { unsupported }) => writeln!(out, "pid {}: {unsupported}", c.pid)?,
+            Some(discovery::PythonSummary::Supported { routes, .. }) => writeln!(out, "pid {}: routes: {routes}", c.pid)?,
+            None => {}
         }
     }
     if cands.is_empty() {

@@ -29,6 +29,7 @@ mod handlers;
 mod ids;
 mod procs;
 mod python;
+mod route_tables;
 mod routing;
 mod server;
 mod telemetry;
@@ -78,6 +79,8 @@ struct Agent {
     client: client::ClientSide,
     /// Span ids fixed early and spans waiting for their caller (ids.rs).
     ids: ids::IdState,
+    /// Each worker's route table (route_tables.rs).
+    routes: route_tables::RouteTables,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -123,6 +126,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         code_cache: cpython::code::CodeCache::default(),
         client: client::ClientSide::default(),
         ids: ids::IdState::default(),
+        routes: route_tables::RouteTables::default(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -180,7 +184,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     agent.finish()
 }
 
-fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
+pub(crate) fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
     ProcInfo::read(pid)
         .map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))
 }

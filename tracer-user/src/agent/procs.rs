@@ -117,6 +117,7 @@ impl Agent {
             Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
         };
         self.procs.insert(child, traced);
+        self.routes.forked(parent, child);
         log::info!("following pid {child} (forked by {parent})");
     }
 
@@ -127,6 +128,7 @@ impl Agent {
         let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
         self.frame_eval_forget(tgid);
         self.code_cache.forget(tgid);
+        self.routes.forget(tgid);
         let python = self.inspect_python(tgid);
         let traced = self.traced(&info, master, python);
         self.procs.insert(tgid, traced);
@@ -149,6 +151,7 @@ impl Agent {
         self.frame_eval_forget(tgid);
         self.code_cache.forget(tgid);
         self.samples.forget(tgid);
+        self.routes.forget(tgid);
         if self.procs.remove(&tgid).is_some() {
             self.metrics.process_exited(tgid);
             log::info!("pid {tgid} exited; still tracing {} processes", self.procs.len());

@@ -111,9 +111,10 @@ impl Agent {
             if !host_port && ctx.local.is_none() {
                 ctx.local = self.listener_addr(tgid, listen_fd);
             }
-            let traced = &self.procs[&served_by];
             let path = x.request.target.split('?').next().unwrap_or_default();
-            self.metrics.observe_exchange(&traced.labels, &x, path);
+            let route = self.resolve_route(served_by, &x.request.method, path);
+            let traced = &self.procs[&served_by];
+            self.metrics.observe_exchange(&traced.labels, &x, path, route.as_ref().and_then(|r| r.route.as_deref()));
             let clock = self.clock;
             let resource = traced.resource.clone();
             let client = ctx.client.inet();
@@ -125,11 +126,8 @@ impl Agent {
             }
             let mut span =
                 server_span(&x, ctx, ids, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
-            if served_by == tgid {
-                if let Some(code) = self.samples.handler(tgid, tid, x.start_ns, x.end_ns) {
-                    span.set_code(&code);
-                }
-            }
+            let walked = if served_by == tgid { self.samples.handler(tgid, tid, x.start_ns, x.end_ns) } else { None };
+            self.set_route_and_code(&mut span, route, walked);
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;
             }
@@ -137,6 +135,41 @@ impl Agent {
                 Some(client) if await_caller => self.await_caller(span, client, x.start_ns),
                 _ => self.emit(&span),
             }
+        }
+    }
+
+    /// The route table's route and view, else the stack walk's handler. When both name the
+    /// handler, they are compared: a disagreement means one of them read the app wrong.
+    fn set_route_and_code(
+        &mut self,
+        span: &mut crate::spans::Span,
+        route: Option<super::route_tables::Resolved>,
+        walked: Option<std::sync::Arc<crate::cpython::code::CodeInfo>>,
+    ) {
+        let Some(route) = route else {
+            if let Some(code) = walked {
+                span.set_code(&code);
+            }
+            return;
+        };
+        if let Some(r) = &route.route {
+            span.set_route(r);
+        }
+        match (&route.code, walked) {
+            (Some(view), Some(seen)) => {
+                let agree = **view == *seen;
+                if !agree {
+                    log::debug!(
+                        "route {:?}: the table's view is {} ({}:{}), the stack walk saw {} ({}:{})",
+                        route.route, view.qualname, view.file, view.first_line, seen.qualname, seen.file, seen.first_line
+                    );
+                }
+                self.metrics.route_check(agree);
+                span.set_code(view);
+            }
+            (Some(view), None) => span.set_code(view),
+            (None, Some(seen)) => span.set_code(&seen),
+            (None, None) => {}
         }
     }
 

@@ -82,6 +82,10 @@ pub struct ObjectLayout {
     pub func_closure: u64,
     /// PyModuleObject's `md_name` (3.15 moved it from 48 to 40).
     pub module_name: u64,
+    /// From 3.12 the Python-level signal handlers live in `_PyRuntime.signals.handlers`: the
+    /// offset of `handlers[0].func` from `_PyRuntime` (each entry is 16 bytes). Up to 3.11 they
+    /// are a static array without an exported symbol: `None`.
+    pub signal_handlers: Option<u64>,
 }
 
 /// Offsets every version here shares (checked on all of them).
@@ -164,6 +168,15 @@ const fn row(
         func_dict: func.5,
         func_closure: func.6,
         module_name: if minor >= 15 { 40 } else { 48 },
+        // `signals` at 464 (3.12.1), 1080 (3.13.0, 3.13.5), 1256 (3.14.10), 1384 (3.15.2); `func`
+        // 8 bytes into the first entry.
+        signal_handlers: match minor {
+            12 => Some(464 + 8),
+            13 => Some(1080 + 8),
+            14 => Some(1256 + 8),
+            15 => Some(1384 + 8),
+            _ => None,
+        },
     }
 }
 

@@ -65,6 +65,11 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
 /// What a synced counter's last value is remembered by, to add only its growth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Synced {
@@ -136,6 +141,8 @@ pub struct Metrics {
     totals: [Counter; Total::ALL.len()],
     otlp_spans: Family<OutcomeLabels, Counter>,
     stitch_missed: Family<ReasonLabels, Counter>,
+    route_tables: Family<ResultLabels, Counter>,
+    route_checks: Family<ResultLabels, Counter>,
     protocol_events: Family<ProtocolEventLabels, Counter>,
     gc_collections: Family<ProcKindLabels, Counter>,
     gc_collected: Family<ProcKindLabels, Counter>,
@@ -183,6 +190,8 @@ impl Metrics {
             totals: Default::default(),
             otlp_spans: Family::default(),
             stitch_missed: Family::default(),
+            route_tables: Family::default(),
+            route_checks: Family::default(),
             protocol_events: Family::default(),
             gc_collections: Family::default(),
             gc_collected: Family::default(),
@@ -295,6 +304,16 @@ impl Metrics {
             self.stitch_missed.clone(),
         );
         r.register(
+            "pytracer_route_tables",
+            "Route tables read from applications' memory, by result: read, reused (a sibling worker's), no_app (no Flask, Django, Starlette or FastAPI app found yet), torn or read_error (the app changed under the read: read again later), too_large, budget, or why the interpreter cannot be read",
+            self.route_tables.clone(),
+        );
+        r.register(
+            "pytracer_route_checks",
+            "Requests whose handler was seen both in a stack walk and in the route table, by result: agree, disagree (details at debug level)",
+            self.route_checks.clone(),
+        );
+        r.register(
             "pytracer_client_protocol_events",
             "What the parsers of outgoing connections could not follow, by protocol and event (see ProtocolStats)",
             self.protocol_events.clone(),
@@ -303,14 +322,16 @@ impl Metrics {
         r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", self.agent_memory.clone());
     }
 
-    pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str) {
+    /// `route`: the framework's route when the app's table matched; else the label is the
+    /// path's template.
+    pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str, route: Option<&str>) {
         let labels = HttpLabels {
             service_name: p.service_name.clone(),
             pid: p.pid,
             process_role: p.process_role.clone(),
             http_request_method: x.request.method.clone(),
             http_response_status_code: x.response.as_ref().map_or(String::new(), |r| r.status.to_string()),
-            http_route: self.routes.label(&p.service_name, path),
+            http_route: route.map_or_else(|| self.routes.label(&p.service_name, path), str::to_string),
         };
         let secs = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
         self.request_duration.get_or_create(&labels).observe(secs);
@@ -372,6 +393,15 @@ impl Metrics {
     pub fn sync_total(&mut self, t: Total, total: u64) {
         let d = self.delta(Synced::Total(t), total);
         self.totals[t as usize].inc_by(d);
+    }
+
+    pub fn route_table(&mut self, result: &str) {
+        self.route_tables.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+    }
+
+    pub fn route_check(&mut self, agree: bool) {
+        let result = if agree { "agree" } else { "disagree" };
+        self.route_checks.get_or_create(&ResultLabels { result: result.into() }).inc();
     }
 
     /// Adds to `stitch_missed{reason}` what `total` grew by since the last call.

@@ -48,7 +48,40 @@ pub struct RouteTable {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl RouteTable {
+    /// Rules that can serve a request: Werkzeug rules, Django patterns (under every include),
+    /// Starlette routes (under every mount).
+    pub fn len(&self) -> usize {
+        fn django(e: &[DjangoEntry]) -> usize {
+            e.iter()
+                .map(|e| match e {
+                    DjangoEntry::Pattern { .. } => 1,
+                    DjangoEntry::Resolver { children, .. } => django(children),
+                })
+                .sum()
+        }
+        fn starlette(r: &[StarletteRoute]) -> usize {
+            r.iter()
+                .map(|r| match r {
+                    StarletteRoute::Route { .. } => 1,
+                    StarletteRoute::Mount { routes, .. } => starlette(routes),
+                    StarletteRoute::Other { .. } => 0,
+                })
+                .sum()
+        }
+        match &self.rules {
+            Rules::Werkzeug(m) => m.rules.len(),
+            Rules::Django(e) => django(e),
+            Rules::Starlette(r) => starlette(r),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
     pub rule: String,
     pub reason: String,

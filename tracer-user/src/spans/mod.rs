@@ -65,6 +65,14 @@ impl Span {
     pub fn set_code(&mut self, code: &crate::cpython::code::CodeInfo) {
         code::insert(&mut self.attributes, code);
     }
+
+    /// The framework's route of a server span: `http.route`, and the name
+    /// `"{method} {route}"` (OpenTelemetry's HTTP server span name; `HTTP {route}` for a method
+    /// outside the known set, whose name is `HTTP` already).
+    pub fn set_route(&mut self, route: &str) {
+        self.attributes.insert(semconv::HTTP_ROUTE.into(), route.into());
+        self.name = format!("{} {route}", self.name);
+    }
 }
 
 /// A span's place in its trace.

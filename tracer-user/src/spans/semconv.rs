@@ -15,6 +15,8 @@ pub const URL_SCHEME: &str = "url.scheme";
 pub const URL_FULL: &str = "url.full";
 /// The wire's guess at a route (ids replaced), never `http.route`.
 pub const URL_TEMPLATE: &str = "url.template";
+/// The framework's route, as read from the app: set only when a rule matched.
+pub const HTTP_ROUTE: &str = "http.route";
 pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
 /// Ours: the request head did not fit the capture, so some headers were not seen.
 pub const PYTRACER_HTTP_REQUEST_HEAD_TRUNCATED: &str = "pytracer.http.request.head_truncated";

@@ -1,0 +1,135 @@
+//! Each traced worker's route table: read from its memory the first time one of its requests
+//! needs it, shared with its sibling workers (forked from the same parent, they load the same
+//! app), read again when requests miss every rule (a route added at run time), and forgotten
+//! when the process executes another program or exits.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Agent;
+use crate::cpython::code::CodeInfo;
+use crate::routes::read::{self, RoutesError};
+use crate::routes::table::Outcome;
+use crate::routes::Matcher;
+
+/// A process without a table is asked again at most this often: its app may still be loading
+/// (Django imports its urlconf at the first request).
+const RETRY_NO_TABLE: Duration = Duration::from_secs(1);
+/// A table that missed a request is read again at most this often.
+const REREAD_ON_MISS: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub(super) struct RouteTables {
+    by_pid: HashMap<u32, PidTable>,
+    /// The parent each forked process came from: siblings share a table.
+    parent: HashMap<u32, u32>,
+}
+
+#[derive(Default)]
+struct PidTable {
+    matcher: Option<Arc<Matcher>>,
+    last_read: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// The route and view of one request.
+pub(super) struct Resolved {
+    /// `None` for a rule whose route OpenTelemetry does not write (Django's `''`).
+    pub(super) route: Option<String>,
+    pub(super) code: Option<Arc<CodeInfo>>,
+}
+
+impl RouteTables {
+    pub(super) fn forked(&mut self, parent: u32, child: u32) {
+        self.parent.insert(child, parent);
+    }
+
+    /// After an exec or an exit: the old table describes nothing.
+    pub(super) fn forget(&mut self, pid: u32) {
+        self.by_pid.remove(&pid);
+        self.parent.remove(&pid);
+    }
+
+    /// A sibling's table, when one has been read.
+    fn sibling(&self, pid: u32) -> Option<Arc<Matcher>> {
+        let parent = self.parent.get(&pid)?;
+        self.parent
+            .iter()
+            .filter(|(c, p)| *p == parent && **c != pid)
+            .find_map(|(c, _)| self.by_pid.get(c).and_then(|t| t.matcher.clone()))
+    }
+}
+
+impl Agent {
+    /// The framework's route for a request served by `pid`, and the view that serves it.
+    pub(super) fn resolve_route(&mut self, pid: u32, method: &str, path: &str) -> Option<Resolved> {
+        let now = Instant::now();
+        if self.routes.by_pid.get(&pid).is_none_or(|t| t.matcher.is_none()) {
+            if let Some(shared) = self.routes.sibling(pid) {
+                self.metrics.route_table("reused");
+                let t = self.routes.by_pid.entry(pid).or_default();
+                t.matcher = Some(shared);
+                t.last_read = Some(now);
+            } else if self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= RETRY_NO_TABLE) {
+                self.read_routes(pid, now);
+            }
+        }
+        let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
+        match resolved(&matcher, method, path) {
+            Some(r) => Some(r),
+            None => {
+                let stale = self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= REREAD_ON_MISS);
+                if !stale {
+                    return None;
+                }
+                self.read_routes(pid, now);
+                let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
+                resolved(&matcher, method, path)
+            }
+        }
+    }
+
+    fn read_routes(&mut self, pid: u32, now: Instant) {
+        let result = read::read(pid);
+        let t = self.routes.by_pid.entry(pid).or_default();
+        t.last_read = Some(now);
+        match result {
+            Ok((table, reads)) => {
+                let m = Matcher::new(table);
+                let tab = m.table();
+                log::debug!(
+                    "pid {pid}: {} routes of a {} app ({}) in {reads} reads, {} skipped",
+                    tab.len(),
+                    tab.framework.as_str(),
+                    tab.found_at,
+                    tab.skipped.len()
+                );
+                for s in &tab.skipped {
+                    log::debug!("pid {pid}: route {} not matched: {}", s.rule, s.reason);
+                }
+                t.matcher = Some(Arc::new(m));
+                t.last_error = None;
+                self.metrics.route_table("read");
+            }
+            Err(e) => {
+                if t.last_error.as_deref() != Some(&e.to_string()) {
+                    // Once per distinct reason: a worker retried every second says it once.
+                    match &e {
+                        RoutesError::NoApp(_) => log::debug!("pid {pid}: no route table: {e}"),
+                        _ => log::info!("pid {pid}: no route table: {e}"),
+                    }
+                }
+                t.last_error = Some(e.to_string());
+                self.metrics.route_table(e.label());
+            }
+        }
+    }
+}
+
+fn resolved(m: &Matcher, method: &str, path: &str) -> Option<Resolved> {
+    match m.resolve(method, path) {
+        Outcome::Found { route, code } => Some(Resolved { route: Some(route).filter(|r| !r.is_empty()), code: code.cloned() }),
+        Outcome::MethodNotAllowed { route: Some(route) } => Some(Resolved { route: Some(route), code: None }),
+        Outcome::MethodNotAllowed { route: None } | Outcome::NotFound => None,
+    }
+}

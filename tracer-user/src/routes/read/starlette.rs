@@ -1,0 +1,89 @@
+//! A Starlette or FastAPI app's routes: `app.router.routes`, each `Route`/`APIRoute` with its
+//! path, methods, param convertors and endpoint, each `Mount` with the routes of what it mounts.
+use crate::cpython::objects::{ObjectError, Objects, Result};
+use crate::routes::table::{Framework, RouteTable, Rules, StarletteRoute};
+
+/// Nesting of mounts followed at most.
+const MAX_DEPTH: u32 = 8;
+
+pub fn read(o: &Objects, app: u64, framework: Framework, found_at: String) -> Result<RouteTable> {
+    let routes = routes_of_app(o, app)?.ok_or(ObjectError::Torn {
+        what: "starlette app",
+        addr: app,
+        why: "no router.routes".into(),
+    })?;
+    let rules = routes_list(o, routes, 0)?;
+    Ok(RouteTable { framework, found_at, rules: Rules::Starlette(rules), skipped: Vec::new() })
+}
+
+/// `app.router.routes` of a Starlette app, or `routes` of a `Router`.
+fn routes_of_app(o: &Objects, app: u64) -> Result<Option<u64>> {
+    if let Some(router) = o.own_attr(app, "router")? {
+        return o.own_attr(router, "routes");
+    }
+    o.own_attr(app, "routes")
+}
+
+fn routes_list(o: &Objects, list: u64, depth: u32) -> Result<Vec<StarletteRoute>> {
+    if depth > MAX_DEPTH {
+        return Err(ObjectError::TooLarge {
+            what: "Mount nesting",
+            addr: list,
+            n: u64::from(depth),
+            max: u64::from(MAX_DEPTH),
+        });
+    }
+    let mut out = Vec::new();
+    for r in o.sequence(list)? {
+        out.push(route(o, r, depth)?);
+    }
+    Ok(out)
+}
+
+fn route(o: &Objects, r: u64, depth: u32) -> Result<StarletteRoute> {
+    let kind = o.type_name_of(r)?.to_string();
+    let is_route = o.is_instance_of(r, "Route")?;
+    let is_mount = !is_route && o.is_instance_of(r, "Mount")?;
+    if !is_route && !is_mount {
+        return Ok(StarletteRoute::Other { kind });
+    }
+    let Some(path) = o.attr_str(r, "path")? else { return Ok(StarletteRoute::Other { kind }) };
+    let mut params = Vec::new();
+    if let Some(d) = o.own_attr(r, "param_convertors")? {
+        for (name, conv) in o.str_items(d)? {
+            let regex = o.attr_str(conv, "regex")?.map_or_else(|| "[^/]+".to_string(), |s| s.to_string());
+            params.push((name.to_string(), regex));
+        }
+    }
+    if is_mount {
+        // `_base_app` is the mounted app or Router before any middleware wraps it.
+        let base = match o.own_attr(r, "_base_app")? {
+            Some(b) => Some(b),
+            None => o.own_attr(r, "app")?,
+        };
+        let routes = match base {
+            Some(b) => match routes_of_app(o, b)? {
+                Some(l) => routes_list(o, l, depth + 1)?,
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        return Ok(StarletteRoute::Mount { path: path.to_string(), params, routes });
+    }
+    let methods = match o.own_attr(r, "methods")? {
+        Some(m) if !o.is_none(m)? => {
+            let mut v = Vec::new();
+            for s in o.set_items(m)? {
+                v.push(o.str(s)?.to_string());
+            }
+            v.sort();
+            Some(v)
+        }
+        _ => None,
+    };
+    let view = match o.own_attr(r, "endpoint")? {
+        Some(e) => super::view::of_callable(o, e)?,
+        None => crate::routes::table::View::default(),
+    };
+    Ok(StarletteRoute::Route { path: path.to_string(), params, methods, view })
+}

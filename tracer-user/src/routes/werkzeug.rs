@@ -472,3 +472,732 @@ fn parse_parts(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::{Framework, RouteTable, Rules, WerkzeugConverter};
+    use super::super::view::tests::{class, func};
+    use super::super::Matcher;
+    use super::*;
+
+    #[expect(clippy::struct_excessive_bools, reason = "the rule's own flags, as Werkzeug has them")]
+    #[derive(Clone, Copy)]
+    struct Flags {
+        strict_slashes: bool,
+        merge_slashes: bool,
+        websocket: bool,
+        build_only: bool,
+        redirect_to: bool,
+    }
+
+    fn conv(
+        class: &str,
+        regex: &str,
+        weight: i64,
+        part_isolating: bool,
+        number: Option<NumberBounds>,
+    ) -> WerkzeugConverter {
+        WerkzeugConverter { class: class.to_owned(), regex: regex.to_owned(), weight, part_isolating, number }
+    }
+
+    fn rule(
+        rule: &str,
+        endpoint: &str,
+        methods: Option<&[&str]>,
+        converters: Vec<(&str, WerkzeugConverter)>,
+        f: Flags,
+    ) -> WerkzeugRule {
+        let Flags { strict_slashes, merge_slashes, websocket, build_only, redirect_to } = f;
+        WerkzeugRule {
+            rule: rule.to_owned(),
+            endpoint: endpoint.to_owned(),
+            methods: methods.map(|ms| ms.iter().map(|m| (*m).to_owned()).collect()),
+            converters: converters.into_iter().map(|(n, c)| (n.to_owned(), c)).collect(),
+            strict_slashes,
+            merge_slashes,
+            websocket,
+            build_only,
+            domain: String::new(),
+            redirect_to,
+            view: func(endpoint),
+        }
+    }
+
+    fn matcher(rules: Vec<WerkzeugRule>) -> Matcher {
+        let map = WerkzeugMap { rules, merge_slashes: true };
+        Matcher::new(RouteTable {
+            framework: Framework::Flask,
+            found_at: "app:app".to_owned(),
+            rules: Rules::Werkzeug(map),
+            skipped: Vec::new(),
+        })
+    }
+
+    /// The rules as Werkzeug 3.1 compiled them (converter regexes, weights, bounds and the
+    /// automatic HEAD read back from the `Rule` objects), `/bp/api/...` standing for a blueprint
+    /// with `url_prefix="/bp/api"` (Flask joins the prefix into the rule string).
+    #[expect(clippy::too_many_lines, reason = "the table as Werkzeug compiled it, rule by rule")]
+    fn rules() -> Vec<WerkzeugRule> {
+        vec![
+            rule(
+                "/",
+                "index",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/users/",
+                "users",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/users/new",
+                "users_new",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/users/<name>",
+                "user",
+                None,
+                vec![("name", conv("UnicodeConverter", "[^/]{1,}", 100, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/users/<int:uid>",
+                "user_by_id",
+                None,
+                vec![(
+                    "uid",
+                    conv(
+                        "IntegerConverter",
+                        "\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: None, max: None, signed: false }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/users/<int:uid>/edit",
+                "user_edit",
+                Some(&["GET", "HEAD", "POST"]),
+                vec![(
+                    "uid",
+                    conv(
+                        "IntegerConverter",
+                        "\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: None, max: None, signed: false }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/pages/<string(length=2):lang>/",
+                "page_lang",
+                None,
+                vec![("lang", conv("UnicodeConverter", "[^/]{2}", 100, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/short/<string(minlength=2,maxlength=3):s>",
+                "short",
+                None,
+                vec![("s", conv("UnicodeConverter", "[^/]{2,3}", 100, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/num/<int(fixed_digits=4):year>",
+                "year",
+                None,
+                vec![(
+                    "year",
+                    conv(
+                        "IntegerConverter",
+                        "\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 4, min: None, max: None, signed: false }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/num/<int(min=1,max=10,signed=True):n>/x",
+                "bounded",
+                None,
+                vec![(
+                    "n",
+                    conv(
+                        "IntegerConverter",
+                        "-?\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: Some(1.0_f64), max: Some(10.0_f64), signed: true }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/f/<float:x>",
+                "float",
+                None,
+                vec![(
+                    "x",
+                    conv(
+                        "FloatConverter",
+                        "\\d+\\.\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: None, max: None, signed: false }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/fs/<float(signed=True,max=1.5):x>",
+                "float_signed",
+                None,
+                vec![(
+                    "x",
+                    conv(
+                        "FloatConverter",
+                        "-?\\d+\\.\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: None, max: Some(1.5_f64), signed: true }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/files/<path:p>",
+                "files",
+                None,
+                vec![("p", conv("PathConverter", "[^/].*?", 200, false, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/files/<path:p>/raw/",
+                "files_raw",
+                None,
+                vec![("p", conv("PathConverter", "[^/].*?", 200, false, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/files/readme",
+                "readme",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/obj/<uuid:u>",
+                "obj",
+                None,
+                vec![(
+                    "u",
+                    conv(
+                        "UUIDConverter",
+                        "[A-Fa-f0-9]{8}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{4}-[A-Fa-f0-9]{12}",
+                        100,
+                        true,
+                        None,
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/kind/<any(cat, dog, 'a.b'):k>",
+                "kind",
+                None,
+                vec![("k", conv("AnyConverter", "(?:cat|dog|a\\.b)", 100, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/hex/<hex:h>",
+                "hex",
+                None,
+                vec![("h", conv("HexConverter", "[0-9a-f]{2,}", 80, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/hex/<h2>",
+                "hex_default",
+                None,
+                vec![("h2", conv("UnicodeConverter", "[^/]{1,}", 100, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/post",
+                "post_only",
+                Some(&["POST"]),
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/loose/",
+                "loose",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: false,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/ws",
+                "ws",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: true,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/built",
+                "built",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: true,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/old",
+                "old",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: true,
+                },
+            ),
+            rule(
+                "/bp/api/items/<int:id>",
+                "bp.item",
+                None,
+                vec![(
+                    "id",
+                    conv(
+                        "IntegerConverter",
+                        "\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: None, max: None, signed: false }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/a/<x>/<y>",
+                "a_xy",
+                None,
+                vec![
+                    ("x", conv("UnicodeConverter", "[^/]{1,}", 100, true, None)),
+                    ("y", conv("UnicodeConverter", "[^/]{1,}", 100, true, None)),
+                ],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/a/b/<z>",
+                "a_bz",
+                None,
+                vec![("z", conv("UnicodeConverter", "[^/]{1,}", 100, true, None))],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/mixed/v<int:n>.json",
+                "mixed",
+                None,
+                vec![(
+                    "n",
+                    conv(
+                        "IntegerConverter",
+                        "\\d+",
+                        50,
+                        true,
+                        Some(NumberBounds { fixed_digits: 0, min: None, max: None, signed: false }),
+                    ),
+                )],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: true,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+            rule(
+                "/keep//double",
+                "keep_double",
+                None,
+                vec![],
+                Flags {
+                    strict_slashes: true,
+                    merge_slashes: false,
+                    websocket: false,
+                    build_only: false,
+                    redirect_to: false,
+                },
+            ),
+        ]
+    }
+
+    #[derive(Debug)]
+    enum Want {
+        Found(&'static str),
+        Mna,
+        NotFound,
+    }
+    use Want::{Found, Mna, NotFound};
+
+    #[test]
+    fn matches_as_werkzeug_does() {
+        // Expectations from Werkzeug itself: `Map(rules).bind("x").match(unquote(path),
+        // method=..., return_rule=True)` under Werkzeug 3.1.9 and 3.0.6 (identical answers);
+        // a RequestRedirect (strict or merged slashes, redirect_to) or any other HTTPException
+        // is NotFound here, MethodNotAllowed is `Mna`.
+        let m = matcher(rules());
+        assert!(m.table().skipped.is_empty(), "{:?}", m.table().skipped);
+        let cases: &[(&str, &str, Want)] = &[
+            ("GET", "/", Found("/")),
+            ("GET", "", NotFound),
+            ("GET", "//", Found("/")),
+            ("GET", "/users", NotFound),
+            ("GET", "/users/", Found("/users/")),
+            ("GET", "/users/new", Found("/users/new")),
+            ("GET", "/users/bob", Found("/users/<name>")),
+            ("GET", "/users/42", Found("/users/<int:uid>")),
+            ("GET", "/users/42/", NotFound),
+            ("POST", "/users/42", Found("/users/<int:uid>")),
+            ("HEAD", "/users/42", Found("/users/<int:uid>")),
+            ("GET", "/users/42/edit", Found("/users/<int:uid>/edit")),
+            ("POST", "/users/42/edit", Found("/users/<int:uid>/edit")),
+            ("DELETE", "/users/42/edit", Mna),
+            ("GET", "/pages/en/", Found("/pages/<string(length=2):lang>/")),
+            ("GET", "/pages/en", NotFound),
+            ("GET", "/pages/eng/", NotFound),
+            ("GET", "/short/a", NotFound),
+            ("GET", "/short/ab", Found("/short/<string(minlength=2,maxlength=3):s>")),
+            ("GET", "/short/abcd", NotFound),
+            ("GET", "/num/2024", Found("/num/<int(fixed_digits=4):year>")),
+            ("GET", "/num/24", NotFound),
+            ("GET", "/num/02024", NotFound),
+            ("GET", "/num/5/x", Found("/num/<int(min=1,max=10,signed=True):n>/x")),
+            ("GET", "/num/-5/x", NotFound),
+            ("GET", "/num/11/x", NotFound),
+            ("GET", "/num/10/x", Found("/num/<int(min=1,max=10,signed=True):n>/x")),
+            ("GET", "/num/0/x", NotFound),
+            ("GET", "/f/1.5", Found("/f/<float:x>")),
+            ("GET", "/f/1", NotFound),
+            ("GET", "/f/-1.5", NotFound),
+            ("GET", "/fs/-1.5", Found("/fs/<float(signed=True,max=1.5):x>")),
+            ("GET", "/fs/1.6", NotFound),
+            ("GET", "/fs/1.5", Found("/fs/<float(signed=True,max=1.5):x>")),
+            ("GET", "/files/a", Found("/files/<path:p>")),
+            ("GET", "/files/a/b/c", Found("/files/<path:p>")),
+            ("GET", "/files/readme", Found("/files/readme")),
+            ("GET", "/files/a/raw/", Found("/files/<path:p>/raw/")),
+            ("GET", "/files/a/b/raw/", Found("/files/<path:p>/raw/")),
+            ("GET", "/files/a/raw", NotFound),
+            ("GET", "/files/a/raw//", Found("/files/<path:p>")),
+            ("GET", "/files/a//b", Found("/files/<path:p>")),
+            ("GET", "/files/", NotFound),
+            ("GET", "/obj/12345678-1234-1234-1234-123456789abc", Found("/obj/<uuid:u>")),
+            ("GET", "/obj/12345678-1234-1234-1234-123456789ABC", Found("/obj/<uuid:u>")),
+            ("GET", "/obj/nope", NotFound),
+            ("GET", "/kind/cat", Found("/kind/<any(cat, dog, 'a.b'):k>")),
+            ("GET", "/kind/a.b", Found("/kind/<any(cat, dog, 'a.b'):k>")),
+            ("GET", "/kind/axb", NotFound),
+            ("GET", "/kind/cow", NotFound),
+            ("GET", "/hex/ff", Found("/hex/<hex:h>")),
+            ("GET", "/hex/zz", Found("/hex/<h2>")),
+            ("GET", "/hex/f", Found("/hex/<h2>")),
+            ("GET", "/post", Mna),
+            ("POST", "/post", Found("/post")),
+            ("GET", "/loose", Found("/loose/")),
+            ("GET", "/loose/", Found("/loose/")),
+            ("GET", "/ws", NotFound),
+            ("GET", "/built", NotFound),
+            ("GET", "/old", NotFound),
+            ("GET", "/bp/api/items/3", Found("/bp/api/items/<int:id>")),
+            ("GET", "/a/b/c", Found("/a/b/<z>")),
+            ("GET", "/a/x/c", Found("/a/<x>/<y>")),
+            ("GET", "/a/b", NotFound),
+            ("GET", "/mixed/v2.json", Found("/mixed/v<int:n>.json")),
+            ("GET", "/mixed/vx.json", NotFound),
+            ("GET", "//users/new", Found("/users/new")),
+            ("GET", "/users//new", NotFound),
+            ("POST", "/users//new", NotFound),
+            ("GET", "/keep//double", Found("/keep//double")),
+            ("GET", "/keep/double", NotFound),
+            ("GET", "/nope", NotFound),
+            ("get", "/users/bob", Found("/users/<name>")),
+            ("DELETE", "/users//42/edit", Mna),
+            ("GET", "/files//a", NotFound),
+            ("GET", "/keep///double", NotFound),
+            ("GET", "/users/new/", NotFound),
+            ("GET", "/%75sers/new", Found("/users/new")),
+            ("GET", "/users/42%2Fedit", Found("/users/<int:uid>/edit")),
+            ("GET", "/users/b%C3%B6b", Found("/users/<name>")),
+        ];
+        for (method, path, want) in cases {
+            let got = m.resolve(method, path);
+            let ok = match (want, &got) {
+                (Found(route), Outcome::Found { route: r, code }) => {
+                    r == route && code.is_some_and(|c| r == route && !c.qualname.is_empty())
+                }
+                (Mna, Outcome::MethodNotAllowed { route: None }) | (NotFound, Outcome::NotFound) => true,
+                _ => false,
+            };
+            assert!(ok, "{method} {path:?}: want {want:?}, got {got:?}");
+        }
+    }
+
+    fn flags() -> Flags {
+        Flags { strict_slashes: true, merge_slashes: true, websocket: false, build_only: false, redirect_to: false }
+    }
+
+    fn int(max: Option<f64>) -> WerkzeugConverter {
+        let bounds = NumberBounds { fixed_digits: 0, min: None, max, signed: false };
+        conv("IntegerConverter", r"\d+", 50, true, Some(bounds))
+    }
+
+    fn default() -> WerkzeugConverter {
+        conv("UnicodeConverter", "[^/]{1,}", 100, true, None)
+    }
+
+    #[test]
+    fn a_refused_value_fails_the_match_instead_of_trying_the_next_rule() {
+        // Werkzeug 3.1: Map([Rule('/<int(max=10):n>'), Rule('/<name>')]).bind('x').match('/20')
+        // raises NotFound; '/5' is n, '/abc' is name.
+        let m = matcher(vec![
+            rule("/<int(max=10):n>", "n", None, vec![("n", int(Some(10.0)))], flags()),
+            rule("/<name>", "name", None, vec![("name", default())], flags()),
+        ]);
+        assert_eq!(m.resolve("GET", "/20"), Outcome::NotFound);
+        assert!(matches!(m.resolve("GET", "/5"), Outcome::Found { route, .. } if route == "/<int(max=10):n>"));
+        assert!(matches!(m.resolve("GET", "/abc"), Outcome::Found { route, .. } if route == "/<name>"));
+    }
+
+    #[test]
+    fn unrunnable_rules_are_skipped_with_a_reason() {
+        let mut host = rule("/h", "h", None, vec![], flags());
+        host.domain = "api".to_owned();
+        let lookahead = conv("Custom", "(?!x)[a-z]+", 100, true, None);
+        let m = matcher(vec![
+            host,
+            rule("/c/<v>", "c", None, vec![("v", lookahead)], flags()),
+            rule("/m/<missing>", "m", None, vec![], flags()),
+            rule("/bad/<", "bad", None, vec![], flags()),
+            rule("/ok", "ok", None, vec![], flags()),
+        ]);
+        let reasons: Vec<(&str, &str)> =
+            m.table().skipped.iter().map(|s| (s.rule.as_str(), s.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [
+                ("/h", "host or subdomain rule (api): the matcher does not see the request's host"),
+                ("/c/<v>", "converter for <v>: Python regex feature not supported by the regex crate: lookahead"),
+                ("/m/<missing>", "no converter read for <missing>"),
+                ("/bad/<", "malformed url rule"),
+            ]
+        );
+        assert_eq!(m.resolve("GET", "/h"), Outcome::NotFound);
+        assert!(matches!(m.resolve("GET", "/ok"), Outcome::Found { .. }));
+    }
+
+    #[test]
+    fn class_based_view_code_by_method() {
+        let mut r = rule("/items", "items", Some(&["GET", "HEAD", "OPTIONS", "POST"]), vec![], flags());
+        r.view = class("Items", &["get", "post"]);
+        let m = matcher(vec![r]);
+        let code = |method| match m.resolve(method, "/items") {
+            Outcome::Found { code, .. } => code.map(|c| c.qualname.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code("GET").as_deref(), Some("Items.get"));
+        assert_eq!(code("HEAD").as_deref(), Some("Items.get"));
+        assert_eq!(code("POST").as_deref(), Some("Items.post"));
+        assert_eq!(code("OPTIONS").as_deref(), Some("Items.as_view"));
+    }
+
+    #[test]
+    fn caps() {
+        let long = format!("/{}", "a".repeat(super::super::MAX_PATH));
+        let m = matcher(vec![rule(
+            "/<path:p>",
+            "p",
+            None,
+            vec![("p", conv("PathConverter", "[^/].*?", 200, false, None))],
+            flags(),
+        )]);
+        assert_eq!(m.resolve("GET", &long), Outcome::NotFound);
+        let many = (0..=super::super::MAX_RULES).map(|i| rule(&format!("/r{i}"), "r", None, vec![], flags())).collect();
+        let m = matcher(many);
+        assert_eq!(m.table().skipped.len(), 1);
+        assert_eq!(m.table().skipped[0].reason, "over the 10000-rule cap");
+        assert!(matches!(m.resolve("GET", "/r9999"), Outcome::Found { .. }));
+        assert_eq!(m.resolve("GET", "/r10000"), Outcome::NotFound);
+    }
+}

@@ -204,8 +204,12 @@ fn print_candidates(cands: &[discovery::Candidate], json: bool) -> anyhow::Resul
     // the routes each traced process serves.
     for c in cands {
         match &c.python {
-            Some(discovery::PythonSummary::Unsupported { unsupported }) => writeln!(out, "pid {}: {unsupported}", c.pid)?,
-            Some(discovery::PythonSummary::Supported { routes, .. }) => writeln!(out, "pid {}: routes: {routes}", c.pid)?,
+            Some(discovery::PythonSummary::Unsupported { unsupported }) => {
+                writeln!(out, "pid {}: {unsupported}", c.pid)?;
+            }
+            Some(discovery::PythonSummary::Supported { routes, .. }) => {
+                writeln!(out, "pid {}: routes: {routes}", c.pid)?;
+            }
             None => {}
         }
     }

@@ -70,23 +70,22 @@ impl Agent {
                 let t = self.routes.by_pid.entry(pid).or_default();
                 t.matcher = Some(shared);
                 t.last_read = Some(now);
-            } else if self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= RETRY_NO_TABLE) {
+            } else if self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= RETRY_NO_TABLE)
+            {
                 self.read_routes(pid, now);
             }
         }
         let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
-        match resolved(&matcher, method, path) {
-            Some(r) => Some(r),
-            None => {
-                let stale = self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= REREAD_ON_MISS);
-                if !stale {
-                    return None;
-                }
-                self.read_routes(pid, now);
-                let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
-                resolved(&matcher, method, path)
-            }
+        if let Some(r) = resolved(&matcher, method, path) {
+            return Some(r);
         }
+        let stale = self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= REREAD_ON_MISS);
+        if !stale {
+            return None;
+        }
+        self.read_routes(pid, now);
+        let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
+        resolved(&matcher, method, path)
     }
 
     fn read_routes(&mut self, pid: u32, now: Instant) {
@@ -128,7 +127,9 @@ impl Agent {
 
 fn resolved(m: &Matcher, method: &str, path: &str) -> Option<Resolved> {
     match m.resolve(method, path) {
-        Outcome::Found { route, code } => Some(Resolved { route: Some(route).filter(|r| !r.is_empty()), code: code.cloned() }),
+        Outcome::Found { route, code } => {
+            Some(Resolved { route: Some(route).filter(|r| !r.is_empty()), code: code.cloned() })
+        }
         Outcome::MethodNotAllowed { route: Some(route) } => Some(Resolved { route: Some(route), code: None }),
         Outcome::MethodNotAllowed { route: None } | Outcome::NotFound => None,
     }

@@ -161,7 +161,13 @@ impl Agent {
                 if !agree {
                     log::debug!(
                         "route {:?}: the table's view is {} ({}:{}), the stack walk saw {} ({}:{})",
-                        route.route, view.qualname, view.file, view.first_line, seen.qualname, seen.file, seen.first_line
+                        route.route,
+                        view.qualname,
+                        view.file,
+                        view.first_line,
+                        seen.qualname,
+                        seen.file,
+                        seen.first_line
                     );
                 }
                 self.metrics.route_check(agree);

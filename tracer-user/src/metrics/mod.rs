@@ -303,6 +303,18 @@ impl Metrics {
             "Server spans whose client was a traced connection on this host but that stayed roots, by reason: call_not_seen (the caller's call was not seen within 50 ms), ids_fixed_early (an exit span needed the ids first)",
             self.stitch_missed.clone(),
         );
+        self.register_routes(r);
+        r.register(
+            "pytracer_client_protocol_events",
+            "What the parsers of outgoing connections could not follow, by protocol and event (see ProtocolStats)",
+            self.protocol_events.clone(),
+        );
+        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", self.agent_cpu.clone());
+        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", self.agent_memory.clone());
+    }
+
+    /// The route tables' own counters.
+    fn register_routes(&self, r: &mut Registry) {
         r.register(
             "pytracer_route_tables",
             "Route tables read from applications' memory, by result: read, reused (a sibling worker's), no_app (no Flask, Django, Starlette or FastAPI app found yet), torn or read_error (the app changed under the read: read again later), too_large, budget, or why the interpreter cannot be read",
@@ -313,13 +325,6 @@ impl Metrics {
             "Requests whose handler was seen both in a stack walk and in the route table, by result: agree, disagree (details at debug level)",
             self.route_checks.clone(),
         );
-        r.register(
-            "pytracer_client_protocol_events",
-            "What the parsers of outgoing connections could not follow, by protocol and event (see ProtocolStats)",
-            self.protocol_events.clone(),
-        );
-        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", self.agent_cpu.clone());
-        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", self.agent_memory.clone());
     }
 
     /// `route`: the framework's route when the app's table matched; else the label is the
@@ -560,7 +565,7 @@ mod tests {
     fn red_metrics_and_expiry() {
         let (mut m, r) = Metrics::new();
         let p = ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into() };
-        m.observe_exchange(&p, &exchange(), "/users/42");
+        m.observe_exchange(&p, &exchange(), "/users/42", None);
         let text = encode(&r);
         let line = "http_server_request_duration_seconds_bucket{le=\"0.05\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\"} 1";
         assert!(text.contains(line), "{text}");

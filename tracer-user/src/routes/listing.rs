@@ -96,7 +96,9 @@ fn text(p: &DjangoPattern) -> &str {
 fn starlette(out: &mut Vec<Entry>, prefix: &str, list: &[StarletteRoute]) {
     for r in list {
         match r {
-            StarletteRoute::Route { path, methods, view, .. } => push(out, &format!("{prefix}{path}"), methods.as_deref(), view),
+            StarletteRoute::Route { path, methods, view, .. } => {
+                push(out, &format!("{prefix}{path}"), methods.as_deref(), view);
+            }
             StarletteRoute::Mount { path, routes, .. } => starlette(out, &format!("{prefix}{path}"), routes),
             StarletteRoute::Other { .. } => {}
         }

@@ -100,6 +100,9 @@ pub enum Rules {
 pub struct WerkzeugMap {
     /// `Map.strict_slashes`, `Map.merge_slashes`: the defaults each rule may override.
     pub rules: Vec<WerkzeugRule>,
+    /// `Map.merge_slashes`: when no rule matches, the matcher retries with `//` merged (and
+    /// redirects if that matches), whatever the rules' own setting.
+    pub merge_slashes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +122,11 @@ pub struct WerkzeugRule {
     pub websocket: bool,
     /// `Rule.build_only`: never matched.
     pub build_only: bool,
+    /// `Rule.subdomain`, or `Rule.host` when the map uses host matching; empty for the usual
+    /// rule. A rule with one depends on the request's host, which the matcher does not see.
+    pub domain: String,
+    /// `Rule.redirect_to` is set: a match is a redirect the router answers itself.
+    pub redirect_to: bool,
     /// `Flask.view_functions[endpoint]`.
     pub view: View,
 }
@@ -188,7 +196,9 @@ pub enum StarletteRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<'t> {
     /// The rule that serves it: `route` is the `http.route` OpenTelemetry's instrumentation for
-    /// that framework writes; `code` the view's code for this method, when known.
+    /// that framework writes; `code` the view's code for this method, when known. An empty
+    /// `route` is one the instrumentation does not write (Django's `''`, a Starlette mount at
+    /// the root: both guard with `if route:`).
     Found { route: String, code: Option<&'t Arc<CodeInfo>> },
     /// A path rule matched but not for this method (405). `route` is what OpenTelemetry
     /// still writes for it (Starlette's partial match), `None` where it writes none.

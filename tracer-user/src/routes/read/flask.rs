@@ -82,7 +82,10 @@ pub fn read(o: &Objects, app: u64, found_at: String) -> Result<RouteTable> {
             view,
         });
     }
-    Ok(RouteTable { framework: Framework::Flask, found_at, rules: Rules::Werkzeug(WerkzeugMap { rules, merge_slashes: map_merge }),
+    Ok(RouteTable {
+        framework: Framework::Flask,
+        found_at,
+        rules: Rules::Werkzeug(WerkzeugMap { rules, merge_slashes: map_merge }),
         skipped: Vec::new(),
     })
 }

@@ -235,11 +235,13 @@ fn parse_hints(args: &[String]) -> Vec<(String, String)> {
         }
         i += 1;
     }
+    // Gunicorn's `-w` is its worker count: only a dotted name is a module.
     for m in uwsgi_modules {
-        match m.split_once(':') {
-            Some((m, var)) => out.push((m.to_string(), var.to_string())),
-            None => out.push((m, callable.clone())),
-        }
+        let hint = match m.split_once(':') {
+            Some(_) => app_uri(&m),
+            None => app_uri(&format!("{m}:{callable}")),
+        };
+        out.extend(hint);
     }
     out
 }

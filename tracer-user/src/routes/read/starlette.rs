@@ -35,9 +35,75 @@ fn routes_list(o: &Objects, list: u64, depth: u32) -> Result<Vec<StarletteRoute>
     }
     let mut out = Vec::new();
     for r in o.sequence(list)? {
-        out.push(route(o, r, depth)?);
+        if &*o.type_name_of(r)? == "_IncludedRouter" {
+            included(o, r, "", depth, &mut out)?;
+        } else {
+            out.push(route(o, r, depth)?);
+        }
     }
     Ok(out)
+}
+
+/// FastAPI 0.137+ keeps an `include_router()` as an `_IncludedRouter` node: the included
+/// router's own routes and the include's `prefix` (`include_context.prefix`, prefixes of nested
+/// includes joined). Both FastAPI's dispatch and OpenTelemetry's instrumentation see each route
+/// at `prefix + path` (its "effective route context"), so that is the route listed here.
+fn included(o: &Objects, node: u64, outer: &str, depth: u32, out: &mut Vec<StarletteRoute>) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(ObjectError::TooLarge {
+            what: "include_router nesting",
+            addr: node,
+            n: u64::from(depth),
+            max: u64::from(MAX_DEPTH),
+        });
+    }
+    let prefix = match o.own_attr(node, "include_context")? {
+        Some(ctx) => o.attr_str(ctx, "prefix")?.map(|p| p.to_string()).unwrap_or_default(),
+        None => String::new(),
+    };
+    let prefix = format!("{outer}{prefix}");
+    let Some(router) = o.own_attr(node, "original_router")? else { return Ok(()) };
+    let Some(routes) = o.own_attr(router, "routes")? else { return Ok(()) };
+    for r in o.sequence(routes)? {
+        if &*o.type_name_of(r)? == "_IncludedRouter" {
+            included(o, r, &prefix, depth + 1, out)?;
+            continue;
+        }
+        out.push(match route(o, r, depth + 1)? {
+            StarletteRoute::Route { path, mut params, methods, view } => {
+                params.extend(prefix_params(&prefix));
+                StarletteRoute::Route { path: format!("{prefix}{path}"), params, methods, view }
+            }
+            StarletteRoute::Mount { path, mut params, routes } => {
+                params.extend(prefix_params(&prefix));
+                StarletteRoute::Mount { path: format!("{prefix}{path}"), params, routes }
+            }
+            other @ StarletteRoute::Other { .. } => other,
+        });
+    }
+    Ok(())
+}
+
+/// The parameters of an include prefix (`/v1/{tenant}`), with the regexes of Starlette's own
+/// convertors: the prefix is a string, its convertors never became objects.
+fn prefix_params(prefix: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = prefix;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else { break };
+        let inner = &rest[start + 1..start + len];
+        let (name, kind) = inner.split_once(':').unwrap_or((inner, "str"));
+        let regex = match kind {
+            "path" => ".*",
+            "int" => "[0-9]+",
+            "float" => r"[0-9]+(\.[0-9]+)?",
+            "uuid" => "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+            _ => "[^/]+",
+        };
+        out.push((name.to_string(), regex.to_string()));
+        rest = &rest[start + len + 1..];
+    }
+    out
 }
 
 fn route(o: &Objects, r: u64, depth: u32) -> Result<StarletteRoute> {
@@ -86,4 +152,16 @@ fn route(o: &Objects, r: u64, depth: u32) -> Result<StarletteRoute> {
         None => crate::routes::table::View::default(),
     };
     Ok(StarletteRoute::Route { path: path.to_string(), params, methods, view })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn include_prefix_parameters_get_starlettes_regexes() {
+        assert!(super::prefix_params("/v1").is_empty());
+        assert_eq!(
+            super::prefix_params("/t/{tenant}/n/{n:int}"),
+            [("tenant".to_string(), "[^/]+".to_string()), ("n".to_string(), "[0-9]+".to_string())]
+        );
+    }
 }

@@ -184,6 +184,20 @@ fn cpython_metrics_match_the_interpreter_on_a_static_stripped_build() {
     check_cpython_metrics(GunicornOpts::sync(2).venv(debian_venv_dir()), "3.11.2");
 }
 
+/// Debian sid's static, stripped 3.14 and 3.15 in a chroot: where the GC state is comes from
+/// `_Py_DebugOffsets`, what is in it from their GC rows (3.15 keeps its statistics in ring
+/// buffers), and the pauses from their gc__start/gc__done USDT probes.
+#[test]
+fn cpython_metrics_match_the_interpreter_on_3_14_and_3_15() {
+    let venvs = [("/opt/venv-3.14", "3.14.10"), ("/opt/venv-3.15", "3.15.2")];
+    if !require_chroot_venvs(&venvs.map(|(venv, _)| ("sid", venv))) {
+        return;
+    }
+    for (venv, version) in venvs {
+        check_cpython_metrics(GunicornOpts::sync(2).chroot(debian_chroot("sid"), venv), version);
+    }
+}
+
 /// The interpreter's own numbers, read by pytracer from outside, against what the worker says of
 /// itself: GC statistics per generation (gc.get_stats()), thread states, the runtime's version,
 /// and one GC-pause observation per collection.
@@ -198,10 +212,10 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
     let collections = |m: &[Line], pid: &str| sum(m, "cpython_gc_collections_total", &[("pid", pid)]);
 
     // Explicit collections; the app raised gen0's threshold, so no others happen.
-    let mut collected_by: HashMap<String, u32> = HashMap::new();
+    let mut collected_by: HashMap<String, [u32; 3]> = HashMap::new();
     for generation in [2, 0, 1, 2, 2, 0] {
         let pid = get(g.port(), &format!("/gc/collect/{generation}")).text();
-        *collected_by.entry(pid).or_default() += 1;
+        collected_by.entry(pid).or_default()[generation] += 1;
     }
     std::thread::sleep(Duration::from_millis(1500));
     let after = scrape(mport);
@@ -244,7 +258,19 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
             sum(&after, "python_info", &[("pid", pid), ("version", version), ("implementation", "cpython")]),
             1.0
         );
-        let n = f64::from(*collected_by.get(pid).unwrap_or(&0));
+        let by_generation = collected_by.get(pid).copied().unwrap_or_default();
+        for (generation, n) in by_generation.iter().enumerate() {
+            // gc.collect(g) counts once, in generation g's entry of gc.get_stats().
+            let of = |m: &[Line]| {
+                sum(
+                    m,
+                    "cpython_gc_collections_total",
+                    &[("pid", pid), ("cpython_gc_generation", &generation.to_string())],
+                )
+            };
+            assert_eq!(of(&after) - of(&before), f64::from(*n), "pid {pid}: generation {generation} collections");
+        }
+        let n = f64::from(by_generation.iter().sum::<u32>());
         assert_eq!(collections(&after, pid) - collections(&before, pid), n, "pid {pid}: collections counted in memory");
         assert_eq!(pause_count(&after, pid) - pause_count(&before, pid), n, "pid {pid}: one GC pause per collection");
     }

@@ -62,8 +62,9 @@ impl Agent {
         let mut states: HashMap<&'static str, usize> = HashMap::new();
         for t in self.procs.values() {
             let label = match &t.python {
-                // 3.14+: handler code on spans, but no GC table for the runtime metrics.
-                Python::Supported { layout, .. } if !layout.gc_known => "stack_walk_only",
+                // A build whose GC state is not the one its version's GC row describes (see
+                // debug_offsets.rs): handler code on spans, but no GC metrics.
+                Python::Supported { layout, .. } if layout.gc.is_none() => "stack_walk_only",
                 Python::Supported { runtime_addr, layout, .. } => {
                     match cpython::runtime::snapshot(&cpython::memory::Memory::new(t.labels.pid), *runtime_addr, layout)
                     {

@@ -1,7 +1,7 @@
 //! `_Py_DebugOffsets`, which CPython 3.13+ keeps at the start of `_PyRuntime` for out-of-process
 //! tools: read from the live process (not the file), so a build whose structs differ from our
 //! tables still walks right. Where each field sits in it, per version, is in versions.rs.
-use super::layout::{FrameLayout, Layout};
+use super::layout::{FrameLayout, GcLayout, GcStats, Layout};
 use super::memory::{ReadError, ReadMemory};
 use super::version::Version;
 use super::versions;
@@ -25,8 +25,9 @@ pub enum DebugOffsetsError {
     UnknownLayout { version: Version },
 }
 
-/// The layout for a live 3.13+ process: `base`'s GC fields (not in `_Py_DebugOffsets` before
-/// 3.15) with everything the stack walk and thread list need taken from the process itself.
+/// The layout for a live 3.13+ process: the version's GC row (the contents of the GC state are not
+/// in `_Py_DebugOffsets`) and `base`'s remaining fields, with where the GC state is and everything
+/// the stack walk and thread list need taken from the process itself.
 pub fn read(
     mem: &(impl ReadMemory + ?Sized),
     runtime_addr: u64,
@@ -78,8 +79,9 @@ pub fn read(
         interp_threads_head: field("interpreter_state.threads_head")?,
         tstate_next: field("thread_state.next")?,
         tstate_thread_id: field("thread_state.thread_id")?,
+        gc_offset: field("interpreter_state.gc")?,
+        gc: spec.gc.filter(|gc| gc_row_fits(gc, file_version, |name| pos.get(name).map(u))),
         frames,
-        gc_known: spec.gc_known && base.gc_known,
         ..*base
     })
 }
@@ -104,6 +106,28 @@ pub fn read_field(
         return Err(DebugOffsetsError::Implausible { field: name, value });
     }
     Ok(value)
+}
+
+/// Whether the GC row agrees with what the live `_Py_DebugOffsets` says of the GC state
+/// (`live(field)` is its value, `None` where the version lacks the field). A build whose GC state
+/// differs (a patched distro build, say) keeps its stack walk and only loses the GC metrics.
+fn gc_row_fits(gc: &GcLayout, version: Version, live: impl Fn(&str) -> Option<u64>) -> bool {
+    let mut want = vec![("gc.collecting", gc.collecting)];
+    if let GcStats::History(h) = &gc.stats {
+        want.extend([("gc.generation_stats", h.pointer), ("gc.generation_stats_size", h.size)]);
+    }
+    let wrong: Vec<String> = want
+        .into_iter()
+        .filter(|(name, value)| live(name) != Some(*value))
+        .map(|(name, value)| format!("{name} is {:?}, not {value}", live(name)))
+        .collect();
+    if !wrong.is_empty() {
+        log::warn!(
+            "CPython {version}: _Py_DebugOffsets describes a GC state unlike the one pytracer knows ({}); no GC metrics for it",
+            wrong.join(", ")
+        );
+    }
+    wrong.is_empty()
 }
 
 #[cfg(test)]
@@ -134,10 +158,21 @@ mod tests {
         100 + name.bytes().map(u64::from).sum::<u64>() % 1000
     }
 
+    /// [`value_of`], but the GC fields hold what this version's GC row expects, as a real build's do.
+    fn fitting(minor: u8) -> impl Fn(&str) -> u64 {
+        let gc = versions::for_minor(minor).unwrap().gc.unwrap();
+        move |name| match (name, &gc.stats) {
+            ("gc.collecting", _) => gc.collecting,
+            ("gc.generation_stats", GcStats::History(h)) => h.pointer,
+            ("gc.generation_stats_size", GcStats::History(h)) => h.size,
+            _ => value_of(name),
+        }
+    }
+
     #[test]
     fn reads_a_3_14_blob_over_the_3_13_row() {
         let base = layout::for_minor(13).unwrap();
-        let mem = fake_runtime(14, 0x030e_05f0, value_of);
+        let mem = fake_runtime(14, 0x030e_05f0, fitting(14));
         let l = read(&mem, RUNTIME, Version::new(3, 14, 5), base).unwrap();
         assert_eq!(l.minor, 14);
         assert_eq!(l.runtime_interpreters_head, value_of("runtime_state.interpreters_head"));
@@ -146,9 +181,9 @@ mod tests {
         assert_eq!(l.frames.code_qualname, Some(value_of("code_object.qualname")));
         assert_eq!(l.frames.frame_owner, Some(value_of("interpreter_frame.owner")));
         assert_eq!(l.frames.code_tag_mask, 3);
-        assert!(!l.gc_known);
+        assert_eq!(l.gc, Some(layout::GC_3_14));
+        assert_eq!(l.gc_offset, value_of("interpreter_state.gc"));
         // What _Py_DebugOffsets does not give comes from the row.
-        assert_eq!(l.gc_offset, base.gc_offset);
         assert_eq!(l.frames.eval_frame_arg, base.frames.eval_frame_arg);
         assert_eq!(l.frames.owner_cstack, base.frames.owner_cstack);
     }
@@ -156,11 +191,40 @@ mod tests {
     #[test]
     fn a_3_13_blob_keeps_the_gc_table_and_untagged_code() {
         let base = layout::for_minor(13).unwrap();
-        let mem = fake_runtime(13, 0x030d_00f0, value_of);
+        let mem = fake_runtime(13, 0x030d_00f0, fitting(13));
         let l = read(&mem, RUNTIME, Version::new(3, 13, 0), base).unwrap();
         assert_eq!(l.frames.code_tag_mask, 0);
-        assert!(l.gc_known);
+        assert_eq!(l.gc, base.gc);
         assert_eq!(l.interp_threads_head, value_of("interpreter_state.threads_head"));
+    }
+
+    #[test]
+    fn a_3_15_blob_gets_the_history_row() {
+        let base = layout::for_minor(13).unwrap();
+        let mem = fake_runtime(15, 0x030f_02f0, fitting(15));
+        let l = read(&mem, RUNTIME, Version::new(3, 15, 2), base).unwrap();
+        assert_eq!(l.gc, Some(layout::GC_3_15));
+        assert_eq!(l.gc_offset, value_of("interpreter_state.gc"));
+        assert_eq!(l.tstate_thread_id, value_of("thread_state.thread_id"));
+    }
+
+    /// A build whose `_Py_DebugOffsets` describes another GC state keeps the stack walk and loses
+    /// only the GC metrics.
+    #[test]
+    fn a_gc_state_unlike_the_row_turns_only_the_gc_off() {
+        let base = layout::for_minor(13).unwrap();
+        for (minor, hex, field) in [
+            (13, 0x030d_05f0, "gc.collecting"),
+            (14, 0x030e_0af0, "gc.collecting"),
+            (15, 0x030f_02f0, "gc.generation_stats_size"),
+            (15, 0x030f_02f0, "gc.generation_stats"),
+        ] {
+            let real = fitting(minor);
+            let mem = fake_runtime(minor, hex, |n| if n == field { real(n) + 8 } else { real(n) });
+            let l = read(&mem, RUNTIME, Version::new(3, minor, 0), base).unwrap();
+            assert_eq!(l.gc, None, "3.{minor} {field}");
+            assert_eq!(l.frames.frame_code, value_of("interpreter_frame.executable"));
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! 3.13 row below (the test reads it from the same library): `runtime_state.interpreters_head`,
 //! `interpreter_state.next`, `.threads_head`, `.gc`, `thread_state.next`, `.thread_id`,
 //! `.native_thread_id`, and `gc.size`/`gc.collecting`. It does not provide `enabled`, `generations`
-//! or `generation_stats` (3.15's adds the latter), so the GC fields below are still needed for 3.13.
+//! or `generation_stats` (3.15's adds the latter), so the GC rows below ([`GcLayout`]) are needed
+//! for 3.13 to 3.15: the 3.14 and 3.15 ones come from their headers (no DWARF in Debian's builds).
 
 /// Where the GC state lives: 3.8 keeps it in _PyRuntimeState, 3.9+ in each PyInterpreterState.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +20,10 @@ pub enum GcHome {
 
 // Which row a version uses, and what `_Py_DebugOffsets` overrides, is decided in versions.rs.
 
-/// Length of both `generations` and `generation_stats` in every version here. 3.13.0 still has three
-/// generations: the incremental young/old collector was backed out before the release (3.14 has it: not covered).
+/// Length of both `generations` and the statistics in every version here. 3.13.0 still has three
+/// generations: the incremental young/old collector was backed out before the release. 3.14.0 has
+/// it (`young`, `old[2]`: three entries still, at the same offsets), 3.14.10 and 3.15 the
+/// generational one again; `gc.get_stats()` has three entries in each.
 pub const GENERATIONS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,18 +44,9 @@ pub struct Layout {
     pub gc_home: GcHome,
     /// offsetof(_PyRuntimeState, gc) for 3.8; offsetof(PyInterpreterState, gc) for 3.9+
     pub gc_offset: u64,
-    /// offsetof(struct _gc_runtime_state, enabled) (an int)
-    pub gc_enabled: u64,
-    /// offsetof(struct _gc_runtime_state, generation_stats): [struct gc_generation_stats; GENERATIONS]
-    pub gc_generation_stats: u64,
-    /// sizeof(struct gc_generation_stats): collections, collected, uncollectable (Py_ssize_t each)
-    pub gc_generation_stats_size: u64,
-    /// offsetof(struct _gc_runtime_state, generations): [struct gc_generation; GENERATIONS]
-    pub gc_generations: u64,
-    /// sizeof(struct gc_generation): {PyGC_Head head; int threshold; int count}
-    pub gc_generation_size: u64,
-    pub gc_generation_threshold: u64,
-    pub gc_generation_count: u64,
+    /// Inside the GC state; `None` for a version whose GC structures are not known (runtime GC
+    /// metrics off, the stack walk still on: `python_support="stack_walk_only"`).
+    pub gc: Option<GcLayout>,
     /// The C function whose entry and return bound one collection, for a GC-pause uprobe pair. Every
     /// collection (automatic, gc.collect(), PyGC_Collect, shutdown) goes through exactly one call of it,
     /// and it does not recurse (`collecting` guards it). It is a local symbol in every version: in
@@ -63,9 +57,6 @@ pub struct Layout {
     pub gc_collect_fn: &'static str,
     /// What the stack walk needs.
     pub frames: FrameLayout,
-    /// The GC fields above describe this version (3.8–3.13); for later versions only the stack
-    /// walk and thread list are read, from `_Py_DebugOffsets`.
-    pub gc_known: bool,
 }
 
 /// Offsets for walking a thread's Python frames and naming their code objects.
@@ -139,14 +130,123 @@ impl Layout {
     }
 }
 
-// The GC struct kept the same shape from 3.8 to 3.13; only where it sits moved.
-const GC_ENABLED: u64 = 12;
-const GC_GENERATIONS: u64 = 24;
-const GC_GENERATION_SIZE: u64 = 24;
-const GC_GENERATION_THRESHOLD: u64 = 16;
-const GC_GENERATION_COUNT: u64 = 20;
-const GC_GENERATION_STATS: u64 = 128;
-const GC_GENERATION_STATS_SIZE: u64 = 24;
+/// Offsets inside `struct _gc_runtime_state` (the GC state of [`Layout::gc_offset`]). Which row a
+/// version uses is said in versions.rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcLayout {
+    /// offsetof(enabled) (an int)
+    pub enabled: u64,
+    /// offsetof(generations): [struct gc_generation; GENERATIONS]
+    pub generations: u64,
+    /// sizeof(struct gc_generation): {PyGC_Head head; int threshold; int count}
+    pub generation_size: u64,
+    pub generation_threshold: u64,
+    pub generation_count: u64,
+    /// offsetof(collecting): `_Py_DebugOffsets` carries it too (gc.collecting, 3.13+), so a live
+    /// process whose value differs has a GC state this row does not describe.
+    pub collecting: u64,
+    /// Where the statistics `gc.get_stats()` returns are kept.
+    pub stats: GcStats,
+}
+
+/// How a version keeps its per-generation statistics (collections, collected, uncollectable, all
+/// cumulative since the interpreter started). Both shapes have [`GENERATIONS`] entries, in the
+/// order of `gc.get_stats()`, which is the order of the `cpython_gc_generation` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcStats {
+    /// 3.8–3.14: `struct gc_generation_stats generation_stats[GENERATIONS]` inside the GC state,
+    /// `size` bytes each, starting with collections, collected, uncollectable (Py_ssize_t each).
+    Inline { at: u64, size: u64 },
+    /// 3.15: `struct gc_stats *generation_stats`, a heap block holding one ring buffer of recent
+    /// collections per generation (young, old[0], old[1]); the entry at each ring's `index` holds
+    /// the running totals (each collection writes its ring's next entry as the previous totals plus
+    /// its own numbers).
+    History(GcHistory),
+}
+
+/// 3.15's `struct gc_stats` (Include/internal/pycore_interp_structs.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcHistory {
+    /// offsetof(struct _gc_runtime_state, generation_stats): the pointer
+    pub pointer: u64,
+    /// sizeof(struct gc_stats); `_Py_DebugOffsets` has it as gc.generation_stats_size
+    pub size: u64,
+    /// sizeof(struct gc_generation_stats): {ts_start, ts_stop, collections, collected,
+    /// uncollectable, candidates, duration, heap_size}
+    pub entry_size: u64,
+    /// offsetof(struct gc_generation_stats, collections); collected and uncollectable follow it
+    pub entry_collections: u64,
+    /// The young ring and the two old ones, in `gc.get_stats()` order.
+    pub rings: [GcRing; GENERATIONS],
+    /// offsetof(struct gc_stats, update_seq): a uint32, seen to advance by 2 with each
+    /// collection's write of the statistics (a sequence lock): a read that sees it odd, or sees it
+    /// change, raced a collection.
+    pub update_seq: u64,
+}
+
+/// One ring buffer of `struct gc_stats`: offsets from the start of `struct gc_stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcRing {
+    /// Where its `items` start
+    pub items: u64,
+    /// How many items (GC_YOUNG_STATS_SIZE, GC_OLD_STATS_SIZE)
+    pub len: u64,
+    /// Its `int8_t index`: the item holding the current totals
+    pub index: u64,
+}
+
+/// The GC struct kept the same shape from 3.8 to 3.13; only where it sits moved (checked
+/// against the DWARF of the pyenv builds by the test below).
+pub const GC_3_8_TO_3_13: GcLayout = GcLayout {
+    enabled: 12,
+    generations: 24,
+    generation_size: 24,
+    generation_threshold: 16,
+    generation_count: 20,
+    collecting: 200,
+    stats: GcStats::Inline { at: 128, size: 24 },
+};
+
+/// 3.14 (measured on Debian's 3.14.10, whose `generations[3]` is the generational collector
+/// again; the headers keep `dummy1..3` where the incremental collector of earlier 3.14 releases
+/// had `work_to_do`, `visited_space` and `phase`, so those releases have the same offsets, with
+/// `young`, `old[2]` in the place of `generations`). From `offsetof` against
+/// /usr/include/python3.14 with `Py_BUILD_CORE`; sizeof is 264, as the build's
+/// `_Py_DebugOffsets` gc.size says; checked on a live 3.14.10 against `gc.get_stats()`,
+/// `gc.get_count()`, `gc.get_threshold()` and `gc.isenabled()`.
+pub const GC_3_14: GcLayout = GcLayout {
+    enabled: 12,
+    generations: 24,
+    generation_size: 24,
+    generation_threshold: 16,
+    generation_count: 20,
+    collecting: 192,
+    stats: GcStats::Inline { at: 120, size: 24 },
+};
+
+/// 3.15 (Debian's 3.15.2): `trash_delete_later`/`trash_delete_nesting` left the GC state, and the
+/// statistics moved to a heap-allocated ring-buffer history. Measured like [`GC_3_14`]; sizeof
+/// is 176, generation_stats 104 and sizeof(struct gc_stats) 1120, as `_Py_DebugOffsets` says.
+pub const GC_3_15: GcLayout = GcLayout {
+    enabled: 0,
+    generations: 8,
+    generation_size: 24,
+    generation_threshold: 16,
+    generation_count: 20,
+    collecting: 112,
+    stats: GcStats::History(GcHistory {
+        pointer: 104,
+        size: 1120,
+        entry_size: 64,
+        entry_collections: 16,
+        rings: [
+            GcRing { items: 0, len: 11, index: 704 },
+            GcRing { items: 712, len: 3, index: 904 },
+            GcRing { items: 912, len: 3, index: 1104 },
+        ],
+        update_seq: 1112,
+    }),
+};
 
 static LAYOUTS: [Layout; 6] = [
     Layout {
@@ -159,16 +259,9 @@ static LAYOUTS: [Layout; 6] = [
         tstate_native_thread_id: None,
         gc_home: GcHome::Runtime,
         gc_offset: 344,
-        gc_enabled: GC_ENABLED,
-        gc_generation_stats: GC_GENERATION_STATS,
-        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
-        gc_generations: GC_GENERATIONS,
-        gc_generation_size: GC_GENERATION_SIZE,
-        gc_generation_threshold: GC_GENERATION_THRESHOLD,
-        gc_generation_count: GC_GENERATION_COUNT,
+        gc: Some(GC_3_8_TO_3_13),
         gc_collect_fn: "collect",
         frames: FrameLayout { eval_frame_arg: 0, eval_tstate_arg: None, ..FRAMES_3_8_TO_3_10 },
-        gc_known: true,
     },
     Layout {
         minor: 9,
@@ -180,16 +273,9 @@ static LAYOUTS: [Layout; 6] = [
         tstate_native_thread_id: None,
         gc_home: GcHome::Interpreter,
         gc_offset: 616,
-        gc_enabled: GC_ENABLED,
-        gc_generation_stats: GC_GENERATION_STATS,
-        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
-        gc_generations: GC_GENERATIONS,
-        gc_generation_size: GC_GENERATION_SIZE,
-        gc_generation_threshold: GC_GENERATION_THRESHOLD,
-        gc_generation_count: GC_GENERATION_COUNT,
+        gc: Some(GC_3_8_TO_3_13),
         gc_collect_fn: "collect",
         frames: FRAMES_3_8_TO_3_10,
-        gc_known: true,
     },
     Layout {
         minor: 10,
@@ -201,16 +287,9 @@ static LAYOUTS: [Layout; 6] = [
         tstate_native_thread_id: None,
         gc_home: GcHome::Interpreter,
         gc_offset: 616,
-        gc_enabled: GC_ENABLED,
-        gc_generation_stats: GC_GENERATION_STATS,
-        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
-        gc_generations: GC_GENERATIONS,
-        gc_generation_size: GC_GENERATION_SIZE,
-        gc_generation_threshold: GC_GENERATION_THRESHOLD,
-        gc_generation_count: GC_GENERATION_COUNT,
+        gc: Some(GC_3_8_TO_3_13),
         gc_collect_fn: "gc_collect_main",
         frames: FRAMES_3_8_TO_3_10,
-        gc_known: true,
     },
     Layout {
         minor: 11,
@@ -222,13 +301,7 @@ static LAYOUTS: [Layout; 6] = [
         tstate_native_thread_id: Some(160),
         gc_home: GcHome::Interpreter,
         gc_offset: 648,
-        gc_enabled: GC_ENABLED,
-        gc_generation_stats: GC_GENERATION_STATS,
-        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
-        gc_generations: GC_GENERATIONS,
-        gc_generation_size: GC_GENERATION_SIZE,
-        gc_generation_threshold: GC_GENERATION_THRESHOLD,
-        gc_generation_count: GC_GENERATION_COUNT,
+        gc: Some(GC_3_8_TO_3_13),
         gc_collect_fn: "gc_collect_main",
         frames: FrameLayout {
             tstate_frame: 56,
@@ -246,7 +319,6 @@ static LAYOUTS: [Layout; 6] = [
             eval_tstate_arg: Some(0),
             code_tag_mask: 0,
         },
-        gc_known: true,
     },
     Layout {
         minor: 12,
@@ -258,13 +330,7 @@ static LAYOUTS: [Layout; 6] = [
         tstate_native_thread_id: Some(144),
         gc_home: GcHome::Interpreter,
         gc_offset: 112,
-        gc_enabled: GC_ENABLED,
-        gc_generation_stats: GC_GENERATION_STATS,
-        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
-        gc_generations: GC_GENERATIONS,
-        gc_generation_size: GC_GENERATION_SIZE,
-        gc_generation_threshold: GC_GENERATION_THRESHOLD,
-        gc_generation_count: GC_GENERATION_COUNT,
+        gc: Some(GC_3_8_TO_3_13),
         gc_collect_fn: "gc_collect_main",
         frames: FrameLayout {
             tstate_frame: 56,
@@ -282,7 +348,6 @@ static LAYOUTS: [Layout; 6] = [
             eval_tstate_arg: Some(0),
             code_tag_mask: 0,
         },
-        gc_known: true,
     },
     Layout {
         minor: 13,
@@ -294,13 +359,7 @@ static LAYOUTS: [Layout; 6] = [
         tstate_native_thread_id: Some(160),
         gc_home: GcHome::Interpreter,
         gc_offset: 7400,
-        gc_enabled: GC_ENABLED,
-        gc_generation_stats: GC_GENERATION_STATS,
-        gc_generation_stats_size: GC_GENERATION_STATS_SIZE,
-        gc_generations: GC_GENERATIONS,
-        gc_generation_size: GC_GENERATION_SIZE,
-        gc_generation_threshold: GC_GENERATION_THRESHOLD,
-        gc_generation_count: GC_GENERATION_COUNT,
+        gc: Some(GC_3_8_TO_3_13),
         gc_collect_fn: "gc_collect_main",
         frames: FrameLayout {
             tstate_frame: 72,
@@ -318,7 +377,6 @@ static LAYOUTS: [Layout; 6] = [
             eval_tstate_arg: Some(0),
             code_tag_mask: 0,
         },
-        gc_known: true,
     },
 ];
 
@@ -330,6 +388,7 @@ pub fn for_minor(minor: u8) -> Option<&'static Layout> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::fmt::Write as _;
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
@@ -415,6 +474,7 @@ mod tests {
             ("runtime_gc", off("_PyRuntimeState", "gc")),
             ("interp_gc", off("PyInterpreterState", "gc")),
             ("gc_enabled", off("struct _gc_runtime_state", "enabled")),
+            ("gc_collecting", off("struct _gc_runtime_state", "collecting")),
             ("gc_generation_stats", off("struct _gc_runtime_state", "generation_stats")),
             ("gc_generation_stats_size", "sizeof(struct gc_generation_stats)".into()),
             ("gc_generations", off("struct _gc_runtime_state", "generations")),
@@ -532,13 +592,18 @@ mod tests {
         expect("tstate_native_thread_id", layout.tstate_native_thread_id);
         expect("runtime_gc", runtime_gc);
         expect("interp_gc", interp_gc);
-        expect("gc_enabled", Some(layout.gc_enabled));
-        expect("gc_generation_stats", Some(layout.gc_generation_stats));
-        expect("gc_generation_stats_size", Some(layout.gc_generation_stats_size));
-        expect("gc_generations", Some(layout.gc_generations));
-        expect("gc_generation_size", Some(layout.gc_generation_size));
-        expect("gc_generation_threshold", Some(layout.gc_generation_threshold));
-        expect("gc_generation_count", Some(layout.gc_generation_count));
+        let gc = layout.gc.expect("every row has its GC layout");
+        let GcStats::Inline { at: stats_at, size: stats_size } = gc.stats else {
+            panic!("3.{minor}: the rows checked against DWARF keep their statistics inline")
+        };
+        expect("gc_enabled", Some(gc.enabled));
+        expect("gc_collecting", Some(gc.collecting));
+        expect("gc_generation_stats", Some(stats_at));
+        expect("gc_generation_stats_size", Some(stats_size));
+        expect("gc_generations", Some(gc.generations));
+        expect("gc_generation_size", Some(gc.generation_size));
+        expect("gc_generation_threshold", Some(gc.generation_threshold));
+        expect("gc_generation_count", Some(gc.generation_count));
         expect("gc_generations_len", Some(GENERATIONS as u64));
         expect("gc_generation_stats_len", Some(GENERATIONS as u64));
         let f = &layout.frames;
@@ -622,6 +687,141 @@ mod tests {
         let checked: Vec<&str> = builds.iter().map(|(v, _, _)| v.as_str()).collect();
         assert!(failures.is_empty(), "layout table disagrees with DWARF:\n{}", failures.join("\n"));
         eprintln!("layout table matches DWARF of {}", checked.join(", "));
+    }
+
+    /// The rows of versions without DWARF (Debian's 3.14 and 3.15 are stripped) against their
+    /// headers: `offsetof` compiled with the host's gcc. The host's libc headers come first
+    /// (`-idirafter`): only pyconfig.h's arch directory is taken from the chroot's /usr/include.
+    fn gc_row_from_headers(include: &Path, arch_include: &Path, minor: u8) -> Result<HashMap<String, u64>, String> {
+        let s = "struct _gc_runtime_state";
+        let mut fields = vec![
+            ("enabled".to_string(), format!("offsetof({s}, enabled)")),
+            ("generations".into(), format!("offsetof({s}, generations)")),
+            ("generations_len".into(), format!("sizeof((({s}*)0)->generations) / sizeof(struct gc_generation)")),
+            ("generation_size".into(), "sizeof(struct gc_generation)".into()),
+            ("generation_threshold".into(), "offsetof(struct gc_generation, threshold)".into()),
+            ("generation_count".into(), "offsetof(struct gc_generation, count)".into()),
+            ("collecting".into(), format!("offsetof({s}, collecting)")),
+            ("stats".into(), format!("offsetof({s}, generation_stats)")),
+            ("stats_collections".into(), "offsetof(struct gc_generation_stats, collections)".into()),
+            ("stats_collected".into(), "offsetof(struct gc_generation_stats, collected)".into()),
+            ("stats_uncollectable".into(), "offsetof(struct gc_generation_stats, uncollectable)".into()),
+            ("stats_entry_size".into(), "sizeof(struct gc_generation_stats)".into()),
+        ];
+        if minor >= 15 {
+            fields.push(("history_size".into(), "sizeof(struct gc_stats)".into()));
+            fields.push(("update_seq".into(), "offsetof(struct gc_stats, update_seq)".into()));
+            for (g, ring) in ["young", "old[0]", "old[1]"].iter().enumerate() {
+                let len = if g == 0 { "GC_YOUNG_STATS_SIZE" } else { "GC_OLD_STATS_SIZE" };
+                fields.push((format!("ring{g}_items"), format!("offsetof(struct gc_stats, {ring}.items)")));
+                fields.push((format!("ring{g}_index"), format!("offsetof(struct gc_stats, {ring}.index)")));
+                fields.push((format!("ring{g}_len"), len.into()));
+            }
+        } else {
+            fields.push((
+                "stats_len".into(),
+                format!("sizeof((({s}*)0)->generation_stats) / sizeof(struct gc_generation_stats)"),
+            ));
+        }
+        let dir = std::env::temp_dir().join(format!("pytracer-gc-headers-{}-3.{minor}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let prints = fields.iter().fold(String::new(), |mut out, (key, expr)| {
+            let _ = writeln!(out, "    printf(\"{key}=%lu\\n\", (unsigned long)({expr}));");
+            out
+        });
+        let c = format!(
+            "#define Py_BUILD_CORE 1\n#include <Python.h>\n#include <internal/pycore_interp_structs.h>\n#include <stdio.h>\nint main(void) {{\n{prints}    return 0;\n}}\n"
+        );
+        let (src, exe) = (dir.join("gc.c"), dir.join("gc"));
+        std::fs::write(&src, c).map_err(|e| e.to_string())?;
+        let out = Command::new("gcc")
+            .arg("-I")
+            .arg(include)
+            .arg("-idirafter")
+            .arg(arch_include)
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .map_err(|e| format!("gcc: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("gcc failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let run = Command::new(&exe).output().map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect())
+    }
+
+    #[test]
+    fn gc_rows_of_3_14_and_3_15_match_their_headers() {
+        let root = std::env::var_os("PYTRACER_CHROOTS")
+            .map_or_else(|| PathBuf::from("/var/cache/pytracer-chroots"), PathBuf::from);
+        let sid = root.join("sid");
+        if !tool_works("gcc") {
+            return skip("`gcc` is not installed; it is needed to read the 3.14/3.15 headers");
+        }
+        let mut bad = Vec::new();
+        for (minor, row) in [(14, GC_3_14), (15, GC_3_15)] {
+            let include = sid.join(format!("usr/include/python3.{minor}"));
+            if !include.join("internal/pycore_interp_structs.h").is_file() {
+                return skip(&format!("no python3.{minor}-dev headers in {}", sid.display()));
+            }
+            let got = match gc_row_from_headers(&include, &sid.join("usr/include"), minor) {
+                Ok(got) => got,
+                Err(e) => {
+                    bad.push(format!("3.{minor}: {e}"));
+                    continue;
+                }
+            };
+            let mut want: Vec<(String, u64)> = vec![
+                ("enabled".into(), row.enabled),
+                ("generations".into(), row.generations),
+                ("generations_len".into(), GENERATIONS as u64),
+                ("generation_size".into(), row.generation_size),
+                ("generation_threshold".into(), row.generation_threshold),
+                ("generation_count".into(), row.generation_count),
+                ("collecting".into(), row.collecting),
+            ];
+            match row.stats {
+                GcStats::Inline { at, size } => want.extend([
+                    ("stats".into(), at),
+                    ("stats_entry_size".into(), size),
+                    ("stats_len".into(), GENERATIONS as u64),
+                    ("stats_collections".into(), 0),
+                ]),
+                GcStats::History(h) => {
+                    want.extend([
+                        ("stats".into(), h.pointer),
+                        ("history_size".into(), h.size),
+                        ("stats_entry_size".into(), h.entry_size),
+                        ("stats_collections".into(), h.entry_collections),
+                        ("update_seq".into(), h.update_seq),
+                    ]);
+                    for (g, ring) in h.rings.iter().enumerate() {
+                        want.push((format!("ring{g}_items"), ring.items));
+                        want.push((format!("ring{g}_index"), ring.index));
+                        want.push((format!("ring{g}_len"), ring.len));
+                    }
+                }
+            }
+            // The readers take collected and uncollectable as the two words after collections.
+            want.push(("stats_collected".into(), want.iter().find(|(k, _)| k == "stats_collections").unwrap().1 + 8));
+            want.push((
+                "stats_uncollectable".into(),
+                want.iter().find(|(k, _)| k == "stats_collections").unwrap().1 + 16,
+            ));
+            for (key, value) in want {
+                let have = got.get(&key).copied();
+                if have != Some(value) {
+                    bad.push(format!("3.{minor} {key}: row says {value}, the headers say {have:?}"));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "GC rows disagree with the headers:\n{}", bad.join("\n"));
     }
 
     #[test]

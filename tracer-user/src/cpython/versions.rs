@@ -1,10 +1,12 @@
 //! The one place that says, for each CPython minor version the agent reads, where its offsets come
 //! from: which layout.rs row, whether `_Py_DebugOffsets` is read from the live process (and where
-//! each field sits inside it), which tag bits a frame's code pointer carries, and whether the GC
-//! fields are known. Everything else in cpython/ asks here instead of comparing minor numbers.
+//! each field sits inside it), which tag bits a frame's code pointer carries, and which layout.rs
+//! GC row describes its GC state. Everything else in cpython/ asks here instead of comparing minor
+//! numbers.
 //!
 //! Adding a version: one [`Spec`] in [`SPECS`] (with its `_Py_DebugOffsets` positions, 3.13+),
 //! plus a layout.rs row if it has a table of its own.
+use super::layout::{self, GcLayout};
 use super::version::Version;
 
 /// Where the offsets used for a process came from.
@@ -39,7 +41,12 @@ pub struct DebugOffsetsPositions {
 impl DebugOffsetsPositions {
     /// Position of a field; every field debug_offsets.rs asks for is in every version's list.
     pub fn of(&self, field: &str) -> u64 {
-        self.fields.iter().find(|(n, _)| *n == field).expect("known field").1
+        self.get(field).expect("known field")
+    }
+
+    /// Position of a field only some versions have (3.15's gc.generation_stats).
+    pub fn get(&self, field: &str) -> Option<u64> {
+        self.fields.iter().find(|(n, _)| *n == field).map(|f| f.1)
     }
 }
 
@@ -57,13 +64,13 @@ pub struct Spec {
     /// `_PyStackRef` (and moved the C-stack shim's owner value from 3 to 4; 3 is now the
     /// interpreter's entry frame: both are not code).
     pub code_tag_mask: u64,
-    /// The row's GC fields describe this version. 3.14 changed the GC structures (the incremental
-    /// collector) and `_Py_DebugOffsets` does not describe them: no GC table after 3.13.
-    pub gc_known: bool,
+    /// The layout.rs GC row of this version (`_Py_DebugOffsets` says where the GC state is, not
+    /// what is in it). `None`: not known, so no GC metrics (`python_support="stack_walk_only"`).
+    pub gc: Option<GcLayout>,
 }
 
 const fn table(minor: u8) -> Spec {
-    Spec { minor, row: minor, debug_offsets: None, code_tag_mask: 0, gc_known: true }
+    Spec { minor, row: minor, debug_offsets: None, code_tag_mask: 0, gc: Some(layout::GC_3_8_TO_3_13) }
 }
 
 /// Oldest first, one per minor version, no gaps.
@@ -78,21 +85,21 @@ pub const SPECS: [Spec; 8] = [
         row: 13,
         debug_offsets: Some(DebugOffsetsPositions { fields: FIELDS_3_13, size: 584 }),
         code_tag_mask: 0,
-        gc_known: true,
+        gc: Some(layout::GC_3_8_TO_3_13),
     },
     Spec {
         minor: 14,
         row: 13,
         debug_offsets: Some(DebugOffsetsPositions { fields: FIELDS_3_14, size: 760 }),
         code_tag_mask: 3,
-        gc_known: false,
+        gc: Some(layout::GC_3_14),
     },
     Spec {
         minor: 15,
         row: 13,
         debug_offsets: Some(DebugOffsetsPositions { fields: FIELDS_3_15, size: 888 }),
         code_tag_mask: 3,
-        gc_known: false,
+        gc: Some(layout::GC_3_15),
     },
 ];
 
@@ -155,6 +162,8 @@ const FIELDS_3_13: &[(&str, u64)] = &[
     ("pyobject.ob_type", 360),
     ("unicode_object.asciiobject_size", 560),
     ("interpreter_state.imports_modules", 88),
+    ("interpreter_state.gc", 80),
+    ("gc.collecting", 576),
 ];
 
 /// 3.14 inserted fields in the thread state and frame groups.
@@ -174,6 +183,8 @@ const FIELDS_3_14: &[(&str, u64)] = &[
     ("pyobject.ob_type", 408),
     ("unicode_object.asciiobject_size", 640),
     ("interpreter_state.imports_modules", 96),
+    ("interpreter_state.gc", 88),
+    ("gc.collecting", 656),
 ];
 
 /// 3.15 added thread-state fields (holds_gil, last profiled frame) and an err_stackitem group.
@@ -193,6 +204,10 @@ const FIELDS_3_15: &[(&str, u64)] = &[
     ("pyobject.ob_type", 472),
     ("unicode_object.asciiobject_size", 736),
     ("interpreter_state.imports_modules", 96),
+    ("interpreter_state.gc", 88),
+    ("gc.collecting", 760),
+    ("gc.generation_stats_size", 776),
+    ("gc.generation_stats", 784),
 ];
 
 #[cfg(test)]
@@ -213,6 +228,16 @@ mod tests {
         assert_eq!(debug_offsets_range(), "3.13 to 3.15");
     }
 
+    /// No supported version is left at `python_support="stack_walk_only"` by its spec.
+    #[test]
+    fn every_version_has_a_gc_row() {
+        for s in &SPECS {
+            assert!(s.gc.is_some(), "3.{}", s.minor);
+        }
+        assert_eq!(for_minor(14).and_then(|s| s.gc), Some(layout::GC_3_14));
+        assert_eq!(for_minor(15).and_then(|s| s.gc), Some(layout::GC_3_15));
+    }
+
     /// A row used as it is must already say what its spec says; a row under `_Py_DebugOffsets`
     /// must exist and every field debug_offsets.rs reads must have a position.
     #[test]
@@ -223,11 +248,11 @@ mod tests {
                 None => {
                     assert_eq!(s.row, s.minor);
                     assert_eq!(row.frames.code_tag_mask, s.code_tag_mask, "3.{}", s.minor);
-                    assert_eq!(row.gc_known, s.gc_known, "3.{}", s.minor);
+                    assert_eq!(row.gc, s.gc, "3.{}", s.minor);
                 }
                 Some(p) => {
                     assert!(p.fields.iter().all(|(_, at)| *at as usize + 8 <= p.size), "3.{}", s.minor);
-                    assert_eq!(p.fields.len(), FIELDS_3_13.len(), "3.{}", s.minor);
+                    assert!(FIELDS_3_13.iter().all(|(f, _)| p.get(f).is_some()), "3.{}", s.minor);
                 }
             }
         }

@@ -647,8 +647,8 @@ fn real_pypi_apps() {
     }
     let py = Py::Host(routes_venv());
     run_cells(&[
-        Cell::new("httpbin", &py, "httpbin:app", HTTPBIN).otel(),
-        Cell::new("httpbinx", &py, "httpbinx:app", HTTPBINX).asgi().otel(),
+        Cell::new("httpbin", &py, "pypi_httpbin:app", HTTPBIN).otel(),
+        Cell::new("httpbinx", &py, "pypi_httpbinx:app", HTTPBINX).asgi().otel(),
         Cell::new("django admin", &py, "djadmin:application", DJANGO_ADMIN).otel(),
     ]);
 }

@@ -152,3 +152,15 @@ pub fn require_chroot_venvs(venvs: &[(&str, &str)]) -> bool {
         .collect();
     gate(&missing) && require_privileged()
 }
+
+/// [`require_privileged`], plus the gunicorn of each of these virtualenvs (e.g. the route
+/// tests' `.venvs/routes-3.11`).
+pub fn require_venvs(venvs: &[PathBuf]) -> bool {
+    let missing: Vec<String> = venvs
+        .iter()
+        .map(|v| v.join("bin").join("gunicorn"))
+        .filter(|g| !g.is_file())
+        .map(|g| format!("{} not found (run `cargo xtask setup`)", g.display()))
+        .collect();
+    gate(&missing) && require_privileged()
+}

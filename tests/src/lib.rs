@@ -32,8 +32,8 @@ pub mod wire;
 
 pub use env::{
     apps_dir, debian_chroot, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_chroot_venvs,
-    require_interpreters, require_privileged, require_privileged_debian, require_venv, venv_dir, workspace_root,
-    INTERPRETER_SERIES,
+    require_interpreters, require_privileged, require_privileged_debian, require_venv, require_venvs, venv_dir,
+    workspace_root, INTERPRETER_SERIES,
 };
 pub use expect::{
     check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent,

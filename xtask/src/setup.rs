@@ -48,6 +48,7 @@ pub fn run() -> Result<()> {
         venv(&Venv::interpreter(series))?;
     }
     venv(&Venv::unsupported())?;
+    venv(&Venv::routes())?;
     for (name, chroot) in
         [("trixie (CPython 3.13)", crate::chroot::TRIXIE), ("sid (CPython 3.14, 3.15)", crate::chroot::SID)]
     {
@@ -114,6 +115,17 @@ impl Venv {
             requirements: paths::repo_root().join("tests/apps/requirements-unsupported.txt"),
             python: None,
             series: "3.7",
+        }
+    }
+
+    /// The route tests' (tests/tests/routes.rs): Flask, Django 5, FastAPI and Starlette, the
+    /// OpenTelemetry instrumentations whose `http.route` the oracle records, and real PyPI apps.
+    pub fn routes() -> Venv {
+        Venv {
+            dir: paths::repo_root().join(".venvs/routes-3.11"),
+            requirements: paths::repo_root().join("tests/apps/requirements-routes.txt"),
+            python: None,
+            series: paths::PYTHON_SERIES,
         }
     }
 

@@ -1,0 +1,9 @@
+"""The route tests' Flask app as a module-level object (`routes_flask_app:app`), and the same app
+behind werkzeug's ProxyFix (`routes_flask_app:proxied`): the callable Gunicorn serves is then
+not the Flask object, whose routes the agent must still find."""
+
+from routes_flask import create_app
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+app = create_app()
+proxied = ProxyFix(app, x_for=1, x_proto=1)

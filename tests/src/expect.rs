@@ -86,6 +86,66 @@ pub fn expected_attributes(s: &Sent, port: u16) -> Value {
     Value::Object(a)
 }
 
+/// The route and view the agent reads from tests/apps/testapp.py for a request: its Flask rule
+/// (`http.route`), the view's name and the line of its decorator (a decorated function's
+/// `co_firstlineno`). `None` for a request no rule serves (404, 405). The rules are read from the
+/// app's source, so an edit to the app cannot leave these expectations behind.
+pub fn testapp_view(method: &str, path: &str) -> Option<(String, String, u64)> {
+    let src = std::fs::read_to_string(crate::env::apps_dir().join("testapp.py")).expect("read testapp.py");
+    let lines: Vec<&str> = src.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.strip_prefix("@app.") else { continue };
+        let Some((verb, rule)) = rest.split_once("(\"") else { continue };
+        let rule = rule.split('"').next().unwrap_or_default();
+        let function = lines[i + 1..]
+            .iter()
+            .find_map(|l| l.strip_prefix("def ").and_then(|d| d.split('(').next()))
+            .expect("a def after the decorator");
+        let allowed = verb.to_uppercase() == method || (verb == "get" && method == "HEAD");
+        if allowed && rule_matches(rule, path) {
+            return Some((rule.to_string(), function.to_string(), i as u64 + 1));
+        }
+    }
+    None
+}
+
+/// Whether a Flask rule of the test app (static segments and `<int:...>`) takes `path`.
+fn rule_matches(rule: &str, path: &str) -> bool {
+    let (r, p): (Vec<&str>, Vec<&str>) = (rule.split('/').collect(), path.split('/').collect());
+    r.len() == p.len()
+        && r.iter().zip(&p).all(|(r, p)| {
+            if r.starts_with("<int:") {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+            } else {
+                r == p
+            }
+        })
+}
+
+/// [`expected_attributes`] plus what the agent reads from the test app: `http.route` and the
+/// view's `code.*`, for requests a rule serves.
+pub fn expected_testapp_attributes(s: &Sent, port: u16) -> Value {
+    let mut a = expected_attributes(s, port);
+    let path = s.target.split('?').next().unwrap_or_default();
+    if let Some((rule, function, line)) = testapp_view(s.method, path) {
+        let m = a.as_object_mut().expect("an object");
+        m.insert("http.route".into(), json!(rule));
+        m.insert("code.function.name".into(), json!(function));
+        m.insert("code.file.path".into(), json!(crate::env::apps_dir().join("testapp.py").display().to_string()));
+        m.insert("code.line.number".into(), json!(line));
+    }
+    a
+}
+
+/// The span name for `s` on the test app: `"{method} {route}"`, or the method alone.
+pub fn testapp_span_name(s: &Sent) -> String {
+    let path = s.target.split('?').next().unwrap_or_default();
+    match testapp_view(s.method, path) {
+        Some((rule, _, _)) => format!("{} {rule}", s.method),
+        None => s.method.to_string(),
+    }
+}
+
 /// What the default redaction list (key, pass, secret) makes of a query.
 pub fn redacted(q: &str) -> String {
     q.split('&')
@@ -127,8 +187,8 @@ pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]
             )
         });
         *i += 1;
-        assert_eq!(span["attributes"], expected_attributes(s, port), "{} {}", s.method, s.target);
-        assert_eq!(span["name"], json!(s.method));
+        assert_eq!(span["attributes"], expected_testapp_attributes(s, port), "{} {}", s.method, s.target);
+        assert_eq!(span["name"], json!(testapp_span_name(s)));
         assert_eq!(span["kind"], "server");
         assert_eq!(span["status"]["code"], if s.status >= 500 { "error" } else { "unset" }, "{span}");
         assert!(span["parent_span_id"].is_null());

@@ -20,6 +20,7 @@ pub mod nginx;
 pub mod otlp_sink;
 pub mod postgres;
 pub mod procfs;
+pub mod prom;
 pub mod redis;
 mod server;
 pub mod services;
@@ -36,14 +37,15 @@ pub use env::{
     workspace_root, INTERPRETER_SERIES,
 };
 pub use expect::{
-    check_spans, check_spans_of, expected_attributes, mixed_sequence, now_ns, send, spans_of_client, template_of, Sent,
-    MB,
+    check_spans, check_spans_of, expected_attributes, expected_testapp_attributes, mixed_sequence, now_ns, send,
+    spans_of_client, template_of, testapp_span_name, testapp_view, Sent, MB,
 };
 pub use gunicorn::{Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
 pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use otlp_sink::{first_line_of, OtlpSink};
 pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};
+pub use prom::{free_port, scrape, sum, Line};
 pub use redis::{redis_server_bin, resp_command, Redis};
 pub use server::{file_tail, Server};
 pub use services::{backend_opts, frontend_opts, require_privileged_two_services, require_two_services, TwoServices};

@@ -170,8 +170,9 @@ fn unsupported_interpreter_gets_wire_spans() {
     assert!(r.stderr.contains("is Python 3.7") && r.stderr.contains("supports Python 3.8 and later"), "{}", r.stderr);
 }
 
-/// The default mode: the probe is attached only in windows. Requests served inside one carry
-/// their handler, the others none, and no span ever carries a wrong one.
+/// The default mode: the probe is attached only in windows. Every span carries the handler
+/// (from the app's route table); the stack walk sees it only for requests served inside a window,
+/// and there it must agree with the table: the checks count those, and none disagrees.
 #[test]
 fn sampled_windows_name_handlers_only_inside_windows() {
     if !require_interpreters() {
@@ -182,21 +183,39 @@ fn sampled_windows_name_handlers_only_inside_windows() {
     let config = dir.path().join("pytracer.yaml");
     // Windows of 300 ms every second, walking every hit inside them.
     std::fs::write(&config, "cpython:\n  frame_eval:\n    mode: sampled\n    window_ms: 300\n    every_seconds: 1\n    min_walk_gap_us: 0\n").unwrap();
-    let t = Tracer::start(&[g.pid()], &["--config", config.to_str().unwrap(), "--frame-eval", "sampled"]);
+    let mport = free_port();
+    let t = Tracer::start(
+        &[g.pid()],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--frame-eval",
+            "sampled",
+            "--metrics-addr",
+            &format!("127.0.0.1:{mport}"),
+        ],
+    );
     let mut sent = Vec::new();
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(4) {
         sent.push(send(g.port(), "GET", "/users/42", b"", 200));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let m = scrape(mport);
     let r = t.stop();
     assert_eq!(r.spans.len(), sent.len(), "{}", summarize(&r.spans));
-    let named: Vec<_> = r.spans.iter().filter(|s| s["attributes"].get("code.function.name").is_some()).collect();
     let file = apps_dir().join("testapp.py");
-    for s in &named {
+    for s in &r.spans {
         assert_handler(s, (&file, &file), "user", "3.11 sampled");
     }
+    let checks = |result: &str| sum(&m, "pytracer_route_checks_total", &[("result", result)]) as usize;
     // About 30% of the time is inside a window; the first opens 1 s after start.
-    assert!(named.len() * 10 >= sent.len(), "{} of {} spans named", named.len(), sent.len());
-    assert!(named.len() < sent.len(), "outside windows the probe is detached: {} of {}", named.len(), sent.len());
+    assert!(checks("agree") * 10 >= sent.len(), "{} of {} requests walked", checks("agree"), sent.len());
+    assert!(
+        checks("agree") < sent.len(),
+        "outside windows the probe is detached: {} of {}",
+        checks("agree"),
+        sent.len()
+    );
+    assert_eq!(checks("disagree"), 0, "the stack walk and the route table name the same handler");
 }

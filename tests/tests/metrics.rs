@@ -1,56 +1,8 @@
 //! End to end: the agent's Prometheus endpoint while it traces a real Gunicorn.
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::time::Duration;
 
 use pytracer_tests::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One sample line: name, labels, value.
-#[derive(Debug)]
-struct Line {
-    name: String,
-    labels: HashMap<String, String>,
-    value: f64,
-}
-
-fn scrape(port: u16) -> Vec<Line> {
-    let resp = get(port, "/metrics");
-    assert_eq!(resp.status, 200);
-    assert!(resp.header("content-type").unwrap_or_default().starts_with("application/openmetrics-text"));
-    let text = resp.text();
-    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF:\n{text}");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((metric, tail)) => (metric, tail.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    (k.to_string(), v.trim_matches('"').to_string())
-                })
-                .collect();
-            Line { name: name.to_string(), labels, value: value.parse().unwrap() }
-        })
-        .collect()
-}
-
-fn sum(lines: &[Line], name: &str, want: &[(&str, &str)]) -> f64 {
-    lines
-        .iter()
-        .filter(|l| l.name == name && want.iter().all(|(k, v)| l.labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|l| l.value)
-        .sum()
-}
 
 #[test]
 #[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
@@ -71,13 +23,16 @@ fn red_and_process_metrics_match_the_requests() {
         assert_eq!(get(g.port(), "/fail").status, 500);
     }
     assert_eq!(request(g.port(), "POST", "/items", &[], b"abc").status, 201);
+    // No rule serves it: the label falls back to the path's template.
+    assert_eq!(get(g.port(), "/nope/7").status, 404);
     // Process metrics are sampled once a second.
     std::thread::sleep(Duration::from_millis(2500));
     let m = scrape(mport);
 
     let count = "http_server_request_duration_seconds_count";
     let get200 = [("http_request_method", "GET"), ("http_response_status_code", "200")];
-    assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/users/{id}")]), 5.0);
+    assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/users/<int:user_id>")]), 5.0);
+    assert_eq!(sum(&m, count, &[("http_response_status_code", "404"), ("http_route", "/nope/{id}")]), 1.0);
     assert_eq!(sum(&m, count, &[get200[0], get200[1], ("http_route", "/hello")]), 3.0);
     assert_eq!(sum(&m, count, &[("http_response_status_code", "500"), ("http_route", "/fail")]), 2.0);
     assert_eq!(
@@ -88,7 +43,15 @@ fn red_and_process_metrics_match_the_requests() {
         ),
         1.0
     );
-    assert_eq!(sum(&m, count, &[]), 11.0, "no other requests");
+    assert_eq!(sum(&m, count, &[]), 12.0, "no other requests");
+    // The first worker to serve read the app's routes; the other (if it served) took that table.
+    let tables = |result: &str| sum(&m, "pytracer_route_tables_total", &[("result", result)]);
+    assert!(
+        tables("read") == 1.0 && tables("reused") <= 1.0,
+        "route tables: read {}, reused {}",
+        tables("read"),
+        tables("reused")
+    );
     assert_eq!(sum(&m, "http_server_request_body_size_bytes_sum", &[("http_route", "/items")]), 3.0);
     assert_eq!(
         sum(&m, "http_server_response_body_size_bytes_sum", &[("http_route", "/hello")]),
@@ -134,7 +97,7 @@ fn red_and_process_metrics_match_the_requests() {
     assert!(sum(&m, "pytracer_events_received_total", &[]) >= 11.0 * 4.0, "accept, read, writes, close per request");
     assert!(sum(&m, "pytracer_memory_usage_bytes", &[]) > 0.0);
     let r = t.stop();
-    assert_eq!(r.spans.len(), 11);
+    assert_eq!(r.spans.len(), 12);
 }
 
 #[test]

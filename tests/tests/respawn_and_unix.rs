@@ -57,7 +57,10 @@ fn gunicorn_on_a_unix_socket() {
         r.spans[0]["attributes"],
         json!({"http.request.method": "GET", "url.path": "/users/5", "url.template": "/users/{id}", "url.query": "secret=<redacted>", "url.scheme": "http",
                "http.response.status_code": 200, "server.address": "localhost", "network.protocol.version": "1.1",
-               "http.request.body.size": 0, "http.response.body.size": 9})
+               "http.request.body.size": 0, "http.response.body.size": 9,
+               "http.route": "/users/<int:user_id>", "code.function.name": "user",
+               "code.file.path": apps_dir().join("testapp.py").display().to_string(),
+               "code.line.number": testapp_view("GET", "/users/5").unwrap().2})
     );
     assert!(g.worker_pids().contains(&(r.spans[0]["resource"]["process.pid"].as_u64().unwrap() as u32)));
 }

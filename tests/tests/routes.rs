@@ -170,6 +170,17 @@ fn assert_all_right(wrong: &[String], checked: usize) {
     assert!(wrong.is_empty(), "{} of {checked} spans wrong:\n{}", wrong.len(), wrong.join("\n"));
 }
 
+/// The one span of the connection `sent` used to the server on `server_port`: with several
+/// servers in one run, two connections to different servers may get the same client port.
+fn span_at<'a>(spans: &'a [Value], sent: &Sent, server_port: u16, what: &str) -> &'a Value {
+    let mine: Vec<&Value> = spans_of_client(spans, sent.client_port)
+        .into_iter()
+        .filter(|s| s["attributes"]["server.port"].as_u64() == Some(u64::from(server_port)))
+        .collect();
+    assert_eq!(mine.len(), 1, "{what}: one span for client port {}; spans:\n{}", sent.client_port, summarize(spans));
+    mine[0]
+}
+
 /// The one span of the connection `sent` used.
 fn span_of<'a>(spans: &'a [Value], sent: &Sent, what: &str) -> &'a Value {
     let mine = spans_of_client(spans, sent.client_port);
@@ -238,7 +249,7 @@ fn run_cells(cells: &[Cell]) {
         let lines = cell.py.oracle(cell.app, cell.otel, cell.requests);
         for ((s, line), (_, _, status)) in sent.iter().zip(&lines).zip(cell.requests) {
             let what = format!("{} {}: {} {}", cell.label, cell.app, s.method, s.target);
-            let span = span_of(&r.spans, s, &what);
+            let span = span_at(&r.spans, s, g.port(), &what);
             let pid = span["resource"]["process.pid"].as_u64().and_then(|p| u32::try_from(p).ok());
             assert!(pid.is_some_and(|p| g.worker_pids().contains(&p)), "{what}: a worker's span: {span}");
             wrong.extend(check_span(span, s, &expected(line, *status, &what), &what));

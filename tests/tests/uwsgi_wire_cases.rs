@@ -90,6 +90,13 @@ fn expected(port: u16, client_port: u16, method: &str, path: &str, extra: Value)
         "network.protocol.version": "1.1", "http.request.body.size": 0,
     });
     let map = a.as_object_mut().unwrap();
+    // The route and view the agent reads from the test app, for paths one of its rules serves.
+    if let Some((rule, function, line)) = testapp_view(method, path) {
+        map.insert("http.route".into(), json!(rule));
+        map.insert("code.function.name".into(), json!(function));
+        map.insert("code.file.path".into(), json!(apps_dir().join("testapp.py").display().to_string()));
+        map.insert("code.line.number".into(), json!(line));
+    }
     let Value::Object(extra) = extra else { panic!("extra attributes must be an object: {extra}") };
     for (k, v) in extra {
         if v.is_null() {

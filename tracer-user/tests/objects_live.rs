@@ -131,7 +131,7 @@ fn check(label: &str, cmd: &[&str]) {
     assert_eq!(strs(o.set_items(id(&p, "set")).unwrap()), ["GET", "HEAD", "OPTIONS"], "{label}");
     assert_eq!(strs(o.set_items(id(&p, "frozenset")).unwrap()), ["a"], "{label}");
     let d: Vec<(String, u64)> =
-        o.str_items(id(&p, "dict_str")).unwrap().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        o.str_items(id(&p, "dict_str")).unwrap().iter().map(|(k, v)| (k.to_string(), *v)).collect();
     assert_eq!((d[0].0.as_str(), o.int(d[0].1).unwrap(), d[1].0.as_str()), ("a", 1, "b"), "{label}");
     let di = o.dict_items(id(&p, "dict_int")).unwrap();
     assert_eq!(di.iter().map(|(k, _)| o.int(*k).unwrap()).collect::<Vec<_>>(), [1, 2], "{label}");
@@ -142,7 +142,7 @@ fn check(label: &str, cmd: &[&str]) {
         let mut got: Vec<String> = o
             .instance_attrs(id(&p, name))
             .unwrap_or_else(|e| panic!("{label} {name}: {e}"))
-            .into_iter()
+            .iter()
             .map(|(k, _)| k.to_string())
             .collect();
         got.sort();

@@ -50,6 +50,9 @@ impl Agent {
         let python = self.inspect_python(pid);
         let traced = self.traced(info, pid == root, python);
         self.procs.insert(pid, traced);
+        if pid != root {
+            self.routes.forked(info.ppid, pid, info.cmdline_string());
+        }
         Ok(())
     }
 
@@ -117,7 +120,9 @@ impl Agent {
             Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
         };
         self.procs.insert(child, traced);
-        self.routes.forked(parent, child);
+        // The child runs its parent's program until it executes another.
+        let cmdline = ProcInfo::read_identity(child).map(|i| i.cmdline_string()).unwrap_or_default();
+        self.routes.forked(parent, child, cmdline);
         log::info!("following pid {child} (forked by {parent})");
     }
 

@@ -21,8 +21,10 @@ const REREAD_ON_MISS: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub(super) struct RouteTables {
     by_pid: HashMap<u32, PidTable>,
-    /// The parent each forked process came from: siblings share a table.
-    parent: HashMap<u32, u32>,
+    /// The parent and command line of each process forked from a traced one: siblings running
+    /// the same command line (Gunicorn's or uWSGI's workers, not an emperor's vassals) load
+    /// the same app and share a table.
+    parent: HashMap<u32, (u32, String)>,
 }
 
 #[derive(Default)]
@@ -40,8 +42,8 @@ pub(super) struct Resolved {
 }
 
 impl RouteTables {
-    pub(super) fn forked(&mut self, parent: u32, child: u32) {
-        self.parent.insert(child, parent);
+    pub(super) fn forked(&mut self, parent: u32, child: u32, cmdline: String) {
+        self.parent.insert(child, (parent, cmdline));
     }
 
     /// After an exec or an exit: the old table describes nothing.
@@ -52,10 +54,10 @@ impl RouteTables {
 
     /// A sibling's table, when one has been read.
     fn sibling(&self, pid: u32) -> Option<Arc<Matcher>> {
-        let parent = self.parent.get(&pid)?;
+        let mine = self.parent.get(&pid)?;
         self.parent
             .iter()
-            .filter(|(c, p)| *p == parent && **c != pid)
+            .filter(|(c, p)| *p == mine && **c != pid)
             .find_map(|(c, _)| self.by_pid.get(c).and_then(|t| t.matcher.clone()))
     }
 }

@@ -31,6 +31,12 @@ pub trait ReadMemory {
         self.u64(addr).map(|v| v as i64)
     }
 
+    /// Fill each buffer from its address, as many as one call can (one process_vm_readv for a
+    /// live process): `Ok` for each read done in full, `Err` for the others.
+    fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Vec<Result<(), ReadError>> {
+        reads.iter_mut().map(|(addr, buf)| self.read(*addr, buf)).collect()
+    }
+
     fn u32(&self, addr: u64) -> Result<u32, ReadError> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b)?;
@@ -63,7 +69,50 @@ impl ReadMemory for Memory {
         let source = if n < 0 { std::io::Error::last_os_error() } else { std::io::Error::other("short read") };
         Err(ReadError::Process { pid: self.pid, addr, len: buf.len(), source })
     }
+
+    /// One process_vm_readv for up to [`IOV_BATCH`] ranges at a time. The kernel stops at the
+    /// first range it cannot read, so the ranges after a failed one are read one by one.
+    fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Vec<Result<(), ReadError>> {
+        let mut out = Vec::with_capacity(reads.len());
+        for chunk in reads.chunks_mut(IOV_BATCH) {
+            let total: usize = chunk.iter().map(|(_, b)| b.len()).sum();
+            let local: Vec<libc::iovec> = chunk
+                .iter_mut()
+                .map(|(_, b)| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+                .collect();
+            let remote: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|(a, b)| libc::iovec { iov_base: *a as *mut libc::c_void, iov_len: b.len() })
+                .collect();
+            // SAFETY: each local iovec is one of our buffers; the remote ones are only read.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            if n >= 0 && n as usize == total {
+                out.extend(chunk.iter().map(|_| Ok(())));
+                continue;
+            }
+            let done = usize::try_from(n).unwrap_or(0);
+            let mut at = 0;
+            for (addr, buf) in chunk.iter_mut() {
+                let end = at + buf.len();
+                out.push(if end <= done { Ok(()) } else { self.read(*addr, buf) });
+                at = end;
+            }
+        }
+        out
+    }
 }
+
+/// Ranges per process_vm_readv call (Linux's IOV_MAX is 1024).
+const IOV_BATCH: usize = 1024;
 
 /// Bytes that pretend to live at `base`: a target address space in miniature for unit tests.
 #[derive(Debug, Clone, Default)]

@@ -86,6 +86,10 @@ pub struct ObjectLayout {
     /// offset of `handlers[0].func` from `_PyRuntime` (each entry is 16 bytes). Up to 3.11 they
     /// are a static array without an exported symbol: `None`.
     pub signal_handlers: Option<u64>,
+    /// Where a frame's locals start (`f_localsplus` of PyFrameObject up to 3.10, `localsplus`
+    /// of `_PyInterpreterFrame` after): local 0 of a method is `self`. DWARF of pyenv's builds
+    /// (3.8–3.13) and `_Py_DebugOffsets.interpreter_frame.localsplus` (3.13–3.15).
+    pub frame_locals: u64,
 }
 
 /// Offsets every version here shares (checked on all of them).
@@ -176,6 +180,12 @@ const fn row(
             14 => Some(1256 + 8),
             15 => Some(1384 + 8),
             _ => None,
+        },
+        frame_locals: match minor {
+            8 | 9 => 360,
+            10 => 352,
+            11..=13 => 72,
+            _ => 80,
         },
     }
 }

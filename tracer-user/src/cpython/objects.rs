@@ -71,13 +71,33 @@ pub struct Objects<'m> {
     l: &'static ObjectLayout,
     code: FrameLayout,
     strings: RefCell<HashMap<u64, Rc<str>>>,
+    /// Per pass, each object is read once: types' flags and names, dicts' str items, instances'
+    /// attributes (a rule's ten attributes are one dict read, not ten).
+    flags: RefCell<HashMap<u64, u64>>,
+    type_names: RefCell<HashMap<u64, Rc<str>>>,
+    str_dicts: RefCell<HashMap<u64, Attrs>>,
+    attrs: RefCell<HashMap<u64, Attrs>>,
     reads_left: Cell<u32>,
     budget: u32,
 }
 
+/// (name, value) pairs of a dict or an instance, shared from the pass's cache.
+pub type Attrs = Rc<Vec<(Rc<str>, u64)>>;
+
 impl<'m> Objects<'m> {
     pub fn new(mem: &'m dyn ReadMemory, l: &'static ObjectLayout, code: FrameLayout, budget: u32) -> Self {
-        Objects { mem, l, code, strings: RefCell::default(), reads_left: Cell::new(budget), budget }
+        Objects {
+            mem,
+            l,
+            code,
+            strings: RefCell::default(),
+            flags: RefCell::default(),
+            type_names: RefCell::default(),
+            str_dicts: RefCell::default(),
+            attrs: RefCell::default(),
+            reads_left: Cell::new(budget),
+            budget,
+        }
     }
 
     /// Reads made so far.
@@ -92,6 +112,20 @@ impl<'m> Objects<'m> {
         }
         self.reads_left.set(left - 1);
         Ok(self.mem.read(addr, buf)?)
+    }
+
+    /// Several ranges in one call (one read of the budget); `None` for a range not read.
+    fn bytes_many(&self, ranges: &[(u64, usize)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let left = self.reads_left.get();
+        if left == 0 {
+            return Err(ObjectError::Budget(self.budget));
+        }
+        self.reads_left.set(left - 1);
+        let mut bufs: Vec<Vec<u8>> = ranges.iter().map(|&(_, len)| vec![0u8; len]).collect();
+        let mut reads: Vec<(u64, &mut [u8])> =
+            ranges.iter().zip(bufs.iter_mut()).map(|(&(a, _), b)| (a, b.as_mut_slice())).collect();
+        let results = self.mem.read_many(&mut reads);
+        Ok(bufs.into_iter().zip(results).map(|(b, r)| r.ok().map(|()| b)).collect())
     }
 
     fn bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
@@ -137,12 +171,26 @@ impl<'m> Objects<'m> {
     }
 
     pub fn type_flags(&self, ty: u64) -> Result<u64> {
-        self.u64(ty + fixed::TP_FLAGS)
+        if let Some(&f) = self.flags.borrow().get(&ty) {
+            return Ok(f);
+        }
+        let f = self.u64(ty + fixed::TP_FLAGS)?;
+        self.flags.borrow_mut().insert(ty, f);
+        Ok(f)
     }
 
     /// `tp_name`: the bare class name for classes (`Rule`), maybe dotted for C types
     /// (`functools.partial`).
     pub fn type_name(&self, ty: u64) -> Result<Rc<str>> {
+        if let Some(n) = self.type_names.borrow().get(&ty) {
+            return Ok(n.clone());
+        }
+        let n = self.read_type_name(ty)?;
+        self.type_names.borrow_mut().insert(ty, n.clone());
+        Ok(n)
+    }
+
+    fn read_type_name(&self, ty: u64) -> Result<Rc<str>> {
         // A C string: any alignment.
         let p = self.u64(ty + fixed::TP_NAME)?;
         if !(0x1000..0x0000_8000_0000_0000).contains(&p) {
@@ -217,37 +265,69 @@ impl<'m> Objects<'m> {
         }
         self.expect_flag(obj, fixed::TPFLAGS_UNICODE_SUBCLASS, "str")?;
         let head = self.bytes(obj, 40)?;
-        let len = u64::from_ne_bytes(head[16..24].try_into().unwrap());
+        let (data, len, kind) = match self.str_data(obj, &head)? {
+            StrData::At { data, len, kind } => (data, len, kind),
+            StrData::Behind => {
+                (self.ptr(obj + self.l.unicode_compact_size, "str data")?, str_len(&head), str_kind(&head))
+            }
+        };
+        let raw = self.bytes(data, (len * u64::from(kind)) as usize)?;
+        let s = decode(&raw, kind);
+        self.strings.borrow_mut().insert(obj, s.clone());
+        Ok(s)
+    }
+
+    /// Where a str's characters are, from its head: in the object (compact), or behind its
+    /// data pointer.
+    fn str_data(&self, obj: u64, head: &[u8]) -> Result<StrData> {
+        let len = str_len(head);
         if len > MAX_STR_CHARS {
             return Err(ObjectError::TooLarge { what: "str", addr: obj, n: len, max: MAX_STR_CHARS });
         }
         // Only the low byte of the state word is the bitfield (the rest is not zeroed).
         let state = head[fixed::STR_STATE as usize];
-        let kind = (state >> 2) & 7;
+        let kind = str_kind(head);
         let (compact, ascii) = ((state >> 5) & 1 == 1, (state >> 6) & 1 == 1);
         if !matches!(kind, 1 | 2 | 4) {
             return Err(ObjectError::Torn { what: "str", addr: obj, why: format!("kind {kind}") });
         }
-        let data = match (compact, ascii) {
-            (true, true) => obj + self.l.unicode_ascii_size,
-            (true, false) => obj + self.l.unicode_compact_size,
-            (false, _) => self.ptr(obj + self.l.unicode_compact_size, "str data")?,
-        };
-        let raw = self.bytes(data, (len * u64::from(kind)) as usize)?;
-        let s: Rc<str> = match kind {
-            1 => raw.iter().map(|&b| b as char).collect::<String>().into(),
-            2 => String::from_utf16_lossy(
-                &raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>(),
-            )
-            .into(),
-            _ => raw
-                .chunks_exact(4)
-                .map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())).unwrap_or('\u{fffd}'))
-                .collect::<String>()
-                .into(),
-        };
-        self.strings.borrow_mut().insert(obj, s.clone());
-        Ok(s)
+        Ok(match (compact, ascii) {
+            (true, true) => StrData::At { data: obj + self.l.unicode_ascii_size, len, kind },
+            (true, false) => StrData::At { data: obj + self.l.unicode_compact_size, len, kind },
+            (false, _) => StrData::Behind,
+        })
+    }
+
+    /// Reads many strs at once (the keys of a dict): their heads in one call, their characters
+    /// in another, instead of two calls each. What cannot be read so is left for [`Self::str`]
+    /// to read, and to report.
+    fn prefetch_strs(&self, objs: &[u64]) -> Result<()> {
+        let mut todo: Vec<u64> = objs.iter().copied().filter(|o| !self.strings.borrow().contains_key(o)).collect();
+        todo.sort_unstable();
+        todo.dedup();
+        if todo.len() < 2 {
+            return Ok(());
+        }
+        let heads = self.bytes_many(&todo.iter().map(|&o| (o, 40)).collect::<Vec<_>>())?;
+        let mut wanted = Vec::new();
+        for (&obj, head) in todo.iter().zip(&heads) {
+            let Some(head) = head else { continue };
+            let ty = u64::from_ne_bytes(head[8..16].try_into().unwrap());
+            if check_ptr(ty, "type").is_err() || self.type_flags(ty)? & fixed::TPFLAGS_UNICODE_SUBCLASS == 0 {
+                continue;
+            }
+            if let Ok(StrData::At { data, len, kind }) = self.str_data(obj, head) {
+                wanted.push((obj, data, len * u64::from(kind), kind));
+            }
+        }
+        let data = self.bytes_many(&wanted.iter().map(|&(_, d, n, _)| (d, n as usize)).collect::<Vec<_>>())?;
+        let mut cache = self.strings.borrow_mut();
+        for ((obj, _, _, kind), raw) in wanted.into_iter().zip(data) {
+            if let Some(raw) = raw {
+                cache.insert(obj, decode(&raw, kind));
+            }
+        }
+        Ok(())
     }
 
     /// An `int` (or `bool`) that fits in an i64.
@@ -508,22 +588,42 @@ impl<'m> Objects<'m> {
     }
 
     /// A dict's items whose keys are strs (others are skipped).
-    pub fn str_items(&self, dict: u64) -> Result<Vec<(Rc<str>, u64)>> {
-        let mut out = Vec::new();
-        for (k, v) in self.dict_items(dict)? {
+    pub fn str_items(&self, dict: u64) -> Result<Attrs> {
+        if let Some(d) = self.str_dicts.borrow().get(&dict) {
+            return Ok(d.clone());
+        }
+        let items = self.dict_items(dict)?;
+        let d = self.str_keyed(items)?;
+        self.str_dicts.borrow_mut().insert(dict, d.clone());
+        Ok(d)
+    }
+
+    fn str_keyed(&self, items: Vec<(u64, u64)>) -> Result<Attrs> {
+        self.prefetch_strs(&items.iter().map(|(k, _)| *k).collect::<Vec<_>>())?;
+        let mut out = Vec::with_capacity(items.len());
+        for (k, v) in items {
             match self.str(k) {
                 Ok(s) => out.push((s, v)),
                 Err(ObjectError::WrongType { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(Rc::new(out))
     }
 
     // ---- attributes ----
 
     /// The object's own attributes (its `__dict__`), from wherever this version keeps them.
-    pub fn instance_attrs(&self, obj: u64) -> Result<Vec<(Rc<str>, u64)>> {
+    pub fn instance_attrs(&self, obj: u64) -> Result<Attrs> {
+        if let Some(a) = self.attrs.borrow().get(&obj) {
+            return Ok(a.clone());
+        }
+        let a = self.read_instance_attrs(obj)?;
+        self.attrs.borrow_mut().insert(obj, a.clone());
+        Ok(a)
+    }
+
+    fn read_instance_attrs(&self, obj: u64) -> Result<Attrs> {
         let ty = self.type_of(obj)?;
         let flags = self.type_flags(ty)?;
         let managed = flags & fixed::TPFLAGS_MANAGED_DICT != 0;
@@ -533,7 +633,7 @@ impl<'m> Objects<'m> {
                 if off <= 0 {
                     // No __dict__ (slots or a C type), or a variable-size object's negative
                     // offset, which only int/tuple subclasses have: none of ours.
-                    return Ok(Vec::new());
+                    return Ok(Rc::default());
                 }
                 Holder::Dict(self.opt_ptr(obj + off as u64, "instance dict")?)
             }
@@ -560,24 +660,20 @@ impl<'m> Objects<'m> {
                 }
             }
         };
-        let items = match dict_or_values {
-            Holder::Dict(None) | Holder::Values(None) => return Ok(Vec::new()),
-            Holder::Dict(Some(d)) => self.dict_items(d)?,
+        match dict_or_values {
+            Holder::Dict(None) | Holder::Values(None) => Ok(Rc::default()),
+            Holder::Dict(Some(d)) => self.str_items(d),
             Holder::Values(Some(v)) => {
                 let keys = self.ptr(ty + self.l.ht_cached_keys, "shared keys")?;
-                self.table_items(obj, keys, Some(v))?
+                let items = self.table_items(obj, keys, Some(v))?;
+                self.str_keyed(items)
             }
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (k, v) in items {
-            out.push((self.str(k)?, v));
         }
-        Ok(out)
     }
 
     /// `obj.name` when it is an instance attribute.
     pub fn own_attr(&self, obj: u64, name: &str) -> Result<Option<u64>> {
-        Ok(self.instance_attrs(obj)?.into_iter().find(|(k, _)| &**k == name).map(|(_, v)| v))
+        Ok(self.instance_attrs(obj)?.iter().find(|(k, _)| &**k == name).map(|(_, v)| *v))
     }
 
     /// `name` in the class dicts along `ty`'s MRO (what `getattr` finds on the class).
@@ -585,8 +681,8 @@ impl<'m> Objects<'m> {
         for t in self.mro(ty)? {
             // Static builtin types have no tp_dict from 3.12: nothing of ours lives there.
             let Some(dict) = self.opt_ptr(t + fixed::TP_DICT, "type dict")? else { continue };
-            if let Some((_, v)) = self.str_items(dict)?.into_iter().find(|(k, _)| &**k == name) {
-                return Ok(Some(v));
+            if let Some((_, v)) = self.str_items(dict)?.iter().find(|(k, _)| &**k == name) {
+                return Ok(Some(*v));
             }
         }
         Ok(None)
@@ -622,7 +718,7 @@ impl<'m> Objects<'m> {
 
     // ---- modules and functions ----
 
-    pub fn module_dict(&self, module: u64) -> Result<Vec<(Rc<str>, u64)>> {
+    pub fn module_dict(&self, module: u64) -> Result<Attrs> {
         if !self.is_instance_of(module, "module")? {
             return Err(ObjectError::WrongType {
                 addr: module,
@@ -636,7 +732,7 @@ impl<'m> Objects<'m> {
 
     /// A module global.
     pub fn module_global(&self, module: u64, name: &str) -> Result<Option<u64>> {
-        Ok(self.module_dict(module)?.into_iter().find(|(k, _)| &**k == name).map(|(_, v)| v))
+        Ok(self.module_dict(module)?.iter().find(|(k, _)| &**k == name).map(|(_, v)| *v))
     }
 
     /// A Python function: its qualified name, file, first line, module and `__dict__`.
@@ -682,7 +778,7 @@ impl<'m> Objects<'m> {
             return Ok(None);
         }
         check_ptr(f.dict, "function dict")?;
-        Ok(self.str_items(f.dict)?.into_iter().find(|(k, _)| &**k == name).map(|(_, v)| v))
+        Ok(self.str_items(f.dict)?.iter().find(|(k, _)| &**k == name).map(|(_, v)| *v))
     }
 
     /// The function behind a callable: bound methods give their function, `functools.partial`
@@ -705,6 +801,40 @@ impl<'m> Objects<'m> {
             }
         }
         Ok(None)
+    }
+}
+
+enum StrData {
+    At {
+        data: u64,
+        len: u64,
+        kind: u8,
+    },
+    /// A non-compact str: the characters are behind the data pointer.
+    Behind,
+}
+
+fn str_len(head: &[u8]) -> u64 {
+    u64::from_ne_bytes(head[fixed::STR_LENGTH as usize..fixed::STR_LENGTH as usize + 8].try_into().unwrap())
+}
+
+fn str_kind(head: &[u8]) -> u8 {
+    (head[fixed::STR_STATE as usize] >> 2) & 7
+}
+
+/// Characters of `kind` bytes each: Latin-1, UCS-2 or UCS-4, little-endian.
+fn decode(raw: &[u8], kind: u8) -> Rc<str> {
+    match kind {
+        1 => raw.iter().map(|&b| b as char).collect::<String>().into(),
+        2 => {
+            String::from_utf16_lossy(&raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>())
+                .into()
+        }
+        _ => raw
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_le_bytes(c.try_into().unwrap())).unwrap_or('\u{fffd}'))
+            .collect::<String>()
+            .into(),
     }
 }
 

@@ -116,7 +116,7 @@ fn pattern(o: &Objects, p: u64) -> Result<std::result::Result<DjangoPattern, Str
         };
         let mut converters = Vec::new();
         if let Some(d) = o.own_attr(p, "converters")? {
-            for (name, conv) in o.str_items(d)? {
+            for (name, conv) in o.str_items(d)?.iter().cloned() {
                 let class = o.type_name_of(conv)?.to_string();
                 let Some(regex) = o.attr_str(conv, "regex")? else {
                     return Ok(Err(format!("converter {class} has no regex")));

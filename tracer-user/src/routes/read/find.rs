@@ -84,13 +84,16 @@ pub fn table(interp: &Interpreter, o: &Objects, pid: u32) -> Result<RouteTable, 
     if let Some(t) = from_worker(interp, o, &modules)? {
         return Ok(t);
     }
+    if let Some(t) = from_worker_frames(interp, o, &modules)? {
+        return Ok(t);
+    }
     // Module globals: the hinted modules first (a factory's module may keep what it made).
     let mut order: Vec<&(Rc<str>, u64)> =
         modules.iter().filter(|(n, _)| hints.iter().any(|(m, _)| **m == **n)).collect();
     order.extend(modules.iter().filter(|(n, _)| scanned_module(n) && !hints.iter().any(|(m, _)| **m == **n)));
     let mut seen = 0;
     for (name, m) in order {
-        for (global, obj) in o.module_dict(*m)? {
+        for (global, obj) in o.module_dict(*m)?.iter().cloned() {
             seen += 1;
             if seen > MAX_GLOBALS {
                 break;
@@ -187,11 +190,74 @@ fn from_worker(
         if !o.is_instance_of(worker, "Worker")? {
             continue;
         }
-        for attr in ["wsgi", "asgi"] {
-            if let Some(app) = o.own_attr(worker, attr)? {
-                if let Some(t) = app_table(o, app, format!("gunicorn worker.{attr}"), modules)? {
+        if let Some(t) = worker_app(o, worker, modules)? {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
+/// Functions of Gunicorn's workers that run for the worker's whole life, `self` their local 0:
+/// some thread is inside one of them (the main thread, under `run`).
+const WORKER_FRAMES: [&str; 5] = ["run", "run_for_one", "run_for_multiple", "init_process", "handle"];
+/// Thread states and frames per thread looked at at most.
+const MAX_THREADS: usize = 64;
+const MAX_FRAMES: usize = 128;
+
+/// The Gunicorn worker found on a thread's stack (for interpreters whose signal handlers are
+/// out of reach, 3.8–3.11): a frame of one of its methods holds it as `self`.
+fn from_worker_frames(
+    interp: &Interpreter,
+    o: &Objects,
+    modules: &[(Rc<str>, u64)],
+) -> Result<Option<RouteTable>, RoutesError> {
+    let l = interp.layout;
+    let f = &l.frames;
+    let head = o.ptr(interp.runtime_addr + l.runtime_interpreters_head, "interpreter state")?;
+    let mut tstate = o.opt_ptr(head + l.interp_threads_head, "thread state")?;
+    for _ in 0..MAX_THREADS {
+        let Some(t) = tstate else { break };
+        let mut frame = match f.cframe_current_frame {
+            Some(cur) => match o.opt_ptr(t + f.tstate_frame, "cframe")? {
+                Some(cframe) => o.opt_ptr(cframe + cur, "frame")?,
+                None => None,
+            },
+            None => o.opt_ptr(t + f.tstate_frame, "frame")?,
+        };
+        for _ in 0..MAX_FRAMES {
+            let Some(fr) = frame else { break };
+            frame = o.opt_ptr(fr + f.frame_previous, "previous frame")?;
+            if let (Some(owner_at), Some(cstack)) = (f.frame_owner, f.owner_cstack) {
+                if o.u64(fr + owner_at)? as u8 >= cstack {
+                    continue; // a C-stack shim or entry frame: no code
+                }
+            }
+            let code = o.u64(fr + f.frame_code)? & !f.code_tag_mask;
+            if code == 0 || o.type_name_of(code).map_or(true, |n| &*n != "code") {
+                continue;
+            }
+            let name = o.str(o.ptr(code + f.code_name, "code name")?)?;
+            if !WORKER_FRAMES.contains(&&*name) {
+                continue;
+            }
+            let Some(me) = o.opt_ptr(fr + interp.objects.frame_locals, "self")? else { continue };
+            if o.is_instance_of(me, "Worker")? {
+                if let Some(t) = worker_app(o, me, modules)? {
                     return Ok(Some(t));
                 }
+            }
+        }
+        tstate = o.opt_ptr(t + l.tstate_next, "next thread state")?;
+    }
+    Ok(None)
+}
+
+/// The app a Gunicorn worker loaded.
+fn worker_app(o: &Objects, worker: u64, modules: &[(Rc<str>, u64)]) -> Result<Option<RouteTable>, RoutesError> {
+    for attr in ["wsgi", "asgi"] {
+        if let Some(app) = o.own_attr(worker, attr)? {
+            if let Some(t) = app_table(o, app, format!("gunicorn worker.{attr}"), modules)? {
+                return Ok(Some(t));
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::routes::table::{
 pub fn read(o: &Objects, app: u64, found_at: String) -> Result<RouteTable> {
     let url_map = o.own_attr(app, "url_map")?.ok_or_else(|| missing(app, "Flask app without url_map"))?;
     let views = match o.own_attr(app, "view_functions")? {
-        Some(d) => o.str_items(d)?.into_iter().collect::<HashMap<_, _>>(),
+        Some(d) => o.str_items(d)?.iter().cloned().collect::<HashMap<_, _>>(),
         None => HashMap::new(),
     };
     let host_matching = o.attr_bool(url_map, "host_matching")?.unwrap_or(false);
@@ -21,7 +21,7 @@ pub fn read(o: &Objects, app: u64, found_at: String) -> Result<RouteTable> {
     let rule_objs: Vec<u64> = match o.own_attr(url_map, "_rules_by_endpoint")? {
         Some(by_endpoint) => {
             let mut all = Vec::new();
-            for (_, rules) in o.str_items(by_endpoint)? {
+            for (_, rules) in o.str_items(by_endpoint)?.iter().cloned() {
                 all.extend(o.sequence(rules)?);
             }
             all
@@ -53,7 +53,7 @@ pub fn read(o: &Objects, app: u64, found_at: String) -> Result<RouteTable> {
         };
         let mut converters = Vec::new();
         if let Some(d) = o.own_attr(r, "_converters")? {
-            for (name, conv) in o.str_items(d)? {
+            for (name, conv) in o.str_items(d)?.iter().cloned() {
                 converters.push((name.to_string(), converter(o, conv)?));
             }
         }

@@ -116,7 +116,7 @@ fn route(o: &Objects, r: u64, depth: u32) -> Result<StarletteRoute> {
     let Some(path) = o.attr_str(r, "path")? else { return Ok(StarletteRoute::Other { kind }) };
     let mut params = Vec::new();
     if let Some(d) = o.own_attr(r, "param_convertors")? {
-        for (name, conv) in o.str_items(d)? {
+        for (name, conv) in o.str_items(d)?.iter().cloned() {
             let regex = o.attr_str(conv, "regex")?.map_or_else(|| "[^/]+".to_string(), |s| s.to_string());
             params.push((name.to_string(), regex));
         }

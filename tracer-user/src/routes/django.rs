@@ -172,3 +172,197 @@ fn compile_pattern(pattern: &DjangoPattern) -> Result<Regex, PatternError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::{DjangoConverter, Framework, RouteTable, Rules};
+    use super::super::view::tests::{class, func};
+    use super::super::Matcher;
+    use super::*;
+
+    fn route(route: &str, converters: &[(&str, &str, &str)], is_endpoint: bool) -> DjangoPattern {
+        let converters = converters
+            .iter()
+            .map(|(n, class, regex)| {
+                ((*n).to_owned(), DjangoConverter { class: (*class).to_owned(), regex: (*regex).to_owned() })
+            })
+            .collect();
+        DjangoPattern::Route { route: route.to_owned(), converters, is_endpoint }
+    }
+
+    fn regex(regex: &str, is_endpoint: bool) -> DjangoPattern {
+        DjangoPattern::Regex { regex: regex.to_owned(), is_endpoint }
+    }
+
+    fn pattern(pattern: DjangoPattern, view: &str) -> DjangoEntry {
+        DjangoEntry::Pattern { pattern, name: None, view: func(view) }
+    }
+
+    fn resolver(pattern: DjangoPattern, children: Vec<DjangoEntry>) -> DjangoEntry {
+        DjangoEntry::Resolver { pattern, namespace: None, children }
+    }
+
+    fn matcher(entries: Vec<DjangoEntry>) -> Matcher {
+        Matcher::new(RouteTable {
+            framework: Framework::Django,
+            found_at: "ROOT_URLCONF djurls".to_owned(),
+            rules: Rules::Django(entries),
+            skipped: Vec::new(),
+        })
+    }
+
+    /// The urlconf as Django 4.2 built it (patterns, converters and their regexes read back from
+    /// the URLPattern/URLResolver objects); `yyyy` is a registered custom converter.
+    fn entries() -> Vec<DjangoEntry> {
+        vec![
+            pattern(route("", &[], true), "home"),
+            pattern(route("articles/<int:year>/", &[("year", "IntConverter", "[0-9]+")], true), "year"),
+            pattern(route("articles/<yyyy:year>/archive/", &[("year", "YearConverter", "[0-9]{4}")], true), "archive"),
+            pattern(route("articles/<slug:slug>/", &[("slug", "SlugConverter", "[-a-zA-Z0-9_]+")], true), "article"),
+            pattern(
+                route(
+                    "u/<uuid:id>/",
+                    &[("id", "UUIDConverter", "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")],
+                    true,
+                ),
+                "uuid",
+            ),
+            pattern(route("files/<path:p>", &[("p", "PathConverter", ".+")], true), "files"),
+            pattern(route("str/<str:s>/x", &[("s", "StringConverter", "[^/]+")], true), "str"),
+            pattern(route("plain/<name>/", &[("name", "StringConverter", "[^/]+")], true), "plain"),
+            pattern(regex("^legacy/(?P<id>[0-9]+)/$", true), "legacy"),
+            pattern(regex("^nodollar/(\\d+)", true), "nodollar"),
+            pattern(regex("anywhere", true), "anywhere"),
+            resolver(
+                route("api/", &[], false),
+                vec![
+                    pattern(route("users/", &[], true), "users"),
+                    pattern(route("users/<int:pk>/", &[("pk", "IntConverter", "[0-9]+")], true), "user"),
+                    pattern(regex("^re/(?P<x>[a-z]+)/$", true), "api_re"),
+                    resolver(
+                        route("v<int:ver>/", &[("ver", "IntConverter", "[0-9]+")], false),
+                        vec![pattern(route("items/", &[], true), "items"), pattern(route("", &[], true), "v_root")],
+                    ),
+                ],
+            ),
+            resolver(
+                regex("^old/", false),
+                vec![pattern(regex("^thing/$", true), "old_thing"), pattern(route("new/", &[], true), "old_new")],
+            ),
+            resolver(route("api/", &[], false), vec![pattern(route("later/", &[], true), "later")]),
+            resolver(
+                route("shop/", &[], false),
+                vec![resolver(route("", &[], false), vec![pattern(route("cart/", &[], true), "cart")])],
+            ),
+            pattern(route("foo/", &[], true), "foo"),
+        ]
+    }
+
+    #[test]
+    fn resolves_as_django_does() {
+        // Expectations from Django 4.2.30 itself: `django.urls.resolve(path_info)` with this
+        // urlconf as ROOT_URLCONF, path_info being `repercent_broken_unicode(unquote_to_bytes(raw))`
+        // as its WSGI handler computes it; `Some((ResolverMatch.route, view))` or `None` for
+        // Resolver404. The route is what OpenTelemetry writes (empty: no attribute).
+        let m = matcher(entries());
+        assert!(m.table().skipped.is_empty(), "{:?}", m.table().skipped);
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("/", Some(("", "home"))),
+            ("", Some(("", "home"))),
+            ("/articles/2024/", Some(("articles/<int:year>/", "year"))),
+            ("/articles/2024", None),
+            ("/articles/2024/archive/", Some(("articles/<yyyy:year>/archive/", "archive"))),
+            ("/articles/hello-world_1/", Some(("articles/<slug:slug>/", "article"))),
+            ("/articles/héllo/", None),
+            ("/u/12345678-1234-1234-1234-123456789abc/", Some(("u/<uuid:id>/", "uuid"))),
+            ("/u/12345678-1234-1234-1234-123456789ABC/", None),
+            ("/files/a/b/c.txt", Some(("files/<path:p>", "files"))),
+            ("/files/", None),
+            ("/str/a%20b/x", Some(("str/<str:s>/x", "str"))),
+            ("/plain/x/", Some(("plain/<name>/", "plain"))),
+            ("/legacy/12/", Some(("^legacy/(?P<id>[0-9]+)/$", "legacy"))),
+            ("/legacy/12/extra", None),
+            ("/nodollar/12/whatever", Some(("^nodollar/(\\d+)", "nodollar"))),
+            ("/zzz/anywhere/zzz", Some(("anywhere", "anywhere"))),
+            ("/api/users/", Some(("api/users/", "users"))),
+            ("/api/users/3/", Some(("api/users/<int:pk>/", "user"))),
+            ("/api/re/abc/", Some(("api/re/(?P<x>[a-z]+)/$", "api_re"))),
+            ("/api/v2/items/", Some(("api/v<int:ver>/items/", "items"))),
+            ("/api/v2/", Some(("api/v<int:ver>/", "v_root"))),
+            ("/api/later/", Some(("api/later/", "later"))),
+            ("/old/thing/", Some(("^old/thing/$", "old_thing"))),
+            ("/old/new/", Some(("^old/new/", "old_new"))),
+            ("/shop/cart/", Some(("shop/cart/", "cart"))),
+            ("/foo", None),
+            ("/foo/", Some(("foo/", "foo"))),
+            ("foo/", None),
+            ("//foo/", None),
+            ("/api/nope/", None),
+            ("/articles/%FF/", None),
+            ("/plain/%C3%A9/", Some(("plain/<name>/", "plain"))),
+            ("/plain/%FF/", Some(("plain/<name>/", "plain"))),
+            ("/files/a%2Fb", Some(("files/<path:p>", "files"))),
+        ];
+        for (path, want) in cases {
+            for method in ["GET", "POST", "PATCH"] {
+                let got = m.resolve(method, path);
+                let ok = match (want, &got) {
+                    (Some((route, view)), Outcome::Found { route: r, code: Some(code) }) => {
+                        r == route && code.qualname == *view
+                    }
+                    (None, Outcome::NotFound) => true,
+                    _ => false,
+                };
+                assert!(ok, "{method} {path:?}: want {want:?}, got {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn class_based_view_method_and_join_route() {
+        let entries = vec![DjangoEntry::Pattern {
+            pattern: route("item/", &[], true),
+            name: Some("item".to_owned()),
+            view: class("ItemView", &["get", "put"]),
+        }];
+        let m = matcher(entries);
+        let code = |method| match m.resolve(method, "/item/") {
+            Outcome::Found { code, .. } => code.map(|c| c.qualname.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code("GET").as_deref(), Some("ItemView.get"));
+        assert_eq!(code("HEAD").as_deref(), Some("ItemView.get"));
+        assert_eq!(code("PUT").as_deref(), Some("ItemView.put"));
+        assert_eq!(code("DELETE").as_deref(), Some("ItemView.as_view"));
+        // `URLResolver._join_route`.
+        assert_eq!(join_route("", "^a/$"), "^a/$");
+        assert_eq!(join_route("^x/", "^a/$"), "^x/a/$");
+        assert_eq!(join_route("x/", "a/"), "x/a/");
+    }
+
+    #[test]
+    fn unrunnable_patterns_are_skipped_and_the_rest_still_resolve() {
+        let m = matcher(vec![
+            pattern(regex(r"^(?P<a>x)/(?P=a)/$", true), "backref"),
+            resolver(
+                route("api/", &[], false),
+                vec![pattern(regex(r"^(?=y)y/$", true), "look"), pattern(route("ok/", &[], true), "ok")],
+            ),
+            pattern(route("m/<int:pk>/", &[], true), "missing"),
+        ]);
+        let reasons: Vec<(&str, &str)> =
+            m.table().skipped.iter().map(|s| (s.rule.as_str(), s.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    r"^(?P<a>x)/(?P=a)/$",
+                    "Python regex feature not supported by the regex crate: named back-references (?P=name)"
+                ),
+                (r"api/(?=y)y/$", "Python regex feature not supported by the regex crate: lookahead"),
+                ("m/<int:pk>/", "no converter read for <pk>"),
+            ]
+        );
+        assert!(matches!(m.resolve("GET", "/api/ok/"), Outcome::Found { route, .. } if route == "api/ok/"));
+    }
+}

@@ -218,3 +218,161 @@ fn compile_path(path: &str, params: &[(String, String)]) -> Result<Regex, PathEr
     rx.push_str(r"\n?\z");
     Ok(pyregex::compile(&rx)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::{Framework, RouteTable, Rules};
+    use super::super::view::tests::{class, func};
+    use super::super::Matcher;
+    use super::*;
+
+    fn params(ps: &[(&str, &str)]) -> Vec<(String, String)> {
+        ps.iter().map(|(n, r)| ((*n).to_owned(), (*r).to_owned())).collect()
+    }
+
+    fn route(path: &str, ps: &[(&str, &str)], methods: Option<&[&str]>, endpoint: &str) -> StarletteRoute {
+        StarletteRoute::Route {
+            path: path.to_owned(),
+            params: params(ps),
+            methods: methods.map(|ms| ms.iter().map(|m| (*m).to_owned()).collect()),
+            view: func(endpoint),
+        }
+    }
+
+    fn mount(path: &str, ps: &[(&str, &str)], routes: Vec<StarletteRoute>) -> StarletteRoute {
+        StarletteRoute::Mount { path: path.to_owned(), params: params(ps), routes }
+    }
+
+    fn matcher(routes: Vec<StarletteRoute>) -> Matcher {
+        Matcher::new(RouteTable {
+            framework: Framework::Starlette,
+            found_at: "app:app".to_owned(),
+            rules: Rules::Starlette(routes),
+            skipped: Vec::new(),
+        })
+    }
+
+    /// The routes as Starlette 1.10 built them (paths, convertor regexes, methods with the
+    /// automatic HEAD); `/static` mounts an app whose routes are not readable.
+    fn routes() -> Vec<StarletteRoute> {
+        vec![
+            route("/", &[], Some(&["GET", "HEAD"]), "home"),
+            route("/users/{uid:int}", &[("uid", "[0-9]+")], Some(&["GET", "HEAD"]), "user"),
+            route("/users/{name}", &[("name", "[^/]+")], Some(&["POST"]), "user_name"),
+            route("/users/me", &[], Some(&["GET", "HEAD"]), "me"),
+            route("/f/{x:float}", &[("x", "[0-9]+(\\.[0-9]+)?")], Some(&["GET", "HEAD"]), "float"),
+            route("/files/{p:path}", &[("p", ".*")], Some(&["GET", "HEAD"]), "files"),
+            route(
+                "/u/{id:uuid}",
+                &[("id", "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")],
+                Some(&["GET", "HEAD"]),
+                "uuid",
+            ),
+            route("/only-put", &[], Some(&["PUT"]), "put"),
+            route("/only-put", &[], Some(&["DELETE"]), "put2"),
+            StarletteRoute::Other { kind: "WebSocketRoute".to_owned() },
+            mount(
+                "/sub",
+                &[("path", ".*")],
+                vec![
+                    route("/", &[], Some(&["GET", "HEAD"]), "sub_root"),
+                    route("/items/{id:int}", &[("id", "[0-9]+")], Some(&["POST"]), "sub_item"),
+                    mount("/deep", &[("path", ".*")], vec![route("/x", &[], Some(&["GET", "HEAD"]), "deep_x")]),
+                ],
+            ),
+            mount("/static", &[("path", ".*")], vec![]),
+        ]
+    }
+
+    type Case = (&'static str, &'static str, Option<&'static str>, &'static str, Option<&'static str>);
+
+    #[test]
+    fn matches_as_starlette_and_opentelemetry_do() {
+        // Expectations from Starlette 1.10 itself (installed aside, not a dependency): the route
+        // from a copy of opentelemetry-instrumentation-fastapi's `_get_route_details` over the
+        // top-level routes, the serving endpoint from `Router.app`'s choice (first FULL, mounts
+        // descended, else the first PARTIAL → 405), with `scope["path"] = unquote(raw)`.
+        let m = matcher(routes());
+        assert!(m.table().skipped.is_empty(), "{:?}", m.table().skipped);
+        // (method, path, http.route, what the router did, the serving endpoint)
+        let cases: &[Case] = &[
+            ("GET", "/", Some("/"), "full", Some("home")),
+            ("GET", "/users/3", Some("/users/{uid:int}"), "full", Some("user")),
+            ("POST", "/users/3", Some("/users/{name}"), "full", Some("user_name")),
+            ("HEAD", "/users/3", Some("/users/{uid:int}"), "full", Some("user")),
+            ("DELETE", "/users/3", Some("/users/{name}"), "405", None),
+            ("GET", "/users/me", Some("/users/me"), "full", Some("me")),
+            ("POST", "/users/bob", Some("/users/{name}"), "full", Some("user_name")),
+            ("GET", "/users/bob", Some("/users/{name}"), "405", None),
+            ("GET", "/users/3/", None, "404", None),
+            ("GET", "/f/1.5", Some("/f/{x:float}"), "full", Some("float")),
+            ("GET", "/f/2", Some("/f/{x:float}"), "full", Some("float")),
+            ("GET", "/files/a/b", Some("/files/{p:path}"), "full", Some("files")),
+            ("GET", "/files/", Some("/files/{p:path}"), "full", Some("files")),
+            ("GET", "/u/12345678-1234-1234-1234-123456789abc", Some("/u/{id:uuid}"), "full", Some("uuid")),
+            ("GET", "/only-put", Some("/only-put"), "405", None),
+            ("GET", "/ws", None, "404", None),
+            ("GET", "/sub/", Some("/sub"), "full", Some("sub_root")),
+            ("GET", "/sub", None, "404", None),
+            ("POST", "/sub/items/4", Some("/sub"), "full", Some("sub_item")),
+            ("GET", "/sub/items/4", Some("/sub"), "405", None),
+            ("GET", "/sub/deep/x", Some("/sub"), "full", Some("deep_x")),
+            ("GET", "/sub/nope", Some("/sub"), "404", None),
+            ("GET", "/static/css/a.css", Some("/static"), "full", None),
+            ("GET", "/nope", None, "404", None),
+            ("GET", "/users/b%C3%B6b", Some("/users/{name}"), "405", None),
+            ("POST", "/users/a%2Fb", None, "404", None),
+        ];
+        for (method, path, route, served, code) in cases {
+            let got = m.resolve(method, path);
+            let got_code = match &got {
+                Outcome::Found { code, .. } => code.map(|c| c.qualname.as_str()),
+                _ => None,
+            };
+            let ok = match (*served, &got) {
+                ("full", Outcome::Found { route: r, .. }) => Some(r.as_str()) == *route && got_code == *code,
+                ("405", Outcome::MethodNotAllowed { route: r }) => r.as_deref() == *route,
+                // A mount's router answered 404: OpenTelemetry still writes the mount's path.
+                ("404", Outcome::Found { route: r, code: None }) => Some(r.as_str()) == *route,
+                ("404", Outcome::NotFound) => route.is_none(),
+                _ => false,
+            };
+            assert!(ok, "{method} {path:?}: want {route:?} {served} {code:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn mount_at_root_gives_an_empty_route_and_class_views_by_method() {
+        let mut r = route("/items", &[], None, "items");
+        if let StarletteRoute::Route { view, .. } = &mut r {
+            *view = class("Items", &["get", "post"]);
+        }
+        let m = matcher(vec![mount("", &[("path", ".*")], vec![r])]);
+        match m.resolve("POST", "/items") {
+            Outcome::Found { route, code } => {
+                assert_eq!(route, "");
+                assert_eq!(code.map(|c| c.qualname.as_str()), Some("Items.post"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unrunnable_routes_are_skipped() {
+        let m = matcher(vec![
+            route("/a/{x}", &[("x", "(?<=a)b")], None, "look"),
+            route("/b/{y}", &[], None, "missing"),
+            route("/ok", &[], None, "ok"),
+        ]);
+        let reasons: Vec<(&str, &str)> =
+            m.table().skipped.iter().map(|s| (s.rule.as_str(), s.reason.as_str())).collect();
+        assert_eq!(
+            reasons,
+            [
+                ("/a/{x}", "Python regex feature not supported by the regex crate: lookbehind"),
+                ("/b/{y}", "no convertor read for {y}"),
+            ]
+        );
+        assert!(matches!(m.resolve("GET", "/ok"), Outcome::Found { .. }));
+    }
+}

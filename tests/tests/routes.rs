@@ -702,4 +702,17 @@ fn routes_command_lists_the_flask_app() {
     assert_eq!(got["skipped"], json!([]), "{got}");
     let keys: Vec<&String> = got.as_object().expect("an object").keys().collect();
     assert_eq!(keys.len(), 5, "pid, framework, found_at, routes, skipped: {got}");
+    assert_eq!(got["found_at"], "routes_flask_app:app", "the command line's module:variable: {got}");
+
+    // `discover` says the same in one line per traced process.
+    let out = Command::new(pytracer_bin()).args(["discover", "--json"]).output().expect("running pytracer discover");
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|c| c["pid"] == json!(worker))
+        .unwrap_or_else(|| panic!("discover lists the worker {worker}"));
+    // Rules, not listing entries: a class-based view's rule is one entry per method.
+    let rules: std::collections::BTreeSet<&str> =
+        want["routes"].as_array().expect("a list").iter().filter_map(|r| r["route"].as_str()).collect();
+    assert_eq!(line["routes"], json!(format!("flask, {} rules (routes_flask_app:app)", rules.len())), "{line}");
 }

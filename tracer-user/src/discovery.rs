@@ -61,7 +61,7 @@ pub enum PythonSummary {
         stack_walk: String,
         /// `_PyEval_EvalFrameDefault` starts with endbr64 (its probe then goes 4 bytes in).
         eval_frame_endbr64: bool,
-        /// The app's routes: "flask, 12 routes (gapp:app)", or why there are none (a master
+        /// The app's routes: "flask, 12 rules (gapp:app)", or why there are none (a master
         /// that has not loaded the app, Django before its first request).
         routes: String,
     },
@@ -82,7 +82,7 @@ impl PythonSummary {
                 offsets: layout_source.as_str().into(),
                 eval_frame_endbr64: build.eval_frame_endbr64,
                 routes: match crate::routes::read::read(pid) {
-                    Ok((t, _)) => format!("{}, {} routes ({})", t.framework.as_str(), t.len(), t.found_at),
+                    Ok((t, _)) => format!("{}, {} rules ({})", t.framework.as_str(), t.len(), t.found_at),
                     Err(e) => format!("none: {e}"),
                 },
                 version: build.version.to_string(),

@@ -99,7 +99,7 @@ impl Agent {
                 let m = Matcher::new(table);
                 let tab = m.table();
                 log::debug!(
-                    "pid {pid}: {} routes of a {} app ({}) in {reads} reads, {} skipped",
+                    "pid {pid}: {} rules of a {} app ({}) in {reads} reads, {} skipped",
                     tab.len(),
                     tab.framework.as_str(),
                     tab.found_at,

@@ -145,6 +145,17 @@ impl Tracer {
         TraceResult { spans, stderr }
     }
 
+    /// [`Self::stop`] for output that is not JSON lines (`--format pretty`): the output file's
+    /// text and the agent's stderr.
+    pub fn stop_raw(mut self) -> (String, String) {
+        let status = self.interrupt_and_wait();
+        let stderr = self.stderr_now();
+        assert!(status.is_some_and(|s| s.success()), "pytracer did not exit cleanly ({status:?}): {stderr}");
+        let text = std::fs::read_to_string(&self.output_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}; stderr:\n{stderr}", self.output_path.display()));
+        (text, stderr)
+    }
+
     /// Some(status) if it exited within the timeout, None if it had to be killed.
     fn interrupt_and_wait(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

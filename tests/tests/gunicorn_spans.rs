@@ -147,3 +147,31 @@ fn killed_worker_does_not_stop_tracing() {
     all_workers.push(victim);
     check_spans(&r.spans, &sent, g.port(), &all_workers);
 }
+
+/// `--format pretty`: one short line per request, `{method} {route} {status} {duration} {view}()
+/// {file}:{line} pid {pid}`, or without route and view where no rule served it.
+#[test]
+fn pretty_format_gives_one_line_per_request() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(1));
+    let t = Tracer::start(&[g.pid()], &["--format", "pretty"]);
+    send(g.port(), "GET", "/users/7", b"", 200);
+    send(g.port(), "GET", "/nope", b"", 404);
+    let (out, stderr) = t.stop_raw();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}\n{stderr}");
+    let pid = g.worker_pids()[0];
+    let (_, _, line) = testapp_view("GET", "/users/7").unwrap();
+    // The duration is the one part not known in advance: a number and its unit.
+    let duration = |d: &str| {
+        let (n, unit) = d.split_once(' ').unwrap_or_default();
+        n.parse::<f64>().is_ok() && ["µs", "ms", "s"].contains(&unit)
+    };
+    let user = lines[0].strip_prefix("GET /users/<int:user_id> 200 ").unwrap_or_else(|| panic!("{out}"));
+    let user = user.strip_suffix(&format!(" user() testapp.py:{line} pid {pid}")).unwrap_or_else(|| panic!("{out}"));
+    assert!(duration(user), "{out}");
+    let nope = lines[1].strip_prefix("GET 404 ").and_then(|l| l.strip_suffix(&format!(" pid {pid}")));
+    assert!(nope.is_some_and(duration), "{out}");
+}

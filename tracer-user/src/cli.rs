@@ -28,6 +28,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         sudo pytracer trace --pid $(pgrep -o gunicorn)\n  \
         sudo pytracer trace --pid 4242 --duration 30 --output spans.jsonl --metrics-addr 127.0.0.1:9464\n  \
+        sudo pytracer trace --pid 4242 --format pretty\n  \
         sudo pytracer trace --pid 4242 --frame-eval always --log-level debug")]
     Trace {
         /// A process to trace (typically a Gunicorn or uWSGI master); repeat for several.
@@ -39,6 +40,10 @@ pub enum Command {
         /// Write spans to this file instead of standard output.
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// How spans are written: json (one object per line, the default) or pretty (one short
+        /// line per span, each trace as a tree, for a terminal).
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "json")]
+        format: crate::export::sink::Format,
         /// Configuration file (service name, redaction); see config/pytracer.yaml.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -65,6 +70,10 @@ pub enum Command {
         /// Write spans to this file instead of the configured output or standard output.
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// How spans are written: json (one object per line, the default) or pretty (one short
+        /// line per span, each trace as a tree, for a terminal).
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format, default_value = "json")]
+        format: crate::export::sink::Format,
         /// Serve Prometheus metrics here instead of the configured metrics.listen.
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<SocketAddr>,
@@ -104,6 +113,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+fn parse_format(s: &str) -> Result<crate::export::sink::Format, String> {
+    match s {
+        "json" => Ok(crate::export::sink::Format::Json),
+        "pretty" => Ok(crate::export::sink::Format::Pretty),
+        _ => Err(format!("`{s}` is not a format: use json or pretty")),
+    }
+}
+
 fn parse_frame_eval(s: &str) -> Result<pytracer_config::FrameEvalMode, String> {
     use pytracer_config::FrameEvalMode::{Always, Off, Sampled};
     match s {
@@ -136,22 +153,38 @@ fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn std::io::Write>
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Trace { pids, duration, output, config, metrics_addr, frame_eval } => {
+        Command::Trace { pids, duration, output, format, config, metrics_addr, frame_eval } => {
             let mut config = load_config(config.as_ref())?;
             if let Some(mode) = frame_eval {
                 config.cpython.frame_eval.mode = mode;
             }
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
             let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
-            block_on(agent::run(Options { targets: Targets::Pids(pids), duration, config, output, metrics_addr, otlp }))
+            block_on(agent::run(Options {
+                targets: Targets::Pids(pids),
+                duration,
+                config,
+                output,
+                format,
+                metrics_addr,
+                otlp,
+            }))
         }
-        Command::Run { config, duration, output, metrics_addr } => {
+        Command::Run { config, duration, output, format, metrics_addr } => {
             let config = load_config(config.as_ref())?;
             let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
             // Validated when the config was loaded.
             let metrics_addr = metrics_addr.or_else(|| config.metrics.listen.as_ref().and_then(|a| a.parse().ok()));
             let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
-            block_on(agent::run(Options { targets: Targets::Discover, duration, config, output, metrics_addr, otlp }))
+            block_on(agent::run(Options {
+                targets: Targets::Discover,
+                duration,
+                config,
+                output,
+                format,
+                metrics_addr,
+                otlp,
+            }))
         }
         Command::Routes { pid, json } => print_routes(pid, json),
         Command::Discover { json, config } => {

@@ -35,7 +35,7 @@ fn interrupted() -> bool {
 }
 
 pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
-    setup::run()?;
+    setup::demo()?;
     let pytracer_bin = cmd::build_release("demo")?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     ensure_port_free(addr)?;
@@ -109,7 +109,7 @@ fn ensure_port_free(addr: SocketAddr) -> Result<()> {
 }
 
 fn start_gunicorn(addr: SocketAddr) -> Result<Supervised> {
-    let venv = paths::venv_dir();
+    let venv = setup::Venv::demo().dir;
     let mut command = Command::new(venv.join("bin/gunicorn"));
     command
         .args(["--workers", "2", "--worker-class", "sync", "--bind"])
@@ -157,10 +157,10 @@ fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
         sudo.arg("-n").arg(bin);
         sudo
     };
-    // The demo's few requests per second cost nothing to walk: every span shows its handler.
-    // Production runs keep the default sampled windows (see config/pytracer.yaml).
+    // Routes and handlers come from the app's route table in the default mode; pretty lines are
+    // what a person at the terminal reads (JSON lines stay the default for pipes and files).
     command
-        .args(["trace", "--frame-eval", "always", "--pid", &pid.to_string()])
+        .args(["trace", "--format", "pretty", "--pid", &pid.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())

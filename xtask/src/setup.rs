@@ -33,13 +33,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The trixie chroot of the interpreter tests (crate::chroot).
     "debootstrap",
 ];
+/// What building the agent needs (bpf-linker links against LLVM): all the demo installs.
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Written into the virtualenv once pip has installed requirements.txt with this interpreter.
 const VENV_MARKER: &str = ".pytracer-setup";
 
 pub fn run() -> Result<()> {
     let start = Instant::now();
-    step("debian packages", missing_debian_packages, install_debian_packages)?;
+    step("debian packages", || missing_debian_packages(DEBIAN_PACKAGES), install_debian_packages)?;
     step("rust-src (nightly)", rust_src_missing, |()| install_rust_src())?;
     step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
     venv(&Venv::tests())?;
@@ -62,6 +64,18 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask demo`'s set-up: the build's packages and toolchain, and the demo app's one small
+/// virtualenv; none of the tests' servers, interpreters or chroots.
+pub fn demo() -> Result<()> {
+    let start = Instant::now();
+    step("debian packages (build only)", || missing_debian_packages(BUILD_PACKAGES), install_debian_packages)?;
+    step("rust-src (nightly)", rust_src_missing, |()| install_rust_src())?;
+    step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
+    venv(&Venv::demo())?;
+    eprintln!("[setup] demo set-up done ({:.1}s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// The pyenv CPython series the interpreter tests run the same Flask and Django apps on.
 pub const INTERPRETER_SERIES: [&str; 6] = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
 
@@ -75,11 +89,21 @@ pub struct Venv {
 }
 
 impl Venv {
-    /// The test and demo apps' virtualenv.
+    /// The test apps' virtualenv.
     pub fn tests() -> Venv {
         Venv {
             dir: paths::venv_dir(),
             requirements: paths::requirements_txt(),
+            python: None,
+            series: paths::PYTHON_SERIES,
+        }
+    }
+
+    /// The demo app's: Gunicorn and Flask only.
+    pub fn demo() -> Venv {
+        Venv {
+            dir: paths::repo_root().join(format!(".venvs/demo-{}", paths::PYTHON_SERIES)),
+            requirements: paths::repo_root().join("demo/requirements.txt"),
             python: None,
             series: paths::PYTHON_SERIES,
         }
@@ -161,11 +185,11 @@ fn step<T>(name: &str, check: impl FnOnce() -> Result<Option<T>>, install: impl 
     Ok(())
 }
 
-fn missing_debian_packages() -> Result<Option<Vec<&'static str>>> {
+fn missing_debian_packages(wanted: &'static [&'static str]) -> Result<Option<Vec<&'static str>>> {
     // dpkg-query exits 1 when a package is unknown to dpkg, so read its output whatever the status.
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${Status}\n"])
-        .args(DEBIAN_PACKAGES)
+        .args(wanted)
         .stdin(Stdio::null())
         .output()
         .context("cannot run dpkg-query (this set-up expects Debian bookworm)")?;
@@ -173,7 +197,7 @@ fn missing_debian_packages() -> Result<Option<Vec<&'static str>>> {
         .lines()
         .filter_map(|line| line.strip_suffix(" install ok installed"))
         .collect();
-    let missing: Vec<_> = DEBIAN_PACKAGES.iter().copied().filter(|p| !installed.contains(p)).collect();
+    let missing: Vec<_> = wanted.iter().copied().filter(|p| !installed.contains(p)).collect();
     Ok((!missing.is_empty()).then_some(missing))
 }
 
@@ -340,4 +364,26 @@ fn pyenv_root() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| paths::home().map(|h| h.join(".pyenv")))
         .filter(|root| root.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo installs what building needs and its app's venv, nothing the tests need: no
+    /// servers, no other interpreters, no chroots, no uWSGI to compile.
+    #[test]
+    fn the_demo_set_up_skips_the_test_only_steps() {
+        assert!(BUILD_PACKAGES.iter().all(|p| DEBIAN_PACKAGES.contains(p)), "a subset of the full set-up");
+        for test_only in ["postgresql", "redis-server", "nginx", "debootstrap", "wrk", "gdb", "python3.11-dev"] {
+            assert!(!BUILD_PACKAGES.contains(&test_only), "{test_only}");
+        }
+        let src = include_str!("setup.rs");
+        let demo = &src[src.find("pub fn demo()").unwrap()..];
+        let demo = &demo[..demo.find("\n}\n").unwrap()];
+        assert_eq!(demo.matches("venv(&").count(), 1, "one virtualenv:\n{demo}");
+        assert!(!demo.contains("chroot") && !demo.contains("INTERPRETER_SERIES"), "{demo}");
+        let reqs = fs::read_to_string(Venv::demo().requirements).unwrap();
+        assert!(!reqs.to_lowercase().contains("uwsgi") && reqs.contains("gunicorn==") && reqs.contains("Flask=="));
+    }
 }

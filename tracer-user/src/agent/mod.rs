@@ -16,7 +16,7 @@ use crate::bpf::probes::Probes;
 use crate::clock::Clock;
 use crate::cpython;
 use crate::export::otlp;
-use crate::export::sink::{JsonLines, Sinks, SpanSink};
+use crate::export::sink::{Format, Sinks, SpanSink};
 use crate::metrics::{self, Metrics};
 use crate::piece::Piece;
 use crate::procinfo::ProcInfo;
@@ -50,6 +50,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub config: Config,
     pub output: Box<dyn Write>,
+    /// JSON lines or pretty lines.
+    pub format: Format,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where to export spans over OTLP/HTTP, if anywhere (JSON lines are always written).
@@ -114,7 +116,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         reported_drops: 0,
         metrics,
         sink: Sinks {
-            json: JsonLines::new(opts.output),
+            lines: opts.format.sink(opts.output),
             otlp: opts.otlp.map(|s| {
                 log::info!("exporting spans over OTLP/HTTP to {}", s.url);
                 otlp::Exporter::start(s)

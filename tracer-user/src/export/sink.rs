@@ -47,9 +47,28 @@ impl SpanSink for otlp::Exporter {
     }
 }
 
-/// The JSON lines, and the OTLP exporter when one is configured.
+/// How spans are written to the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// One JSON object per line: for pipes, files and collectors.
+    #[default]
+    Json,
+    /// One short line per span, traces as trees: for a terminal (see pretty.rs).
+    Pretty,
+}
+
+impl Format {
+    pub fn sink(self, out: Box<dyn Write>) -> Box<dyn SpanSink> {
+        match self {
+            Format::Json => Box::new(JsonLines::new(out)),
+            Format::Pretty => Box::new(super::pretty::Pretty::new(out)),
+        }
+    }
+}
+
+/// The output (JSON lines or pretty), and the OTLP exporter when one is configured.
 pub struct Sinks {
-    pub json: JsonLines,
+    pub lines: Box<dyn SpanSink>,
     pub otlp: Option<otlp::Exporter>,
 }
 
@@ -59,11 +78,11 @@ impl SpanSink for Sinks {
         if let Some(e) = &mut self.otlp {
             SpanSink::send(e, span)?;
         }
-        self.json.send(span)
+        self.lines.send(span)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.json.flush()
+        self.lines.flush()
     }
 }
 
@@ -89,7 +108,7 @@ mod tests {
     #[test]
     fn json_lines_writes_one_line_per_span() {
         let buf = Shared::default();
-        let mut sinks = Sinks { json: JsonLines::new(Box::new(buf.clone())), otlp: None };
+        let mut sinks = Sinks { lines: Format::Json.sink(Box::new(buf.clone())), otlp: None };
         let ids = SpanIds::root();
         let span = Span {
             trace_id: ids.trace_id,

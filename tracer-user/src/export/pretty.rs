@@ -160,21 +160,9 @@ fn duration(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::SharedBuf;
     use crate::spans::{Attributes, SpanKind, Status, StatusCode};
     use serde_json::json;
-
-    #[derive(Clone, Default)]
-    struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.borrow_mut().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn span(id: &str, parent: Option<&str>, name: &str, start_us: u64, dur_us: u64, attrs: Value) -> Span {
         let Value::Object(attributes) = attrs else { panic!() };
@@ -199,7 +187,7 @@ mod tests {
     /// children finish first, the tree is printed when the root does, children under parents.
     #[test]
     fn a_trace_is_printed_as_a_tree_when_its_root_finishes() {
-        let buf = Shared::default();
+        let buf = SharedBuf::default();
         let mut p = Pretty::new(Box::new(buf.clone()));
         let code = json!({"code.function.name": "user", "code.file.path": "/srv/app.py", "code.line.number": 17});
         let mut root_attrs = code.clone();
@@ -231,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_trace_rooted_elsewhere_is_printed_when_quiet_or_at_exit() {
-        let buf = Shared::default();
+        let buf = SharedBuf::default();
         let mut p = Pretty::new(Box::new(buf.clone()));
         p.send(&span("s", Some("remote"), "POST /items", 0, 2_500_000, json!({"http.response.status_code": 201})))
             .unwrap();

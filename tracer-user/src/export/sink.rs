@@ -89,25 +89,12 @@ impl SpanSink for Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::SharedBuf;
     use crate::spans::{SpanIds, SpanKind, Status, StatusCode};
-
-    /// A writer the test can read back after the sink owns it.
-    #[derive(Clone, Default)]
-    struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.borrow_mut().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn json_lines_writes_one_line_per_span() {
-        let buf = Shared::default();
+        let buf = SharedBuf::default();
         let mut sinks = Sinks { lines: Format::Json.sink(Box::new(buf.clone())), otlp: None };
         let ids = SpanIds::root();
         let span = Span {

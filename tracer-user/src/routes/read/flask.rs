@@ -40,17 +40,7 @@ pub fn read(o: &Objects, app: u64, found_at: String) -> Result<RouteTable> {
         let domain_attr = if host_matching { "host" } else { "subdomain" };
         let domain = o.attr_str(r, domain_attr)?.map(|s| s.to_string()).unwrap_or_default();
         let redirect_to = o.attr(r, "redirect_to")?.map(|v| o.is_none(v)).transpose()?.is_some_and(|none| !none);
-        let methods = match o.attr(r, "methods")? {
-            Some(m) if !o.is_none(m)? => {
-                let mut v = Vec::new();
-                for s in o.set_items(m)? {
-                    v.push(o.str(s)?.to_string());
-                }
-                v.sort();
-                Some(v)
-            }
-            _ => None,
-        };
+        let methods = super::view::methods(o, o.attr(r, "methods")?)?;
         let mut converters = Vec::new();
         if let Some(d) = o.own_attr(r, "_converters")? {
             for (name, conv) in o.str_items(d)?.iter().cloned() {

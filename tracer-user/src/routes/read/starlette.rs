@@ -136,17 +136,7 @@ fn route(o: &Objects, r: u64, depth: u32) -> Result<StarletteRoute> {
         };
         return Ok(StarletteRoute::Mount { path: path.to_string(), params, routes });
     }
-    let methods = match o.own_attr(r, "methods")? {
-        Some(m) if !o.is_none(m)? => {
-            let mut v = Vec::new();
-            for s in o.set_items(m)? {
-                v.push(o.str(s)?.to_string());
-            }
-            v.sort();
-            Some(v)
-        }
-        _ => None,
-    };
+    let methods = super::view::methods(o, o.own_attr(r, "methods")?)?;
     let view = match o.own_attr(r, "endpoint")? {
         Some(e) => super::view::of_callable(o, e)?,
         None => crate::routes::table::View::default(),

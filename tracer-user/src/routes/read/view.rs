@@ -37,3 +37,18 @@ fn methods_of(o: &Objects, class: u64) -> Result<Vec<(String, Arc<crate::cpython
     }
     Ok(out)
 }
+
+/// A rule's `methods`: a set of upper-case strs, sorted; `None` (every method) when the rule has
+/// none or it is `None`.
+pub fn methods(o: &Objects, set: Option<u64>) -> Result<Option<Vec<String>>> {
+    let Some(set) = set else { return Ok(None) };
+    if o.is_none(set)? {
+        return Ok(None);
+    }
+    let mut v = Vec::new();
+    for s in o.set_items(set)? {
+        v.push(o.str(s)?.to_string());
+    }
+    v.sort();
+    Ok(Some(v))
+}

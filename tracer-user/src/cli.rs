@@ -78,6 +78,30 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<SocketAddr>,
     },
+    /// A live view of everything traced: per service and route, requests per second, errors,
+    /// p50/p95/p99 and the handler; per worker CPU, RSS and GC. `q` quits, `s` sorts.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer top\n  \
+        sudo pytracer top --pid $(pgrep -o gunicorn) --sort p99\n  \
+        sudo pytracer top --once --duration 10 > snapshot.txt")]
+    Top {
+        /// A process to trace (a Gunicorn or uWSGI master); repeat for several. None: every
+        /// process the configuration's discovery rules find.
+        #[arg(long = "pid", value_name = "PID")]
+        pids: Vec<u32>,
+        /// Trace for --duration seconds, print one plain table, exit (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// With --once: how long to trace.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "5")]
+        duration: Duration,
+        /// Sort the routes by requests, errors, p50, p95, p99 or route.
+        #[arg(long, value_name = "COLUMN", value_parser = crate::top::SortBy::parse, default_value = "requests")]
+        sort: crate::top::SortBy,
+        /// Configuration file; the shipped defaults when absent.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Print a running application's routes, read from its memory: methods, route, view, file:line.
     #[command(after_help = "Examples:\n  \
         sudo pytracer routes --pid 20149\n  \
@@ -168,6 +192,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 format,
                 metrics_addr,
                 otlp,
+                extra: None,
             }))
         }
         Command::Run { config, duration, output, format, metrics_addr } => {
@@ -184,9 +209,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 format,
                 metrics_addr,
                 otlp,
+                extra: None,
             }))
         }
         Command::Routes { pid, json } => print_routes(pid, json),
+        Command::Top { pids, once, duration, sort, config } => {
+            for &pid in &pids {
+                agent::read_target(pid)?;
+            }
+            let config = load_config(config.as_ref())?;
+            crate::top::run(crate::top::TopOptions { pids, once: once.then_some(duration), sort, config })
+        }
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;
             print_candidates(&discovery::scan(&config.discovery, true), json)

@@ -19,3 +19,4 @@ pub mod service;
 pub mod sockaddr;
 pub mod spans;
 pub mod stats;
+pub mod top;

@@ -32,6 +32,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "redis-server",
     // The trixie chroot of the interpreter tests (crate::chroot).
     "debootstrap",
+    // The test of `pytracer top`'s live view drives it in a terminal.
+    "tmux",
 ];
 /// What building the agent needs (bpf-linker links against LLVM): all the demo installs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];

@@ -56,6 +56,8 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where to export spans over OTLP/HTTP, if anywhere (JSON lines are always written).
     pub otlp: Option<otlp::Settings>,
+    /// One more destination (`pytracer top`'s statistics).
+    pub extra: Option<Box<dyn SpanSink>>,
 }
 
 struct Agent {
@@ -117,6 +119,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         metrics,
         sink: Sinks {
             lines: opts.format.sink(opts.output),
+            extra: opts.extra,
             otlp: opts.otlp.map(|s| {
                 log::info!("exporting spans over OTLP/HTTP to {}", s.url);
                 otlp::Exporter::start(s)

@@ -67,6 +67,11 @@ impl Interpreter {
         })
     }
 
+    /// GC counters and thread count, as the metrics read them.
+    pub fn gc_snapshot(&self) -> Result<super::runtime::Snapshot, super::runtime::RuntimeError> {
+        super::runtime::snapshot(&self.mem, self.runtime_addr, self.layout)
+    }
+
     /// A reader for one pass, capped at `budget` reads.
     pub fn reader(&self, budget: u32) -> Objects<'_> {
         Objects::new(&self.mem, self.objects, self.layout.frames, budget)

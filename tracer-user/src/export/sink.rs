@@ -70,6 +70,7 @@ impl Format {
 pub struct Sinks {
     pub lines: Box<dyn SpanSink>,
     pub otlp: Option<otlp::Exporter>,
+    pub extra: Option<Box<dyn SpanSink>>,
 }
 
 impl SpanSink for Sinks {
@@ -77,6 +78,9 @@ impl SpanSink for Sinks {
     fn send(&mut self, span: &Span) -> io::Result<()> {
         if let Some(e) = &mut self.otlp {
             SpanSink::send(e, span)?;
+        }
+        if let Some(e) = &mut self.extra {
+            e.send(span)?;
         }
         self.lines.send(span)
     }
@@ -95,7 +99,7 @@ mod tests {
     #[test]
     fn json_lines_writes_one_line_per_span() {
         let buf = SharedBuf::default();
-        let mut sinks = Sinks { lines: Format::Json.sink(Box::new(buf.clone())), otlp: None };
+        let mut sinks = Sinks { lines: Format::Json.sink(Box::new(buf.clone())), otlp: None, extra: None };
         let ids = SpanIds::root();
         let span = Span {
             trace_id: ids.trace_id,

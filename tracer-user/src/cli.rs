@@ -92,6 +92,9 @@ pub enum Command {
         /// Trace for --duration seconds, print one plain table, exit (for scripts).
         #[arg(long)]
         once: bool,
+        /// Also write the spans to this file, as JSON lines.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
         /// With --once: how long to trace.
         #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "5")]
         duration: Duration,
@@ -213,12 +216,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }))
         }
         Command::Routes { pid, json } => print_routes(pid, json),
-        Command::Top { pids, once, duration, sort, config } => {
+        Command::Top { pids, once, duration, sort, config, output } => {
             for &pid in &pids {
                 agent::read_target(pid)?;
             }
             let config = load_config(config.as_ref())?;
-            crate::top::run(crate::top::TopOptions { pids, once: once.then_some(duration), sort, config })
+            let output: Option<Box<dyn std::io::Write + Send>> = match &output {
+                Some(p) => Some(Box::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .with_context(|| format!("cannot open output file {}", p.display()))?,
+                )),
+                None => None,
+            };
+            crate::top::run(crate::top::TopOptions { pids, once: once.then_some(duration), sort, config, output })
         }
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;

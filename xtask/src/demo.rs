@@ -54,6 +54,10 @@ pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
 
     let mut gunicorn = start_gunicorn(addr)?;
     eprintln!("[demo] gunicorn master pid {} serving the demo app on http://{addr}", gunicorn.pid());
+    // At a terminal, with no time limit: the live view, the spans in a file.
+    if duration.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return live(&pytracer_bin, addr, gunicorn);
+    }
     let mut pytracer = start_pytracer(&pytracer_bin, gunicorn.pid())?;
     if interrupted() {
         return stop_all(pytracer, gunicorn);
@@ -82,6 +86,34 @@ pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
     stop_traffic.store(true, Ordering::Relaxed);
     let _ = traffic.join();
     stop_all(pytracer, gunicorn)
+}
+
+/// `pytracer top` in the foreground until `q`, with traffic, the spans also written to a file.
+fn live(bin: &std::path::Path, addr: SocketAddr, mut gunicorn: Supervised) -> Result<()> {
+    let spans = std::env::temp_dir().join(format!("pytracer-demo-spans-{}.jsonl", std::process::id()));
+    let mut command = if cmd::is_root() { Command::new(bin) } else { sudo(bin) };
+    command.args(["top", "--pid", &gunicorn.pid().to_string(), "--output"]).arg(&spans);
+    eprintln!("[demo] {}", cmd::describe(&command));
+    eprintln!("[demo] spans also go to {} (JSON lines); q quits", spans.display());
+    thread::sleep(Duration::from_secs(2));
+    let stop_traffic = Arc::new(AtomicBool::new(false));
+    let traffic = traffic::start(addr, stop_traffic.clone());
+    let status = command.status().with_context(|| format!("cannot start `{}`", cmd::describe(&command)));
+    stop_traffic.store(true, Ordering::Relaxed);
+    let _ = traffic.join();
+    gunicorn.stop()?;
+    let status = status?;
+    if !status.success() {
+        bail!("pytracer top exited with {status}");
+    }
+    eprintln!("[demo] stopped; the spans are in {}", spans.display());
+    Ok(())
+}
+
+fn sudo(bin: &std::path::Path) -> Command {
+    let mut sudo = Command::new("sudo");
+    sudo.arg("-n").arg(bin);
+    sudo
 }
 
 fn stop_all(mut pytracer: Supervised, mut gunicorn: Supervised) -> Result<()> {
@@ -149,14 +181,8 @@ enum StderrEvent {
 }
 
 fn start_pytracer(bin: &std::path::Path, pid: u32) -> Result<Supervised> {
-    let mut command = if cmd::is_root() {
-        Command::new(bin)
-    } else {
-        // sudo relays the SIGINT sent to it on stop.
-        let mut sudo = Command::new("sudo");
-        sudo.arg("-n").arg(bin);
-        sudo
-    };
+    // sudo relays the SIGINT sent to it on stop.
+    let mut command = if cmd::is_root() { Command::new(bin) } else { sudo(bin) };
     // Routes and handlers come from the app's route table in the default mode; pretty lines are
     // what a person at the terminal reads (JSON lines stay the default for pipes and files).
     command

@@ -28,12 +28,14 @@ pub struct TopOptions {
     pub once: Option<Duration>,
     pub sort: SortBy,
     pub config: Config,
+    /// Where the spans also go, as JSON lines (the live view has no room for them).
+    pub output: Option<Box<dyn std::io::Write + Send>>,
 }
 
 pub fn run(opts: TopOptions) -> anyhow::Result<()> {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let targets = if opts.pids.is_empty() { Targets::Discover } else { Targets::Pids(opts.pids) };
-    let (config, sink_stats, duration) = (opts.config, stats.clone(), opts.once);
+    let (config, sink_stats, duration, output) = (opts.config, stats.clone(), opts.once, opts.output);
     if opts.once.is_none() {
         // The live view owns the terminal: log lines would tear it.
         log::set_max_level(log::LevelFilter::Off);
@@ -43,7 +45,8 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
             targets,
             duration,
             config,
-            output: Box::new(std::io::sink()),
+            output: output
+                .map_or_else(|| Box::new(std::io::sink()) as Box<dyn std::io::Write>, |o| o as Box<dyn std::io::Write>),
             format: Format::Json,
             metrics_addr: None,
             otlp: None,

@@ -12,9 +12,11 @@ use crate::routes::read::{self, RoutesError};
 use crate::routes::table::Outcome;
 use crate::routes::Matcher;
 
-/// A process without a table is asked again at most this often: its app may still be loading
-/// (Django imports its urlconf at the first request).
+/// A process without a table is asked again after this long, doubling up to [`MAX_RETRY`]: its
+/// app may still be loading (Django imports its urlconf at the first request), or it may serve
+/// no framework at all, and then asking costs a few thousand reads each time.
 const RETRY_NO_TABLE: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_mins(1);
 /// A table that missed a request is read again at most this often.
 const REREAD_ON_MISS: Duration = Duration::from_secs(2);
 
@@ -32,6 +34,11 @@ struct PidTable {
     matcher: Option<Arc<Matcher>>,
     last_read: Option<Instant>,
     last_error: Option<String>,
+    /// How long after `last_read` a process without a table is asked again.
+    retry: Duration,
+    /// Its interpreter cannot be read (not Python, an unsupported build): never asked again
+    /// until it executes another program.
+    gave_up: bool,
 }
 
 /// The route and view of one request.
@@ -72,7 +79,11 @@ impl Agent {
                 let t = self.routes.by_pid.entry(pid).or_default();
                 t.matcher = Some(shared);
                 t.last_read = Some(now);
-            } else if self.routes.by_pid.get(&pid).and_then(|t| t.last_read).is_none_or(|at| now - at >= RETRY_NO_TABLE)
+            } else if self
+                .routes
+                .by_pid
+                .get(&pid)
+                .is_none_or(|t| !t.gave_up && t.last_read.is_none_or(|at| now - at >= t.retry))
             {
                 self.read_routes(pid, now);
             }
@@ -110,6 +121,7 @@ impl Agent {
                 }
                 t.matcher = Some(Arc::new(m));
                 t.last_error = None;
+                t.retry = RETRY_NO_TABLE;
                 self.metrics.route_table("read");
             }
             Err(e) => {
@@ -121,6 +133,8 @@ impl Agent {
                     }
                 }
                 t.last_error = Some(e.to_string());
+                t.retry = (t.retry * 2).clamp(RETRY_NO_TABLE, MAX_RETRY);
+                t.gave_up = matches!(e, RoutesError::Open(_));
                 self.metrics.route_table(e.label());
             }
         }

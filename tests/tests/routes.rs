@@ -714,5 +714,9 @@ fn routes_command_lists_the_flask_app() {
     // Rules, not listing entries: a class-based view's rule is one entry per method.
     let rules: std::collections::BTreeSet<&str> =
         want["routes"].as_array().expect("a list").iter().filter_map(|r| r["route"].as_str()).collect();
-    assert_eq!(line["routes"], json!(format!("flask, {} rules (routes_flask_app:app)", rules.len())), "{line}");
+    assert_eq!(
+        line["python"]["routes"],
+        json!(format!("flask, {} rules (routes_flask_app:app)", rules.len())),
+        "{line}"
+    );
 }

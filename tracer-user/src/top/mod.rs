@@ -86,6 +86,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
             &stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             started.elapsed().as_secs_f64(),
             opts.sort,
+            false,
         );
         let ws = workers.sample(&pids(&stats));
         print!("{}", view::plain(&rows, &ws));
@@ -114,8 +115,12 @@ struct Live {
 impl tui::Source for Live {
     fn rows(&mut self, sort: SortBy) -> (Vec<view::RouteRow>, Vec<workers::Worker>, String) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let rows =
-            view::route_rows(&self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner), elapsed, sort);
+        let rows = view::route_rows(
+            &self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            elapsed,
+            sort,
+            true,
+        );
         let ws = self.workers.sample(&pids(&self.stats));
         let status = format!(
             " {} routes, {} workers, {elapsed:.0} s  q quit  s sort  r/e/p requests/errors/p99",

@@ -15,6 +15,8 @@ const MAX_SAMPLES: usize = 10_000;
 const MAX_PENDING: usize = 50_000;
 /// Routes at most; beyond, requests count under `_OTHER`.
 const MAX_ROUTES: usize = 2_000;
+/// The live view's requests per second are over this window.
+pub const RATE_WINDOW_NS: u64 = 10_000_000_000;
 
 /// One row: a service's route (the app's `http.route`, else the `url.template`).
 #[derive(Debug, Clone, Default)]
@@ -28,6 +30,15 @@ pub struct Route {
     /// Exit calls of its requests by kind (`postgresql`, `redis`, `http`): count, total ns.
     pub calls: BTreeMap<String, (u64, u64)>,
     pub pids: std::collections::BTreeSet<u64>,
+    /// End times (Unix ns) of the requests of the last [`RATE_WINDOW_NS`].
+    pub recent: std::collections::VecDeque<u64>,
+}
+
+impl Route {
+    /// Requests that ended in the [`RATE_WINDOW_NS`] before `now_ns`.
+    pub fn recent_count(&self, now_ns: u64) -> usize {
+        self.recent.iter().filter(|&&t| t + RATE_WINDOW_NS >= now_ns).count()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +84,12 @@ impl Stats {
             r.durations.remove(0);
         }
         r.durations.push(dur);
+        while r.recent.front().is_some_and(|&t| t + RATE_WINDOW_NS < s.end_time_unix_nano)
+            || r.recent.len() >= MAX_SAMPLES
+        {
+            r.recent.pop_front();
+        }
+        r.recent.push_back(s.end_time_unix_nano);
         if let Some(f) = a.get(semconv::CODE_FUNCTION_NAME).and_then(Value::as_str) {
             let file = a.get(semconv::CODE_FILE_PATH).and_then(Value::as_str).unwrap_or_default();
             let base = file.rsplit('/').next().unwrap_or(file);

@@ -63,8 +63,11 @@ pub struct RouteRow {
     pub calls: String,
 }
 
-/// The routes' rows over `elapsed_s` seconds of tracing, sorted.
-pub fn route_rows(stats: &Stats, elapsed_s: f64, sort: SortBy) -> Vec<RouteRow> {
+/// The routes' rows, sorted. Requests per second are over the `elapsed_s` seconds of tracing, or
+/// with `live`, over the last ten seconds (the whole time while it is shorter).
+pub fn route_rows(stats: &Stats, elapsed_s: f64, sort: SortBy, live: bool) -> Vec<RouteRow> {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let window_s = (super::stats::RATE_WINDOW_NS as f64 / 1e9).min(elapsed_s);
     let ms = |ns: u64| ns as f64 / 1e6;
     let mut rows: Vec<RouteRow> = stats
         .routes
@@ -73,7 +76,11 @@ pub fn route_rows(stats: &Stats, elapsed_s: f64, sort: SortBy) -> Vec<RouteRow> 
             service: service.clone(),
             route: route.clone(),
             requests: r.requests,
-            per_second: r.requests as f64 / elapsed_s.max(1e-9),
+            per_second: if live {
+                r.recent_count(now_ns) as f64 / window_s.max(1e-9)
+            } else {
+                r.requests as f64 / elapsed_s.max(1e-9)
+            },
             error_percent: 100.0 * r.errors as f64 / r.requests.max(1) as f64,
             p50_ms: ms(percentile(&r.durations, 50.0)),
             p95_ms: ms(percentile(&r.durations, 95.0)),

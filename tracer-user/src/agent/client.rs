@@ -3,6 +3,10 @@
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
 //! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
 //!
+//! A call's span lasts as long as the caller waited: a call the connection ended without an
+//! answer to ends when the socket failed (a reset, the peer's end of stream) or, failing that,
+//! when the caller closed it. A connect that fails is a span of its own, named `connect`.
+//!
 //! The call's place in its trace (its parent request, or a callee stitched to it) is `ids`'s
 //! business; the span's attributes are `spans::{http_client, db_client}`'s.
 use std::collections::{HashMap, VecDeque};
@@ -15,13 +19,16 @@ use crate::cpython::code::CodeInfo;
 use crate::piece::Piece;
 use crate::protocols;
 use crate::sockaddr::{self, Peer};
-use crate::spans::{self, new_ids, Span, SpanIds};
+use crate::spans::{self, new_ids, semconv, Span, SpanIds};
+use tracer_common::EventHeader;
 
 /// Calls remembered per connection between their first write and their end.
 const MAX_CALLS: usize = 64;
 /// How long before a write's entry its stack walk may be (the walk runs at the syscall's entry,
 /// just before the entry time is taken).
 const STACK_SLACK_NS: u64 = 1_000_000;
+/// A non-blocking connect returns this and completes (or fails) later.
+const EINPROGRESS: i64 = 115;
 
 /// The outgoing connections of every traced process.
 #[derive(Default)]
@@ -45,6 +52,12 @@ pub(super) struct ClientConn {
     writing: bool,
     /// The parser's stats as last added to the metrics.
     reported: ProtocolStats,
+    /// A non-blocking connect not yet known to have worked (nothing moved since): the context of
+    /// the connect, for the span of one that fails later.
+    connecting: Option<CallCtx>,
+    /// The first failure since the current call began: the negated errno (0 for the peer's end
+    /// of stream) and when. Calls left without an answer end there.
+    failure: Option<(i64, u64)>,
 }
 
 enum Proto {
@@ -75,17 +88,34 @@ impl ClientConn {
             calls: VecDeque::new(),
             writing: false,
             reported: ProtocolStats::default(),
+            connecting: None,
+            failure: None,
         }
     }
 }
 
 impl Agent {
     /// `kernel_local` is the socket's own address as the kernel read it at the connect's exit.
-    pub(super) fn on_connect(&mut self, tgid: u32, fd: i32, addr: &[u8], kernel_local: Option<(IpAddr, u16)>) {
+    /// `h.ret` is the connect's return: 0, -EINPROGRESS (followed, may fail later) or an error
+    /// (a failed call, not followed).
+    pub(super) fn on_connect(&mut self, h: &EventHeader, addr: &[u8], kernel_local: Option<(IpAddr, u16)>) {
+        let (tgid, fd) = (h.tgid, h.fd);
         let peer = sockaddr::decode(addr);
         if matches!(peer, Peer::Unknown) {
             return;
         }
+        if h.ret < 0 && h.ret != -EINPROGRESS {
+            if !matches!(peer, Peer::Inet { .. }) {
+                // glibc's name service probes nscd's socket, usually absent, on every user or
+                // host lookup: a span each would bury the calls. Counted instead.
+                self.stats.failed_unix_connects += 1;
+                return;
+            }
+            let ctx = self.call_ctx(tgid, h.tid, h.start_ns);
+            self.failed_connect(tgid, &peer, &ctx, h.end_ns, h.ret);
+            return;
+        }
+        let connecting = (h.ret == -EINPROGRESS).then(|| self.call_ctx(tgid, h.tid, h.start_ns));
         // The callee's accept will report this address. The kernel's reading is exact; /proc is
         // the fallback (no BTF), and misses calls whose socket closed before this record came.
         // Only TCP/UDP peers are matched by socket pair; a unix socket costs no syscalls here.
@@ -97,7 +127,9 @@ impl Agent {
         if let Some(l) = local {
             self.client.by_local.insert(l, (tgid, fd));
         }
-        if let Some(old) = self.client.conns.insert((tgid, fd), ClientConn::new(peer, local)) {
+        let mut conn = ClientConn::new(peer, local);
+        conn.connecting = connecting;
+        if let Some(old) = self.client.conns.insert((tgid, fd), conn) {
             self.forget_client_addr(old.local, (tgid, fd));
         }
     }
@@ -118,6 +150,8 @@ impl Agent {
     #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
     pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
         let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
+        // Data moved: the connect worked.
+        c.connecting = None;
         if is_write {
             if matches!(c.proto, Proto::Undecided) {
                 c.proto = if let Some(p) = protocols::detect(piece.data) {
@@ -135,6 +169,7 @@ impl Agent {
                 }
                 let ctx = self.call_ctx(tgid, tid, piece.start_ns);
                 c.calls.push_back(ctx);
+                c.failure = None;
             }
         }
         c.writing = is_write;
@@ -143,8 +178,35 @@ impl Agent {
             Proto::Parsed(p) => p.on_read(piece),
             Proto::Undecided | Proto::Other => Vec::new(),
         };
-        self.finish_calls(tgid, &mut c, calls);
+        self.finish_calls(tgid, &mut c, calls, None);
         self.client.conns.insert((tgid, fd), c);
+    }
+
+    /// A followed outgoing socket failed (`h.ret` a negated errno) or found the peer's end of
+    /// stream (0). Before anything moved after a non-blocking connect, an error is that
+    /// connect's failure; otherwise it is when the calls in flight ended.
+    pub(super) fn on_client_failure(&mut self, h: &EventHeader) {
+        let Some(c) = self.client.conns.get_mut(&(h.tgid, h.fd)) else { return };
+        if h.ret < 0 {
+            if let Some(ctx) = c.connecting.take() {
+                let peer = c.peer.clone();
+                // Later errors on the dead socket belong to the connect's span, not to a call.
+                c.failure = Some((h.ret, h.end_ns));
+                self.failed_connect(h.tgid, &peer, &ctx, h.end_ns, h.ret);
+                return;
+            }
+        }
+        if c.failure.is_none() {
+            c.failure = Some((h.ret, h.end_ns));
+        }
+    }
+
+    /// The span of a connect that failed at `end_ns` with `ret`.
+    fn failed_connect(&mut self, tgid: u32, peer: &Peer, ctx: &CallCtx, end_ns: u64, ret: i64) {
+        let facts = spans::exit::failed_connect(peer, ctx.start_ns, end_ns, ret);
+        let span = spans::exit::span(facts, Some(ctx.ids.clone()), ctx.caller.as_deref(), |t| self.clock.to_unix_ns(t));
+        self.stats.failed_connects += 1;
+        self.write_exit_span(tgid, span, Some(ctx));
     }
 
     /// The caller closed its connection at `at_ns` (kernel clock).
@@ -158,7 +220,8 @@ impl Agent {
             Proto::Parsed(p) => p.on_close(),
             Proto::Undecided | Proto::Other => Vec::new(),
         };
-        self.finish_calls(tgid, &mut c, calls);
+        let ended = Ended { at_ns, failure: c.failure };
+        self.finish_calls(tgid, &mut c, calls, Some(ended));
     }
 
     pub(super) fn forget_clients(&mut self, tgid: u32, at_ns: u64) {
@@ -177,7 +240,8 @@ impl Agent {
         CallCtx { start_ns, ids, caller, used: false }
     }
 
-    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, calls: Vec<Call>) {
+    /// `ended`: the connection ended, and the calls without an answer last until then.
+    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, calls: Vec<Call>, ended: Option<Ended>) {
         if let Proto::Parsed(p) = &c.proto {
             // What the parser could not follow since the last look: to the metrics, per protocol.
             let now = p.stats();
@@ -188,10 +252,13 @@ impl Agent {
         }
         for call in calls {
             let ctx = take_ctx(&mut c.calls, call.start_ns());
-            let facts = match &call {
+            let mut facts = match &call {
                 Call::Http(x) => spans::http_client::call(x, &c.peer),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
+            if let Some(e) = ended.filter(|_| call.unanswered()) {
+                e.apply(&mut facts);
+            }
             let (ids, caller) = (ctx.as_ref().map(|c| c.ids.clone()), ctx.as_ref().and_then(|c| c.caller.clone()));
             let span = spans::exit::span(facts, ids, caller.as_deref(), |t| self.clock.to_unix_ns(t));
             self.write_exit_span(tgid, span, ctx.as_ref());
@@ -208,6 +275,32 @@ impl Agent {
         }
         self.stats.exit_spans += 1;
         self.emit(&span);
+    }
+}
+
+/// How a connection ended, for the calls it left without an answer.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    /// The caller closed the socket (or exited).
+    at_ns: u64,
+    /// The socket's first failure since the call began (see `ClientConn::failure`).
+    failure: Option<(i64, u64)>,
+}
+
+impl Ended {
+    /// The caller waited until the failure (an error says which in `error.type`; the peer's end
+    /// of stream keeps the protocol's own reason) or, when none was seen, until it gave up.
+    fn apply(self, facts: &mut spans::exit::ExitCall) {
+        let end = match self.failure {
+            Some((ret, at)) if ret < 0 => {
+                facts.attributes.insert(semconv::ERROR_TYPE.into(), spans::exit::errno_type(ret).into());
+                at
+            }
+            Some((_, at)) => at,
+            None => self.at_ns,
+        };
+        facts.end_ns = facts.end_ns.max(end);
+        facts.error = true;
     }
 }
 
@@ -229,6 +322,26 @@ fn take_ctx(calls: &mut VecDeque<CallCtx>, start_ns: u64) -> Option<CallCtx> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_without_an_answer_lasts_until_the_failure_or_the_close() {
+        let end = |ended: Ended| {
+            let mut a = spans::Attributes::new();
+            a.insert(semconv::ERROR_TYPE.into(), "no_response".into());
+            let mut f =
+                spans::exit::ExitCall { name: "GET".into(), start_ns: 10, end_ns: 12, attributes: a, error: true };
+            ended.apply(&mut f);
+            (f.end_ns, f.attributes[semconv::ERROR_TYPE].as_str().unwrap().to_string(), f.error)
+        };
+        let none = Ended { at_ns: 500, failure: None };
+        assert_eq!(end(none), (500, "no_response".into(), true), "nothing seen: until the caller closed");
+        let reset = Ended { at_ns: 500, failure: Some((-104, 300)) };
+        assert_eq!(end(reset), (300, "connection_reset".into(), true), "a reset: until it, and says so");
+        let eof = Ended { at_ns: 500, failure: Some((0, 200)) };
+        assert_eq!(end(eof), (200, "no_response".into(), true), "the peer's end: until it, the protocol's reason");
+        let early = Ended { at_ns: 5, failure: None };
+        assert_eq!(end(early).0, 12, "never before the last syscall seen");
+    }
 
     #[test]
     fn a_call_takes_the_context_of_its_write_burst() {

@@ -4,7 +4,8 @@
 //! exact name, attributes and `error.type`, status error, its parent (the request's server span)
 //! and its Python caller; its duration within what the caller measured. Where the peer held the
 //! call for a known time after reading it (a sleep, so at least that long on the monotonic clock)
-//! the span is at least that long too: the caller cannot have given up earlier.
+//! the span is at least that long too: the caller cannot have given up earlier. The calls are
+//! counted in `http_client_request_duration_seconds` by `error_type`.
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -115,7 +116,8 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
         return;
     }
     let app = Gunicorn::start(GunicornOpts::sync(1).app("failing_calls:app"));
-    let t = Tracer::start(&[app.pid()], &[]);
+    let mport = free_port();
+    let t = Tracer::start(&[app.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
     let file = apps_dir().join("failing_calls.py");
 
     let closed = closed_port();
@@ -132,6 +134,19 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     for p in [silent_peer, hold_peer, reset_peer] {
         p.join().unwrap();
     }
+    // The calls that got a span, in the client duration histogram by error_type (the refused
+    // connects spoke no protocol yet: they are in neither family).
+    let count = |error: &str| {
+        sum(
+            &scrape(mport),
+            "http_client_request_duration_seconds_count",
+            &[("error_type", error), ("http_request_method", "GET")],
+        ) as usize
+    };
+    let settled = wait_until(Duration::from_secs(5), || count("connection_reset") >= 1);
+    assert!(settled, "the reset call never reached the metrics");
+    assert_eq!((count("no_response"), count("connection_reset")), (2, 1));
+    assert_eq!(sum(&scrape(mport), "db_client_operation_duration_seconds_count", &[]) as usize, 0);
     let r = t.stop();
     let spans = &r.spans;
 

@@ -259,10 +259,33 @@ impl Agent {
             if let Some(e) = ended.filter(|_| call.unanswered()) {
                 e.apply(&mut facts);
             }
+            self.observe_call(tgid, &call, &facts);
             let (ids, caller) = (ctx.as_ref().map(|c| c.ids.clone()), ctx.as_ref().and_then(|c| c.caller.clone()));
             let span = spans::exit::span(facts, ids, caller.as_deref(), |t| self.clock.to_unix_ns(t));
             self.write_exit_span(tgid, span, ctx.as_ref());
         }
+    }
+
+    /// The call's duration in its family's histogram, by its `error.type` (empty when it worked).
+    fn observe_call(&mut self, tgid: u32, call: &Call, facts: &spans::exit::ExitCall) {
+        let Some(t) = self.procs.get(&tgid) else { return };
+        let text = |k: &str| facts.attributes.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let number = |k: &str| facts.attributes.get(k).and_then(serde_json::Value::as_u64).map(|n| n.to_string());
+        let (status, port) = (number(semconv::HTTP_RESPONSE_STATUS_CODE), number(semconv::SERVER_PORT));
+        let (system, operation) = match call {
+            Call::Http(x) => ("http", x.method.as_str()),
+            Call::Db(d) => (d.system, d.operation.as_str()),
+        };
+        let c = crate::metrics::ClientCall {
+            system,
+            operation,
+            status_code: status.as_deref().unwrap_or(""),
+            server_address: text(semconv::SERVER_ADDRESS),
+            server_port: port.as_deref().unwrap_or(""),
+            error_type: text(semconv::ERROR_TYPE),
+            seconds: facts.end_ns.saturating_sub(facts.start_ns) as f64 / 1e9,
+        };
+        self.metrics.observe_client_call(&t.labels, &c);
     }
 
     fn write_exit_span(&mut self, tgid: u32, mut span: Span, ctx: Option<&CallCtx>) {

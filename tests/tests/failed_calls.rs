@@ -6,7 +6,7 @@
 //! call for a known time after reading it (a sleep, so at least that long on the monotonic clock)
 //! the span is at least that long too: the caller cannot have given up earlier. The calls are
 //! counted in `http_client_request_duration_seconds` by `error_type`.
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -25,7 +25,12 @@ enum Peer {
     Hold(Duration),
     /// Resets the connection (SO_LINGER 0, then close).
     Reset,
+    /// Answers CUT_ANSWER, a head and part of its body, then closes after this long.
+    CutAfter(Duration),
 }
+
+/// A response whose body is 100 bytes long by its head, of which 4 are sent.
+const CUT_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf";
 
 /// A listener on 127.0.0.1 serving one connection as `how` says.
 fn peer(how: Peer) -> (u16, JoinHandle<()>) {
@@ -36,6 +41,10 @@ fn peer(how: Peer) -> (u16, JoinHandle<()>) {
         read_head(&mut s);
         match how {
             Peer::CloseAfter(d) | Peer::Hold(d) => std::thread::sleep(d),
+            Peer::CutAfter(d) => {
+                s.write_all(CUT_ANSWER).unwrap();
+                std::thread::sleep(d);
+            }
             Peer::Reset => {
                 let linger = libc::linger { l_onoff: 1, l_linger: 0 };
                 // SAFETY: setsockopt on our own open socket, with a local, initialised value.
@@ -131,7 +140,9 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     let timed_out = call(app.port(), &format!("/http/timed-out?port={hold}&timeout=1"));
     let (reset, reset_peer) = peer(Peer::Reset);
     let was_reset = call(app.port(), &format!("/http/reset?port={reset}&timeout=5"));
-    for p in [silent_peer, hold_peer, reset_peer] {
+    let (cut, cut_peer) = peer(Peer::CutAfter(Duration::from_millis(300)));
+    let was_cut = call(app.port(), &format!("/http/cut?port={cut}&timeout=5"));
+    for p in [silent_peer, hold_peer, reset_peer, cut_peer] {
         p.join().unwrap();
     }
     // The calls that got a span, in the client duration histogram by error_type (the refused
@@ -145,7 +156,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     };
     let settled = wait_until(Duration::from_secs(5), || count("connection_reset") >= 1);
     assert!(settled, "the reset call never reached the metrics");
-    assert_eq!((count("no_response"), count("connection_reset")), (2, 1));
+    assert_eq!((count("no_response"), count("connection_reset"), count("response_incomplete")), (2, 1, 1));
     assert_eq!(sum(&scrape(mport), "db_client_operation_duration_seconds_count", &[]) as usize, 0);
     let r = t.stop();
     let spans = &r.spans;
@@ -156,6 +167,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     assert_eq!(closed_early.1, "ConnectionError");
     assert_eq!(timed_out.1, "ReadTimeout");
     assert_eq!(was_reset.1, "ConnectionError");
+    assert_eq!(was_cut.1, "ChunkedEncodingError");
 
     // Refused connects, blocking (the error from connect()) and not (EINPROGRESS, then SO_ERROR):
     // a `connect` span that says the peer and the error, nothing of a protocol not yet spoken.
@@ -198,6 +210,18 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
             "{path}: the peer held the call {held:?}, the span is {d} ns"
         );
     }
-    assert_eq!(spans.len(), 12, "{}", summarize(spans));
+
+    // An answer cut short: its status, what was received, and the end at the peer's close.
+    let c = the_call(spans, "/http/cut", &file, "call_http");
+    assert_eq!(
+        without_code(c),
+        peer_attrs(
+            cut,
+            &json!({"http.request.method": "GET", "url.full": format!("http://127.0.0.1:{cut}/never"), "http.response.status_code": 200, "error.type": "response_incomplete", "pytracer.response.bytes_received": CUT_ANSWER.len()})
+        )
+    );
+    let d = duration_ns(c);
+    assert!((300_000_000..=was_cut.0).contains(&d), "/http/cut: the span is {d} ns, the caller's {} ns", was_cut.0);
+    assert_eq!(spans.len(), 14, "{}", summarize(spans));
     assert!(r.stderr.contains(" failed_connects=3 "), "{}", r.stderr);
 }

@@ -58,6 +58,8 @@ pub(super) struct ClientConn {
     /// The first failure since the current call began: the negated errno (0 for the peer's end
     /// of stream) and when. Calls left without an answer end there.
     failure: Option<(i64, u64)>,
+    /// Bytes read since the current call began: what a cut reply got.
+    received: u64,
 }
 
 enum Proto {
@@ -90,6 +92,7 @@ impl ClientConn {
             reported: ProtocolStats::default(),
             connecting: None,
             failure: None,
+            received: 0,
         }
     }
 }
@@ -152,6 +155,9 @@ impl Agent {
         let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
         // Data moved: the connect worked.
         c.connecting = None;
+        if !is_write {
+            c.received += piece.len;
+        }
         if is_write {
             if matches!(c.proto, Proto::Undecided) {
                 c.proto = if let Some(p) = protocols::detect(piece.data) {
@@ -170,6 +176,7 @@ impl Agent {
                 let ctx = self.call_ctx(tgid, tid, piece.start_ns);
                 c.calls.push_back(ctx);
                 c.failure = None;
+                c.received = 0;
             }
         }
         c.writing = is_write;
@@ -220,7 +227,7 @@ impl Agent {
             Proto::Parsed(p) => p.on_close(),
             Proto::Undecided | Proto::Other => Vec::new(),
         };
-        let ended = Ended { at_ns, failure: c.failure };
+        let ended = Ended { at_ns, failure: c.failure, received: c.received };
         self.finish_calls(tgid, &mut c, calls, Some(ended));
     }
 
@@ -308,6 +315,8 @@ struct Ended {
     at_ns: u64,
     /// The socket's first failure since the call began (see `ClientConn::failure`).
     failure: Option<(i64, u64)>,
+    /// Bytes the caller read since the call began.
+    received: u64,
 }
 
 impl Ended {
@@ -323,6 +332,9 @@ impl Ended {
             None => self.at_ns,
         };
         facts.end_ns = facts.end_ns.max(end);
+        if self.received > 0 {
+            facts.attributes.insert(semconv::PYTRACER_RESPONSE_BYTES_RECEIVED.into(), self.received.into());
+        }
         facts.error = true;
     }
 }
@@ -356,14 +368,23 @@ mod tests {
             ended.apply(&mut f);
             (f.end_ns, f.attributes[semconv::ERROR_TYPE].as_str().unwrap().to_string(), f.error)
         };
-        let none = Ended { at_ns: 500, failure: None };
+        let none = Ended { at_ns: 500, failure: None, received: 0 };
         assert_eq!(end(none), (500, "no_response".into(), true), "nothing seen: until the caller closed");
-        let reset = Ended { at_ns: 500, failure: Some((-104, 300)) };
+        let reset = Ended { at_ns: 500, failure: Some((-104, 300)), received: 0 };
         assert_eq!(end(reset), (300, "connection_reset".into(), true), "a reset: until it, and says so");
-        let eof = Ended { at_ns: 500, failure: Some((0, 200)) };
+        let eof = Ended { at_ns: 500, failure: Some((0, 200)), received: 0 };
         assert_eq!(end(eof), (200, "no_response".into(), true), "the peer's end: until it, the protocol's reason");
-        let early = Ended { at_ns: 5, failure: None };
+        let early = Ended { at_ns: 5, failure: None, received: 0 };
         assert_eq!(end(early).0, 12, "never before the last syscall seen");
+        let mut f = spans::exit::ExitCall {
+            name: "GET".into(),
+            start_ns: 10,
+            end_ns: 12,
+            attributes: spans::Attributes::new(),
+            error: true,
+        };
+        Ended { at_ns: 500, failure: Some((0, 200)), received: 44 }.apply(&mut f);
+        assert_eq!(f.attributes[semconv::PYTRACER_RESPONSE_BYTES_RECEIVED], 44, "what the cut reply got");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub(super) struct ClientConn {
     failure: Option<(i64, u64)>,
     /// Bytes read since the current call began: what a cut reply got.
     received: u64,
+    /// The connect's entry, until the first write burst takes it.
+    connect_ns: Option<u64>,
 }
 
 enum Proto {
@@ -79,6 +81,9 @@ pub(super) struct CallCtx {
     caller: Option<Arc<CodeInfo>>,
     /// A call already took these ids: the next call of the same burst gets its own span id.
     used: bool,
+    /// The connection's first write burst: the entry of its connect, which the caller lived as
+    /// part of the call (urllib3 connects inside the request). Taken by the burst's first call.
+    connect_ns: Option<u64>,
 }
 
 impl ClientConn {
@@ -93,6 +98,7 @@ impl ClientConn {
             connecting: None,
             failure: None,
             received: 0,
+            connect_ns: None,
         }
     }
 }
@@ -132,6 +138,7 @@ impl Agent {
         }
         let mut conn = ClientConn::new(peer, local);
         conn.connecting = connecting;
+        conn.connect_ns = Some(h.start_ns);
         if let Some(old) = self.client.conns.insert((tgid, fd), conn) {
             self.forget_client_addr(old.local, (tgid, fd));
         }
@@ -173,7 +180,8 @@ impl Agent {
                 if c.calls.len() == MAX_CALLS {
                     c.calls.pop_front();
                 }
-                let ctx = self.call_ctx(tgid, tid, piece.start_ns);
+                let mut ctx = self.call_ctx(tgid, tid, piece.start_ns);
+                ctx.connect_ns = c.connect_ns.take();
                 c.calls.push_back(ctx);
                 c.failure = None;
                 c.received = 0;
@@ -244,7 +252,7 @@ impl Agent {
         // A call made outside any request we saw (a background thread, start-up): its own trace.
         let ids = parent.as_ref().map_or_else(SpanIds::root, SpanIds::child);
         let caller = self.samples.caller(tgid, tid, start_ns.saturating_sub(STACK_SLACK_NS), start_ns);
-        CallCtx { start_ns, ids, caller, used: false }
+        CallCtx { start_ns, ids, caller, used: false, connect_ns: None }
     }
 
     /// `ended`: the connection ended, and the calls without an answer last until then.
@@ -263,6 +271,9 @@ impl Agent {
                 Call::Http(x) => spans::http_client::call(x, &c.peer),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
+            if let Some(t) = ctx.as_ref().and_then(|c| c.connect_ns) {
+                facts.start_ns = facts.start_ns.min(t);
+            }
             if let Some(e) = ended.filter(|_| call.unanswered()) {
                 e.apply(&mut facts);
             }
@@ -351,7 +362,10 @@ fn take_ctx(calls: &mut VecDeque<CallCtx>, start_ns: u64) -> Option<CallCtx> {
         front.ids.span_id = new_ids().1;
     }
     front.used = true;
-    Some(front.clone())
+    let ctx = front.clone();
+    // Only the burst's first call lived the connect.
+    front.connect_ns = None;
+    Some(ctx)
 }
 
 #[cfg(test)]
@@ -400,6 +414,7 @@ mod tests {
             },
             caller: None,
             used: false,
+            connect_ns: None,
         };
         let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(30)].into();
         assert_eq!(take_ctx(&mut q, 2).unwrap().ids.span_id, "2");
@@ -414,5 +429,11 @@ mod tests {
         assert_eq!(take_ctx(&mut q, 30).unwrap().ids.span_id, "30");
         assert_eq!(q.len(), 1);
         assert!(take_ctx(&mut q, 0).is_none(), "nothing began before it");
+
+        let mut first = ctx(40);
+        first.connect_ns = Some(35);
+        q.push_back(first);
+        assert_eq!(take_ctx(&mut q, 40).unwrap().connect_ns, Some(35), "the first call lived the connect");
+        assert_eq!(take_ctx(&mut q, 41).unwrap().connect_ns, None, "the burst's next one did not");
     }
 }

@@ -7,6 +7,7 @@ test can assert the Python caller of their spans.
 """
 
 import json
+import socket
 import time
 
 import psycopg
@@ -26,6 +27,18 @@ def call_http(port, timeout):
 
 def call_pg(port):
     return psycopg.connect(host="127.0.0.1", port=port, user="nobody", dbname="none", connect_timeout=5)
+
+
+def call_raw(port):
+    # A non-blocking connect whose failure the next send reports (no SO_ERROR asked).
+    s = socket.socket()
+    try:
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        time.sleep(0.05)
+        s.send(b"x")
+    finally:
+        s.close()
 
 
 def measured(call):
@@ -54,3 +67,8 @@ def http(case):
 @app.get("/pg/<case>")
 def pg(case):
     return measured(lambda: call_pg(port()))
+
+
+@app.get("/raw/<case>")
+def raw(case):
+    return measured(lambda: call_raw(port()))

@@ -133,6 +133,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     let refused_blocking = call(app.port(), &format!("/http/refused-blocking?port={closed}&timeout=none"));
     let refused_nonblocking = call(app.port(), &format!("/http/refused-nonblocking?port={closed}&timeout=5"));
     let refused_pg = call(app.port(), &format!("/pg/refused?port={closed}"));
+    let refused_send = call(app.port(), &format!("/raw/refused-send?port={closed}"));
 
     let (silent, silent_peer) = peer(Peer::CloseAfter(Duration::from_millis(500)));
     let closed_early = call(app.port(), &format!("/http/closed-without-answer?port={silent}&timeout=5"));
@@ -164,17 +165,20 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     assert_eq!(refused_blocking.1, "ConnectionError");
     assert_eq!(refused_nonblocking.1, "ConnectionError");
     assert_eq!(refused_pg.1, "OperationalError");
+    assert_eq!(refused_send.1, "ConnectionRefusedError");
     assert_eq!(closed_early.1, "ConnectionError");
     assert_eq!(timed_out.1, "ReadTimeout");
     assert_eq!(was_reset.1, "ConnectionError");
     assert_eq!(was_cut.1, "ChunkedEncodingError");
 
-    // Refused connects, blocking (the error from connect()) and not (EINPROGRESS, then SO_ERROR):
+    // Refused connects, blocking (the error from connect()) and not (EINPROGRESS, then SO_ERROR,
+    // or the next send):
     // a `connect` span that says the peer and the error, nothing of a protocol not yet spoken.
     for (path, measured, caller) in [
         ("/http/refused-blocking", refused_blocking.0, "call_http"),
         ("/http/refused-nonblocking", refused_nonblocking.0, "call_http"),
         ("/pg/refused", refused_pg.0, "call_pg"),
+        ("/raw/refused-send", refused_send.0, "call_raw"),
     ] {
         let c = the_call(spans, path, &file, caller);
         assert_eq!(c["name"], "connect", "{path}");
@@ -222,6 +226,6 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     );
     let d = duration_ns(c);
     assert!((300_000_000..=was_cut.0).contains(&d), "/http/cut: the span is {d} ns, the caller's {} ns", was_cut.0);
-    assert_eq!(spans.len(), 14, "{}", summarize(spans));
-    assert!(r.stderr.contains(" failed_connects=3 "), "{}", r.stderr);
+    assert_eq!(spans.len(), 16, "{}", summarize(spans));
+    assert!(r.stderr.contains(" failed_connects=4 "), "{}", r.stderr);
 }

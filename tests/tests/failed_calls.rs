@@ -5,7 +5,8 @@
 //! and its Python caller; its duration within what the caller measured. Where the peer held the
 //! call for a known time after reading it (a sleep, so at least that long on the monotonic clock)
 //! the span is at least that long too: the caller cannot have given up earlier. The calls are
-//! counted in `http_client_request_duration_seconds` by `error_type`.
+//! counted in `http_client_request_duration_seconds` by `error_type`, the failed connects in
+//! `pytracer_client_connect_failures_total`.
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -159,6 +160,9 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     assert!(settled, "the reset call never reached the metrics");
     assert_eq!((count("no_response"), count("connection_reset"), count("response_incomplete")), (2, 1, 1));
     assert_eq!(sum(&scrape(mport), "db_client_operation_duration_seconds_count", &[]) as usize, 0);
+    let closed_port_label = closed.to_string();
+    let refused = [("error_type", "connection_refused"), ("server_port", closed_port_label.as_str())];
+    assert_eq!(sum(&scrape(mport), "pytracer_client_connect_failures_total", &refused) as usize, 4);
     let r = t.stop();
     let spans = &r.spans;
 

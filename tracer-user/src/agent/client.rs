@@ -219,6 +219,14 @@ impl Agent {
     /// The span of a connect that failed at `end_ns` with `ret`.
     fn failed_connect(&mut self, tgid: u32, peer: &Peer, ctx: &CallCtx, end_ns: u64, ret: i64) {
         let facts = spans::exit::failed_connect(peer, ctx.start_ns, end_ns, ret);
+        if let (Some(t), Peer::Inet { ip, port }) = (self.procs.get(&tgid), peer) {
+            self.metrics.client_connect_failed(
+                &t.labels,
+                &ip.to_string(),
+                &port.to_string(),
+                spans::exit::errno_type(ret),
+            );
+        }
         let span = spans::exit::span(facts, Some(ctx.ids.clone()), ctx.caller.as_deref(), |t| self.clock.to_unix_ns(t));
         self.stats.failed_connects += 1;
         self.write_exit_span(tgid, span, Some(ctx));

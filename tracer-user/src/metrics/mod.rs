@@ -66,6 +66,18 @@ struct DbClientLabels {
     error_type: String,
 }
 
+/// A connect a traced process made that failed: no protocol was spoken, so it is in neither
+/// client family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectFailureLabels {
+    service_name: String,
+    pid: u32,
+    process_role: String,
+    server_address: String,
+    server_port: String,
+    error_type: String,
+}
+
 /// One client call, as the metrics label it: empty strings for what the call does not have.
 #[derive(Debug, Clone, Default)]
 pub struct ClientCall<'a> {
@@ -85,6 +97,7 @@ pub struct ClientCall<'a> {
 struct ClientSeries {
     http: HashSet<HttpClientLabels>,
     db: HashSet<DbClientLabels>,
+    connects: HashSet<ConnectFailureLabels>,
 }
 
 type ProcKindLabels = Vec<(String, String)>;
@@ -171,6 +184,7 @@ pub struct Metrics {
     http_client_duration: Hist<HttpClientLabels>,
     db_client_duration: Hist<DbClientLabels>,
     client_series: HashMap<u32, ClientSeries>,
+    connect_failures: Family<ConnectFailureLabels, Counter>,
     request_body: Hist<HttpLabels>,
     response_body: Hist<HttpLabels>,
     active_requests: Family<ProcLabels, Gauge>,
@@ -224,6 +238,7 @@ impl Metrics {
             http_client_duration: Family::new_with_constructor(duration_buckets),
             db_client_duration: Family::new_with_constructor(duration_buckets),
             client_series: HashMap::new(),
+            connect_failures: Family::default(),
             request_body: Family::new_with_constructor(size_buckets),
             response_body: Family::new_with_constructor(size_buckets),
             active_requests: Family::default(),
@@ -268,6 +283,11 @@ impl Metrics {
 
     /// The families of the calls traced processes make.
     fn register_client(&self, r: &mut Registry) {
+        r.register(
+            "pytracer_client_connect_failures",
+            "Connects made by the traced process that failed, by peer and error_type",
+            self.connect_failures.clone(),
+        );
         r.register(
             "http_client_request_duration_seconds",
             "Duration of HTTP calls made by the traced process, as the caller waited, by error_type",
@@ -413,6 +433,20 @@ impl Metrics {
             self.response_body.get_or_create(&labels).observe(x.response_body as f64);
         }
         self.http_series.entry(p.pid).or_default().insert(labels);
+    }
+
+    /// A connect a traced process made failed.
+    pub fn client_connect_failed(&mut self, p: &ProcLabels, server_address: &str, server_port: &str, error_type: &str) {
+        let l = ConnectFailureLabels {
+            service_name: p.service_name.clone(),
+            pid: p.pid,
+            process_role: p.process_role.clone(),
+            server_address: server_address.to_string(),
+            server_port: server_port.to_string(),
+            error_type: error_type.to_string(),
+        };
+        self.connect_failures.get_or_create(&l).inc();
+        self.client_series.entry(p.pid).or_default().connects.insert(l);
     }
 
     /// One call a traced process made, in the HTTP or the database family by its system.
@@ -607,6 +641,9 @@ impl Metrics {
             for l in client.db {
                 self.db_client_duration.remove(&l);
             }
+            for l in client.connects {
+                self.connect_failures.remove(&l);
+            }
             if let Some(l) = self.info_of.remove(&pid) {
                 self.python_info.remove(&l);
             }
@@ -700,8 +737,11 @@ mod tests {
         };
         m.observe_client_call(&p, &call("http", "GET", "no_response"));
         m.observe_client_call(&p, &call("postgresql", "SELECT", ""));
+        m.client_connect_failed(&p, "127.0.0.1", "6379", "connection_refused");
+        m.client_connect_failed(&p, "127.0.0.1", "6379", "connection_refused");
         let text = encode(&r);
         for line in [
+            "pytracer_client_connect_failures_total{service_name=\"shop\",pid=\"7\",process_role=\"worker\",server_address=\"127.0.0.1\",server_port=\"6379\",error_type=\"connection_refused\"} 2",
             "http_client_request_duration_seconds_bucket{le=\"0.25\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"\",server_address=\"127.0.0.1\",server_port=\"5432\",error_type=\"no_response\"} 1",
             "db_client_operation_duration_seconds_bucket{le=\"0.25\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",db_system_name=\"postgresql\",db_operation_name=\"SELECT\",server_address=\"127.0.0.1\",server_port=\"5432\",error_type=\"\"} 1",
         ] {

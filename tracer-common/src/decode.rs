@@ -35,6 +35,10 @@ pub enum Event<'a> {
     Close {
         h: EventHeader,
     },
+    /// An outgoing socket failed: `h.ret` is the negated errno, or 0 for the peer's end of stream.
+    SockError {
+        h: EventHeader,
+    },
     Fork {
         h: EventHeader,
         child: u32,
@@ -123,6 +127,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
             }
         }
         EventKind::Close => Event::Close { h },
+        EventKind::SockError => Event::SockError { h },
         EventKind::Fork => Event::Fork { h, child: read::<ProcEvent>(bytes)?.child },
         EventKind::Exit => Event::Exit { h },
         EventKind::GcPause => Event::GcPause { h },

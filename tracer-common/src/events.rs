@@ -42,6 +42,10 @@ crate::abi_enum! {
         Stack = 10 => "stack",
         /// A tracked process connected a socket (an [`AcceptEvent`] whose address is the peer's).
         Connect = 11 => "connect",
+        /// A followed outgoing socket failed: `ret` is the negated errno a read or write returned
+        /// (ECONNRESET, ECONNREFUSED after a non-blocking connect, ...) or that `SO_ERROR` held,
+        /// or 0 for a read that found the peer's end of stream. A [`ProcEvent`].
+        SockError = 12 => "sock_error",
     }
 }
 
@@ -58,7 +62,8 @@ pub struct EventHeader {
     pub start_ns: u64,
     /// CLOCK_MONOTONIC at syscall exit.
     pub end_ns: u64,
-    /// The syscall's return value: bytes transferred, or the accepted fd.
+    /// The syscall's return value: bytes transferred, or the accepted fd; for Connect the
+    /// connect's own (0, or a negated errno such as -EINPROGRESS or -ECONNREFUSED).
     pub ret: i64,
 }
 

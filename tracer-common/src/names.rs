@@ -42,6 +42,7 @@ pub mod program {
     // Syscall entries (probes/accept_connect.rs, data.rs, close.rs) and their one exit.
     pub const ENTER_ACCEPT: &str = "enter_accept";
     pub const ENTER_CONNECT: &str = "enter_connect";
+    pub const ENTER_GETSOCKOPT: &str = "enter_getsockopt";
     pub const ENTER_READ_BUF: &str = "enter_read_buf";
     pub const ENTER_WRITE_BUF: &str = "enter_write_buf";
     pub const ENTER_READ_IOV: &str = "enter_read_iov";
@@ -67,6 +68,7 @@ pub mod program {
     pub const ALL: &[&str] = &[
         ENTER_ACCEPT,
         ENTER_CONNECT,
+        ENTER_GETSOCKOPT,
         ENTER_READ_BUF,
         ENTER_WRITE_BUF,
         ENTER_READ_IOV,

@@ -49,6 +49,8 @@ pub enum Op {
     WriteNoData,
     /// connect: `ptr` is the peer address, `aux` its length.
     Connect,
+    /// getsockopt(SOL_SOCKET, SO_ERROR) on a followed outgoing socket: `ptr` is the int's address.
+    SoError,
 }
 
 // ---- output ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use crate::task::now_ns;
 pub const ARG0: usize = 16;
 pub const ARG1: usize = 24;
 pub const ARG2: usize = 32;
+pub const ARG3: usize = 40;
 /// The return value in syscalls:sys_exit_* records.
 pub const EXIT_RET: usize = 16;
 

@@ -27,6 +27,10 @@ pub struct Stats {
     pub routed: u64,
     /// Exit spans written (database queries, HTTP calls to other services).
     pub exit_spans: u64,
+    /// Of those, connects that failed (refused, unreachable, timed out).
+    pub failed_connects: u64,
+    /// Connects to unix sockets that failed: counted, no span (see agent::client).
+    pub failed_unix_connects: u64,
     /// Outgoing connections whose protocol pytracer does not parse (DNS, TLS, ...): not spans.
     pub unparsed_client_connections: u64,
     /// Server spans parented by a traced caller's exit span on the same host (no headers).
@@ -45,7 +49,7 @@ impl Stats {
         let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
         format!(
             "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
-             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} unparsed_client_connections={} stitched={} stitch_missed={}",
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} failed_connects={} failed_unix_connects={} unparsed_client_connections={} stitched={} stitch_missed={}",
             self.spans,
             self.events,
             drops.join(" "),
@@ -61,6 +65,8 @@ impl Stats {
             self.unsampled,
             self.routed,
             self.exit_spans,
+            self.failed_connects,
+            self.failed_unix_connects,
             self.unparsed_client_connections,
             self.stitched,
             self.stitch_missed_call_not_seen + self.stitch_missed_ids_fixed_early

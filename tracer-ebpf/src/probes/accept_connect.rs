@@ -1,14 +1,18 @@
 //! accept/accept4 and connect: the entries save the address arguments; at the exit (sys_exit)
-//! the socket joins CONNS and an Accept or Connect record carries the peer's address.
+//! the socket joins CONNS and an Accept or Connect record carries the peer's address. A connect
+//! that failed still sends its record (with the error), so the failed call gets a span; and
+//! getsockopt(SO_ERROR), how a non-blocking connect learns it failed, sends that error.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    AcceptEvent, ConnKey, DropReason, EventHeader, EventKind, CONN_ACCEPTED, CONN_CONNECTED, SOCKADDR_LEN,
+    AcceptEvent, ConnKey, DropReason, EventHeader, EventKind, ProcEvent, CONN_ACCEPTED, CONN_CONNECTED, SOCKADDR_LEN,
+    STACK_TRIGGER_CLIENT_WRITE,
 };
 
 use crate::maps::{Inflight, Op, CONNS};
 use crate::output::{count_drop, output};
+use crate::python_stack;
 use crate::sock::local_addr;
-use crate::syscall::{arg, save, ARG0, ARG1, ARG2};
+use crate::syscall::{arg, save, ARG0, ARG1, ARG2, ARG3};
 use crate::task::{ids, is_tracked, now_ns};
 use crate::user_mem::read_user;
 
@@ -33,19 +37,74 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
     enter_with_addr(&ctx, Op::Accept)
 }
 
-/// connect: (fd, uservaddr, addrlen)
+/// connect: (fd, uservaddr, addrlen). The Python code that connects is walked here: a connect
+/// that fails has no write to name its caller.
 #[tracepoint]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let (_, tgid, tid) = ids();
+    if is_tracked(tgid) {
+        python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
+    }
     enter_with_addr(&ctx, Op::Connect)
 }
 
-/// The exit of a successful (or in-progress) connect: the socket is followed as a client one.
+const SOL_SOCKET: u64 = 1;
+const SO_ERROR: u64 = 4;
+
+/// getsockopt: (fd, level, optname, optval, optlen). Only SO_ERROR on a followed outgoing socket
+/// is kept: the value a non-blocking connect's failure is read from.
+#[tracepoint]
+pub fn enter_getsockopt(ctx: TracePointContext) -> u32 {
+    let (id, tgid, _) = ids();
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    let (Some(fd), Some(level), Some(name), Some(val)) =
+        (arg::<u64>(&ctx, ARG0), arg::<u64>(&ctx, ARG1), arg::<u64>(&ctx, ARG2), arg::<u64>(&ctx, ARG3))
+    else {
+        return 0;
+    };
+    if level != SOL_SOCKET || name != SO_ERROR || val == 0 {
+        return 0;
+    }
+    let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
+    // SAFETY: a value pointer from a map lookup, valid for this program run.
+    if unsafe { *how } != CONN_CONNECTED {
+        return 0;
+    }
+    save(id, Op::SoError, fd as i32, val, 0);
+    0
+}
+
+/// The exit of getsockopt(SO_ERROR): a non-zero error is the socket's failure.
 #[inline(always)]
-pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight) {
+pub fn on_so_error(tgid: u32, tid: u32, inf: &Inflight) {
+    let mut err: i32 = 0;
+    if !read_user::<4>(core::ptr::from_mut(&mut err).cast::<u8>(), 4, inf.ptr) || err <= 0 {
+        return;
+    }
+    sock_error(tgid, tid, inf.fd, inf.start_ns, -i64::from(err));
+}
+
+/// A SockError record: `ret` is the negated errno, or 0 for an end of stream.
+#[inline(always)]
+pub fn sock_error(tgid: u32, tid: u32, fd: i32, start_ns: u64, ret: i64) {
+    let ev = ProcEvent {
+        header: EventHeader { kind: EventKind::SockError as u32, tgid, tid, fd, start_ns, end_ns: now_ns(), ret },
+        child: 0,
+        _pad: 0,
+    };
+    output(&ev);
+}
+
+/// The exit of a connect. A successful (or in-progress) one makes the socket followed as a client
+/// one; a failed one only sends its record, `ret` its error.
+#[inline(always)]
+pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight, ret: i64, followed: bool) {
     if inf.fd < 0 {
         return;
     }
-    if CONNS.insert(ConnKey { tgid, fd: inf.fd as u32 }, CONN_CONNECTED, 0).is_err() {
+    if followed && CONNS.insert(ConnKey { tgid, fd: inf.fd as u32 }, CONN_CONNECTED, 0).is_err() {
         count_drop(DropReason::ConnMapFull);
         return;
     }
@@ -56,7 +115,7 @@ pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight) {
         fd: inf.fd,
         start_ns: inf.start_ns,
         end_ns: now_ns(),
-        ret: 0,
+        ret,
     };
     let mut ev = AcceptEvent {
         header,

@@ -110,7 +110,7 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight) {
             let n = read_u64(inf.ptr + 24).unwrap_or(0);
             gather_iov(ev, iov, n, want)
         }
-        Op::WriteNoData | Op::Accept | Op::Connect => 0,
+        Op::WriteNoData | Op::Accept | Op::Connect | Op::SoError => 0,
     };
     ev.captured = captured as u32;
     let size = DATA_HEADER_LEN + (captured & (SCRATCH_LEN - 1));

@@ -1,14 +1,32 @@
 //! The one exit program of every traced syscall: the entry saved in INFLIGHT says what the call
 //! was, and the handler of that call's file finishes it.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::EventHeader;
+use tracer_common::{ConnKey, EventHeader, CONN_CONNECTED};
 
 use super::{accept_connect, data};
-use crate::maps::{Op, INFLIGHT};
+use crate::maps::{Op, CONNS, INFLIGHT};
 use crate::syscall::{arg, EXIT_RET};
 use crate::task::{ids, now_ns};
 
+const EINTR: i64 = 4;
+const EAGAIN: i64 = 11;
+const EISCONN: i64 = 106;
+const EALREADY: i64 = 114;
 const EINPROGRESS: i64 = 115;
+
+#[inline(always)]
+fn is_client(tgid: u32, fd: i32) -> bool {
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a value pointer from a map lookup, valid for this program run.
+    CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }).is_some_and(|how| unsafe { *how } == CONN_CONNECTED)
+}
+
+#[inline(always)]
+fn is_write(op: Op) -> bool {
+    matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData)
+}
 
 /// Attached to the exit of every syscall whose entry is traced: the saved entry tells what the
 /// call was.
@@ -21,11 +39,26 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let _ = INFLIGHT.remove(id);
     let Some(ret) = arg::<i64>(&ctx, EXIT_RET) else { return 0 };
     // A non-blocking connect returns EINPROGRESS and completes later: the socket is ours anyway.
-    if inf.op == Op::Connect && (ret == 0 || ret == -EINPROGRESS) {
-        accept_connect::on_connected(tgid, tid, &inf);
+    // Any other error is a failed call, reported but not followed.
+    if inf.op == Op::Connect {
+        if ret != -EALREADY && ret != -EISCONN {
+            accept_connect::on_connected(tgid, tid, &inf, ret, ret == 0 || ret == -EINPROGRESS);
+        }
         return 0;
     }
-    if ret < 0 {
+    if inf.op == Op::SoError {
+        if ret == 0 {
+            accept_connect::on_so_error(tgid, tid, &inf);
+        }
+        return 0;
+    }
+    if ret < 0 || (ret == 0 && inf.op != Op::Accept) {
+        // A read or write on an outgoing socket that failed (a reset, a refused non-blocking
+        // connect) or found the peer's end: the call ends there.
+        let failed = ret != -EAGAIN && ret != -EINTR && inf.op != Op::Accept;
+        if failed && is_client(tgid, inf.fd) && !(ret == 0 && is_write(inf.op)) {
+            accept_connect::sock_error(tgid, tid, inf.fd, inf.start_ns, ret);
+        }
         return 0; // EAGAIN on non-blocking sockets and the like: nothing moved
     }
     let header = EventHeader { kind: 0, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns: now_ns(), ret };

@@ -3,6 +3,10 @@
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
 //! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
 //!
+//! A call's span lasts as long as the caller waited: a call the connection ended without an
+//! answer to ends when the socket failed (a reset, the peer's end of stream) or, failing that,
+//! when the caller closed it. A connect that fails is a span of its own, named `connect`.
+//!
 //! The call's place in its trace (its parent request, or a callee stitched to it) is `ids`'s
 //! business; the span's attributes are `spans::{http_client, db_client}`'s.
 use std::collections::{HashMap, VecDeque};
@@ -15,13 +19,16 @@ use crate::cpython::code::CodeInfo;
 use crate::piece::Piece;
 use crate::protocols;
 use crate::sockaddr::{self, Peer};
-use crate::spans::{self, new_ids, Span, SpanIds};
+use crate::spans::{self, new_ids, semconv, Span, SpanIds};
+use tracer_common::EventHeader;
 
 /// Calls remembered per connection between their first write and their end.
 const MAX_CALLS: usize = 64;
 /// How long before a write's entry its stack walk may be (the walk runs at the syscall's entry,
 /// just before the entry time is taken).
 const STACK_SLACK_NS: u64 = 1_000_000;
+/// A non-blocking connect returns this and completes (or fails) later.
+const EINPROGRESS: i64 = 115;
 
 /// The outgoing connections of every traced process.
 #[derive(Default)]
@@ -45,6 +52,16 @@ pub(super) struct ClientConn {
     writing: bool,
     /// The parser's stats as last added to the metrics.
     reported: ProtocolStats,
+    /// A non-blocking connect not yet known to have worked (nothing moved since): the context of
+    /// the connect, for the span of one that fails later.
+    connecting: Option<CallCtx>,
+    /// The first failure since the current call began: the negated errno (0 for the peer's end
+    /// of stream) and when. Calls left without an answer end there.
+    failure: Option<(i64, u64)>,
+    /// Bytes read since the current call began: what a cut reply got.
+    received: u64,
+    /// The connect's entry, until the first write burst takes it.
+    connect_ns: Option<u64>,
 }
 
 enum Proto {
@@ -64,6 +81,9 @@ pub(super) struct CallCtx {
     caller: Option<Arc<CodeInfo>>,
     /// A call already took these ids: the next call of the same burst gets its own span id.
     used: bool,
+    /// The connection's first write burst: the entry of its connect, which the caller lived as
+    /// part of the call (urllib3 connects inside the request). Taken by the burst's first call.
+    connect_ns: Option<u64>,
 }
 
 impl ClientConn {
@@ -75,17 +95,36 @@ impl ClientConn {
             calls: VecDeque::new(),
             writing: false,
             reported: ProtocolStats::default(),
+            connecting: None,
+            failure: None,
+            received: 0,
+            connect_ns: None,
         }
     }
 }
 
 impl Agent {
     /// `kernel_local` is the socket's own address as the kernel read it at the connect's exit.
-    pub(super) fn on_connect(&mut self, tgid: u32, fd: i32, addr: &[u8], kernel_local: Option<(IpAddr, u16)>) {
+    /// `h.ret` is the connect's return: 0, -EINPROGRESS (followed, may fail later) or an error
+    /// (a failed call, not followed).
+    pub(super) fn on_connect(&mut self, h: &EventHeader, addr: &[u8], kernel_local: Option<(IpAddr, u16)>) {
+        let (tgid, fd) = (h.tgid, h.fd);
         let peer = sockaddr::decode(addr);
         if matches!(peer, Peer::Unknown) {
             return;
         }
+        if h.ret < 0 && h.ret != -EINPROGRESS {
+            if !matches!(peer, Peer::Inet { .. }) {
+                // glibc's name service probes nscd's socket, usually absent, on every user or
+                // host lookup: a span each would bury the calls. Counted instead.
+                self.stats.failed_unix_connects += 1;
+                return;
+            }
+            let ctx = self.call_ctx(tgid, h.tid, h.start_ns);
+            self.failed_connect(tgid, &peer, &ctx, h.end_ns, h.ret);
+            return;
+        }
+        let connecting = (h.ret == -EINPROGRESS).then(|| self.call_ctx(tgid, h.tid, h.start_ns));
         // The callee's accept will report this address. The kernel's reading is exact; /proc is
         // the fallback (no BTF), and misses calls whose socket closed before this record came.
         // Only TCP/UDP peers are matched by socket pair; a unix socket costs no syscalls here.
@@ -97,7 +136,10 @@ impl Agent {
         if let Some(l) = local {
             self.client.by_local.insert(l, (tgid, fd));
         }
-        if let Some(old) = self.client.conns.insert((tgid, fd), ClientConn::new(peer, local)) {
+        let mut conn = ClientConn::new(peer, local);
+        conn.connecting = connecting;
+        conn.connect_ns = Some(h.start_ns);
+        if let Some(old) = self.client.conns.insert((tgid, fd), conn) {
             self.forget_client_addr(old.local, (tgid, fd));
         }
     }
@@ -118,6 +160,11 @@ impl Agent {
     #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
     pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
         let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
+        // Data moved: the connect worked.
+        c.connecting = None;
+        if !is_write {
+            c.received += piece.len;
+        }
         if is_write {
             if matches!(c.proto, Proto::Undecided) {
                 c.proto = if let Some(p) = protocols::detect(piece.data) {
@@ -133,8 +180,11 @@ impl Agent {
                 if c.calls.len() == MAX_CALLS {
                     c.calls.pop_front();
                 }
-                let ctx = self.call_ctx(tgid, tid, piece.start_ns);
+                let mut ctx = self.call_ctx(tgid, tid, piece.start_ns);
+                ctx.connect_ns = c.connect_ns.take();
                 c.calls.push_back(ctx);
+                c.failure = None;
+                c.received = 0;
             }
         }
         c.writing = is_write;
@@ -143,8 +193,43 @@ impl Agent {
             Proto::Parsed(p) => p.on_read(piece),
             Proto::Undecided | Proto::Other => Vec::new(),
         };
-        self.finish_calls(tgid, &mut c, calls);
+        self.finish_calls(tgid, &mut c, calls, None);
         self.client.conns.insert((tgid, fd), c);
+    }
+
+    /// A followed outgoing socket failed (`h.ret` a negated errno) or found the peer's end of
+    /// stream (0). Before anything moved after a non-blocking connect, an error is that
+    /// connect's failure; otherwise it is when the calls in flight ended.
+    pub(super) fn on_client_failure(&mut self, h: &EventHeader) {
+        let Some(c) = self.client.conns.get_mut(&(h.tgid, h.fd)) else { return };
+        if h.ret < 0 {
+            if let Some(ctx) = c.connecting.take() {
+                let peer = c.peer.clone();
+                // Later errors on the dead socket belong to the connect's span, not to a call.
+                c.failure = Some((h.ret, h.end_ns));
+                self.failed_connect(h.tgid, &peer, &ctx, h.end_ns, h.ret);
+                return;
+            }
+        }
+        if c.failure.is_none() {
+            c.failure = Some((h.ret, h.end_ns));
+        }
+    }
+
+    /// The span of a connect that failed at `end_ns` with `ret`.
+    fn failed_connect(&mut self, tgid: u32, peer: &Peer, ctx: &CallCtx, end_ns: u64, ret: i64) {
+        let facts = spans::exit::failed_connect(peer, ctx.start_ns, end_ns, ret);
+        if let (Some(t), Peer::Inet { ip, port }) = (self.procs.get(&tgid), peer) {
+            self.metrics.client_connect_failed(
+                &t.labels,
+                &ip.to_string(),
+                &port.to_string(),
+                spans::exit::errno_type(ret),
+            );
+        }
+        let span = spans::exit::span(facts, Some(ctx.ids.clone()), ctx.caller.as_deref(), |t| self.clock.to_unix_ns(t));
+        self.stats.failed_connects += 1;
+        self.write_exit_span(tgid, span, Some(ctx));
     }
 
     /// The caller closed its connection at `at_ns` (kernel clock).
@@ -158,7 +243,8 @@ impl Agent {
             Proto::Parsed(p) => p.on_close(),
             Proto::Undecided | Proto::Other => Vec::new(),
         };
-        self.finish_calls(tgid, &mut c, calls);
+        let ended = Ended { at_ns, failure: c.failure, received: c.received };
+        self.finish_calls(tgid, &mut c, calls, Some(ended));
     }
 
     pub(super) fn forget_clients(&mut self, tgid: u32, at_ns: u64) {
@@ -174,10 +260,11 @@ impl Agent {
         // A call made outside any request we saw (a background thread, start-up): its own trace.
         let ids = parent.as_ref().map_or_else(SpanIds::root, SpanIds::child);
         let caller = self.samples.caller(tgid, tid, start_ns.saturating_sub(STACK_SLACK_NS), start_ns);
-        CallCtx { start_ns, ids, caller, used: false }
+        CallCtx { start_ns, ids, caller, used: false, connect_ns: None }
     }
 
-    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, calls: Vec<Call>) {
+    /// `ended`: the connection ended, and the calls without an answer last until then.
+    fn finish_calls(&mut self, tgid: u32, c: &mut ClientConn, calls: Vec<Call>, ended: Option<Ended>) {
         if let Proto::Parsed(p) = &c.proto {
             // What the parser could not follow since the last look: to the metrics, per protocol.
             let now = p.stats();
@@ -188,14 +275,43 @@ impl Agent {
         }
         for call in calls {
             let ctx = take_ctx(&mut c.calls, call.start_ns());
-            let facts = match &call {
+            let mut facts = match &call {
                 Call::Http(x) => spans::http_client::call(x, &c.peer),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
+            if let Some(t) = ctx.as_ref().and_then(|c| c.connect_ns) {
+                facts.start_ns = facts.start_ns.min(t);
+            }
+            if let Some(e) = ended.filter(|_| call.unanswered()) {
+                e.apply(&mut facts);
+            }
+            self.observe_call(tgid, &call, &facts);
             let (ids, caller) = (ctx.as_ref().map(|c| c.ids.clone()), ctx.as_ref().and_then(|c| c.caller.clone()));
             let span = spans::exit::span(facts, ids, caller.as_deref(), |t| self.clock.to_unix_ns(t));
             self.write_exit_span(tgid, span, ctx.as_ref());
         }
+    }
+
+    /// The call's duration in its family's histogram, by its `error.type` (empty when it worked).
+    fn observe_call(&mut self, tgid: u32, call: &Call, facts: &spans::exit::ExitCall) {
+        let Some(t) = self.procs.get(&tgid) else { return };
+        let text = |k: &str| facts.attributes.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let number = |k: &str| facts.attributes.get(k).and_then(serde_json::Value::as_u64).map(|n| n.to_string());
+        let (status, port) = (number(semconv::HTTP_RESPONSE_STATUS_CODE), number(semconv::SERVER_PORT));
+        let (system, operation) = match call {
+            Call::Http(x) => ("http", x.method.as_str()),
+            Call::Db(d) => (d.system, d.operation.as_str()),
+        };
+        let c = crate::metrics::ClientCall {
+            system,
+            operation,
+            status_code: status.as_deref().unwrap_or(""),
+            server_address: text(semconv::SERVER_ADDRESS),
+            server_port: port.as_deref().unwrap_or(""),
+            error_type: text(semconv::ERROR_TYPE),
+            seconds: facts.end_ns.saturating_sub(facts.start_ns) as f64 / 1e9,
+        };
+        self.metrics.observe_client_call(&t.labels, &c);
     }
 
     fn write_exit_span(&mut self, tgid: u32, mut span: Span, ctx: Option<&CallCtx>) {
@@ -211,6 +327,37 @@ impl Agent {
     }
 }
 
+/// How a connection ended, for the calls it left without an answer.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    /// The caller closed the socket (or exited).
+    at_ns: u64,
+    /// The socket's first failure since the call began (see `ClientConn::failure`).
+    failure: Option<(i64, u64)>,
+    /// Bytes the caller read since the call began.
+    received: u64,
+}
+
+impl Ended {
+    /// The caller waited until the failure (an error says which in `error.type`; the peer's end
+    /// of stream keeps the protocol's own reason) or, when none was seen, until it gave up.
+    fn apply(self, facts: &mut spans::exit::ExitCall) {
+        let end = match self.failure {
+            Some((ret, at)) if ret < 0 => {
+                facts.attributes.insert(semconv::ERROR_TYPE.into(), spans::exit::errno_type(ret).into());
+                at
+            }
+            Some((_, at)) => at,
+            None => self.at_ns,
+        };
+        facts.end_ns = facts.end_ns.max(end);
+        if self.received > 0 {
+            facts.attributes.insert(semconv::PYTRACER_RESPONSE_BYTES_RECEIVED.into(), self.received.into());
+        }
+        facts.error = true;
+    }
+}
+
 /// The context of the call that started at `start_ns`: the latest write burst that began at or
 /// before it (several calls written in one burst, a pipeline, share it). Older contexts never
 /// became calls (a PostgreSQL prepare) and are dropped; the one used stays for the burst's
@@ -223,12 +370,44 @@ fn take_ctx(calls: &mut VecDeque<CallCtx>, start_ns: u64) -> Option<CallCtx> {
         front.ids.span_id = new_ids().1;
     }
     front.used = true;
-    Some(front.clone())
+    let ctx = front.clone();
+    // Only the burst's first call lived the connect.
+    front.connect_ns = None;
+    Some(ctx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_without_an_answer_lasts_until_the_failure_or_the_close() {
+        let end = |ended: Ended| {
+            let mut a = spans::Attributes::new();
+            a.insert(semconv::ERROR_TYPE.into(), "no_response".into());
+            let mut f =
+                spans::exit::ExitCall { name: "GET".into(), start_ns: 10, end_ns: 12, attributes: a, error: true };
+            ended.apply(&mut f);
+            (f.end_ns, f.attributes[semconv::ERROR_TYPE].as_str().unwrap().to_string(), f.error)
+        };
+        let none = Ended { at_ns: 500, failure: None, received: 0 };
+        assert_eq!(end(none), (500, "no_response".into(), true), "nothing seen: until the caller closed");
+        let reset = Ended { at_ns: 500, failure: Some((-104, 300)), received: 0 };
+        assert_eq!(end(reset), (300, "connection_reset".into(), true), "a reset: until it, and says so");
+        let eof = Ended { at_ns: 500, failure: Some((0, 200)), received: 0 };
+        assert_eq!(end(eof), (200, "no_response".into(), true), "the peer's end: until it, the protocol's reason");
+        let early = Ended { at_ns: 5, failure: None, received: 0 };
+        assert_eq!(end(early).0, 12, "never before the last syscall seen");
+        let mut f = spans::exit::ExitCall {
+            name: "GET".into(),
+            start_ns: 10,
+            end_ns: 12,
+            attributes: spans::Attributes::new(),
+            error: true,
+        };
+        Ended { at_ns: 500, failure: Some((0, 200)), received: 44 }.apply(&mut f);
+        assert_eq!(f.attributes[semconv::PYTRACER_RESPONSE_BYTES_RECEIVED], 44, "what the cut reply got");
+    }
 
     #[test]
     fn a_call_takes_the_context_of_its_write_burst() {
@@ -243,6 +422,7 @@ mod tests {
             },
             caller: None,
             used: false,
+            connect_ns: None,
         };
         let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(30)].into();
         assert_eq!(take_ctx(&mut q, 2).unwrap().ids.span_id, "2");
@@ -257,5 +437,11 @@ mod tests {
         assert_eq!(take_ctx(&mut q, 30).unwrap().ids.span_id, "30");
         assert_eq!(q.len(), 1);
         assert!(take_ctx(&mut q, 0).is_none(), "nothing began before it");
+
+        let mut first = ctx(40);
+        first.connect_ns = Some(35);
+        q.push_back(first);
+        assert_eq!(take_ctx(&mut q, 40).unwrap().connect_ns, Some(35), "the first call lived the connect");
+        assert_eq!(take_ctx(&mut q, 41).unwrap().connect_ns, None, "the burst's next one did not");
     }
 }

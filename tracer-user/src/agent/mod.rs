@@ -241,7 +241,8 @@ impl Agent {
             Event::Fork { h, child } => self.on_fork(h.tgid, child),
             Event::Exit { h } => self.on_exit(h.tgid, h.end_ns),
             Event::Exec { h } => self.on_exec(h.tgid),
-            Event::Connect { h, addr, local } => self.on_connect(h.tgid, h.fd, addr, local),
+            Event::Connect { h, addr, local } => self.on_connect(&h, addr, local),
+            Event::SockError { h } => self.on_client_failure(&h),
             Event::Stack { h, frames, trigger, .. } => self.on_stack(h.tgid, h.tid, h.start_ns, trigger, &frames),
             Event::GcPause { h } | Event::GilWait { h } => {
                 let secs = h.end_ns.saturating_sub(h.start_ns) as f64 / 1e9;

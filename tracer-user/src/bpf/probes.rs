@@ -24,6 +24,7 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     (program::ENTER_SENDFILE, "syscalls", &["sys_enter_sendfile64"]),
     (program::ENTER_CLOSE, "syscalls", &["sys_enter_close"]),
     (program::ENTER_CONNECT, "syscalls", &["sys_enter_connect"]),
+    (program::ENTER_GETSOCKOPT, "syscalls", &["sys_enter_getsockopt"]),
     (
         program::SYS_EXIT,
         "syscalls",
@@ -40,6 +41,7 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
             "sys_exit_sendmsg",
             "sys_exit_sendfile64",
             "sys_exit_connect",
+            "sys_exit_getsockopt",
         ],
     ),
     (program::SCHED_FORK, "sched", &["sched_process_fork"]),

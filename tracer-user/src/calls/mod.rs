@@ -48,6 +48,14 @@ impl Call {
             Call::Http(c) => c.end_ns,
         }
     }
+
+    /// The call got no complete reply (the connection ended first).
+    pub fn unanswered(&self) -> bool {
+        match self {
+            Call::Db(c) => c.error.is_some(),
+            Call::Http(c) => c.incomplete.is_some(),
+        }
+    }
 }
 
 /// One database round trip.

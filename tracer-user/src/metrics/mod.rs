@@ -40,6 +40,66 @@ struct HttpLabels {
 }
 
 /// A process's labels plus one more (`cpu_mode` or `type`, which a derived label set cannot name).
+/// An HTTP call a traced process made (OpenTelemetry's `http.client.request.duration`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpClientLabels {
+    service_name: String,
+    pid: u32,
+    process_role: String,
+    http_request_method: String,
+    http_response_status_code: String,
+    server_address: String,
+    server_port: String,
+    error_type: String,
+}
+
+/// A database call a traced process made (OpenTelemetry's `db.client.operation.duration`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DbClientLabels {
+    service_name: String,
+    pid: u32,
+    process_role: String,
+    db_system_name: String,
+    db_operation_name: String,
+    server_address: String,
+    server_port: String,
+    error_type: String,
+}
+
+/// A connect a traced process made that failed: no protocol was spoken, so it is in neither
+/// client family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectFailureLabels {
+    service_name: String,
+    pid: u32,
+    process_role: String,
+    server_address: String,
+    server_port: String,
+    error_type: String,
+}
+
+/// One client call, as the metrics label it: empty strings for what the call does not have.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCall<'a> {
+    /// `http`, or the database's `db.system.name`.
+    pub system: &'a str,
+    /// The HTTP method, or `db.operation.name`.
+    pub operation: &'a str,
+    pub status_code: &'a str,
+    pub server_address: &'a str,
+    pub server_port: &'a str,
+    pub error_type: &'a str,
+    pub seconds: f64,
+}
+
+/// The series a process's client calls made, removed with its others.
+#[derive(Default)]
+struct ClientSeries {
+    http: HashSet<HttpClientLabels>,
+    db: HashSet<DbClientLabels>,
+    connects: HashSet<ConnectFailureLabels>,
+}
+
 type ProcKindLabels = Vec<(String, String)>;
 
 fn with_kind(p: &ProcLabels, key: &str, value: &str) -> ProcKindLabels {
@@ -121,6 +181,10 @@ fn size_buckets() -> Histogram {
 /// The families the agent updates; the registry that encodes them is shared with the server.
 pub struct Metrics {
     request_duration: Hist<HttpLabels>,
+    http_client_duration: Hist<HttpClientLabels>,
+    db_client_duration: Hist<DbClientLabels>,
+    client_series: HashMap<u32, ClientSeries>,
+    connect_failures: Family<ConnectFailureLabels, Counter>,
     request_body: Hist<HttpLabels>,
     response_body: Hist<HttpLabels>,
     active_requests: Family<ProcLabels, Gauge>,
@@ -171,6 +235,10 @@ impl Metrics {
         let mut r = Registry::default();
         let m = Metrics {
             request_duration: Family::new_with_constructor(duration_buckets),
+            http_client_duration: Family::new_with_constructor(duration_buckets),
+            db_client_duration: Family::new_with_constructor(duration_buckets),
+            client_series: HashMap::new(),
+            connect_failures: Family::default(),
             request_body: Family::new_with_constructor(size_buckets),
             response_body: Family::new_with_constructor(size_buckets),
             active_requests: Family::default(),
@@ -213,8 +281,28 @@ impl Metrics {
         (m, r)
     }
 
+    /// The families of the calls traced processes make.
+    fn register_client(&self, r: &mut Registry) {
+        r.register(
+            "pytracer_client_connect_failures",
+            "Connects made by the traced process that failed, by peer and error_type",
+            self.connect_failures.clone(),
+        );
+        r.register(
+            "http_client_request_duration_seconds",
+            "Duration of HTTP calls made by the traced process, as the caller waited, by error_type",
+            self.http_client_duration.clone(),
+        );
+        r.register(
+            "db_client_operation_duration_seconds",
+            "Duration of database calls made by the traced process, as the caller waited, by error_type",
+            self.db_client_duration.clone(),
+        );
+    }
+
     /// Every family under its exported name and help.
     fn register(&self, r: &mut Registry) {
+        self.register_client(r);
         r.register(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests, from the wire",
@@ -345,6 +433,52 @@ impl Metrics {
             self.response_body.get_or_create(&labels).observe(x.response_body as f64);
         }
         self.http_series.entry(p.pid).or_default().insert(labels);
+    }
+
+    /// A connect a traced process made failed.
+    pub fn client_connect_failed(&mut self, p: &ProcLabels, server_address: &str, server_port: &str, error_type: &str) {
+        let l = ConnectFailureLabels {
+            service_name: p.service_name.clone(),
+            pid: p.pid,
+            process_role: p.process_role.clone(),
+            server_address: server_address.to_string(),
+            server_port: server_port.to_string(),
+            error_type: error_type.to_string(),
+        };
+        self.connect_failures.get_or_create(&l).inc();
+        self.client_series.entry(p.pid).or_default().connects.insert(l);
+    }
+
+    /// One call a traced process made, in the HTTP or the database family by its system.
+    pub fn observe_client_call(&mut self, p: &ProcLabels, c: &ClientCall<'_>) {
+        let series = self.client_series.entry(p.pid).or_default();
+        if c.system == "http" {
+            let l = HttpClientLabels {
+                service_name: p.service_name.clone(),
+                pid: p.pid,
+                process_role: p.process_role.clone(),
+                http_request_method: c.operation.to_string(),
+                http_response_status_code: c.status_code.to_string(),
+                server_address: c.server_address.to_string(),
+                server_port: c.server_port.to_string(),
+                error_type: c.error_type.to_string(),
+            };
+            self.http_client_duration.get_or_create(&l).observe(c.seconds);
+            series.http.insert(l);
+        } else {
+            let l = DbClientLabels {
+                service_name: p.service_name.clone(),
+                pid: p.pid,
+                process_role: p.process_role.clone(),
+                db_system_name: c.system.to_string(),
+                db_operation_name: c.operation.to_string(),
+                server_address: c.server_address.to_string(),
+                server_port: c.server_port.to_string(),
+                error_type: c.error_type.to_string(),
+            };
+            self.db_client_duration.get_or_create(&l).observe(c.seconds);
+            series.db.insert(l);
+        }
     }
 
     /// Interpreter counters are cumulative since the process started; the metric follows them.
@@ -500,6 +634,16 @@ impl Metrics {
                 self.request_body.remove(&l);
                 self.response_body.remove(&l);
             }
+            let client = self.client_series.remove(&pid).unwrap_or_default();
+            for l in client.http {
+                self.http_client_duration.remove(&l);
+            }
+            for l in client.db {
+                self.db_client_duration.remove(&l);
+            }
+            for l in client.connects {
+                self.connect_failures.remove(&l);
+            }
             if let Some(l) = self.info_of.remove(&pid) {
                 self.python_info.remove(&l);
             }
@@ -574,6 +718,36 @@ mod tests {
         m.process_exited(7);
         m.expire(Duration::from_hours(1));
         assert!(encode(&r).contains("pid=\"7\""));
+        m.expire(Duration::ZERO);
+        assert!(!encode(&r).contains("pid=\"7\""), "{}", encode(&r));
+    }
+
+    #[test]
+    fn client_calls_are_timed_by_family_and_error_type() {
+        let (mut m, r) = Metrics::new();
+        let p = ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into() };
+        let call = |system, operation, error_type| ClientCall {
+            system,
+            operation,
+            server_address: "127.0.0.1",
+            server_port: "5432",
+            error_type,
+            seconds: 0.2,
+            ..ClientCall::default()
+        };
+        m.observe_client_call(&p, &call("http", "GET", "no_response"));
+        m.observe_client_call(&p, &call("postgresql", "SELECT", ""));
+        m.client_connect_failed(&p, "127.0.0.1", "6379", "connection_refused");
+        m.client_connect_failed(&p, "127.0.0.1", "6379", "connection_refused");
+        let text = encode(&r);
+        for line in [
+            "pytracer_client_connect_failures_total{service_name=\"shop\",pid=\"7\",process_role=\"worker\",server_address=\"127.0.0.1\",server_port=\"6379\",error_type=\"connection_refused\"} 2",
+            "http_client_request_duration_seconds_bucket{le=\"0.25\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"\",server_address=\"127.0.0.1\",server_port=\"5432\",error_type=\"no_response\"} 1",
+            "db_client_operation_duration_seconds_bucket{le=\"0.25\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",db_system_name=\"postgresql\",db_operation_name=\"SELECT\",server_address=\"127.0.0.1\",server_port=\"5432\",error_type=\"\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        m.process_exited(7);
         m.expire(Duration::ZERO);
         assert!(!encode(&r).contains("pid=\"7\""), "{}", encode(&r));
     }

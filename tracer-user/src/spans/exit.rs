@@ -54,3 +54,64 @@ pub fn span(call: ExitCall, ids: Option<SpanIds>, caller: Option<&CodeInfo>, to_
         attributes: a,
     }
 }
+
+/// `error.type` of a socket error (a negated errno as the kernel returned it), in
+/// OpenTelemetry's style: a low-cardinality snake_case name, `_OTHER` for the rest.
+pub fn errno_type(ret: i64) -> &'static str {
+    match -ret {
+        1 | 13 => "permission_denied",
+        2 => "not_found",
+        32 => "broken_pipe",
+        99 => "address_not_available",
+        100 => "network_down",
+        101 => "network_unreachable",
+        103 => "connection_aborted",
+        104 => "connection_reset",
+        110 => "timed_out",
+        111 => "connection_refused",
+        112 => "host_down",
+        113 => "host_unreachable",
+        _ => "_OTHER",
+    }
+}
+
+/// A connect that failed: no protocol was spoken yet, so the span says only what is known, the
+/// peer and the error. Named `connect`, the operation that failed.
+pub fn failed_connect(peer: &Peer, start_ns: u64, end_ns: u64, ret: i64) -> ExitCall {
+    let mut a = Attributes::new();
+    peer_attributes(&mut a, peer);
+    a.insert(semconv::ERROR_TYPE.into(), json!(errno_type(ret)));
+    ExitCall { name: "connect".into(), start_ns, end_ns, attributes: a, error: true }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    #[test]
+    fn a_refused_connect_says_the_peer_and_the_error() {
+        let peer = Peer::Inet { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9 };
+        let c = failed_connect(&peer, 10, 20, -111);
+        assert_eq!((c.name.as_str(), c.start_ns, c.end_ns, c.error), ("connect", 10, 20, true));
+        assert_eq!(
+            serde_json::Value::Object(c.attributes),
+            json!({
+                "server.address": "127.0.0.1",
+                "server.port": 9,
+                "network.peer.address": "127.0.0.1",
+                "network.peer.port": 9,
+                "error.type": "connection_refused",
+            })
+        );
+    }
+
+    #[test]
+    fn errnos_map_to_error_types() {
+        assert_eq!(errno_type(-104), "connection_reset");
+        assert_eq!(errno_type(-110), "timed_out");
+        assert_eq!(errno_type(-113), "host_unreachable");
+        assert_eq!(errno_type(-5), "_OTHER");
+    }
+}

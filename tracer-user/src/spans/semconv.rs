@@ -32,6 +32,8 @@ pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
 pub const NETWORK_PEER_PORT: &str = "network.peer.port";
 
 pub const ERROR_TYPE: &str = "error.type";
+/// Ours: bytes the caller received of a reply the connection cut (a reset, an early close).
+pub const PYTRACER_RESPONSE_BYTES_RECEIVED: &str = "pytracer.response.bytes_received";
 
 // Databases (https://opentelemetry.io/docs/specs/semconv/database/).
 pub const DB_SYSTEM_NAME: &str = "db.system.name";

@@ -4,6 +4,7 @@ pub mod bpf;
 pub mod calls;
 pub mod cli;
 pub mod clock;
+pub mod container;
 pub mod cpython;
 pub mod db;
 pub mod discovery;

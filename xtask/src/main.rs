@@ -6,6 +6,7 @@ mod demo;
 mod fuzz;
 mod lint;
 mod paths;
+mod podman;
 mod setup;
 mod supervised;
 mod test;

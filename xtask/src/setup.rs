@@ -34,6 +34,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "debootstrap",
     // The test of `pytracer top`'s live view drives it in a terminal.
     "tmux",
+    // The container tests (tests/tests/containers.rs): rootful podman with runc.
+    "podman",
+    "buildah",
+    "runc",
 ];
 /// What building the agent needs (bpf-linker links against LLVM): all the demo installs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
@@ -62,6 +66,14 @@ pub fn run() -> Result<()> {
             |wanted| chroot.install(wanted),
         )?;
     }
+    step(&format!("podman configuration {}", crate::podman::CONF), crate::podman::conf_plan, |()| {
+        crate::podman::install_conf()
+    })?;
+    step(
+        &format!("container test image {} (from the trixie chroot)", crate::podman::BASE_IMAGE),
+        crate::podman::image_plan,
+        |wanted| crate::podman::install_image(&wanted),
+    )?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod bpf;
 pub mod calls;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod container;

@@ -187,3 +187,32 @@ fn agent_container_as_the_daemonset_runs_it() {
         assert_eq!(span_path(s), Some("/hello"));
     }
 }
+
+/// The manifest against the Kubernetes schema (kubernetes-validate, strict: unknown fields fail);
+/// the ServiceMonitor is a CRD the schema does not know, so only daemonset.yaml.
+#[test]
+fn manifest_validates_against_the_kubernetes_schema() {
+    let validate = workspace_root().join(".venvs/k8s-validate/bin/kubernetes-validate");
+    if !validate.is_file() {
+        assert!(
+            std::env::var("PYTRACER_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "{} missing: run `cargo xtask setup`",
+            validate.display()
+        );
+        eprintln!("SKIPPED: {} missing: run `cargo xtask setup`", validate.display());
+        return;
+    }
+    let out = Command::new(&validate)
+        .arg("--strict")
+        .arg(workspace_root().join("deploy/kubernetes/daemonset.yaml"))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let passed: Vec<&str> = text.lines().filter_map(|l| l.split(" passed for resource ").nth(1)).collect();
+    assert_eq!(
+        passed.iter().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(),
+        ["namespace/pytracer", "configmap/pytracer", "daemonset/pytracer", "service/pytracer"],
+        "{text}"
+    );
+}

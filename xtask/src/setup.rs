@@ -57,6 +57,7 @@ pub fn run() -> Result<()> {
     }
     venv(&Venv::unsupported())?;
     venv(&Venv::routes())?;
+    venv(&Venv::k8s_validate())?;
     for (name, chroot) in
         [("trixie (CPython 3.13)", crate::chroot::TRIXIE), ("sid (CPython 3.14, 3.15)", crate::chroot::SID)]
     {
@@ -162,6 +163,16 @@ impl Venv {
         Venv {
             dir: paths::repo_root().join(".venvs/routes-3.11"),
             requirements: paths::repo_root().join("tests/apps/requirements-routes.txt"),
+            python: None,
+            series: paths::PYTHON_SERIES,
+        }
+    }
+
+    /// `kubernetes-validate`, for the DaemonSet manifest's test.
+    pub fn k8s_validate() -> Venv {
+        Venv {
+            dir: paths::repo_root().join(".venvs/k8s-validate"),
+            requirements: paths::repo_root().join("deploy/kubernetes/requirements-validate.txt"),
             python: None,
             series: paths::PYTHON_SERIES,
         }

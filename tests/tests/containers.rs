@@ -44,6 +44,8 @@ fn start_app(uid: &str, extra: &[&str]) -> App {
 }
 
 #[test]
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
+#[expect(clippy::many_single_char_names, reason = "a and b are the two apps, r the trace, m the scrape")]
 fn container_and_pod_identity_on_every_span() {
     if !require_podman() {
         return;
@@ -67,13 +69,37 @@ fn container_and_pod_identity_on_every_span() {
     let sa_mount = volume(sa.path(), "/var/run/secrets/kubernetes.io/serviceaccount");
     let b = start_app(UID_B, &["--hostname", "billing-5f6c-xk2p9", "-v", &sa_mount]);
 
-    let t = Tracer::start(&[a.container.pid(), b.container.pid()], &[]);
+    let mport = free_port();
+    let t = Tracer::start(&[a.container.pid(), b.container.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
     for _ in 0..2 {
         assert_eq!(get(a.port, "/hello").status, 200);
     }
     for _ in 0..3 {
         assert_eq!(get(b.port, "/hello").status, 200);
     }
+    // The same identity on the metrics: per request and per process (sampled once a second).
+    let count = "http_server_request_duration_seconds_count";
+    let labels_a = [
+        ("container_id", a.container.id.as_str()),
+        ("k8s_pod_name", "shop-7d9f-abcde"),
+        ("k8s_namespace_name", "prod"),
+        ("k8s_container_name", "web"),
+        ("http_route", "/hello"),
+    ];
+    let labels_b = [
+        ("container_id", b.container.id.as_str()),
+        ("k8s_pod_name", "billing-5f6c-xk2p9"),
+        ("k8s_namespace_name", "billing"),
+    ];
+    let counted = wait_until(Duration::from_secs(10), || {
+        let m = scrape(mport);
+        sum(&m, count, &labels_a) == 2.0
+            && sum(&m, count, &labels_b) == 3.0
+            && sum(&m, "process_memory_usage_bytes", &labels_a[..1]) > 0.0
+    });
+    let m = scrape(mport);
+    assert!(counted, "{:?}", m.iter().filter(|l| l.name == count).collect::<Vec<_>>());
+    assert_eq!(sum(&m, count, &[]), 5.0);
     let r = t.stop();
 
     let on_port = |port: u16| -> Vec<&Value> {

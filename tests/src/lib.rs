@@ -18,6 +18,7 @@ pub mod gunicorn;
 pub mod http;
 pub mod nginx;
 pub mod otlp_sink;
+pub mod podman;
 pub mod postgres;
 pub mod procfs;
 pub mod prom;

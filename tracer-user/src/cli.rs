@@ -117,6 +117,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that this machine can run the agent: kernel, BTF, tracefs, capabilities, lockdown,
+    /// perf_event_paranoid, the programs and ring buffer loaded for real, and each candidate
+    /// process's interpreter. One line per check, `ok` or what to do; exit status 1 when any failed.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer check\n  \
+        sudo pytracer check --config /etc/pytracer.yaml\n  \
+        sudo pytracer check | grep -v ': ok'")]
+    Check {
+        /// Configuration file (which processes are candidates); the shipped defaults when absent.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// List every candidate process with its decision (traced or ignored) and the reason.
     #[command(after_help = "Examples:\n  \
         sudo pytracer discover\n  \
@@ -232,6 +244,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             crate::top::run(crate::top::TopOptions { pids, once: once.then_some(duration), sort, config, output })
+        }
+        Command::Check { config } => {
+            let config = load_config(config.as_ref())?;
+            let checks = crate::check::run_all(&config.discovery);
+            let ok = crate::check::print(&checks, &mut std::io::stdout().lock())?;
+            let failed = checks.iter().filter(|c| matches!(c.outcome, crate::check::Outcome::Fail(_))).count();
+            anyhow::ensure!(ok, "{failed} check(s) failed");
+            Ok(())
         }
         Command::Discover { json, config } => {
             let config = load_config(config.as_ref())?;

@@ -2,8 +2,10 @@
 pub mod agent;
 pub mod bpf;
 pub mod calls;
+pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod container;
 pub mod cpython;
 pub mod db;
 pub mod discovery;

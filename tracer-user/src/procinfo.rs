@@ -11,6 +11,9 @@ pub struct ProcInfo {
     /// Target of /proc/PID/exe (absent for kernel threads or when it cannot be read).
     pub exe: Option<PathBuf>,
     pub environ: Vec<(String, String)>,
+    /// Its container and pod, when it runs in one (read with the environment: its fallbacks
+    /// need it).
+    pub container: Option<crate::container::Identity>,
 }
 
 impl ProcInfo {
@@ -25,6 +28,7 @@ impl ProcInfo {
                     .collect()
             })
             .unwrap_or_default();
+        info.container = crate::container::read(pid, &info.environ);
         Ok(info)
     }
 
@@ -38,6 +42,7 @@ impl ProcInfo {
             cmdline: p.cmdline().unwrap_or_default(),
             exe: p.exe().ok(),
             environ: Vec::new(),
+            container: None,
         })
     }
 

@@ -3,6 +3,7 @@ use serde_json::json;
 
 use crate::spans::semconv;
 
+use crate::container::Identity;
 use crate::procinfo::ProcInfo;
 use crate::spans::Attributes;
 
@@ -53,7 +54,31 @@ pub fn resource(configured: Option<&str>, p: &ProcInfo) -> Attributes {
     if let Some(exe) = &p.exe {
         r.insert(semconv::PROCESS_EXECUTABLE_PATH.into(), json!(exe.to_string_lossy()));
     }
+    if let Some(c) = &p.container {
+        insert_container(&mut r, c, std::env::var("NODE_NAME").ok().as_deref());
+    }
     r
+}
+
+/// A containerised process's identity. Host processes get none of these, so their resource
+/// stays what it was.
+fn insert_container(r: &mut Attributes, c: &Identity, node_name: Option<&str>) {
+    r.insert(semconv::CONTAINER_ID.into(), json!(c.container_id));
+    let optional = [
+        (semconv::K8S_POD_UID, c.pod_uid.as_deref()),
+        (semconv::K8S_POD_NAME, c.pod_name.as_deref()),
+        (semconv::K8S_NAMESPACE_NAME, c.namespace.as_deref()),
+        (semconv::K8S_CONTAINER_NAME, c.container_name.as_deref()),
+        (semconv::K8S_NODE_NAME, node_name.filter(|n| !n.is_empty())),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            r.insert(key.into(), json!(v));
+        }
+    }
+    if let Some(vpid) = c.vpid {
+        r.insert(semconv::PYTRACER_PROCESS_VPID.into(), json!(vpid));
+    }
 }
 
 fn basename(s: &str) -> &str {
@@ -203,6 +228,7 @@ mod tests {
             cmdline: args.iter().map(ToString::to_string).collect(),
             exe: Some("/opt/venv/bin/python3.11".into()),
             environ: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            container: None,
         }
     }
 
@@ -293,5 +319,28 @@ mod tests {
             serde_json::Value::Object(r),
             json!({"service.name":"testapp","process.pid":42,"process.executable.name":"gunicorn","process.executable.path":"/opt/venv/bin/python3.11"})
         );
+    }
+
+    #[test]
+    fn container_resource_attributes() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let c = Identity {
+            container_id: id.into(),
+            pod_uid: Some("4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60".into()),
+            pod_name: Some("shop-0".into()),
+            namespace: Some("prod".into()),
+            container_name: Some("web".into()),
+            vpid: Some(7),
+        };
+        let mut r = Attributes::new();
+        insert_container(&mut r, &c, Some("node-a"));
+        assert_eq!(
+            serde_json::Value::Object(r),
+            json!({"container.id":id,"k8s.pod.uid":"4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60","k8s.pod.name":"shop-0",
+                "k8s.namespace.name":"prod","k8s.container.name":"web","k8s.node.name":"node-a","pytracer.process.vpid":7})
+        );
+        let mut r = Attributes::new();
+        insert_container(&mut r, &Identity { container_id: id.into(), ..Identity::default() }, Some(""));
+        assert_eq!(serde_json::Value::Object(r), json!({"container.id":id}));
     }
 }

@@ -4,8 +4,10 @@ mod chroot;
 mod cmd;
 mod demo;
 mod fuzz;
+mod image;
 mod lint;
 mod paths;
+mod podman;
 mod setup;
 mod supervised;
 mod test;
@@ -30,6 +32,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then build the agent's container image localhost/pytracer:latest from
+    /// deploy/Containerfile (offline: its base is the set-up's imported image)
+    Image,
     /// Check formatting and run clippy with warnings denied, as CI does before the tests
     Lint,
     /// Set up, build, start the demo app under Gunicorn, trace it and print spans until Ctrl-C
@@ -70,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
         Task::Lint => lint::run(),
+        Task::Image => image::run(),
         Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench { rounds, seconds, connections, configs } => {

@@ -34,6 +34,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "debootstrap",
     // The test of `pytracer top`'s live view drives it in a terminal.
     "tmux",
+    // The container tests (tests/tests/containers.rs): rootful podman with runc.
+    "podman",
+    "buildah",
+    "runc",
 ];
 /// What building the agent needs (bpf-linker links against LLVM): all the demo installs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
@@ -53,6 +57,7 @@ pub fn run() -> Result<()> {
     }
     venv(&Venv::unsupported())?;
     venv(&Venv::routes())?;
+    venv(&Venv::k8s_validate())?;
     for (name, chroot) in
         [("trixie (CPython 3.13)", crate::chroot::TRIXIE), ("sid (CPython 3.14, 3.15)", crate::chroot::SID)]
     {
@@ -62,6 +67,14 @@ pub fn run() -> Result<()> {
             |wanted| chroot.install(wanted),
         )?;
     }
+    step(&format!("podman configuration {}", crate::podman::CONF), crate::podman::conf_plan, |()| {
+        crate::podman::install_conf()
+    })?;
+    step(
+        &format!("container test image {} (from the trixie chroot)", crate::podman::BASE_IMAGE),
+        crate::podman::image_plan,
+        |wanted| crate::podman::install_image(&wanted),
+    )?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -150,6 +163,16 @@ impl Venv {
         Venv {
             dir: paths::repo_root().join(".venvs/routes-3.11"),
             requirements: paths::repo_root().join("tests/apps/requirements-routes.txt"),
+            python: None,
+            series: paths::PYTHON_SERIES,
+        }
+    }
+
+    /// `kubernetes-validate`, for the DaemonSet manifest's test.
+    pub fn k8s_validate() -> Venv {
+        Venv {
+            dir: paths::repo_root().join(".venvs/k8s-validate"),
+            requirements: paths::repo_root().join("deploy/kubernetes/requirements-validate.txt"),
             python: None,
             series: paths::PYTHON_SERIES,
         }

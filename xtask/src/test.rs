@@ -10,6 +10,8 @@ pub fn run(extra_args: &[String]) -> Result<()> {
     setup::run()?;
     // The end-to-end tests run the release agent, so build it (and its eBPF object) first.
     let bin = cmd::build_release("test")?;
+    // The agent's image, for the DaemonSet test (seconds when only the binary changed).
+    crate::image::build(&bin)?;
     let mut test = cmd::cargo();
     // --no-fail-fast: every test binary runs even after one failed, so one log shows every
     // failure; cargo still exits non-zero at the end when any failed.

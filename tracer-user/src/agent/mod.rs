@@ -103,10 +103,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         0
     })?;
     let (metrics, registry) = Metrics::new();
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;
         log::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry)));
+        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry), ready.clone()));
     }
     let mut agent = Agent {
         probes,
@@ -146,6 +147,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     };
     agent.tick();
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("ready");
     log::info!("tracing {} processes: {}", agent.procs.len(), agent.pid_list());
 

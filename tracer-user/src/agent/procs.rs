@@ -62,6 +62,7 @@ impl Agent {
             service_name: resource[semconv::SERVICE_NAME].as_str().unwrap_or_default().to_string(),
             pid: info.pid,
             process_role: if master { "master" } else { "worker" }.into(),
+            container: ProcLabels::container_of(&resource),
         };
         if let Python::Supported { version, .. } = &python {
             self.metrics.set_python_info(&labels, version);
@@ -117,7 +118,12 @@ impl Agent {
             let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
             resource.insert(semconv::PROCESS_PID.into(), child.into());
             let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
-            Traced { resource, labels: ProcLabels { service_name, pid: child, process_role: "worker".into() }, python }
+            let container = parent.map(|p| p.labels.container.clone()).unwrap_or_default();
+            Traced {
+                resource,
+                labels: ProcLabels { service_name, pid: child, process_role: "worker".into(), container },
+                python,
+            }
         };
         self.procs.insert(child, traced);
         // The child runs its parent's program until it executes another.

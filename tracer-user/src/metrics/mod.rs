@@ -20,26 +20,52 @@ use crate::calls::ProtocolStats;
 use crate::http::connection::Exchange;
 use process::Sample;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
 pub struct ProcLabels {
     pub service_name: String,
     pub pid: u32,
     /// "master" for a process traced by itself (the one discovered or named), "worker" for the
     /// processes it forked.
     pub process_role: String,
+    /// A containerised process's `container_id`, `k8s_pod_name`, `k8s_namespace_name`,
+    /// `k8s_container_name` (those known). Empty on the host, whose series keep their labels.
+    pub container: Vec<(&'static str, String)>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HttpLabels {
-    service_name: String,
-    pid: u32,
-    process_role: String,
-    http_request_method: String,
-    http_response_status_code: String,
-    http_route: String,
+impl ProcLabels {
+    /// The labels of a process with this resource (crate::container's attributes, renamed the
+    /// way Prometheus names OpenTelemetry attributes).
+    pub fn container_of(resource: &crate::spans::Attributes) -> Vec<(&'static str, String)> {
+        use crate::spans::semconv;
+        [
+            ("container_id", semconv::CONTAINER_ID),
+            ("k8s_pod_name", semconv::K8S_POD_NAME),
+            ("k8s_namespace_name", semconv::K8S_NAMESPACE_NAME),
+            ("k8s_container_name", semconv::K8S_CONTAINER_NAME),
+        ]
+        .into_iter()
+        .filter_map(|(label, key)| resource.get(key).and_then(|v| v.as_str()).map(|v| (label, v.to_string())))
+        .collect()
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("service_name", self.service_name.clone()),
+            ("pid", self.pid.to_string()),
+            ("process_role", self.process_role.clone()),
+        ];
+        v.extend(self.container.iter().cloned());
+        v
+    }
+
+    /// These labels and more.
+    fn with(&self, more: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut v = self.pairs();
+        v.extend(more.iter().map(|(k, val)| (*k, (*val).to_string())));
+        v
+    }
 }
 
-/// A process's labels plus one more (`cpu_mode` or `type`, which a derived label set cannot name).
 /// An HTTP call a traced process made (OpenTelemetry's `http.client.request.duration`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpClientLabels {
@@ -100,25 +126,24 @@ struct ClientSeries {
     connects: HashSet<ConnectFailureLabels>,
 }
 
-type ProcKindLabels = Vec<(String, String)>;
-
-fn with_kind(p: &ProcLabels, key: &str, value: &str) -> ProcKindLabels {
-    vec![
-        ("service_name".into(), p.service_name.clone()),
-        ("pid".into(), p.pid.to_string()),
-        ("process_role".into(), p.process_role.clone()),
-        (key.into(), value.into()),
-    ]
+impl EncodeLabelSet for ProcLabels {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.pairs().encode(encoder)
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InfoLabels {
-    service_name: String,
-    pid: u32,
-    process_role: String,
-    version: String,
-    implementation: String,
+/// A process's labels with the request's method, status code and route.
+type HttpLabels = Vec<(&'static str, String)>;
+
+/// A process's labels plus one more (`cpu_mode` or `type`).
+type ProcKindLabels = Vec<(&'static str, String)>;
+
+fn with_kind(p: &ProcLabels, key: &'static str, value: &str) -> ProcKindLabels {
+    p.with(&[(key, value)])
 }
+
+/// A process's labels with `version` and `implementation`.
+type InfoLabels = Vec<(&'static str, String)>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -418,14 +443,13 @@ impl Metrics {
     /// `route`: the framework's route when the app's table matched; else the label is the
     /// path's template.
     pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str, route: Option<&str>) {
-        let labels = HttpLabels {
-            service_name: p.service_name.clone(),
-            pid: p.pid,
-            process_role: p.process_role.clone(),
-            http_request_method: x.request.method.clone(),
-            http_response_status_code: x.response.as_ref().map_or(String::new(), |r| r.status.to_string()),
-            http_route: route.map_or_else(|| self.routes.label(&p.service_name, path), str::to_string),
-        };
+        let status = x.response.as_ref().map_or(String::new(), |r| r.status.to_string());
+        let route = route.map_or_else(|| self.routes.label(&p.service_name, path), str::to_string);
+        let labels: HttpLabels = p.with(&[
+            ("http_request_method", &x.request.method),
+            ("http_response_status_code", &status),
+            ("http_route", &route),
+        ]);
         let secs = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
         self.request_duration.get_or_create(&labels).observe(secs);
         self.request_body.get_or_create(&labels).observe(x.request_body as f64);
@@ -494,13 +518,7 @@ impl Metrics {
     }
 
     pub fn set_python_info(&mut self, p: &ProcLabels, version: &str) {
-        let l = InfoLabels {
-            service_name: p.service_name.clone(),
-            pid: p.pid,
-            process_role: p.process_role.clone(),
-            version: version.to_string(),
-            implementation: "cpython".into(),
-        };
+        let l: InfoLabels = p.with(&[("version", version), ("implementation", "cpython")]);
         self.python_info.get_or_create(&l).set(1);
         self.info_of.insert(p.pid, l);
     }
@@ -708,7 +726,8 @@ mod tests {
     #[test]
     fn red_metrics_and_expiry() {
         let (mut m, r) = Metrics::new();
-        let p = ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into() };
+        let p =
+            ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into(), ..ProcLabels::default() };
         m.observe_exchange(&p, &exchange(), "/users/42", None);
         let text = encode(&r);
         let line = "http_server_request_duration_seconds_bucket{le=\"0.05\",service_name=\"shop\",pid=\"7\",process_role=\"worker\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/users/{id}\"} 1";
@@ -725,7 +744,8 @@ mod tests {
     #[test]
     fn client_calls_are_timed_by_family_and_error_type() {
         let (mut m, r) = Metrics::new();
-        let p = ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into() };
+        let p =
+            ProcLabels { service_name: "shop".into(), pid: 7, process_role: "worker".into(), ..ProcLabels::default() };
         let call = |system, operation, error_type| ClientCall {
             system,
             operation,
@@ -787,7 +807,12 @@ mod tests {
     #[test]
     fn process_metrics_of_a_live_process() {
         let (mut m, r) = Metrics::new();
-        let me = ProcLabels { service_name: "self".into(), pid: std::process::id(), process_role: "master".into() };
+        let me = ProcLabels {
+            service_name: "self".into(),
+            pid: std::process::id(),
+            process_role: "master".into(),
+            ..ProcLabels::default()
+        };
         m.sample(&[me]);
         let text = encode(&r);
         for name in [

@@ -1,5 +1,8 @@
-//! The `/metrics` scrape endpoint: OpenMetrics text from the registry, one request per connection.
+//! The `/metrics` scrape endpoint: OpenMetrics text from the registry, one request per connection;
+//! and the probes a DaemonSet's kubelet asks: `/healthz` (the agent's event loop answers) and
+//! `/readyz` (the programs are loaded and the first scan is done).
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
@@ -16,17 +19,30 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+/// `ready` turns true once the agent has loaded its programs and finished its first scan.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<AtomicBool>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let registry = registry.clone();
+        let ready = ready.load(Ordering::Relaxed);
         tokio::spawn(async move {
-            let _ = answer(stream, &registry).await;
+            let _ = answer(stream, &registry, ready).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+/// What a path other than `/metrics` gets: status, body.
+fn probe(path: &str, ready: bool) -> (&'static str, &'static str) {
+    match path {
+        // The agent runs on one thread: this answer means its event loop is turning.
+        "/healthz" => ("200 OK", "ok\n"),
+        "/readyz" if ready => ("200 OK", "ready\n"),
+        "/readyz" => ("503 Service Unavailable", "not ready: loading programs or first scan\n"),
+        _ => ("404 Not Found", "pytracer serves /metrics, /healthz and /readyz\n"),
+    }
+}
+
+async fn answer(mut stream: TcpStream, registry: &Registry, ready: bool) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     let path = loop {
@@ -43,8 +59,10 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
             _ => return respond(&mut stream, "400 Bad Request", "text/plain", "bad request\n").await,
         }
     };
-    if path.split('?').next() != Some("/metrics") {
-        return respond(&mut stream, "404 Not Found", "text/plain", "pytracer serves /metrics\n").await;
+    let path = path.split('?').next().unwrap_or_default();
+    if path != "/metrics" {
+        let (status, body) = probe(path, ready);
+        return respond(&mut stream, status, "text/plain", body).await;
     }
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
@@ -61,4 +79,17 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe;
+
+    #[test]
+    fn probes() {
+        assert_eq!(probe("/healthz", false), ("200 OK", "ok\n"));
+        assert_eq!(probe("/readyz", true), ("200 OK", "ready\n"));
+        assert_eq!(probe("/readyz", false).0, "503 Service Unavailable");
+        assert_eq!(probe("/", true).0, "404 Not Found");
+    }
 }

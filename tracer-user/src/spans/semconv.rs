@@ -55,3 +55,16 @@ pub const SERVICE_NAME: &str = "service.name";
 pub const PROCESS_PID: &str = "process.pid";
 pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
 pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
+
+// Where a process runs, from the node alone (crate::container): resource attributes of
+// processes in a container only (https://opentelemetry.io/docs/specs/semconv/resource/k8s/).
+pub const CONTAINER_ID: &str = "container.id";
+pub const K8S_POD_UID: &str = "k8s.pod.uid";
+pub const K8S_POD_NAME: &str = "k8s.pod.name";
+pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
+pub const K8S_CONTAINER_NAME: &str = "k8s.container.name";
+/// The agent's `NODE_NAME` (the DaemonSet sets it from the downward API).
+pub const K8S_NODE_NAME: &str = "k8s.node.name";
+/// Ours: the pid inside the container's pid namespace (the innermost `NSpid`), next to
+/// `process.pid`, the host's. OpenTelemetry has no attribute for it.
+pub const PYTRACER_PROCESS_VPID: &str = "pytracer.process.vpid";

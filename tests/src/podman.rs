@@ -1,0 +1,71 @@
+//! Containers for the identity tests: rootful podman running the base image `cargo xtask setup`
+//! imports from the trixie chroot (no registry here), removed on drop.
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::env::gate;
+
+/// Made by `cargo xtask setup` (xtask/src/podman.rs).
+pub const BASE_IMAGE: &str = "localhost/pytracer-test-base";
+
+/// [`crate::env::require_privileged`] plus podman and the base image.
+pub fn require_podman() -> bool {
+    let ok = Command::new("podman")
+        .args(["image", "exists", BASE_IMAGE])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let missing =
+        if ok { vec![] } else { vec![format!("podman or its image {BASE_IMAGE} missing (run `cargo xtask setup`)")] };
+    gate(&missing) && crate::env::require_privileged()
+}
+
+/// A detached container; `podman rm -f` on drop.
+pub struct Container {
+    pub id: String,
+}
+
+impl Container {
+    /// `podman run -d --network host ARGS BASE_IMAGE COMMAND`; panics with podman's stderr.
+    pub fn run(args: &[&str], command: &[&str]) -> Container {
+        let out = Command::new("podman")
+            .args(["run", "-d", "--network", "host"])
+            .args(args)
+            .arg(BASE_IMAGE)
+            .args(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running podman");
+        assert!(out.status.success(), "podman run failed: {}", String::from_utf8_lossy(&out.stderr));
+        Container { id: String::from_utf8_lossy(&out.stdout).trim().to_string() }
+    }
+
+    /// The host pid of the container's first process.
+    pub fn pid(&self) -> u32 {
+        let out = Command::new("podman")
+            .args(["inspect", "--format", "{{.State.Pid}}", &self.id])
+            .output()
+            .expect("running podman inspect");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("no pid for {}", self.id))
+    }
+
+    pub fn logs(&self) -> String {
+        Command::new("podman")
+            .args(["logs", &self.id])
+            .output()
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", "-t", "0", &self.id]).stdout(Stdio::null()).status();
+    }
+}
+
+/// `--volume HOST:INSIDE:ro`.
+pub fn volume(host: &Path, inside: &str) -> String {
+    format!("{}:{inside}:ro", host.display())
+}

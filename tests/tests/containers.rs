@@ -1,0 +1,257 @@
+//! Processes in containers, traced from the host: rootful podman runs the test app in the image
+//! `cargo xtask setup` imports from the trixie chroot, under a kubepods-shaped cgroup parent
+//! (`/kubepods/burstable/pod<uid>/libpod-<id>`, the cgroupfs driver's layout). Every span's
+//! resource carries the container's identity as the node alone knows it: `container.id` and
+//! `k8s.pod.uid` from /proc/PID/cgroup, the names from the bundle's annotations (containerd's keys
+//! here, passed with `--annotation`) or, without them, the pod's HOSTNAME and its service-account
+//! namespace file, and the in-container pid. A second test lays a runc container out as
+//! containerd does for a pod (bundle path, annotations, cgroupfs path).
+use std::time::Duration;
+
+use pytracer_tests::podman::{require_podman, volume, Container};
+use pytracer_tests::*;
+use serde_json::{json, Value};
+
+const UID_A: &str = "4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60";
+const UID_B: &str = "9b1c2d3e-4f50-4617-8283-94a5b6c7d8e9";
+
+struct App {
+    container: Container,
+    port: u16,
+    /// The worker's pid inside the container: its ready marker's name (testready.py).
+    worker_vpid: u32,
+    _ready: TempDir,
+}
+
+fn start_app(uid: &str, extra: &[&str]) -> App {
+    let ready = TempDir::new("container-ready").unwrap();
+    let port = free_port();
+    let parent = format!("/kubepods/burstable/pod{uid}/");
+    let apps = volume(&apps_dir(), "/app");
+    let ready_mount = format!("{}:/ready", ready.path().display());
+    let mut args =
+        vec!["--cgroup-parent", &parent, "-v", &apps, "-v", &ready_mount, "-e", "PYTRACER_TESTAPP_READY_DIR=/ready"];
+    args.extend(extra);
+    let bind = format!("127.0.0.1:{port}");
+    let container = Container::run(
+        &args,
+        &["/opt/venv/bin/gunicorn", "--workers", "1", "--bind", &bind, "--chdir", "/app", "testapp:app"],
+    );
+    let worker_vpid = wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(ready.path()).ok()?.find_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    })
+    .unwrap_or_else(|| panic!("the app in {} did not get ready:\n{}", container.id, container.logs()));
+    App { container, port, worker_vpid, _ready: ready }
+}
+
+#[test]
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
+#[expect(clippy::many_single_char_names, reason = "a and b are the two apps, r the trace, m the scrape")]
+fn container_and_pod_identity_on_every_span() {
+    if !require_podman() {
+        return;
+    }
+    // A: containerd's annotations in the bundle (podman writes --annotation into its config.json).
+    let a = start_app(
+        UID_A,
+        &[
+            "--annotation",
+            "io.kubernetes.cri.sandbox-name=shop-7d9f-abcde",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-namespace=prod",
+            "--annotation",
+            "io.kubernetes.cri.container-name=web",
+        ],
+    );
+    // B: no annotations: the pod name is its hostname, the namespace the service account's file,
+    // mounted where the kubelet mounts it.
+    let sa = TempDir::new("serviceaccount").unwrap();
+    std::fs::write(sa.path().join("namespace"), "billing").unwrap();
+    let sa_mount = volume(sa.path(), "/var/run/secrets/kubernetes.io/serviceaccount");
+    let b = start_app(UID_B, &["--hostname", "billing-5f6c-xk2p9", "-v", &sa_mount]);
+
+    let mport = free_port();
+    let t = Tracer::start(&[a.container.pid(), b.container.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    for _ in 0..2 {
+        assert_eq!(get(a.port, "/hello").status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(b.port, "/hello").status, 200);
+    }
+    // The same identity on the metrics: per request and per process (sampled once a second).
+    let count = "http_server_request_duration_seconds_count";
+    let labels_a = [
+        ("container_id", a.container.id.as_str()),
+        ("k8s_pod_name", "shop-7d9f-abcde"),
+        ("k8s_namespace_name", "prod"),
+        ("k8s_container_name", "web"),
+        ("http_route", "/hello"),
+    ];
+    let labels_b = [
+        ("container_id", b.container.id.as_str()),
+        ("k8s_pod_name", "billing-5f6c-xk2p9"),
+        ("k8s_namespace_name", "billing"),
+    ];
+    let counted = wait_until(Duration::from_secs(10), || {
+        let m = scrape(mport);
+        sum(&m, count, &labels_a) == 2.0
+            && sum(&m, count, &labels_b) == 3.0
+            && sum(&m, "process_memory_usage_bytes", &labels_a[..1]) > 0.0
+    });
+    let m = scrape(mport);
+    assert!(counted, "{:?}", m.iter().filter(|l| l.name == count).collect::<Vec<_>>());
+    assert_eq!(sum(&m, count, &[]), 5.0);
+    let r = t.stop();
+
+    let on_port = |port: u16| -> Vec<&Value> {
+        r.spans.iter().filter(|s| attr_u64(s, "server.port") == Some(u64::from(port))).collect()
+    };
+    let (spans_a, spans_b) = (on_port(a.port), on_port(b.port));
+    assert_eq!((spans_a.len(), spans_b.len(), r.spans.len()), (2, 3, 5), "{}", summarize(&r.spans));
+
+    let expected = |app: &App, span: &Value, k8s: Value| {
+        let res = &span["resource"];
+        let pid = res["process.pid"].as_u64().expect("process.pid");
+        let exe = res["process.executable.path"].as_str().unwrap_or_default();
+        assert!(exe.ends_with("/python3.13"), "{exe}");
+        let mut want = json!({
+            "service.name": "testapp",
+            "process.pid": pid,
+            "process.executable.name": "gunicorn",
+            "process.executable.path": exe,
+            "container.id": app.container.id,
+            "pytracer.process.vpid": app.worker_vpid,
+        });
+        want.as_object_mut().unwrap().extend(k8s.as_object().unwrap().clone());
+        assert_eq!(res, &want);
+        assert_eq!(span_path(span), Some("/hello"));
+    };
+    for s in spans_a {
+        expected(
+            &a,
+            s,
+            json!({"k8s.pod.uid": UID_A, "k8s.pod.name": "shop-7d9f-abcde", "k8s.namespace.name": "prod", "k8s.container.name": "web"}),
+        );
+    }
+    for s in spans_b {
+        expected(
+            &b,
+            s,
+            json!({"k8s.pod.uid": UID_B, "k8s.pod.name": "billing-5f6c-xk2p9", "k8s.namespace.name": "billing"}),
+        );
+    }
+}
+
+/// A runc container, bundle and cgroup laid out as containerd lays out a Kubernetes pod's: the
+/// bundle at /run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/ with containerd's
+/// annotations in its config.json, the cgroup `/kubepods/besteffort/pod<uid>/<id>` (cgroupfs
+/// driver: a bare 64-hex directory).
+struct RuncContainer {
+    id: String,
+    bundle: std::path::PathBuf,
+}
+
+impl Drop for RuncContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runc").args(["delete", "-f", &self.id]).status();
+        let _ = std::fs::remove_dir_all(&self.bundle);
+    }
+}
+
+#[test]
+fn containerd_layout_run_by_runc() {
+    if !require_podman() {
+        return;
+    }
+    let uid = "1f2e3d4c-5b6a-4798-8a9b-0c1d2e3f4a5b";
+    let seed = u64::from(std::process::id()) << 20 ^ u64::from(free_port());
+    let id = format!("{:016x}{:016x}{:016x}{:016x}", seed, seed ^ 0xa5a5, seed ^ 0x5a5a, seed ^ 0xffff);
+    let bundle = std::path::PathBuf::from(format!("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}"));
+    std::fs::create_dir_all(&bundle).unwrap();
+    let c = RuncContainer { id: id.clone(), bundle: bundle.clone() };
+    let spec = std::process::Command::new("runc").arg("spec").arg("--bundle").arg(&bundle).status().unwrap();
+    assert!(spec.success(), "runc spec");
+    let ready = TempDir::new("runc-ready").unwrap();
+    let port = free_port();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap()).unwrap();
+    config["root"] = json!({"path": debian_chroot("trixie"), "readonly": true});
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!([
+        "/opt/venv/bin/gunicorn",
+        "--workers",
+        "1",
+        "--bind",
+        format!("127.0.0.1:{port}"),
+        "--chdir",
+        "/app",
+        "testapp:app"
+    ]);
+    config["process"]["env"].as_array_mut().unwrap().push(json!("PYTRACER_TESTAPP_READY_DIR=/ready"));
+    // The host's network, as the test reaches the app on 127.0.0.1.
+    config["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "network");
+    config["linux"]["cgroupsPath"] = json!(format!("/kubepods/besteffort/pod{uid}/{id}"));
+    let mounts = config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/app", "type": "bind", "source": apps_dir(), "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/ready", "type": "bind", "source": ready.path(), "options": ["rbind", "rw"]}));
+    mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}));
+    config["annotations"] = json!({
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-name": "cart-5d6e7f-h4j2k",
+        "io.kubernetes.cri.sandbox-namespace": "store",
+        "io.kubernetes.cri.sandbox-uid": uid,
+        "io.kubernetes.cri.container-name": "app",
+    });
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let log = bundle.join("runc.log");
+    let run = std::process::Command::new("runc")
+        .args(["run", "-d", "--bundle"])
+        .arg(&bundle)
+        .arg(&c.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(bundle.join("runc.err")).unwrap())
+        .status()
+        .unwrap();
+    assert!(run.success(), "runc run: {}", std::fs::read_to_string(bundle.join("runc.err")).unwrap_or_default());
+    let vpid: u32 = wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(ready.path()).ok()?.find_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    })
+    .unwrap_or_else(|| panic!("app not ready: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let state = std::process::Command::new("runc").args(["state", &c.id]).output().unwrap();
+    let state: Value = serde_json::from_slice(&state.stdout).unwrap();
+    let master = u32::try_from(state["pid"].as_u64().unwrap()).unwrap();
+
+    let t = Tracer::start(&[master], &[]);
+    for _ in 0..2 {
+        assert_eq!(get(port, "/hello").status, 200);
+    }
+    let r = t.stop();
+    assert_eq!(r.spans.len(), 2, "{}", summarize(&r.spans));
+    for s in &r.spans {
+        let res = s["resource"].as_object().unwrap();
+        let got: Vec<(&str, &Value)> = [
+            "container.id",
+            "k8s.pod.uid",
+            "k8s.pod.name",
+            "k8s.namespace.name",
+            "k8s.container.name",
+            "pytracer.process.vpid",
+        ]
+        .iter()
+        .map(|k| (*k, &res[*k]))
+        .collect();
+        assert_eq!(
+            got,
+            [
+                ("container.id", &json!(id)),
+                ("k8s.pod.uid", &json!(uid)),
+                ("k8s.pod.name", &json!("cart-5d6e7f-h4j2k")),
+                ("k8s.namespace.name", &json!("store")),
+                ("k8s.container.name", &json!("app")),
+                ("pytracer.process.vpid", &json!(vpid)),
+            ]
+        );
+        assert_eq!(span_path(s), Some("/hello"));
+    }
+}

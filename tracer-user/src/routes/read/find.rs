@@ -76,7 +76,8 @@ pub fn table(interp: &Interpreter, o: &Objects, pid: u32) -> Result<RouteTable, 
     let mut looked = Vec::new();
     for (m, attr) in &hints {
         looked.push(format!("{m}:{attr}"));
-        let Some(obj) = module(m).map(|m| o.module_global(m, attr)).transpose()?.flatten() else { continue };
+        // A hinted name that is not a module (or not there) is no app.
+        let Some(obj) = module(m).and_then(|m| o.module_global(m, attr).ok()).flatten() else { continue };
         if let Some(t) = app_table(o, obj, format!("{m}:{attr}"), &modules)? {
             return Ok(t);
         }
@@ -93,7 +94,13 @@ pub fn table(interp: &Interpreter, o: &Objects, pid: u32) -> Result<RouteTable, 
     order.extend(modules.iter().filter(|(n, _)| scanned_module(n) && !hints.iter().any(|(m, _)| **m == **n)));
     let mut seen = 0;
     for (name, m) in order {
-        for (global, obj) in o.module_dict(*m)?.iter().cloned() {
+        // sys.modules may hold objects that are not modules (lazy loaders, shims): skipped.
+        let globals = match o.module_dict(*m) {
+            Ok(g) => g,
+            Err(e @ crate::cpython::objects::ObjectError::Budget(_)) => return Err(e.into()),
+            Err(_) => continue,
+        };
+        for (global, obj) in globals.iter().cloned() {
             seen += 1;
             if seen > MAX_GLOBALS {
                 break;

@@ -11,7 +11,10 @@ import socket
 import time
 
 import psycopg
+import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from flask import Flask, Response, request
 from testready import mark_ready
 
@@ -27,6 +30,24 @@ def call_http(port, timeout):
 
 def call_pg(port):
     return psycopg.connect(host="127.0.0.1", port=port, user="nobody", dbname="none", connect_timeout=5)
+
+
+# Connections opened by one request and reused by the next, as a pool would: the test stops their
+# server in between.
+kept = {}
+
+
+def call_pg_kept(port):
+    if "pg" not in kept:
+        kept["pg"] = psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="app", autocommit=True)
+    return kept["pg"].execute("SELECT 1").fetchall()
+
+
+def call_redis_kept(port):
+    if "redis" not in kept:
+        # No retries: one call is one attempt, as the test counts them.
+        kept["redis"] = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+    return kept["redis"].get("k")
 
 
 def call_raw(port):
@@ -67,6 +88,16 @@ def http(case):
 @app.get("/pg/<case>")
 def pg(case):
     return measured(lambda: call_pg(port()))
+
+
+@app.get("/pg-kept/<case>")
+def pg_kept(case):
+    return measured(lambda: call_pg_kept(port()))
+
+
+@app.get("/redis-kept/<case>")
+def redis_kept(case):
+    return measured(lambda: call_redis_kept(port()))
 
 
 @app.get("/raw/<case>")

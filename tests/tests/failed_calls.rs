@@ -6,7 +6,8 @@
 //! call for a known time after reading it (a sleep, so at least that long on the monotonic clock)
 //! the span is at least that long too: the caller cannot have given up earlier. The calls are
 //! counted in `http_client_request_duration_seconds` by `error_type`, the failed connects in
-//! `pytracer_client_connect_failures_total`.
+//! `pytracer_client_connect_failures_total`. PostgreSQL and Redis stopped between two calls on the
+//! connections an app keeps open fail the next call with one span each.
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -232,4 +233,54 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     assert!((300_000_000..=was_cut.0).contains(&d), "/http/cut: the span is {d} ns, the caller's {} ns", was_cut.0);
     assert_eq!(spans.len(), 16, "{}", summarize(spans));
     assert!(r.stderr.contains(" failed_connects=4 "), "{}", r.stderr);
+}
+
+/// PostgreSQL and Redis stopped between two calls on connections the app keeps open, as a pool
+/// does: the next call on each fails as the caller lived it, one span with the server's reason
+/// (PostgreSQL's shutdown error) or the refused reconnect (redis-py checks a pooled connection
+/// before use and finds it closed).
+#[test]
+fn databases_stopped_between_calls() {
+    if !require_privileged() {
+        return;
+    }
+    let pg = Postgres::start();
+    let redis = Redis::start();
+    let (pg_port, redis_port) = (pg.port(), redis.port());
+    let app = Gunicorn::start(GunicornOpts::sync(1).app("failing_calls:app"));
+    let t = Tracer::start(&[app.pid()], &[]);
+    let file = apps_dir().join("failing_calls.py");
+    let pg_up = call(app.port(), &format!("/pg-kept/up?port={pg_port}"));
+    let redis_up = call(app.port(), &format!("/redis-kept/up?port={redis_port}"));
+    assert_eq!((pg_up.1.as_str(), redis_up.1.as_str()), ("none", "none"));
+    drop(pg);
+    drop(redis);
+    let pg_down = call(app.port(), &format!("/pg-kept/stopped?port={pg_port}"));
+    let redis_down = call(app.port(), &format!("/redis-kept/stopped?port={redis_port}"));
+    let r = t.stop();
+    let spans = &r.spans;
+    assert_eq!((pg_down.1.as_str(), redis_down.1.as_str()), ("AdminShutdown", "ConnectionError"));
+
+    // The query written to a connection the server had ended: its answer is the shutdown error
+    // the backend sent before closing (57P01, admin_shutdown), which is what the caller raised.
+    let c = the_call(spans, "/pg-kept/stopped", &file, "call_pg_kept");
+    assert_eq!(c["name"], "SELECT app");
+    let mut attrs = without_code(c);
+    let received = attrs.as_object_mut().unwrap().remove("pytracer.response.bytes_received");
+    assert!(received.and_then(|v| v.as_u64()).is_some_and(|n| n > 0), "{c}");
+    assert_eq!(
+        attrs,
+        peer_attrs(
+            pg_port,
+            &json!({"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.query.text": "SELECT ?", "db.namespace": "app", "db.response.status_code": "57P01", "error.type": "57P01"})
+        )
+    );
+    assert!(duration_ns(c) <= pg_down.0, "the span ({} ns) within the caller's {} ns", duration_ns(c), pg_down.0);
+
+    // redis-py found its pooled connection closed before using it and connected again: the
+    // refused connect is the call the caller lived (no command was written).
+    let c = the_call(spans, "/redis-kept/stopped", &file, "call_redis_kept");
+    assert_eq!(c["name"], "connect");
+    assert_eq!(without_code(c), peer_attrs(redis_port, &json!({"error.type": "connection_refused"})));
+    assert!(duration_ns(c) <= redis_down.0, "the span ({} ns) within the caller's {} ns", duration_ns(c), redis_down.0);
 }

@@ -96,11 +96,23 @@ fn peer_attrs(port: u16, extra: &Value) -> Value {
     a
 }
 
-/// The attributes of a span other than code.*.
+/// The attributes of a span other than code.* and the connect's duration (checked to lie within
+/// the span by `connect_share`).
 fn without_code(span: &Value) -> Value {
+    connect_share(span);
     let mut a = span["attributes"].as_object().unwrap().clone();
-    a.retain(|k, _| !k.starts_with("code."));
+    a.retain(|k, _| !k.starts_with("code.") && k != "pytracer.connect.duration");
     Value::Object(a)
+}
+
+/// The connect's share of a call that lived one (None for a call on a connection already open):
+/// a duration within the span's.
+fn connect_share(span: &Value) -> Option<f64> {
+    let took = span["attributes"].get("pytracer.connect.duration")?.as_f64().expect("seconds");
+    #[expect(clippy::cast_precision_loss, reason = "a span's duration in seconds")]
+    let span_s = duration_ns(span) as f64 / 1e9;
+    assert!((0.0..=span_s).contains(&took), "the connect ({took} s) within the span ({span_s} s): {span}");
+    Some(took)
 }
 
 /// The one client span of the request to `path`: checks its parent, status and caller.
@@ -204,6 +216,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     ] {
         let c = the_call(spans, path, &file, "call_http");
         assert_eq!(c["name"], "GET", "{path}");
+        assert!(connect_share(c).is_some(), "{path}: requests connected inside the call: {c}");
         assert_eq!(
             without_code(c),
             peer_attrs(
@@ -265,6 +278,7 @@ fn databases_stopped_between_calls() {
     // the backend sent before closing (57P01, admin_shutdown), which is what the caller raised.
     let c = the_call(spans, "/pg-kept/stopped", &file, "call_pg_kept");
     assert_eq!(c["name"], "SELECT app");
+    assert_eq!(connect_share(c), None, "the connection was opened by the request before");
     let mut attrs = without_code(c);
     let received = attrs.as_object_mut().unwrap().remove("pytracer.response.bytes_received");
     assert!(received.and_then(|v| v.as_u64()).is_some_and(|n| n > 0), "{c}");

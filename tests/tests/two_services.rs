@@ -61,10 +61,16 @@ fn assert_code(span: &Value, file: &Path, function: &str) {
     assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(file, function)), "{what}");
 }
 
-/// The attributes of an exit span other than code.*, exactly.
+/// The attributes of an exit span other than code.* and the connect's duration, exactly. The
+/// connect, where the call lived one, lies within the span.
 fn db_attributes(span: &Value) -> Value {
+    if let Some(took) = span["attributes"].get("pytracer.connect.duration") {
+        #[expect(clippy::cast_precision_loss, reason = "a span's duration in seconds")]
+        let span_s = duration_ns(span) as f64 / 1e9;
+        assert!((0.0..=span_s).contains(&took.as_f64().unwrap()), "the connect within the span: {span}");
+    }
     let mut a = span["attributes"].as_object().unwrap().clone();
-    a.retain(|k, _| !k.starts_with("code."));
+    a.retain(|k, _| !k.starts_with("code.") && k != "pytracer.connect.duration");
     Value::Object(a)
 }
 

@@ -62,6 +62,8 @@ pub(super) struct ClientConn {
     received: u64,
     /// The connect's entry, until the first write burst takes it.
     connect_ns: Option<u64>,
+    /// A blocking connect's exit (a non-blocking one is done by the first write).
+    connected_ns: Option<u64>,
 }
 
 enum Proto {
@@ -84,6 +86,8 @@ pub(super) struct CallCtx {
     /// The connection's first write burst: the entry of its connect, which the caller lived as
     /// part of the call (urllib3 connects inside the request). Taken by the burst's first call.
     connect_ns: Option<u64>,
+    /// When that connect was done (meaningful only with `connect_ns`).
+    connect_done_ns: u64,
 }
 
 impl ClientConn {
@@ -99,6 +103,7 @@ impl ClientConn {
             failure: None,
             received: 0,
             connect_ns: None,
+            connected_ns: None,
         }
     }
 }
@@ -139,6 +144,7 @@ impl Agent {
         let mut conn = ClientConn::new(peer, local);
         conn.connecting = connecting;
         conn.connect_ns = Some(h.start_ns);
+        conn.connected_ns = (h.ret == 0).then_some(h.end_ns);
         if let Some(old) = self.client.conns.insert((tgid, fd), conn) {
             self.forget_client_addr(old.local, (tgid, fd));
         }
@@ -182,6 +188,7 @@ impl Agent {
                 }
                 let mut ctx = self.call_ctx(tgid, tid, piece.start_ns);
                 ctx.connect_ns = c.connect_ns.take();
+                ctx.connect_done_ns = c.connected_ns.take().unwrap_or(piece.start_ns);
                 c.calls.push_back(ctx);
                 c.failure = None;
                 c.received = 0;
@@ -260,7 +267,7 @@ impl Agent {
         // A call made outside any request we saw (a background thread, start-up): its own trace.
         let ids = parent.as_ref().map_or_else(SpanIds::root, SpanIds::child);
         let caller = self.samples.caller(tgid, tid, start_ns.saturating_sub(STACK_SLACK_NS), start_ns);
-        CallCtx { start_ns, ids, caller, used: false, connect_ns: None }
+        CallCtx { start_ns, ids, caller, used: false, connect_ns: None, connect_done_ns: 0 }
     }
 
     /// `ended`: the connection ended, and the calls without an answer last until then.
@@ -279,8 +286,14 @@ impl Agent {
                 Call::Http(x) => spans::http_client::call(x, &c.peer),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
-            if let Some(t) = ctx.as_ref().and_then(|c| c.connect_ns) {
+            if let Some(c) = ctx.as_ref().filter(|c| c.connect_ns.is_some()) {
+                let t = c.connect_ns.unwrap_or_default();
                 facts.start_ns = facts.start_ns.min(t);
+                // The connect's own share of the call, so a slow one shows (a slow network or
+                // an overloaded listener's backlog) next to the call's whole duration.
+                let took = c.connect_done_ns.saturating_sub(t);
+                #[expect(clippy::cast_precision_loss, reason = "a duration in seconds, as the conventions give them")]
+                facts.attributes.insert(semconv::PYTRACER_CONNECT_DURATION.into(), (took as f64 / 1e9).into());
             }
             if let Some(e) = ended.filter(|_| call.unanswered()) {
                 e.apply(&mut facts);
@@ -423,6 +436,7 @@ mod tests {
             caller: None,
             used: false,
             connect_ns: None,
+            connect_done_ns: 0,
         };
         let mut q: VecDeque<CallCtx> = [ctx(1), ctx(2), ctx(30)].into();
         assert_eq!(take_ctx(&mut q, 2).unwrap().ids.span_id, "2");

@@ -34,6 +34,9 @@ pub const NETWORK_PEER_PORT: &str = "network.peer.port";
 pub const ERROR_TYPE: &str = "error.type";
 /// Ours: bytes the caller received of a reply the connection cut (a reset, an early close).
 pub const PYTRACER_RESPONSE_BYTES_RECEIVED: &str = "pytracer.response.bytes_received";
+/// Seconds the call's connect took (from its entry to its exit, or to the first write of a
+/// non-blocking one), on the connection's first call, which lived it. No convention has one.
+pub const PYTRACER_CONNECT_DURATION: &str = "pytracer.connect.duration";
 
 // Databases (https://opentelemetry.io/docs/specs/semconv/database/).
 pub const DB_SYSTEM_NAME: &str = "db.system.name";

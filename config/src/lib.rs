@@ -123,12 +123,52 @@ pub struct Service {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
-    /// Query parameters whose name contains one of these (ignoring case) are recorded as
-    /// `<redacted>`.
-    pub redact_query_keys: Vec<String>,
+    /// Names whose values never leave the agent: query parameters and captured headers.
+    pub secrets: Secrets,
+    /// Headers recorded on spans, by name (any case).
+    pub capture_headers: CaptureHeaders,
+}
+
+/// Instana's secrets setting: a matcher and a list. A query parameter or captured header whose
+/// name matches is recorded as `<redacted>`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Secrets {
+    pub matcher: SecretMatcher,
+    pub list: Vec<String>,
+}
+
+impl Default for Secrets {
+    fn default() -> Self {
+        Secrets {
+            matcher: SecretMatcher::ContainsIgnoreCase,
+            list: strings(&["key", "pass", "secret", "token", "auth", "session", "signature", "credential"]),
+        }
+    }
+}
+
+/// How a name is matched against each entry of the secrets list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretMatcher {
+    ContainsIgnoreCase,
+    Contains,
+    EqualsIgnoreCase,
+    Equals,
+    /// The entry is a regular expression the whole name must match.
+    Regex,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureHeaders {
+    /// Request headers, as `http.request.header.<name>` on server and client spans.
+    pub request: Vec<String>,
+    /// Response headers, as `http.response.header.<name>`.
+    pub response: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -145,12 +185,6 @@ impl Default for Discovery {
             blacklist: strings(&["pipenv", "runserver", "ipython"]),
             rescan_interval_seconds: 2.0,
         }
-    }
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Http { redact_query_keys: strings(&["key", "pass", "secret"]) }
     }
 }
 
@@ -268,14 +302,37 @@ impl Config {
                 format!("is {}; use a positive number of seconds", o.timeout_seconds),
             ));
         }
-        if self.http.redact_query_keys.iter().any(String::is_empty) {
-            return Err(invalid(
-                "redact_query_keys",
-                "an empty entry would redact every query value; remove it".into(),
-            ));
+        self.validate_http(&invalid)
+    }
+
+    fn validate_http(&self, invalid: &impl Fn(&'static str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let secrets = &self.http.secrets;
+        if secrets.list.iter().any(String::is_empty) {
+            return Err(invalid("list", "an empty secrets entry would redact every value; remove it".into()));
+        }
+        if secrets.matcher == SecretMatcher::Regex {
+            for entry in &secrets.list {
+                if let Err(e) = regex::Regex::new(&format!("^(?:{entry})$")) {
+                    return Err(invalid("list", format!("`{entry}` is not a regular expression: {e}")));
+                }
+            }
+        }
+        let c = &self.http.capture_headers;
+        for (field, names) in [("request", &c.request), ("response", &c.response)] {
+            if let Some(bad) = names.iter().find(|n| n.is_empty() || !n.bytes().all(is_token_byte)) {
+                return Err(invalid(
+                    field,
+                    format!("`{bad}` is not a header name (letters, digits and !#$%&'*+-.^_`|~)"),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// A byte of an HTTP token (RFC 9110 section 5.6.2), what a header name is made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The 1-based line where `key:` first appears, for messages about values that parse but are wrong.
@@ -366,8 +423,16 @@ mod tests {
         assert!(e.starts_with("test.yaml:4: field `rescan_interval_seconds`: is 0"), "{e}");
         let e = err("service:\n  name: ' '\n");
         assert!(e.starts_with("test.yaml:2: field `name`"), "{e}");
-        let e = err("http:\n  redact_query_keys: ['']\n");
-        assert!(e.starts_with("test.yaml:2: field `redact_query_keys`"), "{e}");
+        let e = err("http:\n  secrets:\n    list: ['']\n");
+        assert!(e.starts_with("test.yaml:3: field `list`"), "{e}");
+        let e = err("http:\n  secrets:\n    matcher: regex\n    list: ['a(']\n");
+        assert!(e.starts_with("test.yaml:4: field `list`: `a(` is not a regular expression"), "{e}");
+        let e = err("http:\n  secrets:\n    matcher: like\n");
+        assert!(e.contains("unknown variant `like`, expected one of `contains-ignore-case`"), "{e}");
+        let e = err("http:\n  capture_headers:\n    request: ['x y']\n");
+        assert!(e.starts_with("test.yaml:3: field `request`: `x y` is not a header name"), "{e}");
+        let c = parse("http:\n  secrets:\n    matcher: regex\n    list: ['x-.*']\n").unwrap();
+        assert_eq!(c.http.secrets.matcher, SecretMatcher::Regex);
         let e = err("otlp:\n  endpoint: collector:4318\n");
         assert!(e.starts_with("test.yaml:2: field `endpoint`: `collector:4318` is not an http"), "{e}");
         let e = err("otlp:\n  compression: zstd\n");

@@ -146,11 +146,16 @@ pub fn testapp_span_name(s: &Sent) -> String {
     }
 }
 
-/// What the default redaction list (key, pass, secret) makes of a query.
+/// What the default secrets list (key, pass, secret, token, auth, session, signature, credential,
+/// contained, ignoring case) makes of a query.
 pub fn redacted(q: &str) -> String {
     q.split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if ["key", "pass", "secret"].iter().any(|s| k.to_lowercase().contains(s)) => {
+            Some((k, _))
+                if ["key", "pass", "secret", "token", "auth", "session", "signature", "credential"]
+                    .iter()
+                    .any(|s| k.to_lowercase().contains(s)) =>
+            {
                 format!("{k}=<redacted>")
             }
             _ => kv.to_string(),

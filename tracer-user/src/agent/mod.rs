@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::cpython;
 use crate::export::otlp;
 use crate::export::sink::{Format, Sinks, SpanSink};
+use crate::http::redact::Redaction;
 use crate::metrics::{self, Metrics};
 use crate::piece::Piece;
 use crate::procinfo::ProcInfo;
@@ -85,6 +86,8 @@ struct Agent {
     ids: ids::IdState,
     /// Each worker's route table (route_tables.rs).
     routes: route_tables::RouteTables,
+    /// The configured secrets and captured headers.
+    redaction: Redaction,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -94,6 +97,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             read_target(pid)?;
         }
     }
+    let redaction = Redaction::new(&opts.config.http.secrets, &opts.config.http.capture_headers)?;
     let (mut probes, ring) = Probes::load()?;
     let fe = &opts.config.cpython.frame_eval;
     // `always` is for exact attribution: every hit walks. Sampled windows walk a few times per request.
@@ -133,6 +137,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         client: client::ClientSide::default(),
         ids: ids::IdState::default(),
         routes: route_tables::RouteTables::default(),
+        redaction,
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {

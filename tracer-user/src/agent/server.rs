@@ -124,8 +124,7 @@ impl Agent {
                 self.stats.unsampled += 1;
                 continue;
             }
-            let mut span =
-                server_span(&x, ctx, ids, &self.config.http.redact_query_keys, resource, |t| clock.to_unix_ns(t));
+            let mut span = server_span(&x, ctx, ids, &self.redaction, resource, |t| clock.to_unix_ns(t));
             let walked = if served_by == tgid { self.samples.handler(tgid, tid, x.start_ns, x.end_ns) } else { None };
             self.set_route_and_code(&mut span, route, walked);
             if x.incomplete.is_some() {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use super::{semconv, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
-use crate::http::{connection::Exchange, redact::redact_query, route};
+use crate::http::{connection::Exchange, redact::Redaction, route};
 use crate::sockaddr::Peer;
 
 /// What the agent knows about the connection besides its bytes.
@@ -24,7 +24,7 @@ pub fn server_span(
     x: &Exchange,
     conn: &ConnContext,
     ids: SpanIds,
-    redact_keys: &[String],
+    redaction: &Redaction,
     resource: Attributes,
     to_unix: impl Fn(u64) -> u64,
 ) -> Span {
@@ -42,12 +42,14 @@ pub fn server_span(
     // Not http.route: that is the app's own route, which the wire does not carry.
     a.insert(semconv::URL_TEMPLATE.into(), json!(route::template(path)));
     if let Some(q) = query {
-        a.insert(semconv::URL_QUERY.into(), json!(redact_query(q, redact_keys)));
+        a.insert(semconv::URL_QUERY.into(), json!(redaction.query(q)));
     }
     a.insert(semconv::URL_SCHEME.into(), json!(req.scheme.as_deref().unwrap_or("http")));
     if let Some(resp) = &x.response {
         a.insert(semconv::HTTP_RESPONSE_STATUS_CODE.into(), json!(resp.status));
+        redaction.response_headers(resp, &mut a);
     }
+    redaction.request_headers(req, &mut a);
     let host = req.header("host").and_then(split_host);
     match (&host, conn.local) {
         (Some((h, p)), local) => {
@@ -165,8 +167,8 @@ mod tests {
         }
     }
 
-    fn keys() -> Vec<String> {
-        vec!["key".into(), "pass".into(), "secret".into()]
+    fn keys() -> Redaction {
+        Redaction::new(&pytracer_config::Secrets::default(), &pytracer_config::CaptureHeaders::default()).unwrap()
     }
 
     #[test]

@@ -177,17 +177,31 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn std::io::Write>> {
-    Ok(match path {
-        Some(p) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open output file {}", p.display()))?,
-        ),
+/// Span files are appended to: a restarted agent keeps what the last one wrote.
+fn open_append(p: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .with_context(|| format!("cannot open output file {}", p.display()))
+}
+
+/// What `trace` and `run` share: the output (the command line's, else the configuration's,
+/// else standard output) and OTLP from the configuration and the environment.
+fn agent_options(
+    targets: Targets,
+    duration: Option<Duration>,
+    config: Config,
+    output: Option<&PathBuf>,
+    format: crate::export::sink::Format,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<Options> {
+    let output: Box<dyn std::io::Write> = match output.or(config.output.path.as_ref()) {
+        Some(p) => Box::new(open_append(p)?),
         None => Box::new(std::io::stdout()),
-    })
+    };
+    let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
+    Ok(Options { targets, duration, config, output, format, metrics_addr, otlp, extra: None })
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -197,35 +211,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(mode) = frame_eval {
                 config.cpython.frame_eval.mode = mode;
             }
-            let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
-            let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
-            block_on(agent::run(Options {
-                targets: Targets::Pids(pids),
+            block_on(agent::run(agent_options(
+                Targets::Pids(pids),
                 duration,
                 config,
-                output,
+                output.as_ref(),
                 format,
                 metrics_addr,
-                otlp,
-                extra: None,
-            }))
+            )?))
         }
         Command::Run { config, duration, output, format, metrics_addr } => {
             let config = load_config(config.as_ref())?;
-            let output = open_output(output.as_ref().or(config.output.path.as_ref()))?;
             // Validated when the config was loaded.
             let metrics_addr = metrics_addr.or_else(|| config.metrics.listen.as_ref().and_then(|a| a.parse().ok()));
-            let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
-            block_on(agent::run(Options {
-                targets: Targets::Discover,
+            block_on(agent::run(agent_options(
+                Targets::Discover,
                 duration,
                 config,
-                output,
+                output.as_ref(),
                 format,
                 metrics_addr,
-                otlp,
-                extra: None,
-            }))
+            )?))
         }
         Command::Routes { pid, json } => print_routes(pid, json),
         Command::Top { pids, once, duration, sort, config, output } => {
@@ -234,13 +240,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let config = load_config(config.as_ref())?;
             let output: Option<Box<dyn std::io::Write + Send>> = match &output {
-                Some(p) => Some(Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)
-                        .with_context(|| format!("cannot open output file {}", p.display()))?,
-                )),
+                Some(p) => Some(Box::new(open_append(p)?)),
                 None => None,
             };
             crate::top::run(crate::top::TopOptions { pids, once: once.then_some(duration), sort, config, output })

@@ -110,7 +110,9 @@ def add_route():
     return _text("added")
 
 
-def create_app():
+def create_app(ready=True):
+    """The app; `ready` marks the worker ready once it is built (for Gunicorn's
+    `routes_flask:create_app()`; routes_flask_app marks it after assigning its globals)."""
     app = Flask(__name__)
     app.add_url_rule("/", view_func=index)
     app.add_url_rule("/c/default/<value>", view_func=conv_default)
@@ -130,7 +132,6 @@ def create_app():
     shop.add_url_rule("/", view_func=shop_index)
     shop.add_url_rule("/items/<int:item_id>", view_func=shop_item)
     app.register_blueprint(shop)
+    if ready:
+        mark_ready()
     return app
-
-
-mark_ready()

@@ -685,20 +685,10 @@ fn routes_command_lists_the_flask_app() {
     let py = Py::Host(routes_venv());
     let g = Gunicorn::start(py.gunicorn("routes_flask_app:app", "sync"));
     let worker = g.wait_for_workers(1, &[])[0];
-    // The app's ready marker is written while its module is still being imported (before
-    // `app = create_app()` has run): until then there is no app to find.
-    let run = || {
-        Command::new(pytracer_bin())
-            .args(["routes", "--pid", &worker.to_string(), "--json"])
-            .output()
-            .expect("running pytracer routes")
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out = run();
-    while !out.status.success() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        out = run();
-    }
+    let out = Command::new(pytracer_bin())
+        .args(["routes", "--pid", &worker.to_string(), "--json"])
+        .output()
+        .expect("running pytracer routes");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "pytracer routes exited {}: {stderr}", out.status);
     let got: Value = serde_json::from_slice(&out.stdout)

@@ -27,6 +27,9 @@ pub(super) struct RouteTables {
     /// the same command line (Gunicorn's or uWSGI's workers, not an emperor's vassals) load
     /// the same app and share a table.
     parent: HashMap<u32, (u32, String)>,
+    /// The latest table read by any of those siblings, by their (parent, command line): found
+    /// without a scan, for every request of a worker that has none yet.
+    shared: HashMap<(u32, String), Arc<Matcher>>,
 }
 
 #[derive(Default)]
@@ -57,15 +60,20 @@ impl RouteTables {
     pub(super) fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
         self.parent.remove(&pid);
+        // A master gone (or executing anew) forks no more siblings of the old app.
+        self.shared.retain(|(parent, _), _| *parent != pid);
     }
 
     /// A sibling's table, when one has been read.
     fn sibling(&self, pid: u32) -> Option<Arc<Matcher>> {
-        let mine = self.parent.get(&pid)?;
-        self.parent
-            .iter()
-            .filter(|(c, p)| *p == mine && **c != pid)
-            .find_map(|(c, _)| self.by_pid.get(c).and_then(|t| t.matcher.clone()))
+        self.shared.get(self.parent.get(&pid)?).cloned()
+    }
+
+    /// `pid` read `m`: its siblings take it from here.
+    fn share(&mut self, pid: u32, m: &Arc<Matcher>) {
+        if let Some(key) = self.parent.get(&pid) {
+            self.shared.insert(key.clone(), m.clone());
+        }
     }
 }
 
@@ -119,9 +127,11 @@ impl Agent {
                 for s in &tab.skipped {
                     log::debug!("pid {pid}: route {} not matched: {}", s.rule, s.reason);
                 }
-                t.matcher = Some(Arc::new(m));
+                let m = Arc::new(m);
+                t.matcher = Some(m.clone());
                 t.last_error = None;
                 t.retry = RETRY_NO_TABLE;
+                self.routes.share(pid, &m);
                 self.metrics.route_table("read");
             }
             Err(e) => {
@@ -148,5 +158,38 @@ fn resolved(m: &Matcher, method: &str, path: &str) -> Option<Resolved> {
         }
         Outcome::MethodNotAllowed { route: Some(route) } => Some(Resolved { route: Some(route), code: None }),
         Outcome::MethodNotAllowed { route: None } | Outcome::NotFound => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::table::{Framework, RouteTable, Rules};
+
+    fn matcher() -> Arc<Matcher> {
+        let table = RouteTable {
+            framework: Framework::Starlette,
+            found_at: "app:app".into(),
+            rules: Rules::Starlette(Vec::new()),
+            skipped: Vec::new(),
+        };
+        Arc::new(Matcher::new(table))
+    }
+
+    #[test]
+    fn siblings_with_the_same_command_line_share_a_table() {
+        let mut t = RouteTables::default();
+        t.forked(1, 10, "gunicorn app:app".into());
+        t.forked(1, 11, "gunicorn app:app".into());
+        t.forked(1, 12, "python other.py".into());
+        t.forked(2, 20, "gunicorn app:app".into());
+        assert!(t.sibling(11).is_none(), "nothing read yet");
+        let m = matcher();
+        t.share(10, &m);
+        assert!(t.sibling(11).is_some_and(|s| Arc::ptr_eq(&s, &m)));
+        assert!(t.sibling(12).is_none(), "another program forked by the same parent");
+        assert!(t.sibling(20).is_none(), "another master's worker");
+        t.forget(1);
+        assert!(t.sibling(11).is_none(), "the master is gone: its table is not offered again");
     }
 }

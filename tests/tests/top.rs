@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use pytracer_tests::*;
 
 /// Requests to the test app while `top` traces: 30 × /users/N (200), 10 × /fail (500), 5 ×
-/// /nope (404: no rule, so its row is the path's template).
+/// /nope (404: no rule, so its row is the path's template), 2 × /gc/collect/2 (full collections,
+/// whose pauses the workers' rows show).
 fn traffic(port: u16) {
     for i in 0..30 {
         assert_eq!(get(port, &format!("/users/{i}")).status, 200);
@@ -16,6 +17,9 @@ fn traffic(port: u16) {
     }
     for _ in 0..5 {
         assert_eq!(get(port, "/nope").status, 404);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(port, "/gc/collect/2").status, 200);
     }
 }
 
@@ -55,15 +59,23 @@ fn top_once_counts_every_request_by_route() {
     let nope = row("/nope");
     assert_eq!((nope[2], nope[4], nope[8]), ("5", "0.0", "-"), "no rule, no handler: {stdout}");
     let route_rows = rows.iter().take_while(|r| !r.is_empty()).count() - 1;
-    assert_eq!(route_rows, 3, "three routes and nothing else: {stdout}");
+    assert_eq!(row("/gc/collect/<int:generation>")[2], "2", "{stdout}");
+    assert_eq!(route_rows, 4, "four routes and nothing else: {stdout}");
     // The workers that served: each with its pid.
     let workers = g.worker_pids();
     let worker_rows: Vec<&Vec<&str>> = rows.iter().skip_while(|r| r.first() != Some(&"PID")).skip(1).collect();
     assert!(!worker_rows.is_empty(), "{stdout}");
+    let mut paused_ms = 0.0;
+    // PID SERVICE CPU% RSS GC-COLLECTIONS GC-PAUSE-ms GC-MAX-ms
     for w in worker_rows {
+        assert_eq!(w.len(), 7, "{w:?}");
         assert!(workers.contains(&w[0].parse().unwrap()), "{w:?} is a worker of {workers:?}");
         assert_eq!(w[1], "testapp");
+        let (total, max): (f64, f64) = (w[5].parse().unwrap(), w[6].parse().unwrap());
+        assert!(max <= total, "{w:?}");
+        paused_ms += total;
     }
+    assert!(paused_ms > 0.0, "the two full collections paused a worker: {stdout}");
 }
 
 fn tmux(args: &[&str]) -> String {

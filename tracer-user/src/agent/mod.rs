@@ -256,6 +256,7 @@ impl Agent {
                 let Some(t) = self.procs.get(&h.tgid) else { return };
                 if matches!(ev, Event::GcPause { .. }) {
                     self.metrics.observe_gc_pause(&t.labels, secs);
+                    self.sink.gc_pause(h.tgid, h.end_ns.saturating_sub(h.start_ns));
                 } else {
                     self.metrics.observe_gil_wait(&t.labels, secs);
                 }

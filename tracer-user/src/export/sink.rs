@@ -11,6 +11,9 @@ pub trait SpanSink {
     fn send(&mut self, span: &Span) -> io::Result<()>;
     /// Makes what was sent visible (called after each batch of kernel records).
     fn flush(&mut self) -> io::Result<()>;
+    /// A garbage collection paused a thread of `pid` for `ns`: only `top` shows them per
+    /// worker; span destinations leave it (the metrics have their histogram).
+    fn gc_pause(&mut self, _pid: u32, _ns: u64) {}
 }
 
 /// One span per line, as JSON (the default output, for pipes and files).
@@ -87,6 +90,12 @@ impl SpanSink for Sinks {
 
     fn flush(&mut self) -> io::Result<()> {
         self.lines.flush()
+    }
+
+    fn gc_pause(&mut self, pid: u32, ns: u64) {
+        if let Some(e) = &mut self.extra {
+            e.gc_pause(pid, ns);
+        }
     }
 }
 

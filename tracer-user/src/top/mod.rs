@@ -1,7 +1,7 @@
 //! `pytracer top`: everything pytracer traces at a glance. The agent runs as for `trace` (or
 //! `run`, discovering processes), its spans going into [`stats::Stats`] instead of an output;
 //! per service and route, requests per second, error share, p50/p95/p99 and the handler, the
-//! exit calls per request; per worker CPU, RSS and GC collections. Live in the terminal
+//! exit calls per request; per worker CPU, RSS, GC collections and pauses. Live in the terminal
 //! (`tui.rs`), or `--once`: trace for a while and print one plain table (`view.rs`).
 mod stats;
 mod tui;
@@ -88,7 +88,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
             opts.sort,
             false,
         );
-        let ws = workers.sample(&pids(&stats));
+        let ws = sample_workers(&mut workers, &stats);
         print!("{}", view::plain(&rows, &ws));
     }
     Ok(())
@@ -106,6 +106,16 @@ fn pids(stats: &Mutex<Stats>) -> Vec<(u32, String)> {
     out.into_iter().collect()
 }
 
+/// The workers now, with the GC pauses the agent saw of each.
+fn sample_workers(workers: &mut Workers, stats: &Mutex<Stats>) -> Vec<workers::Worker> {
+    let mut ws = workers.sample(&pids(stats));
+    let s = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for w in &mut ws {
+        w.gc_pauses = s.gc_pauses.get(&w.pid).copied().unwrap_or_default();
+    }
+    ws
+}
+
 struct Live {
     stats: Arc<Mutex<Stats>>,
     workers: Workers,
@@ -121,7 +131,7 @@ impl tui::Source for Live {
             sort,
             true,
         );
-        let ws = self.workers.sample(&pids(&self.stats));
+        let ws = sample_workers(&mut self.workers, &self.stats);
         let status = format!(
             " {} routes, {} workers, {elapsed:.0} s  q quit  s sort  r/e/p requests/errors/p99",
             rows.len(),

@@ -47,6 +47,16 @@ pub struct Stats {
     pub routes: BTreeMap<(String, String), Route>,
     /// Exit calls by the span id of the request that made them, until that request finishes.
     pending: HashMap<String, Vec<(String, u64)>>,
+    /// Garbage-collection pauses by process, since `top` started.
+    pub gc_pauses: HashMap<u32, GcPauses>,
+}
+
+/// A process's GC pauses: how many, their total and the longest, in ns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcPauses {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
 }
 
 impl Stats {
@@ -134,6 +144,15 @@ impl SpanSink for StatsSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    fn gc_pause(&mut self, pid: u32, ns: u64) {
+        let mut s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded by the traced processes: an exited one's entry is one small record.
+        let g = s.gc_pauses.entry(pid).or_default();
+        g.count += 1;
+        g.total_ns += ns;
+        g.max_ns = g.max_ns.max(ns);
     }
 }
 

@@ -49,6 +49,8 @@ pub fn run(source: &mut dyn Source, mut sort: SortBy) -> anyhow::Result<()> {
                     Constraint::Length(7),
                     Constraint::Length(9),
                     Constraint::Length(8),
+                    Constraint::Length(12),
+                    Constraint::Length(10),
                 ];
                 f.render_widget(
                     Table::new(rows, widths).header(header).block(Block::bordered().title(" workers ")),

@@ -109,7 +109,7 @@ pub fn route_rows(stats: &Stats, elapsed_s: f64, sort: SortBy, live: bool) -> Ve
 }
 
 pub const ROUTE_HEADER: [&str; 9] = ["SERVICE", "ROUTE", "REQS", "REQ/S", "ERR%", "P50ms", "P95ms", "P99ms", "HANDLER"];
-pub const WORKER_HEADER: [&str; 5] = ["PID", "SERVICE", "CPU%", "RSS MiB", "GC"];
+pub const WORKER_HEADER: [&str; 7] = ["PID", "SERVICE", "CPU%", "RSS MiB", "GC", "GC PAUSE ms", "GC MAX ms"];
 
 /// A route row's cells, in [`ROUTE_HEADER`]'s order (the calls go on their own line).
 pub fn route_cells(r: &RouteRow) -> [String; 9] {
@@ -126,13 +126,15 @@ pub fn route_cells(r: &RouteRow) -> [String; 9] {
     ]
 }
 
-pub fn worker_cells(w: &Worker) -> [String; 5] {
+pub fn worker_cells(w: &Worker) -> [String; 7] {
     [
         w.pid.to_string(),
         w.service.clone(),
         format!("{:.1}", w.cpu_percent),
         format!("{:.1}", w.rss_bytes as f64 / 1_048_576.0),
         w.gc_collections.map_or_else(|| "-".into(), |n| n.to_string()),
+        format!("{:.2}", w.gc_pauses.total_ns as f64 / 1e6),
+        format!("{:.2}", w.gc_pauses.max_ns as f64 / 1e6),
     ]
 }
 
@@ -150,7 +152,7 @@ pub fn plain(routes: &[RouteRow], workers: &[Worker]) -> String {
     }
     if !workers.is_empty() {
         out.push('\n');
-        let cells: Vec<[String; 5]> = workers.iter().map(worker_cells).collect();
+        let cells: Vec<[String; 7]> = workers.iter().map(worker_cells).collect();
         let widths = column_widths(&WORKER_HEADER, &cells);
         line(&mut out, &WORKER_HEADER.map(str::to_string), &widths);
         for c in &cells {

@@ -15,6 +15,8 @@ pub struct Worker {
     pub rss_bytes: u64,
     /// Collections of every generation since the interpreter started; `None` when unreadable.
     pub gc_collections: Option<u64>,
+    /// Its collections' pauses seen since `top` started (filled from the agent's GC probes).
+    pub gc_pauses: super::stats::GcPauses,
 }
 
 #[derive(Default)]
@@ -48,6 +50,7 @@ impl Workers {
                 cpu_percent,
                 rss_bytes: s.rss_bytes,
                 gc_collections,
+                gc_pauses: super::stats::GcPauses::default(),
             });
         }
         out

@@ -22,12 +22,14 @@ pub fn cargo() -> Command {
 /// Runs `cargo build --release` at the repository root: the eBPF object and target/release/pytracer.
 pub fn build_release(tag: &str) -> Result<PathBuf> {
     let mut build = cargo();
-    build.args(["build", "--release"]);
+    // The agent's package only: the tests' and xtask's own dependencies are not the agent's,
+    // and a newcomer's first `cargo xtask demo` should not wait for them.
+    build.args(["build", "--release", "-p", "tracer-user"]);
     eprintln!("[{tag}] {}", describe(&build));
     run(&mut build)?;
     let bin = paths::pytracer_bin();
     if !bin.exists() {
-        bail!("`cargo build --release` succeeded but {} is missing", bin.display());
+        bail!("`cargo build --release -p tracer-user` succeeded but {} is missing", bin.display());
     }
     Ok(bin)
 }

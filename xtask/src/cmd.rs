@@ -19,17 +19,28 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// Runs `cargo build --release` at the repository root: the eBPF object and target/release/pytracer.
+/// Runs `cargo build --release` at the repository root (the whole workspace): the eBPF object
+/// and target/release/pytracer.
 pub fn build_release(tag: &str) -> Result<PathBuf> {
+    build(tag, &["build", "--release"])
+}
+
+/// The agent's package only: the tests' and xtask's own dependencies are not the agent's, and a
+/// newcomer's first `cargo xtask demo` should not wait for them. (`cargo xtask test` builds the
+/// whole workspace instead: its `cargo test` would otherwise build the agent again, with the
+/// workspace's unified features.)
+pub fn build_agent(tag: &str) -> Result<PathBuf> {
+    build(tag, &["build", "--release", "-p", "tracer-user"])
+}
+
+fn build(tag: &str, args: &[&str]) -> Result<PathBuf> {
     let mut build = cargo();
-    // The agent's package only: the tests' and xtask's own dependencies are not the agent's,
-    // and a newcomer's first `cargo xtask demo` should not wait for them.
-    build.args(["build", "--release", "-p", "tracer-user"]);
+    build.args(args);
     eprintln!("[{tag}] {}", describe(&build));
     run(&mut build)?;
     let bin = paths::pytracer_bin();
     if !bin.exists() {
-        bail!("`cargo build --release -p tracer-user` succeeded but {} is missing", bin.display());
+        bail!("`{}` succeeded but {} is missing", describe(&build), bin.display());
     }
     Ok(bin)
 }

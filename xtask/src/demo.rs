@@ -36,7 +36,7 @@ fn interrupted() -> bool {
 
 pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
     setup::demo()?;
-    let pytracer_bin = cmd::build_release("demo")?;
+    let pytracer_bin = cmd::build_agent("demo")?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     ensure_port_free(addr)?;
     if !cmd::is_root() {

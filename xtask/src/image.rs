@@ -12,7 +12,7 @@ pub const IMAGE: &str = "localhost/pytracer:latest";
 
 pub fn run() -> Result<()> {
     crate::setup::run()?;
-    let bin = cmd::build_release("image")?;
+    let bin = cmd::build_agent("image")?;
     build(&bin)
 }
 

@@ -23,7 +23,7 @@ const GUNICORN_START_TIMEOUT: Duration = Duration::from_secs(20);
 const PYTRACER_READY_TIMEOUT: Duration = Duration::from_mins(1);
 const POLL: Duration = Duration::from_millis(100);
 
-/// Set by the SIGINT/SIGTERM handler.
+/// Set by the SIGINT/SIGTERM/SIGHUP handler.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
@@ -50,6 +50,9 @@ pub fn run(port: u16, duration: Option<Duration>) -> Result<()> {
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+        // A closed terminal or ssh session: stop Gunicorn and the agent as on Ctrl-C, rather
+        // than leave them holding the demo's port.
+        libc::signal(libc::SIGHUP, handler);
     }
 
     let mut gunicorn = start_gunicorn(addr)?;

@@ -172,6 +172,6 @@ fn pretty_format_gives_one_line_per_request() {
     let user = lines[0].strip_prefix("GET /users/<int:user_id> 200 ").unwrap_or_else(|| panic!("{out}"));
     let user = user.strip_suffix(&format!(" user() testapp.py:{line} pid {pid}")).unwrap_or_else(|| panic!("{out}"));
     assert!(duration(user), "{out}");
-    let nope = lines[1].strip_prefix("GET 404 ").and_then(|l| l.strip_suffix(&format!(" pid {pid}")));
+    let nope = lines[1].strip_prefix("GET /nope 404 ").and_then(|l| l.strip_suffix(&format!(" pid {pid}")));
     assert!(nope.is_some_and(duration), "{out}");
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::sink::SpanSink;
-use crate::spans::{semconv, Span};
+use crate::spans::{semconv, Span, SpanKind};
 
 /// A trace without a local root is printed after this long without a new span.
 pub const QUIET: Duration = Duration::from_secs(1);
@@ -119,6 +119,13 @@ fn tree(spans: &[Span]) -> Vec<(usize, &Span)> {
 pub fn line(s: &Span) -> String {
     let a = &s.attributes;
     let mut parts = vec![s.name.clone()];
+    // A server span named by its method alone served no route: its path's template says what
+    // was asked (the name stays the conventions' low-cardinality one).
+    if s.kind == SpanKind::Server && !s.name.contains(' ') {
+        if let Some(Value::String(t)) = a.get(semconv::URL_TEMPLATE) {
+            parts.push(t.clone());
+        }
+    }
     if let Some(status) = a.get(semconv::HTTP_RESPONSE_STATUS_CODE) {
         parts.push(status.to_string());
     }
@@ -161,7 +168,7 @@ fn duration(ns: u64) -> String {
 mod tests {
     use super::*;
     use crate::export::SharedBuf;
-    use crate::spans::{Attributes, SpanKind, Status, StatusCode};
+    use crate::spans::{Attributes, Status, StatusCode};
     use serde_json::json;
 
     fn span(id: &str, parent: Option<&str>, name: &str, start_us: u64, dur_us: u64, attrs: Value) -> Span {
@@ -181,6 +188,15 @@ mod tests {
             resource,
             attributes,
         }
+    }
+
+    #[test]
+    fn a_request_no_route_served_shows_its_path_template() {
+        let mut s =
+            span("r", None, "GET", 0, 1200, json!({"http.response.status_code": 404, "url.template": "/items/{id}"}));
+        assert_eq!(line(&s), "GET /items/{id} 404 1.2 ms pid 20149");
+        s.kind = SpanKind::Client;
+        assert_eq!(line(&s), "GET 404 1.2 ms pid 20149", "a call's url.full is not shown");
     }
 
     /// A request with a query and an HTTP call that itself served a request on this host: the

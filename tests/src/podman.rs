@@ -69,3 +69,47 @@ impl Drop for Container {
 pub fn volume(host: &Path, inside: &str) -> String {
     format!("{}:{inside}:ro", host.display())
 }
+
+/// The test app (tests/apps/testapp.py) served by Gunicorn with one worker in a container of the
+/// base image under a kubepods-shaped cgroup parent (`/kubepods/burstable/pod<uid>/libpod-<id>`,
+/// the cgroupfs driver's layout), on the host's network; ready once its worker has imported it.
+pub struct App {
+    pub container: Container,
+    pub port: u16,
+    /// The worker's pid inside the container: its ready marker's name (testready.py).
+    pub worker_vpid: u32,
+    _ready: crate::tmp::TempDir,
+}
+
+impl App {
+    /// `podman run --cgroup-parent /kubepods/burstable/pod<uid>/ EXTRA ... gunicorn --workers 1
+    /// --bind 127.0.0.1:<free port> --chdir /app testapp:app`, waiting for its worker.
+    pub fn gunicorn(pod_uid: &str, extra: &[&str]) -> App {
+        let ready = crate::tmp::TempDir::new("container-ready").unwrap();
+        let port = crate::prom::free_port();
+        let parent = format!("/kubepods/burstable/pod{pod_uid}/");
+        let apps = volume(&crate::env::apps_dir(), "/app");
+        let ready_mount = format!("{}:/ready", ready.path().display());
+        let mut args = vec![
+            "--cgroup-parent",
+            &parent,
+            "-v",
+            &apps,
+            "-v",
+            &ready_mount,
+            "-e",
+            "PYTRACER_TESTAPP_READY_DIR=/ready",
+        ];
+        args.extend(extra);
+        let bind = format!("127.0.0.1:{port}");
+        let container = Container::run(
+            &args,
+            &["/opt/venv/bin/gunicorn", "--workers", "1", "--bind", &bind, "--chdir", "/app", "testapp:app"],
+        );
+        let worker_vpid = crate::wait::wait_for(std::time::Duration::from_secs(30), || {
+            std::fs::read_dir(ready.path()).ok()?.find_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("the app in {} did not get ready:\n{}", container.id, container.logs()));
+        App { container, port, worker_vpid, _ready: ready }
+    }
+}

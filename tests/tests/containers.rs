@@ -8,41 +8,12 @@
 //! containerd does for a pod (bundle path, annotations, cgroupfs path).
 use std::time::Duration;
 
-use pytracer_tests::podman::{require_podman, volume, Container};
+use pytracer_tests::podman::{require_podman, volume, App};
 use pytracer_tests::*;
 use serde_json::{json, Value};
 
 const UID_A: &str = "4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60";
 const UID_B: &str = "9b1c2d3e-4f50-4617-8283-94a5b6c7d8e9";
-
-struct App {
-    container: Container,
-    port: u16,
-    /// The worker's pid inside the container: its ready marker's name (testready.py).
-    worker_vpid: u32,
-    _ready: TempDir,
-}
-
-fn start_app(uid: &str, extra: &[&str]) -> App {
-    let ready = TempDir::new("container-ready").unwrap();
-    let port = free_port();
-    let parent = format!("/kubepods/burstable/pod{uid}/");
-    let apps = volume(&apps_dir(), "/app");
-    let ready_mount = format!("{}:/ready", ready.path().display());
-    let mut args =
-        vec!["--cgroup-parent", &parent, "-v", &apps, "-v", &ready_mount, "-e", "PYTRACER_TESTAPP_READY_DIR=/ready"];
-    args.extend(extra);
-    let bind = format!("127.0.0.1:{port}");
-    let container = Container::run(
-        &args,
-        &["/opt/venv/bin/gunicorn", "--workers", "1", "--bind", &bind, "--chdir", "/app", "testapp:app"],
-    );
-    let worker_vpid = wait_for(Duration::from_secs(30), || {
-        std::fs::read_dir(ready.path()).ok()?.find_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-    })
-    .unwrap_or_else(|| panic!("the app in {} did not get ready:\n{}", container.id, container.logs()));
-    App { container, port, worker_vpid, _ready: ready }
-}
 
 #[test]
 #[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
@@ -52,7 +23,7 @@ fn container_and_pod_identity_on_every_span() {
         return;
     }
     // A: containerd's annotations in the bundle (podman writes --annotation into its config.json).
-    let a = start_app(
+    let a = App::gunicorn(
         UID_A,
         &[
             "--annotation",
@@ -68,7 +39,7 @@ fn container_and_pod_identity_on_every_span() {
     let sa = TempDir::new("serviceaccount").unwrap();
     std::fs::write(sa.path().join("namespace"), "billing").unwrap();
     let sa_mount = volume(sa.path(), "/var/run/secrets/kubernetes.io/serviceaccount");
-    let b = start_app(UID_B, &["--hostname", "billing-5f6c-xk2p9", "-v", &sa_mount]);
+    let b = App::gunicorn(UID_B, &["--hostname", "billing-5f6c-xk2p9", "-v", &sa_mount]);
 
     let mport = free_port();
     let t = Tracer::start(&[a.container.pid(), b.container.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);

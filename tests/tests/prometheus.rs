@@ -1,0 +1,218 @@
+//! The agent's metrics as a real Prometheus sees them: Debian's `prometheus`, run privately
+//! (tests/src/prometheus.rs), scrapes `pytracer run` every second while a Flask app in a podman
+//! container, under a kubepods cgroup with containerd's annotations, serves a known number of
+//! requests per route. Through Prometheus's query API: requests per route and status equal those
+//! sent, and the CPython (GC, threads, version) and process series arrive with the container's
+//! labels. Then every query of the Grafana dashboard (deploy/grafana/pytracer.json) runs against
+//! the same Prometheus and finds series.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pytracer_tests::podman::{require_podman, App};
+use pytracer_tests::prometheus::{require_prometheus, JOB};
+use pytracer_tests::*;
+use serde_json::Value;
+
+const POD_UID: &str = "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7";
+const POD: &str = "orders-6c7d8e-p2q3r";
+const NAMESPACE: &str = "shop";
+const CONTAINER: &str = "web";
+
+/// What the test sends: (method, path, route, status, times).
+const SENT: &[(&str, &str, &str, u16, u32)] = &[
+    ("GET", "/hello", "/hello", 200, 7),
+    ("GET", "/users/3", "/users/<int:user_id>", 200, 4),
+    ("GET", "/users/12", "/users/<int:user_id>", 200, 1),
+    ("POST", "/items", "/items", 201, 2),
+    ("GET", "/fail", "/fail", 500, 3),
+    // Two full collections, so the GC series and the pause histogram have something to show.
+    ("GET", "/gc/collect/2", "/gc/collect/<int:generation>", 200, 2),
+];
+
+/// `pytracer run`'s configuration: only this test's app (its unique bind address is on its
+/// command line; podman's own processes carry it too, and are left out), GIL waits on so the
+/// dashboard's GIL panel has data.
+fn agent_config(dir: &std::path::Path, app_port: u16, metrics_port: u16) -> std::path::PathBuf {
+    let path = dir.join("pytracer.yaml");
+    let text = format!(
+        "discovery:\n  whitelist: ['127.0.0.1:{app_port}']\n  blacklist: [podman, conmon]\n\
+         metrics:\n  listen: 127.0.0.1:{metrics_port}\n\
+         cpython:\n  gil_wait: true\n  frame_eval:\n    mode: 'off'\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The value of each sample by the given labels, for exact comparisons of a whole vector.
+fn by(samples: &[Sample], labels: &[&str]) -> BTreeMap<Vec<String>, f64> {
+    samples.iter().map(|s| (labels.iter().map(|l| s.label(l).to_string()).collect(), s.value)).collect()
+}
+
+#[test]
+#[expect(clippy::float_cmp, reason = "the values compared are counts, exact in f64")]
+fn requests_runtime_and_process_metrics_through_prometheus_and_every_dashboard_query() {
+    if !(require_prometheus() && require_podman()) {
+        return;
+    }
+    let app = App::gunicorn(
+        POD_UID,
+        &[
+            "--annotation",
+            &format!("io.kubernetes.cri.sandbox-name={POD}"),
+            "--annotation",
+            &format!("io.kubernetes.cri.sandbox-namespace={NAMESPACE}"),
+            "--annotation",
+            &format!("io.kubernetes.cri.container-name={CONTAINER}"),
+        ],
+    );
+    let id = app.container.id.clone();
+    let master = app.container.pid();
+    let dir = TempDir::new("prometheus-test").unwrap();
+    let mport = free_port();
+    let agent = Tracer::run(&agent_config(dir.path(), app.port, mport), &[]);
+    let traced =
+        wait_until(Duration::from_secs(15), || agent.stderr_now().contains(&format!("tracing pid {master} (")));
+    assert!(traced, "the agent did not pick up {master}:\n{}", agent.stderr_now());
+    let prom = Prometheus::start(&[mport]);
+
+    for (method, path, _, status, times) in SENT {
+        for _ in 0..*times {
+            assert_eq!(request(app.port, method, path, &[], b"").status, *status, "{method} {path}");
+        }
+    }
+    // What the worker says of its own GC, after the collections above (the app sets thresholds
+    // so high that only explicit collections happen). This request counts too.
+    let inside: Value = serde_json::from_slice(&get(app.port, "/debug/runtime").body).unwrap();
+
+    let mut want: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+    for (method, _, route, status, times) in SENT.iter().chain(&[("GET", "", "/debug/runtime", 200, 1)]) {
+        *want.entry(vec![(*method).to_string(), (*route).to_string(), status.to_string()]).or_default() +=
+            f64::from(*times);
+    }
+    let mine = format!(
+        "container_id=\"{id}\",k8s_pod_name=\"{POD}\",k8s_namespace_name=\"{NAMESPACE}\",\
+         k8s_container_name=\"{CONTAINER}\",service_name=\"testapp\",job=\"{JOB}\""
+    );
+    let requests = format!(
+        "sum by (http_request_method, http_route, http_response_status_code) \
+         (http_server_request_duration_seconds_count{{{mine}}})"
+    );
+    let labels = ["http_request_method", "http_route", "http_response_status_code"];
+    let mut got = BTreeMap::new();
+    let arrived = wait_until(Duration::from_secs(30), || {
+        got = by(&prom.query(&requests).unwrap(), &labels);
+        got == want
+    });
+    assert!(
+        arrived,
+        "requests per route in Prometheus {got:?}, sent {want:?}; targets {:?}\nagent:\n{}",
+        prom.targets(),
+        agent.stderr_now()
+    );
+
+    // The worker's Python threads and GC counts are the interpreter's own.
+    let worker = format!("{mine},process_role=\"worker\"");
+    let one = |q: &str| -> f64 {
+        let s = prom.query(q).unwrap();
+        assert_eq!(s.len(), 1, "{q}: {s:?}");
+        s[0].value
+    };
+    assert_eq!(one(&format!("cpython_threads{{{worker}}}")), inside["threads"].as_f64().unwrap(), "{inside}");
+    let stats = inside["gc"].as_array().unwrap();
+    let gc_want: BTreeMap<Vec<String>, f64> =
+        (0..3).map(|g| (vec![g.to_string()], stats[g]["collections"].as_f64().unwrap())).collect();
+    assert!(gc_want[&vec!["2".to_string()]] >= 2.0, "{gc_want:?}");
+    let gc = format!("cpython_gc_collections_total{{{worker}}}");
+    let mut gc_got = BTreeMap::new();
+    let gc_arrived = wait_until(Duration::from_secs(10), || {
+        gc_got = by(&prom.query(&gc).unwrap(), &["cpython_gc_generation"]);
+        gc_got == gc_want
+    });
+    assert!(gc_arrived, "GC collections in Prometheus {gc_got:?}, the worker's gc.get_stats() {gc_want:?}");
+    let python = prom.query(&format!("python_info{{{worker}}}")).unwrap();
+    assert_eq!(python.len(), 1, "{python:?}");
+    assert!(python[0].label("version").starts_with("3.13."), "{python:?}");
+    assert_eq!((python[0].label("implementation"), python[0].value), ("cpython", 1.0));
+    // Per-process series of both the master and the worker, each with the container's labels.
+    let worker_pid = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
+    let pids = by(&prom.query(&format!("process_memory_usage_bytes{{{mine}}} > 0")).unwrap(), &["process_role", "pid"]);
+    assert_eq!(
+        pids.keys().cloned().collect::<Vec<_>>(),
+        [vec!["master".to_string(), master.to_string()], vec!["worker".to_string(), worker_pid.trim().to_string()]]
+    );
+    let cpu = by(&prom.query(&format!("process_cpu_time_seconds_total{{{worker}}}")).unwrap(), &["cpu_mode"]);
+    assert_eq!(cpu.keys().map(|k| k[0].as_str()).collect::<Vec<_>>(), ["system", "user"], "{cpu:?}");
+    assert!(cpu.values().sum::<f64>() > 0.0, "{cpu:?}");
+
+    dashboard_queries_find_series(&prom);
+    drop(prom);
+    agent.stop();
+}
+
+/// Every panel target's `expr` in the dashboard, with its template variables replaced as Grafana
+/// replaces them for "All" (`.*`, each variable's `allValue`) and `$__rate_interval` by a minute,
+/// returns series from this Prometheus; every variable's `label_values()` finds values; every
+/// panel and query takes its data source from the `datasource` variable (no hard-coded uid).
+fn dashboard_queries_find_series(prom: &Prometheus) {
+    let path = workspace_root().join("deploy/grafana/pytracer.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let ds = vars.iter().find(|v| v["type"] == "datasource").expect("a data source variable");
+    assert_eq!((ds["name"].as_str(), ds["query"].as_str()), (Some("datasource"), Some("prometheus")));
+    let substitute = |text: &str| -> String {
+        let mut out = text.replace("$__rate_interval", "1m").replace("$__interval", "1m").replace("$__range", "1m");
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            let name = v["name"].as_str().unwrap();
+            assert_eq!(v["allValue"], ".*", "${name} matches everything when All is chosen");
+            out = out.replace(&format!("${{{name}}}"), ".*").replace(&format!("${name}"), ".*");
+        }
+        assert!(!out.contains('$'), "a variable the dashboard does not define: {out}");
+        out
+    };
+    let uses_the_variable = |what: &str, d: &Value| {
+        assert_eq!(d, &serde_json::json!({"type": "prometheus", "uid": "${datasource}"}), "{what}'s datasource");
+    };
+
+    let mut failed = Vec::new();
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        uses_the_variable(&format!("variable {}", v["name"]), &v["datasource"]);
+        let q = substitute(v["query"].as_str().unwrap());
+        let args = q.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')).expect("label_values(...)");
+        let (selector, label) = args.rsplit_once(',').expect("label_values(selector, label)");
+        let values = prom.label_values(label.trim(), selector.trim()).unwrap();
+        if values.is_empty() {
+            failed.push(format!("variable {}: {q} found no values", v["name"]));
+        }
+    }
+    let panels: Vec<&Value> = dash["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row").collect();
+    let types: std::collections::BTreeSet<&str> = panels.iter().filter_map(|p| p["type"].as_str()).collect();
+    assert!(types.contains("heatmap") && types.contains("timeseries"), "{types:?}");
+    let mut exprs = Vec::new();
+    for p in &panels {
+        let title = p["title"].as_str().unwrap();
+        uses_the_variable(title, &p["datasource"]);
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for t in targets {
+            uses_the_variable(title, &t["datasource"]);
+            exprs.push((title, substitute(t["expr"].as_str().unwrap())));
+        }
+    }
+    let queries = exprs.len();
+    // A rate needs two scrapes in its window after the series appeared: poll until each answers.
+    let mut empty = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        empty.clear();
+        for (title, expr) in &exprs {
+            match prom.query(expr) {
+                Ok(s) if s.is_empty() => empty.push(format!("{title}: no series for {expr}")),
+                Ok(_) => {}
+                Err(e) => empty.push(format!("{title}: {e:#}")),
+            }
+        }
+        empty.is_empty()
+    });
+    failed.extend(empty);
+    assert!(failed.is_empty(), "{} of {queries} dashboard queries:\n{}", failed.len(), failed.join("\n"));
+    assert_eq!((panels.len(), queries), (27, 33), "every panel and query was run");
+}

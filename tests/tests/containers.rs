@@ -8,7 +8,7 @@
 //! containerd does for a pod (bundle path, annotations, cgroupfs path).
 use std::time::Duration;
 
-use pytracer_tests::podman::{require_podman, volume, App};
+use pytracer_tests::podman::{require_podman, require_podman_uwsgi, volume, App};
 use pytracer_tests::*;
 use serde_json::{json, Value};
 
@@ -110,6 +110,81 @@ fn container_and_pod_identity_on_every_span() {
             s,
             json!({"k8s.pod.uid": UID_B, "k8s.pod.name": "billing-5f6c-xk2p9", "k8s.namespace.name": "billing"}),
         );
+    }
+}
+
+/// A Gunicorn app and a uWSGI app, each in its own container and pod, traced by one agent: one
+/// span per request, each with its own container's identity, the worker's in-container pid, its
+/// server as the executable and the Flask rule as the route.
+#[test]
+fn gunicorn_and_uwsgi_each_in_its_own_container() {
+    if !require_podman_uwsgi() {
+        return;
+    }
+    let pod = |name: &str, namespace: &str, container: &str| {
+        [
+            format!("io.kubernetes.cri.sandbox-name={name}"),
+            format!("io.kubernetes.cri.sandbox-namespace={namespace}"),
+            format!("io.kubernetes.cri.container-name={container}"),
+        ]
+        .into_iter()
+        .flat_map(|a| ["--annotation".to_string(), a])
+        .collect::<Vec<_>>()
+    };
+    let g_args = pod("front-6d7e-a1b2c", "web", "gunicorn");
+    let u_args = pod("legacy-8f9a-d3e4f", "batch", "uwsgi");
+    let g = App::gunicorn(UID_A, &g_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let u = App::uwsgi(UID_B, &u_args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let t = Tracer::start(&[g.container.pid(), u.container.pid()], &[]);
+    let sent = [(&g, "/hello", 2), (&g, "/users/3", 1), (&u, "/hello", 3), (&u, "/users/5", 2)];
+    for (app, path, times) in sent {
+        for _ in 0..times {
+            assert_eq!(get(app.port, path).status, 200, "{path} on {}", app.container.id);
+        }
+    }
+    let r = t.stop();
+    assert_eq!(r.spans.len(), 8, "{}", summarize(&r.spans));
+    for (app, server, uid, (pod_name, namespace, container)) in [
+        (&g, "gunicorn", UID_A, ("front-6d7e-a1b2c", "web", "gunicorn")),
+        (&u, "uwsgi", UID_B, ("legacy-8f9a-d3e4f", "batch", "uwsgi")),
+    ] {
+        let mine: Vec<&Value> =
+            r.spans.iter().filter(|s| attr_u64(s, "server.port") == Some(u64::from(app.port))).collect();
+        let routes: Vec<(Option<&str>, Option<&str>)> =
+            mine.iter().map(|s| (span_path(s), attr_str(s, "http.route"))).collect();
+        let want: Vec<(Option<&str>, Option<&str>)> = sent
+            .iter()
+            .filter(|(a, _, _)| a.port == app.port)
+            .flat_map(|(_, path, times)| {
+                let route = if path.starts_with("/users/") { "/users/<int:user_id>" } else { "/hello" };
+                std::iter::repeat_n((Some(*path), Some(route)), *times)
+            })
+            .collect();
+        assert_eq!(routes, want, "{server}: {}", summarize(&r.spans));
+        for s in mine {
+            let res = &s["resource"];
+            let exe = res["process.executable.path"].as_str().unwrap_or_default();
+            // Gunicorn is a script the interpreter runs; uWSGI embeds it.
+            let binary = if server == "gunicorn" { "/python3.13" } else { "/opt/venv/bin/uwsgi" };
+            assert!(exe.ends_with(binary), "{server}: {exe}");
+            assert_eq!(
+                res,
+                &json!({
+                    "service.name": "testapp",
+                    "process.pid": res["process.pid"],
+                    "process.executable.name": server,
+                    "process.executable.path": exe,
+                    "container.id": app.container.id,
+                    "k8s.pod.uid": uid,
+                    "k8s.pod.name": pod_name,
+                    "k8s.namespace.name": namespace,
+                    "k8s.container.name": container,
+                    "pytracer.process.vpid": app.worker_vpid,
+                }),
+                "{server}"
+            );
+        }
     }
 }
 

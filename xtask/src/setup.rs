@@ -77,6 +77,11 @@ pub fn run() -> Result<()> {
         crate::podman::image_plan,
         |wanted| crate::podman::install_image(&wanted),
     )?;
+    step(
+        &format!("container test image {} (uWSGI)", crate::podman::UWSGI_IMAGE),
+        crate::podman::uwsgi_image_plan,
+        |(wanted, version)| crate::podman::install_uwsgi_image(&wanted, &version),
+    )?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
 }

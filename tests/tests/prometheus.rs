@@ -144,6 +144,15 @@ fn requests_runtime_and_process_metrics_through_prometheus_and_every_dashboard_q
     assert_eq!(cpu.keys().map(|k| k[0].as_str()).collect::<Vec<_>>(), ["system", "user"], "{cpu:?}");
     assert!(cpu.values().sum::<f64>() > 0.0, "{cpu:?}");
 
+    // The agent's own health: the master and its worker traced, both readable.
+    let agent_job = format!("job=\"{JOB}\"");
+    let states = by(
+        &prom.query(&format!("pytracer_processes{{{agent_job}}} > 0")).unwrap(),
+        &["attach_state", "python_support"],
+    );
+    assert_eq!(states, BTreeMap::from([(vec!["traced".to_string(), "supported".to_string()], 2.0)]));
+    assert!(one(&format!("sum(pytracer_events_received_total{{{agent_job}}})")) > 0.0);
+
     dashboard_queries_find_series(&prom);
     drop(prom);
     agent.stop();

@@ -225,3 +225,50 @@ fn dashboard_queries_find_series(prom: &Prometheus) {
     assert!(failed.is_empty(), "{} of {queries} dashboard queries:\n{}", failed.len(), failed.join("\n"));
     assert_eq!((panels.len(), queries), (27, 33), "every panel and query was run");
 }
+
+/// The dashboard's shape, without Prometheus: unique panel ids, panels inside Grafana's 24-column
+/// grid and overlapping none, and no data source but the `datasource` variable anywhere.
+#[test]
+fn dashboard_is_well_formed() {
+    let path = workspace_root().join("deploy/grafana/pytracer.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    let ids: std::collections::BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let rect = |p: &Value| {
+        let g = &p["gridPos"];
+        let n = |k: &str| g[k].as_u64().unwrap_or_else(|| panic!("{}: gridPos.{k}", p["title"]));
+        (n("x"), n("y"), n("w"), n("h"))
+    };
+    for (i, a) in panels.iter().enumerate() {
+        let (x, y, w, h) = rect(a);
+        assert!(x + w <= 24 && w > 0 && h > 0, "{} outside the grid", a["title"]);
+        for b in &panels[i + 1..] {
+            let (bx, by, bw, bh) = rect(b);
+            let overlap = x < bx + bw && bx < x + w && y < by + bh && by < y + h;
+            assert!(!overlap, "{} overlaps {}", a["title"], b["title"]);
+        }
+    }
+    // Every `datasource` object in the file, wherever it is, is the variable.
+    let mut found = Vec::new();
+    datasources(&dash, &mut found);
+    let variable = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
+    assert!(found.len() > panels.len(), "panels and queries name their data source");
+    assert!(found.iter().all(|d| **d == variable), "{found:?}");
+}
+
+/// Every value under a `datasource` key, at any depth.
+fn datasources<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if k == "datasource" {
+                    out.push(child);
+                }
+                datasources(child, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| datasources(c, out)),
+        _ => {}
+    }
+}

@@ -11,6 +11,9 @@ mod env;
 /// The shipped default configuration, every field documented. `Config::default()` equals it.
 pub const DEFAULT_YAML: &str = include_str!("../pytracer.yaml");
 
+/// The whole configuration. Every field can also be set by an environment variable
+/// `PYTRACER_<SECTION>_<FIELD>` (see [`env`]; each is named in config/pytracer.yaml above its
+/// field), applied over the file by [`Config::load_with_env`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[derive(Default)]

@@ -1,22 +1,21 @@
 //! The agent's metrics as a real Prometheus sees them: Debian's `prometheus`, run privately
-//! (tests/src/prometheus.rs), scrapes `pytracer run` every second while a Flask app in a podman
-//! container, under a kubepods cgroup with containerd's annotations, serves a known number of
-//! requests per route. Through Prometheus's query API: requests per route and status equal those
-//! sent, and the CPython (GC, threads, version) and process series arrive with the container's
-//! labels. Then every query of the Grafana dashboard (deploy/grafana/pytracer.json) runs against
-//! the same Prometheus and finds series.
+//! (tests/src/prometheus.rs), scrapes `pytracer run` every second while the Flask app, under
+//! Gunicorn in one podman container and under uWSGI in another, each under a kubepods cgroup with
+//! containerd's annotations, serves a known number of requests per route. Through Prometheus's
+//! query API: requests per route and status equal those sent, and the CPython (GC, threads,
+//! version) and process series arrive with each container's labels. Then every query of the
+//! Grafana dashboard (deploy/grafana/pytracer.json) runs against the same Prometheus and finds
+//! series.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pytracer_tests::podman::{require_podman, App};
+use pytracer_tests::podman::{require_podman_uwsgi, App};
 use pytracer_tests::prometheus::{require_prometheus, JOB};
 use pytracer_tests::*;
 use serde_json::Value;
 
 const POD_UID: &str = "3e4f5a6b-7c8d-4e9f-a0b1-c2d3e4f5a6b7";
-const POD: &str = "orders-6c7d8e-p2q3r";
-const NAMESPACE: &str = "shop";
-const CONTAINER: &str = "web";
+const UWSGI_POD_UID: &str = "8b9c0d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e";
 
 /// What the test sends: (method, path, route, status, times).
 const SENT: &[(&str, &str, &str, u16, u32)] = &[
@@ -29,15 +28,17 @@ const SENT: &[(&str, &str, &str, u16, u32)] = &[
     ("GET", "/gc/collect/2", "/gc/collect/<int:generation>", 200, 2),
 ];
 
-/// `pytracer run`'s configuration: only this test's app (its unique bind address is on its
-/// command line; podman's own processes carry it too, and are left out), GIL waits on so the
-/// dashboard's GIL panel has data.
-fn agent_config(dir: &std::path::Path, app_port: u16, metrics_port: u16) -> std::path::PathBuf {
+/// `pytracer run`'s configuration: only this test's apps (their unique bind addresses are on
+/// their command lines; podman's own processes carry them too, and are left out), GIL waits on
+/// so the dashboard's GIL panel has data.
+fn agent_config(dir: &std::path::Path, app_ports: &[u16], metrics_port: u16) -> std::path::PathBuf {
     let path = dir.join("pytracer.yaml");
+    let whitelist: Vec<String> = app_ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
     let text = format!(
-        "discovery:\n  whitelist: ['127.0.0.1:{app_port}']\n  blacklist: [podman, conmon]\n\
+        "discovery:\n  whitelist: [{}]\n  blacklist: [podman, conmon]\n\
          metrics:\n  listen: 127.0.0.1:{metrics_port}\n\
-         cpython:\n  gil_wait: true\n  frame_eval:\n    mode: 'off'\n"
+         cpython:\n  gil_wait: true\n  frame_eval:\n    mode: 'off'\n",
+        whitelist.join(", ")
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -48,51 +49,102 @@ fn by(samples: &[Sample], labels: &[&str]) -> BTreeMap<Vec<String>, f64> {
     samples.iter().map(|s| (labels.iter().map(|l| s.label(l).to_string()).collect(), s.value)).collect()
 }
 
+/// One containerized app of the test and the pod it is in.
+struct Pod {
+    app: App,
+    name: &'static str,
+    namespace: &'static str,
+    container: &'static str,
+    /// What the worker said of itself after the requests (`/debug/runtime`).
+    inside: Value,
+}
+
+impl Pod {
+    fn start(server: &str, uid: &str, name: &'static str, namespace: &'static str, container: &'static str) -> Pod {
+        let annotations = [
+            format!("io.kubernetes.cri.sandbox-name={name}"),
+            format!("io.kubernetes.cri.sandbox-namespace={namespace}"),
+            format!("io.kubernetes.cri.container-name={container}"),
+        ];
+        let args: Vec<String> = annotations.into_iter().flat_map(|a| ["--annotation".to_string(), a]).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let app = if server == "uwsgi" { App::uwsgi(uid, &args) } else { App::gunicorn(uid, &args) };
+        Pod { app, name, namespace, container, inside: Value::Null }
+    }
+
+    /// [`SENT`], then `/debug/runtime`: what the worker says of its own GC after the
+    /// collections (the app sets thresholds so high that only explicit collections happen).
+    fn send(&mut self) {
+        for (method, path, _, status, times) in SENT {
+            for _ in 0..*times {
+                assert_eq!(request(self.app.port, method, path, &[], b"").status, *status, "{method} {path}");
+            }
+        }
+        self.inside = serde_json::from_slice(&get(self.app.port, "/debug/runtime").body).unwrap();
+    }
+
+    /// The PromQL label matchers of its series.
+    fn selector(&self) -> String {
+        format!(
+            "container_id=\"{}\",k8s_pod_name=\"{}\",k8s_namespace_name=\"{}\",\
+             k8s_container_name=\"{}\",service_name=\"testapp\",job=\"{JOB}\"",
+            self.app.container.id, self.name, self.namespace, self.container
+        )
+    }
+}
+
 #[test]
-#[expect(clippy::float_cmp, reason = "the values compared are counts, exact in f64")]
 fn requests_runtime_and_process_metrics_through_prometheus_and_every_dashboard_query() {
-    if !(require_prometheus() && require_podman()) {
+    if !(require_prometheus() && require_podman_uwsgi()) {
         return;
     }
-    let app = App::gunicorn(
-        POD_UID,
-        &[
-            "--annotation",
-            &format!("io.kubernetes.cri.sandbox-name={POD}"),
-            "--annotation",
-            &format!("io.kubernetes.cri.sandbox-namespace={NAMESPACE}"),
-            "--annotation",
-            &format!("io.kubernetes.cri.container-name={CONTAINER}"),
-        ],
-    );
-    let id = app.container.id.clone();
-    let master = app.container.pid();
+    let mut pods = [
+        Pod::start("gunicorn", POD_UID, "orders-6c7d8e-p2q3r", "shop", "web"),
+        Pod::start("uwsgi", UWSGI_POD_UID, "legacy-4d5e6f-s7t8u", "batch", "worker"),
+    ];
     let dir = TempDir::new("prometheus-test").unwrap();
     let mport = free_port();
-    let agent = Tracer::run(&agent_config(dir.path(), app.port, mport), &[]);
-    let traced =
-        wait_until(Duration::from_secs(15), || agent.stderr_now().contains(&format!("tracing pid {master} (")));
-    assert!(traced, "the agent did not pick up {master}:\n{}", agent.stderr_now());
-    let prom = Prometheus::start(&[mport]);
-
-    for (method, path, _, status, times) in SENT {
-        for _ in 0..*times {
-            assert_eq!(request(app.port, method, path, &[], b"").status, *status, "{method} {path}");
-        }
+    let ports: Vec<u16> = pods.iter().map(|p| p.app.port).collect();
+    let agent = Tracer::run(&agent_config(dir.path(), &ports, mport), &[]);
+    for p in &pods {
+        let master = p.app.container.pid();
+        let traced =
+            wait_until(Duration::from_secs(15), || agent.stderr_now().contains(&format!("tracing pid {master} (")));
+        assert!(traced, "the agent did not pick up {master}:\n{}", agent.stderr_now());
     }
-    // What the worker says of its own GC, after the collections above (the app sets thresholds
-    // so high that only explicit collections happen). This request counts too.
-    let inside: Value = serde_json::from_slice(&get(app.port, "/debug/runtime").body).unwrap();
+    let prom = Prometheus::start(&[mport]);
+    for p in &mut pods {
+        p.send();
+    }
+    for p in &pods {
+        check_pod(&prom, p, &agent);
+    }
 
+    // The agent's own health: both masters and their workers traced, all readable.
+    let agent_job = format!("job=\"{JOB}\"");
+    let states = by(
+        &prom.query(&format!("pytracer_processes{{{agent_job}}} > 0")).unwrap(),
+        &["attach_state", "python_support"],
+    );
+    assert_eq!(states, BTreeMap::from([(vec!["traced".to_string(), "supported".to_string()], 4.0)]));
+    let received = prom.query(&format!("sum(pytracer_events_received_total{{{agent_job}}})")).unwrap();
+    assert!(received.len() == 1 && received[0].value > 0.0, "{received:?}");
+
+    dashboard_queries_find_series(&prom);
+    drop(prom);
+    agent.stop();
+}
+
+/// One pod's series in Prometheus: requests per route and status as sent; the worker's Python
+/// threads, GC counts and version as it says them; the master's and the worker's process series.
+#[expect(clippy::float_cmp, reason = "the values compared are counts, exact in f64")]
+fn check_pod(prom: &Prometheus, p: &Pod, agent: &Tracer) {
     let mut want: BTreeMap<Vec<String>, f64> = BTreeMap::new();
     for (method, _, route, status, times) in SENT.iter().chain(&[("GET", "", "/debug/runtime", 200, 1)]) {
         *want.entry(vec![(*method).to_string(), (*route).to_string(), status.to_string()]).or_default() +=
             f64::from(*times);
     }
-    let mine = format!(
-        "container_id=\"{id}\",k8s_pod_name=\"{POD}\",k8s_namespace_name=\"{NAMESPACE}\",\
-         k8s_container_name=\"{CONTAINER}\",service_name=\"testapp\",job=\"{JOB}\""
-    );
+    let mine = p.selector();
     let requests = format!(
         "sum by (http_request_method, http_route, http_response_status_code) \
          (http_server_request_duration_seconds_count{{{mine}}})"
@@ -105,18 +157,19 @@ fn requests_runtime_and_process_metrics_through_prometheus_and_every_dashboard_q
     });
     assert!(
         arrived,
-        "requests per route in Prometheus {got:?}, sent {want:?}; targets {:?}\nagent:\n{}",
+        "{}: requests per route in Prometheus {got:?}, sent {want:?}; targets {:?}\nagent:\n{}",
+        p.container,
         prom.targets(),
         agent.stderr_now()
     );
 
-    // The worker's Python threads and GC counts are the interpreter's own.
     let worker = format!("{mine},process_role=\"worker\"");
     let one = |q: &str| -> f64 {
         let s = prom.query(q).unwrap();
         assert_eq!(s.len(), 1, "{q}: {s:?}");
         s[0].value
     };
+    let inside = &p.inside;
     assert_eq!(one(&format!("cpython_threads{{{worker}}}")), inside["threads"].as_f64().unwrap(), "{inside}");
     let stats = inside["gc"].as_array().unwrap();
     let gc_want: BTreeMap<Vec<String>, f64> =
@@ -128,34 +181,24 @@ fn requests_runtime_and_process_metrics_through_prometheus_and_every_dashboard_q
         gc_got = by(&prom.query(&gc).unwrap(), &["cpython_gc_generation"]);
         gc_got == gc_want
     });
-    assert!(gc_arrived, "GC collections in Prometheus {gc_got:?}, the worker's gc.get_stats() {gc_want:?}");
+    assert!(gc_arrived, "{}: GC collections in Prometheus {gc_got:?}, gc.get_stats() {gc_want:?}", p.container);
     let python = prom.query(&format!("python_info{{{worker}}}")).unwrap();
     assert_eq!(python.len(), 1, "{python:?}");
     assert!(python[0].label("version").starts_with("3.13."), "{python:?}");
     assert_eq!((python[0].label("implementation"), python[0].value), ("cpython", 1.0));
     // Per-process series of both the master and the worker, each with the container's labels.
+    let master = p.app.container.pid();
     let worker_pid = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
     let pids = by(&prom.query(&format!("process_memory_usage_bytes{{{mine}}} > 0")).unwrap(), &["process_role", "pid"]);
     assert_eq!(
         pids.keys().cloned().collect::<Vec<_>>(),
-        [vec!["master".to_string(), master.to_string()], vec!["worker".to_string(), worker_pid.trim().to_string()]]
+        [vec!["master".to_string(), master.to_string()], vec!["worker".to_string(), worker_pid.trim().to_string()]],
+        "{}",
+        p.container
     );
     let cpu = by(&prom.query(&format!("process_cpu_time_seconds_total{{{worker}}}")).unwrap(), &["cpu_mode"]);
     assert_eq!(cpu.keys().map(|k| k[0].as_str()).collect::<Vec<_>>(), ["system", "user"], "{cpu:?}");
     assert!(cpu.values().sum::<f64>() > 0.0, "{cpu:?}");
-
-    // The agent's own health: the master and its worker traced, both readable.
-    let agent_job = format!("job=\"{JOB}\"");
-    let states = by(
-        &prom.query(&format!("pytracer_processes{{{agent_job}}} > 0")).unwrap(),
-        &["attach_state", "python_support"],
-    );
-    assert_eq!(states, BTreeMap::from([(vec!["traced".to_string(), "supported".to_string()], 2.0)]));
-    assert!(one(&format!("sum(pytracer_events_received_total{{{agent_job}}})")) > 0.0);
-
-    dashboard_queries_find_series(&prom);
-    drop(prom);
-    agent.stop();
 }
 
 /// Every panel target's `expr` in the dashboard, with its template variables replaced as Grafana

@@ -6,9 +6,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod env;
+
 /// The shipped default configuration, every field documented. `Config::default()` equals it.
 pub const DEFAULT_YAML: &str = include_str!("../pytracer.yaml");
 
+/// The whole configuration. Every field can also be set by an environment variable
+/// `PYTRACER_<SECTION>_<FIELD>` (see [`env`]; each is named in config/pytracer.yaml above its
+/// field), applied over the file by [`Config::load_with_env`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[derive(Default)]
@@ -200,9 +205,31 @@ pub enum ConfigError {
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}:{line}: field `{field}`: {message}")]
     Invalid { path: PathBuf, line: usize, field: &'static str, message: String },
+    #[error("environment variable {var}=`{value}`: {message}")]
+    Env { var: String, value: String, message: String },
 }
 
 impl Config {
+    /// The file at `path` (the defaults when `None`), then the `PYTRACER_*` variables among
+    /// `vars` over it (see [`env`]), validated together. The command line's flags go on top.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, path) = match path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                (text, p.to_owned())
+            }
+            None => (String::new(), PathBuf::from("<defaults>")),
+        };
+        let mut config = Config::parse_unvalidated(&text, &path)?;
+        let from_env = env::apply(&mut config, vars)?;
+        config.validate(&text, &path, &from_env)?;
+        Ok(config)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -211,25 +238,29 @@ impl Config {
 
     /// Parses and validates `text`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse_unvalidated(text, path)?;
+        config.validate(text, path, &[])?;
+        Ok(config)
+    }
+
+    fn parse_unvalidated(text: &str, path: &Path) -> Result<Config, ConfigError> {
         // An empty file (or one with only comments) means "all defaults".
-        let config: Config = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        Ok(if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             Config::default()
         } else {
             serde_yaml::from_str(text).map_err(|e| {
                 let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
                 ConfigError::Syntax { path: path.to_owned(), line, column, message: e.to_string() }
             })?
-        };
-        config.validate(text, path)?;
-        Ok(config)
+        })
     }
 
-    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: line_of(text, field),
-            field,
-            message,
+    /// `from_env`: the fields environment variables set, whose errors name the variable rather
+    /// than a line of the file.
+    fn validate(&self, text: &str, path: &Path, from_env: &[env::SetByEnv]) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, message: String| match from_env.iter().find(|(f, _, _)| *f == field) {
+            Some((_, var, value)) => ConfigError::Env { var: var.clone(), value: value.clone(), message },
+            None => ConfigError::Invalid { path: path.to_owned(), line: line_of(text, field), field, message },
         };
         let d = &self.discovery;
         if d.whitelist.is_empty() {

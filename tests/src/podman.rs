@@ -7,17 +7,35 @@ use crate::env::gate;
 
 /// Made by `cargo xtask setup` (xtask/src/podman.rs).
 pub const BASE_IMAGE: &str = "localhost/pytracer-test-base";
+/// The base image with uWSGI built against its CPython (tests/apps/uwsgi.Containerfile), made by
+/// `cargo xtask setup` too.
+pub const UWSGI_IMAGE: &str = "localhost/pytracer-test-uwsgi";
 
-/// [`crate::env::require_privileged`] plus podman and the base image.
-pub fn require_podman() -> bool {
-    let ok = Command::new("podman")
-        .args(["image", "exists", BASE_IMAGE])
+fn image_exists(image: &str) -> bool {
+    Command::new("podman")
+        .args(["image", "exists", image])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    let missing =
-        if ok { vec![] } else { vec![format!("podman or its image {BASE_IMAGE} missing (run `cargo xtask setup`)")] };
+        .is_ok_and(|s| s.success())
+}
+
+/// [`crate::env::require_privileged`] plus podman and the base image.
+pub fn require_podman() -> bool {
+    require_images(&[BASE_IMAGE])
+}
+
+/// [`require_podman`] plus the uWSGI image.
+pub fn require_podman_uwsgi() -> bool {
+    require_images(&[BASE_IMAGE, UWSGI_IMAGE])
+}
+
+fn require_images(images: &[&str]) -> bool {
+    let missing: Vec<String> = images
+        .iter()
+        .filter(|i| !image_exists(i))
+        .map(|i| format!("podman or its image {i} missing (run `cargo xtask setup`)"))
+        .collect();
     gate(&missing) && crate::env::require_privileged()
 }
 
@@ -29,10 +47,15 @@ pub struct Container {
 impl Container {
     /// `podman run -d --network host ARGS BASE_IMAGE COMMAND`; panics with podman's stderr.
     pub fn run(args: &[&str], command: &[&str]) -> Container {
+        Self::run_image(BASE_IMAGE, args, command)
+    }
+
+    /// [`Container::run`] of another image.
+    pub fn run_image(image: &str, args: &[&str], command: &[&str]) -> Container {
         let out = Command::new("podman")
             .args(["run", "-d", "--network", "host"])
             .args(args)
-            .arg(BASE_IMAGE)
+            .arg(image)
             .args(command)
             .stdin(Stdio::null())
             .output()
@@ -68,4 +91,76 @@ impl Drop for Container {
 /// `--volume HOST:INSIDE:ro`.
 pub fn volume(host: &Path, inside: &str) -> String {
     format!("{}:{inside}:ro", host.display())
+}
+
+/// The test app (tests/apps/testapp.py) served with one worker in a container under a
+/// kubepods-shaped cgroup parent (`/kubepods/burstable/pod<uid>/libpod-<id>`, the cgroupfs
+/// driver's layout), on the host's network; ready once its worker has imported it.
+pub struct App {
+    pub container: Container,
+    pub port: u16,
+    /// The worker's pid inside the container: its ready marker's name (testready.py).
+    pub worker_vpid: u32,
+    _ready: crate::tmp::TempDir,
+}
+
+impl App {
+    /// `podman run --cgroup-parent /kubepods/burstable/pod<uid>/ EXTRA ... gunicorn --workers 1
+    /// --bind 127.0.0.1:<free port> --chdir /app testapp:app`, waiting for its worker.
+    pub fn gunicorn(pod_uid: &str, extra: &[&str]) -> App {
+        Self::start(BASE_IMAGE, pod_uid, extra, |bind| {
+            ["/opt/venv/bin/gunicorn", "--workers", "1", "--bind", bind, "--chdir", "/app", "testapp:app"]
+                .map(String::from)
+                .to_vec()
+        })
+    }
+
+    /// The same app under uWSGI (workers speaking HTTP, `--http-socket`): a master and one
+    /// worker that imports the app itself (`--lazy-apps`, so its marker names the worker).
+    pub fn uwsgi(pod_uid: &str, extra: &[&str]) -> App {
+        Self::start(UWSGI_IMAGE, pod_uid, extra, |bind| {
+            [
+                "/opt/venv/bin/uwsgi",
+                "--master",
+                "--processes",
+                "1",
+                "--lazy-apps",
+                "--http-socket",
+                bind,
+                "--chdir",
+                "/app",
+                "--module",
+                "testapp:app",
+                "--need-app",
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+    }
+
+    fn start(image: &str, pod_uid: &str, extra: &[&str], command: impl Fn(&str) -> Vec<String>) -> App {
+        let ready = crate::tmp::TempDir::new("container-ready").unwrap();
+        let port = crate::prom::free_port();
+        let parent = format!("/kubepods/burstable/pod{pod_uid}/");
+        let apps = volume(&crate::env::apps_dir(), "/app");
+        let ready_mount = format!("{}:/ready", ready.path().display());
+        let mut args = vec![
+            "--cgroup-parent",
+            &parent,
+            "-v",
+            &apps,
+            "-v",
+            &ready_mount,
+            "-e",
+            "PYTRACER_TESTAPP_READY_DIR=/ready",
+        ];
+        args.extend(extra);
+        let command = command(&format!("127.0.0.1:{port}"));
+        let container = Container::run_image(image, &args, &command.iter().map(String::as_str).collect::<Vec<_>>());
+        let worker_vpid = crate::wait::wait_for(std::time::Duration::from_secs(30), || {
+            std::fs::read_dir(ready.path()).ok()?.find_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("the app in {} did not get ready:\n{}", container.id, container.logs()));
+        App { container, port, worker_vpid, _ready: ready }
+    }
 }

@@ -23,7 +23,7 @@ pub struct TraceResult {
     pub stderr: String,
 }
 
-/// A running `pytracer trace` in its own process group; killed on drop.
+/// A running `pytracer trace` (or `run`) in its own process group; killed on drop.
 pub struct Tracer {
     child: Option<Child>,
     stderr_path: PathBuf,
@@ -49,19 +49,34 @@ impl Tracer {
 
     /// [`Tracer::start`] with an explicit agent binary (the harness self-test uses a stand-in).
     pub fn start_with_bin(bin: &Path, pids: &[u32], extra_args: &[&str]) -> Tracer {
+        let mut args = vec!["trace".to_string()];
+        for pid in pids {
+            args.extend(["--pid".to_string(), pid.to_string()]);
+        }
+        args.extend(extra_args.iter().map(ToString::to_string));
+        Self::spawn(bin, &args)
+    }
+
+    /// `pytracer run --config CONFIG --output <tmp>/spans.jsonl [extra]`: discovery by the
+    /// configuration's rules, as a DaemonSet runs it.
+    pub fn run(config: &Path, extra_args: &[&str]) -> Tracer {
+        let mut args = vec!["run".to_string(), "--config".to_string(), config.display().to_string()];
+        args.extend(extra_args.iter().map(ToString::to_string));
+        Self::spawn(&pytracer_bin(), &args)
+    }
+
+    fn spawn(bin: &Path, args: &[String]) -> Tracer {
         let dir = TempDir::new("tracer").expect("creating tracer scratch dir");
         let stderr_path = dir.path().join("stderr.log");
         let output_path = dir.path().join("spans.jsonl");
         let stdout_path = dir.path().join("stdout.log");
 
+        // The subcommand, then the output, then the rest.
         let mut cmd = Command::new(bin);
-        cmd.arg("trace");
-        for pid in pids {
-            cmd.arg("--pid").arg(pid.to_string());
-        }
-        cmd.arg("--output")
+        cmd.args(&args[..1])
+            .arg("--output")
             .arg(&output_path)
-            .args(extra_args)
+            .args(&args[1..])
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("creating tracer stdout file"))
             .stderr(File::create(&stderr_path).expect("creating tracer stderr file"))

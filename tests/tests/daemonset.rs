@@ -28,7 +28,8 @@ fn s(v: &Yaml) -> &str {
 }
 
 /// `podman run` flags for the DaemonSet's container; ConfigMap volumes are written under `dir`
-/// (with the metrics port replaced by `metrics_port`, so parallel agents do not collide).
+/// (with the metrics port, in them and in the env, replaced by `metrics_port`, so parallel agents
+/// do not collide).
 fn podman_flags(ds: &Yaml, config_map: &Yaml, dir: &Path, metrics_port: u16) -> (Vec<String>, Vec<String>) {
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -54,9 +55,15 @@ fn podman_flags(ds: &Yaml, config_map: &Yaml, dir: &Path, metrics_port: u16) -> 
         f.push(format!("--user={user}"));
     }
     assert_eq!(s(&sc["seccompProfile"]["type"]), "RuntimeDefault", "podman applies its default profile");
+    let port = |text: &str| text.replace("0.0.0.0:9464", &format!("127.0.0.1:{metrics_port}"));
     for e in c["env"].as_sequence().unwrap() {
-        assert_eq!(s(&e["valueFrom"]["fieldRef"]["fieldPath"]), "spec.nodeName");
-        f.push(format!("--env={}=test-node", s(&e["name"])));
+        let value = if let Some(v) = e["value"].as_str() {
+            port(v)
+        } else {
+            assert_eq!(s(&e["valueFrom"]["fieldRef"]["fieldPath"]), "spec.nodeName");
+            "test-node".into()
+        };
+        f.push(format!("--env={}={value}", s(&e["name"])));
     }
     let volumes = pod["volumes"].as_sequence().unwrap();
     for m in c["volumeMounts"].as_sequence().unwrap() {
@@ -70,8 +77,7 @@ fn podman_flags(ds: &Yaml, config_map: &Yaml, dir: &Path, metrics_port: u16) -> 
             let cm_dir: PathBuf = dir.join(s(&m["name"]));
             std::fs::create_dir_all(&cm_dir).unwrap();
             for (file, text) in config_map["data"].as_mapping().unwrap() {
-                let text = s(text).replace("0.0.0.0:9464", &format!("127.0.0.1:{metrics_port}"));
-                std::fs::write(cm_dir.join(s(file)), text).unwrap();
+                std::fs::write(cm_dir.join(s(file)), port(s(text))).unwrap();
             }
             f.push(format!("--volume={}:{at}{ro}", cm_dir.display()));
         } else if v["emptyDir"].is_mapping() {

@@ -59,7 +59,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         sudo pytracer run\n  \
         sudo pytracer run --config /etc/pytracer.yaml --metrics-addr 0.0.0.0:9464\n  \
-        sudo pytracer run --duration 60 --output /var/log/pytracer/spans.jsonl")]
+        sudo pytracer run --duration 60 --output /var/log/pytracer/spans.jsonl\n  \
+        sudo PYTRACER_DISCOVERY_WHITELIST=gunicorn PYTRACER_SERVICE_NAME=shop pytracer run\n\n\
+        Every configuration field can also be set by PYTRACER_<SECTION>_<FIELD> (see config/pytracer.yaml);\n\
+        the variables apply over the file, and this command's flags over both.")]
     Run {
         /// Configuration file; the shipped defaults when absent.
         #[arg(long, value_name = "PATH")]
@@ -170,11 +173,12 @@ fn parse_frame_eval(s: &str) -> Result<pytracer_config::FrameEvalMode, String> {
     }
 }
 
+/// The file (or the defaults), then the `PYTRACER_*` variables over it; each command's flags are
+/// applied over what this returns.
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    })
+    // A variable whose name or value is not Unicode cannot be one of ours.
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    Ok(Config::load_with_env(path.map(PathBuf::as_path), vars)?)
 }
 
 /// Span files are appended to: a restarted agent keeps what the last one wrote.

@@ -37,6 +37,9 @@ pub struct Identity {
     pub container_name: Option<String>,
     /// The pid inside the container's pid namespace (the innermost `NSpid`).
     pub vpid: Option<u32>,
+    /// The pod's `app.kubernetes.io/name` label, where the runtime's bundles carry the pod's
+    /// labels (CRI-O: its sandbox's `io.kubernetes.cri-o.Labels`); a service name.
+    pub app_name: Option<String>,
 }
 
 fn is_hex(s: &str) -> bool {
@@ -154,17 +157,26 @@ pub fn parse_nspid(status: &str) -> Option<u32> {
     (pids.len() > 1).then(|| pids.last().copied()).flatten()
 }
 
-/// Pod name, namespace, container name, pod uid.
+/// Pod name, namespace, container name, pod uid; the pod's sandbox and `app.kubernetes.io/name`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
     pub pod_name: Option<String>,
     pub namespace: Option<String>,
     pub container_name: Option<String>,
     pub pod_uid: Option<String>,
+    /// The pod's sandbox (infra) container, whose bundle has the pod's own labels under CRI-O.
+    pub sandbox_id: Option<String>,
+    pub app_name: Option<String>,
 }
+
+/// The label OpenTelemetry's Kubernetes conventions take a service name from.
+const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
 
 /// The Kubernetes names in an OCI runtime spec's annotations: containerd's `io.kubernetes.cri.*`,
 /// CRI-O's (and podman's `kube play`) `io.kubernetes.pod.*` / `io.kubernetes.container.name`.
+/// CRI-O also writes the CRI labels as a JSON object in `io.kubernetes.cri-o.Labels`: on a pod's
+/// sandbox these are the pod's labels, `app.kubernetes.io/name` among them (containerd writes
+/// none of them into the bundle).
 pub fn parse_annotations(config_json: &str) -> Names {
     let Ok(v) = serde_json::from_str::<Value>(config_json) else { return Names::default() };
     let Some(a) = v.get("annotations").and_then(Value::as_object) else { return Names::default() };
@@ -176,6 +188,11 @@ pub fn parse_annotations(config_json: &str) -> Names {
         namespace: get(&["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"]),
         container_name: get(&["io.kubernetes.cri.container-name", "io.kubernetes.container.name"]),
         pod_uid: get(&["io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"]),
+        sandbox_id: get(&["io.kubernetes.cri-o.SandboxID", "io.kubernetes.cri.sandbox-id"]),
+        app_name: get(&["io.kubernetes.cri-o.Labels"])
+            .and_then(|labels| serde_json::from_str::<Value>(&labels).ok())
+            .and_then(|labels| labels.get(APP_NAME_LABEL)?.as_str().map(|v| v.trim().to_string()))
+            .filter(|v| !v.is_empty()),
     }
 }
 
@@ -199,14 +216,22 @@ pub fn read(pid: u32, environ: &[(String, String)]) -> Option<Identity> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let cgroup = parse_cgroup(&std::fs::read_to_string(proc.join("cgroup")).ok()?);
     let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
-    let bundle = cgroup.container_id.as_deref().map_or_else(Names::default, |id| {
-        bundle_candidates(id)
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-            .map(|text| parse_annotations(&text))
-            .unwrap_or_default()
-    });
+    let mut bundle = cgroup.container_id.as_deref().and_then(read_bundle).unwrap_or_default();
+    if bundle.app_name.is_none() {
+        // The pod's labels are on its sandbox. The id is checked as one, since it comes from a
+        // file and goes into a path.
+        let sandbox = bundle
+            .sandbox_id
+            .as_deref()
+            .filter(|s| container_hex(s).is_some() && Some(*s) != cgroup.container_id.as_deref());
+        bundle.app_name = sandbox.and_then(read_bundle).and_then(|n| n.app_name);
+    }
     identity(&cgroup, bundle, parse_nspid(&status), environ, &proc.join("root"))
+}
+
+/// The annotations of the first bundle of container `id` found.
+fn read_bundle(id: &str) -> Option<Names> {
+    bundle_candidates(id).iter().find_map(|p| std::fs::read_to_string(p).ok()).map(|text| parse_annotations(&text))
 }
 
 /// Puts the sources together. In a pod (its uid known) whose bundle was unreadable, the pod name
@@ -235,7 +260,15 @@ pub fn identity(
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     });
-    Some(Identity { container_id, pod_uid, pod_name, namespace, container_name: names.container_name, vpid })
+    Some(Identity {
+        container_id,
+        pod_uid,
+        pod_name,
+        namespace,
+        container_name: names.container_name,
+        vpid,
+        app_name: names.app_name,
+    })
 }
 
 /// The kubelet mounts the service account at /var/run/secrets/kubernetes.io/serviceaccount. Most
@@ -372,12 +405,25 @@ mod tests {
             namespace: Some(n.into()),
             container_name: Some(c.into()),
             pod_uid: Some(UID.into()),
+            ..Names::default()
         };
         assert_eq!(parse_annotations(containerd), names("shop-7d9f-abcde", "prod", "web"));
         let crio = r#"{"annotations":{"io.kubernetes.pod.name":"api-0","io.kubernetes.pod.namespace":"default",
             "io.kubernetes.container.name":"app","io.kubernetes.pod.uid":"4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60",
             "io.kubernetes.cri-o.ContainerType":"container"}}"#;
         assert_eq!(parse_annotations(crio), names("api-0", "default", "app"));
+        // CRI-O: the container names its sandbox; the sandbox's labels are the pod's.
+        let container = r#"{"annotations":{"io.kubernetes.pod.name":"api-0","io.kubernetes.cri-o.SandboxID":"ab12",
+            "io.kubernetes.cri-o.Labels":"{\"io.kubernetes.container.name\":\"app\"}"}}"#;
+        let got = parse_annotations(container);
+        assert_eq!((got.sandbox_id.as_deref(), got.app_name), (Some("ab12"), None));
+        let sandbox = r#"{"annotations":{"io.kubernetes.cri-o.ContainerType":"sandbox",
+            "io.kubernetes.cri-o.Labels":"{\"app.kubernetes.io/name\":\"checkout\",\"io.kubernetes.pod.name\":\"api-0\"}"}}"#;
+        assert_eq!(parse_annotations(sandbox).app_name.as_deref(), Some("checkout"));
+        let broken = r#"{"annotations":{"io.kubernetes.cri-o.Labels":"{not json"}}"#;
+        assert_eq!(parse_annotations(broken), Names::default());
+        let got = parse_annotations(r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"cd34"}}"#);
+        assert_eq!(got.sandbox_id.as_deref(), Some("cd34"));
         assert_eq!(
             parse_annotations(r#"{"annotations":{"org.opencontainers.image.stopSignal":"15"}}"#),
             Names::default()
@@ -407,6 +453,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 container_name: None,
                 vpid: Some(1),
+                app_name: None,
             })
         );
         // The bundle's names win over the fallbacks.

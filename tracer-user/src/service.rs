@@ -11,12 +11,16 @@ use crate::spans::Attributes;
 pub enum NameSource {
     Config,
     Environment,
+    /// The pod's `app.kubernetes.io/name` label.
+    PodLabel,
     WsgiModule,
     Executable,
 }
 
 /// Service name, in order: config; OTEL_SERVICE_NAME or INSTANA_SERVICE_NAME in the process's
-/// environment; the WSGI application module on a Gunicorn command line; the executable's name.
+/// environment; its pod's `app.kubernetes.io/name` label (where the runtime's bundles carry
+/// labels: crate::container), as OpenTelemetry's Kubernetes conventions take it; the WSGI
+/// application module on a Gunicorn or uWSGI command line; the executable's name.
 pub fn service_name(configured: Option<&str>, p: &ProcInfo) -> (String, NameSource) {
     if let Some(n) = configured {
         return (n.to_string(), NameSource::Config);
@@ -25,6 +29,9 @@ pub fn service_name(configured: Option<&str>, p: &ProcInfo) -> (String, NameSour
         if let Some(v) = p.env(key).filter(|v| !v.trim().is_empty()) {
             return (v.trim().to_string(), NameSource::Environment);
         }
+    }
+    if let Some(app) = p.container.as_ref().and_then(|c| c.app_name.as_deref()) {
+        return (app.to_string(), NameSource::PodLabel);
     }
     if let Some(module) = gunicorn_app_module(&p.cmdline).or_else(|| uwsgi_app_module(p)) {
         return (module, NameSource::WsgiModule);
@@ -245,8 +252,12 @@ mod tests {
             &[("OTEL_SERVICE_NAME", "otel"), ("INSTANA_SERVICE_NAME", "inst")],
         );
         assert_eq!(service_name(None, &p).0, "otel");
-        let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[]);
+        let mut p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "-w", "2", "shop.wsgi:application"], &[]);
         assert_eq!(service_name(None, &p), ("shop.wsgi".into(), NameSource::WsgiModule));
+        p.container = Some(Identity { app_name: Some("checkout".into()), ..Identity::default() });
+        assert_eq!(service_name(None, &p), ("checkout".into(), NameSource::PodLabel));
+        p.environ.push(("OTEL_SERVICE_NAME".into(), "otel".into()));
+        assert_eq!(service_name(None, &p), ("otel".into(), NameSource::Environment));
         let p = proc(&["/usr/sbin/nginx"], &[]);
         assert_eq!(service_name(None, &p), ("python3.11".into(), NameSource::Executable));
     }
@@ -331,6 +342,7 @@ mod tests {
             namespace: Some("prod".into()),
             container_name: Some("web".into()),
             vpid: Some(7),
+            app_name: Some("shop".into()),
         };
         let mut r = Attributes::new();
         insert_container(&mut r, &c, Some("node-a"));

@@ -87,3 +87,67 @@ pub fn install_image(wanted: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The uWSGI container's image: [`BASE_IMAGE`] with uWSGI compiled against its CPython
+/// (tests/apps/uwsgi.Containerfile), at the version tests/apps/requirements.txt pins.
+pub const UWSGI_IMAGE: &str = "localhost/pytracer-test-uwsgi";
+
+/// The `uWSGI==X` pin of tests/apps/requirements.txt: the one version every test builds.
+fn uwsgi_version() -> Result<String> {
+    let path = crate::paths::requirements_txt();
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("uWSGI=="))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no `uWSGI==VERSION` line in {}", path.display()))
+}
+
+fn uwsgi_containerfile() -> std::path::PathBuf {
+    crate::paths::repo_root().join("tests/apps/uwsgi.Containerfile")
+}
+
+/// What the uWSGI image is made from: the base image's id, the Containerfile and the version.
+fn uwsgi_wanted() -> Result<(String, String)> {
+    let base = cmd::stdout(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", BASE_IMAGE]))
+        .with_context(|| format!("{BASE_IMAGE} is made first"))?;
+    let file = fs::read_to_string(uwsgi_containerfile())?;
+    let version = uwsgi_version()?;
+    let mut h = DefaultHasher::new();
+    (base.trim(), file, &version).hash(&mut h);
+    Ok((format!("{:016x}", h.finish()), version))
+}
+
+/// Some((label, uWSGI version)) when the image is missing or was made from something else.
+pub fn uwsgi_image_plan() -> Result<Option<(String, String)>> {
+    let (wanted, version) = uwsgi_wanted()?;
+    let label = Command::new("podman")
+        .args(["image", "inspect", "--format", &format!("{{{{index .Labels \"{LABEL}\"}}}}"), UWSGI_IMAGE])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    Ok((label.as_deref() != Some(wanted.as_str())).then_some((wanted, version)))
+}
+
+/// `podman build` of tests/apps/uwsgi.Containerfile (about a minute: uWSGI compiles), with an
+/// empty context: the Containerfile copies nothing in.
+pub fn install_uwsgi_image(wanted: &str, version: &str) -> Result<()> {
+    let context = crate::paths::repo_root().join("target/uwsgi-image-context");
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(&context)?;
+    let mut build = Command::new("podman");
+    build
+        .args(["build", "--runtime", "runc"])
+        .args(["--build-arg", &format!("BASE_IMAGE={BASE_IMAGE}")])
+        .args(["--build-arg", &format!("UWSGI_VERSION={version}")])
+        .args(["--label", &format!("{LABEL}={wanted}")])
+        .arg("-f")
+        .arg(uwsgi_containerfile())
+        .args(["-t", UWSGI_IMAGE])
+        .arg(&context)
+        .stdin(Stdio::null());
+    eprintln!("[setup]   {}", cmd::describe(&build));
+    cmd::run(&mut build)
+}

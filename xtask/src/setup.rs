@@ -38,6 +38,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "podman",
     "buildah",
     "runc",
+    // The Prometheus test (tests/tests/prometheus.rs) runs its own private server from it.
+    "prometheus",
 ];
 /// What building the agent needs (bpf-linker links against LLVM): all the demo installs.
 const BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
@@ -74,6 +76,11 @@ pub fn run() -> Result<()> {
         &format!("container test image {} (from the trixie chroot)", crate::podman::BASE_IMAGE),
         crate::podman::image_plan,
         |wanted| crate::podman::install_image(&wanted),
+    )?;
+    step(
+        &format!("container test image {} (uWSGI)", crate::podman::UWSGI_IMAGE),
+        crate::podman::uwsgi_image_plan,
+        |(wanted, version)| crate::podman::install_uwsgi_image(&wanted, &version),
     )?;
     eprintln!("[setup] done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
@@ -400,7 +407,9 @@ mod tests {
     #[test]
     fn the_demo_set_up_skips_the_test_only_steps() {
         assert!(BUILD_PACKAGES.iter().all(|p| DEBIAN_PACKAGES.contains(p)), "a subset of the full set-up");
-        for test_only in ["postgresql", "redis-server", "nginx", "debootstrap", "wrk", "gdb", "python3.11-dev"] {
+        for test_only in
+            ["postgresql", "redis-server", "nginx", "debootstrap", "wrk", "gdb", "python3.11-dev", "prometheus"]
+        {
             assert!(!BUILD_PACKAGES.contains(&test_only), "{test_only}");
         }
         let src = include_str!("setup.rs");

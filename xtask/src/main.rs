@@ -64,9 +64,13 @@ enum Task {
         /// wrk connections (fixed concurrency)
         #[arg(long, default_value_t = 8)]
         connections: u32,
-        /// Configurations to run, from A B C D E F G
-        #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F,G")]
+        /// Configurations to run, from A B C D E F G (`--quick`: A,C unless given)
+        #[arg(long, value_delimiter = ',')]
         configs: Vec<String>,
+        /// Only CPU per request at a fixed rate, A against C, 7 short rounds (about 3 minutes);
+        /// printed, bench/results.md left as it is
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -78,7 +82,9 @@ fn main() -> anyhow::Result<()> {
         Task::Image => image::run(),
         Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),
-        Task::Bench { rounds, seconds, connections, configs } => {
+        Task::Bench { rounds, seconds, connections, configs, quick } => {
+            let default = if quick { "A,C" } else { "A,B,C,D,E,F,G" };
+            let configs = if configs.is_empty() { default.split(',').map(String::from).collect() } else { configs };
             let configs = configs
                 .iter()
                 .map(|c| {
@@ -88,6 +94,9 @@ fn main() -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("unknown configuration `{c}`; choose from A, B, C, D, E, F, G"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            if quick {
+                return bench::quick(configs);
+            }
             bench::run(&bench::Options { rounds, seconds, connections, configs })
         }
     }

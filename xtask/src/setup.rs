@@ -34,6 +34,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "debootstrap",
     // The test of `pytracer top`'s live view drives it in a terminal.
     "tmux",
+    // `cargo xtask bench` reads the kernel programs' run times with it.
+    "bpftool",
     // The container tests (tests/tests/containers.rs): rootful podman with runc.
     "podman",
     "buildah",

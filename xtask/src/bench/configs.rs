@@ -206,6 +206,17 @@ impl Running {
         Ok(v["server_spans"].as_u64())
     }
 
+    /// Gunicorn's master and its workers.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let master = self.gunicorn.pid();
+        let children = fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+        std::iter::once(master).chain(children.split_whitespace().filter_map(|p| p.parse().ok())).collect()
+    }
+
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.pytracer.as_ref().map(|(p, _, _)| p.pid())
+    }
+
     /// pytracer's own CPU seconds so far and its peak RSS.
     pub fn agent_usage(&self) -> (Option<f64>, Option<u64>) {
         let Some((p, _, _)) = &self.pytracer else { return (None, None) };

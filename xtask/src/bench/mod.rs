@@ -4,6 +4,7 @@
 //! Configurations are alternated (A B C D E F A B C D E F ...) so that slow drifts of this nested VM
 //! hit all of them alike; medians are reported with the min and max across rounds.
 mod configs;
+pub mod cpu;
 mod interpreters;
 mod report;
 mod wrk;
@@ -45,6 +46,26 @@ pub struct CapacityStep {
     pub wrk: wrk::WrkResult,
     pub requests: u64,
     pub counts: configs::Counts,
+}
+
+/// The fixed-rate measurement's settings: well below saturation (about 8% of the server's CPU
+/// untraced), on the routes the cost budget names.
+fn cpu_options(configs: Vec<Config>, rounds: u32, seconds: u64) -> cpu::Options {
+    cpu::Options { configs, routes: vec!["/", "/users/42"], rounds, seconds, rate: 400 }
+}
+
+/// `cargo xtask bench --quick`: CPU per request only, untraced against pytracer as deployed (A
+/// and C, or the configurations given), 7 rounds of 4 s per route: about 3 minutes, printed,
+/// results.md untouched.
+pub fn quick(configs: Vec<Config>) -> Result<()> {
+    setup::run()?;
+    let venv = setup::Venv::bench();
+    setup::venv(&venv)?;
+    let pytracer = cmd::build_release("bench")?;
+    let env = configs::Env { venv: venv.dir, pytracer };
+    let measured = cpu::measure(&env, &cpu_options(configs, 7, 4))?;
+    println!("{}", measured.markdown());
+    Ok(())
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -92,8 +113,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
 
     let per_interpreter = interpreters::measure(&env.pytracer, opts.seconds.min(4), opts.connections)?;
+    let cpu = cpu::measure(&env, &cpu_options(opts.configs.clone(), opts.rounds.max(7), opts.seconds))?;
 
-    let summary = report::write(opts, &samples, &runs, &capacity, &per_interpreter, started.elapsed())?;
+    let summary = report::write(opts, &samples, &runs, &capacity, &per_interpreter, &cpu, started.elapsed())?;
     println!("{summary}");
     Ok(())
 }

@@ -39,6 +39,7 @@ pub fn write(
     runs: &[Run],
     capacity: &[CapacityStep],
     per_interpreter: &[super::interpreters::InterpreterCost],
+    cpu: &super::cpu::Measured,
     took: Duration,
 ) -> Result<String> {
     let mut md = String::new();
@@ -63,6 +64,9 @@ pub fn write(
     let labels: Vec<String> = opts.configs.iter().map(|c| format!("**{}**", c.label())).collect();
     writeln!(md, "Configurations: {}.\n", labels.join(", "))?;
 
+    // First: the figure that resolves a few percent (saturated throughput below does not).
+    writeln!(md, "{}", cpu.markdown())?;
+    summary.push_str(&cpu.markdown());
     writeln!(md, "## Throughput and latency\n")?;
     writeln!(md, "| route | configuration | req/s | ratio to A | p50 ms | p99 ms | added µs/request |")?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;

@@ -30,6 +30,11 @@ pub(super) struct FrameEvalProbes {
 }
 
 impl FrameEvalProbes {
+    /// A sampled window is open: the drain timer keeps its short gap so that it closes on time.
+    pub(super) fn window_open(&self) -> bool {
+        self.window_end.is_some()
+    }
+
     fn on(&self, cfg: &FrameEval) -> bool {
         match cfg.mode {
             FrameEvalMode::Always => true,

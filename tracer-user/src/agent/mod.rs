@@ -90,6 +90,10 @@ struct Agent {
     redaction: Redaction,
 }
 
+/// How often the ring buffer is drained while records come, and at most while none do.
+const MIN_DRAIN_GAP: Duration = Duration::from_millis(10);
+const MAX_DRAIN_GAP: Duration = Duration::from_millis(80);
+
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Targets::Pids(pids) = &opts.targets {
         // Fail on a mistyped pid before paying for loading the programs.
@@ -155,45 +159,61 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("ready");
     log::info!("tracing {} processes: {}", agent.procs.len(), agent.pid_list());
+    agent.event_loop(ring, opts.duration, discover).await?;
+    agent.finish()
+}
 
-    // SAFETY: the ring buffer owns its map fd and lives as long as the AsyncFd that wraps it.
-    let mut ring =
-        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    // The kernel side wakes the agent only when the ring buffer fills up; otherwise the agent
-    // drains it on this timer, so spans are at most this late.
-    let mut drain_timer = tokio::time::interval(Duration::from_millis(10));
-    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let rescan_every = Duration::from_secs_f64(agent.config.discovery.rescan_interval_seconds);
-    let mut last_scan = Instant::now();
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                agent.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            _ = drain_timer.tick() => {
-                agent.drain(ring.get_mut());
-                agent.frame_eval_windows();
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            () = sleep_until(deadline) => break,
-            _ = tick.tick() => {
-                agent.tick();
-                if discover && last_scan.elapsed() >= rescan_every {
-                    agent.rescan();
-                    last_scan = Instant::now();
+impl Agent {
+    /// Records, timers and signals until a signal or the deadline; the ring drained at the end.
+    async fn event_loop(
+        &mut self,
+        ring: RingBuf<MapData>,
+        duration: Option<Duration>,
+        discover: bool,
+    ) -> anyhow::Result<()> {
+        // SAFETY: the ring buffer owns its map fd and lives as long as the AsyncFd that wraps it.
+        let mut ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The kernel side wakes the agent only when the ring buffer fills up; otherwise the agent
+        // drains it on a timer: every 10 ms while records come, backing off to 80 ms while none do
+        // (an idle agent's wake-ups were most of its CPU), so spans are at most that late.
+        let mut drain_gap = MIN_DRAIN_GAP;
+        let drain_timer = tokio::time::sleep(drain_gap);
+        tokio::pin!(drain_timer);
+        let rescan_every = Duration::from_secs_f64(self.config.discovery.rescan_interval_seconds);
+        let mut last_scan = Instant::now();
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                }
+                () = &mut drain_timer => {
+                    let busy = self.drain(ring.get_mut()) > 0 || self.frame_eval.window_open();
+                    self.frame_eval_windows();
+                    drain_gap = if busy { MIN_DRAIN_GAP } else { (drain_gap * 2).min(MAX_DRAIN_GAP) };
+                    drain_timer.as_mut().reset(tokio::time::Instant::now() + drain_gap);
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                () = sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    self.tick();
+                    if discover && last_scan.elapsed() >= rescan_every {
+                        self.rescan();
+                        last_scan = Instant::now();
+                    }
                 }
             }
         }
+        self.drain(ring.get_mut());
+        Ok(())
     }
-    agent.drain(ring.get_mut());
-    agent.finish()
 }
 
 pub(crate) fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
@@ -209,14 +229,18 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 impl Agent {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Handles every record waiting; how many there were.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+        let mut n = 0;
         while let Some(record) = ring.next() {
             self.handle(&record);
+            n += 1;
         }
         self.settle_awaiting(false);
         if let Err(e) = self.sink.flush() {
             log::error!("cannot write spans: {e}");
         }
+        n
     }
 
     fn handle(&mut self, record: &[u8]) {

@@ -9,6 +9,7 @@ mod lint;
 mod paths;
 mod podman;
 mod setup;
+mod soak;
 mod supervised;
 mod test;
 mod traffic;
@@ -52,6 +53,14 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Mixed load against traced Gunicorns for a while (keep-alive, slow clients, large bodies,
+    /// errors, outgoing calls, recycled workers, processes that come and go): every request one
+    /// span, and the agent's memory, fd and kernel-map slopes; writes bench/out/soak.md
+    Soak {
+        /// How long the load runs
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+    },
     /// Benchmark pytracer's cost on a Gunicorn+Flask app against in-process agents; writes
     /// bench/results.md and bench/latency.png
     Bench {
@@ -82,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Task::Image => image::run(),
         Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Soak { minutes } => soak::run(minutes),
         Task::Bench { rounds, seconds, connections, configs, quick } => {
             let default = if quick { "A,C" } else { "A,B,C,D,E,F,G" };
             let configs = if configs.is_empty() { default.split(',').map(String::from).collect() } else { configs };

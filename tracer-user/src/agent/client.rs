@@ -1,7 +1,8 @@
 //! Outgoing connections of traced processes: the calls they carry become exit spans (kind
 //! client), children of the request span being served on the thread that made the call, named
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
-//! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
+//! PostgreSQL and Redis (crate::db) or HTTP/1.x; or, when the server speaks first, from the
+//! first bytes read: MySQL's greeting. Anything else (DNS, TLS) is left alone.
 //!
 //! A call's span lasts as long as the caller waited: a call the connection ended without an
 //! answer to ends when the socket failed (a reset, the peer's end of stream) or, failing that,
@@ -62,10 +63,13 @@ pub(super) struct ClientConn {
     received: u64,
     /// The connect's entry, until the first write burst takes it.
     connect_ns: Option<u64>,
+    /// The first bytes read, before any write, while too few to name the protocol (a MySQL
+    /// greeting's header read alone), and that read's entry.
+    first_read: Option<(Vec<u8>, u64)>,
 }
 
 enum Proto {
-    /// Nothing written yet.
+    /// Nothing written yet (and nothing read that names a server-first protocol).
     Undecided,
     /// The protocol its first write was recognised as (crate::protocols::detect).
     Parsed(Box<dyn ClientProtocol>),
@@ -99,9 +103,13 @@ impl ClientConn {
             failure: None,
             received: 0,
             connect_ns: None,
+            first_read: None,
         }
     }
 }
+
+/// Longest first read kept while it is too short to name the protocol.
+const MAX_FIRST_READ: usize = 16;
 
 impl Agent {
     /// `kernel_local` is the socket's own address as the kernel read it at the connect's exit.
@@ -186,6 +194,17 @@ impl Agent {
                 c.failure = None;
                 c.received = 0;
             }
+        }
+        let (read_data, joined);
+        let mut piece = piece;
+        if !is_write && matches!(c.proto, Proto::Undecided) {
+            let Some((data, len, start_ns)) = decide_by_first_read(&mut c, piece) else {
+                self.client.conns.insert((tgid, fd), c);
+                return;
+            };
+            read_data = data;
+            joined = Piece { data: &read_data, len, start_ns, end_ns: piece.end_ns };
+            piece = &joined;
         }
         c.writing = is_write;
         let calls = match &mut c.proto {
@@ -325,6 +344,28 @@ impl Agent {
         self.stats.exit_spans += 1;
         self.emit(&span);
     }
+}
+
+/// A read before any write: a server-first protocol's start (crate::protocols::detect_first_read)
+/// makes `c` that protocol's. The piece to feed on (the earlier short read joined to this one:
+/// its captured bytes, length and entry), or None when still too short to tell.
+fn decide_by_first_read(c: &mut ClientConn, piece: &Piece) -> Option<(Vec<u8>, u64, u64)> {
+    let mut data = c.first_read.as_ref().map(|(d, _)| d.clone()).unwrap_or_default();
+    let start_ns = c.first_read.as_ref().map_or(piece.start_ns, |&(_, t)| t);
+    let whole = piece.data.len() as u64 == piece.len;
+    let len = data.len() as u64 + piece.len;
+    data.extend_from_slice(piece.data);
+    match protocols::detect_first_read(&data) {
+        protocols::FirstRead::Protocol(p) => c.proto = Proto::Parsed(p),
+        protocols::FirstRead::TooShort if whole && data.len() <= MAX_FIRST_READ => {
+            c.first_read = Some((data, start_ns));
+            return None;
+        }
+        // The client-first protocols decide at the first write.
+        protocols::FirstRead::TooShort | protocols::FirstRead::Unknown => {}
+    }
+    c.first_read = None;
+    Some((data, len, start_ns))
 }
 
 /// How a connection ended, for the calls it left without an answer.

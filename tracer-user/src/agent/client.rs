@@ -451,6 +451,30 @@ mod tests {
     }
 
     #[test]
+    fn a_greeting_read_in_two_pieces_names_the_protocol() {
+        use crate::db::fixtures::MY_GREETING;
+        let mut c = ClientConn::new(Peer::Inet { ip: [127, 0, 0, 1].into(), port: 3306 }, None);
+        // mysql-connector-python reads the 4-byte header, then the payload.
+        let head = Piece { data: &MY_GREETING[..4], len: 4, start_ns: 10, end_ns: 11 };
+        assert!(decide_by_first_read(&mut c, &head).is_none(), "too short to tell: kept");
+        assert!(matches!(c.proto, Proto::Undecided));
+        let rest = &MY_GREETING[4..];
+        let body = Piece { data: rest, len: rest.len() as u64, start_ns: 20, end_ns: 21 };
+        let (data, len, start_ns) = decide_by_first_read(&mut c, &body).unwrap();
+        assert_eq!((&data[..], len, start_ns), (MY_GREETING, MY_GREETING.len() as u64, 10), "both reads as one");
+        let Proto::Parsed(p) = &c.proto else { panic!("not decided") };
+        assert_eq!(p.protocol(), "mysql");
+        assert!(c.first_read.is_none());
+
+        // A server-first banner of another protocol leaves it to the first write.
+        let mut c = ClientConn::new(Peer::Inet { ip: [127, 0, 0, 1].into(), port: 22 }, None);
+        let banner = b"SSH-2.0-OpenSSH_9.2p1\r\n";
+        let p = Piece { data: banner, len: banner.len() as u64, start_ns: 0, end_ns: 1 };
+        assert!(decide_by_first_read(&mut c, &p).is_some());
+        assert!(matches!(c.proto, Proto::Undecided));
+    }
+
+    #[test]
     fn a_call_takes_the_context_of_its_write_burst() {
         let ctx = |start_ns| CallCtx {
             start_ns,

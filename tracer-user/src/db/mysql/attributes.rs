@@ -44,6 +44,8 @@ pub(super) struct Pending {
     /// COM_INIT_DB's database.
     pub(super) database: Option<String>,
     pub(super) reply: Reply,
+    /// A packet of its reply was read.
+    pub(super) started: bool,
     /// Rows of the result sets so far, once one began.
     pub(super) rows: Option<u64>,
     /// The first ERR: code and message.
@@ -52,7 +54,17 @@ pub(super) struct Pending {
 
 impl Pending {
     pub(super) fn new(command: u8, start_ns: u64, reply: Reply) -> Self {
-        Pending { command, start_ns, sql: None, statement: None, database: None, reply, rows: None, error: None }
+        Pending {
+            command,
+            start_ns,
+            sql: None,
+            statement: None,
+            database: None,
+            reply,
+            started: false,
+            rows: None,
+            error: None,
+        }
     }
 }
 

@@ -60,6 +60,10 @@ pub struct MysqlConnection {
     /// The client is sending a local file: its packets until an empty one are data.
     infile: bool,
     last_end_ns: u64,
+    /// The exit of the last read.
+    last_read_ns: u64,
+    /// Calls finished while a write was parsed (a reply cut short by the next command).
+    done: Vec<DbCall>,
     /// A reply's framing was lost inside a read: the exit of the last read since. The calls in
     /// flight end there when the client writes again, which a client waiting for its reply only
     /// does once it has read all of it.
@@ -89,6 +93,8 @@ impl MysqlConnection {
             seq: Some(0),
             infile: false,
             last_end_ns: 0,
+            last_read_ns: 0,
+            done: Vec::new(),
             reply_gap: None,
             stats: DbStats::default(),
         }
@@ -150,6 +156,7 @@ impl MysqlConnection {
                 break;
             }
         }
+        calls.append(&mut self.done);
         calls
     }
 
@@ -157,6 +164,7 @@ impl MysqlConnection {
     pub fn on_read(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
         self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.last_read_ns = p.end_ns;
         let mut calls = Vec::new();
         if self.stats.given_up {
             return calls;
@@ -347,6 +355,19 @@ impl MysqlConnection {
         if command == COM_INIT_DB {
             pending.database = Some(String::from_utf8_lossy(&pk.body[1..]).into_owned());
         }
+        if self.inflight.front().is_some_and(|p| p.started) {
+            // A new command while a reply was being read: the client, which reads a reply whole
+            // before it writes again, saw its end, which this parser missed (a reply it took for
+            // longer than it was). It ends at the last read; the new command's reply starts afresh.
+            let p = self.inflight.pop_front().expect("front exists");
+            self.stats.desyncs += 1;
+            self.stats.resyncs += 1;
+            if emits(&p) {
+                self.stats.unframed_replies += 1;
+                let call = make_call(p, self.last_read_ns, self.system, self.database.as_deref(), false);
+                self.done.push(call);
+            }
+        }
         if self.inflight.len() >= MAX_INFLIGHT {
             self.give_up();
             return;
@@ -411,6 +432,7 @@ impl MysqlConnection {
                     }
                     return None;
                 };
+                front.started = true;
                 if !reply_packet(front, pk, self.capabilities, &mut self.infile) {
                     return None;
                 }

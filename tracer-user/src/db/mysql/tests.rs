@@ -277,6 +277,24 @@ fn a_request_cut_by_the_capture_resyncs_at_the_next_command() {
     assert_eq!(c.stats(), &DbStats { desyncs: 1, resyncs: 1, unframed_requests: 1, ..DbStats::default() });
 }
 
+/// A reply the parser takes for longer than it is (here the server's packets after the column
+/// count were never seen): the client's next command shows it had ended.
+#[test]
+fn a_reply_misread_as_longer_ends_at_the_next_command() {
+    let script = records(MY_PYMYSQL);
+    let mut cut = script[..9].to_vec();
+    cut[8].1 = &cut[8].1[..5];
+    cut[8].2 = 5;
+    // The client writes again: SET NAMES, and its OK.
+    cut.extend_from_slice(&script[3..5]);
+    let mut c = MysqlConnection::new();
+    let calls = run(&mut c, &cut);
+    let got = summary(&calls);
+    assert_eq!(got[2..], [sel("SELECT name FROM items WHERE id = ?", 0), set("SET NAMES utf8mb4")]);
+    assert_eq!((calls[2].start_ns, calls[2].end_ns), (700, 850), "ended at the last read");
+    assert_eq!(c.stats(), &DbStats { desyncs: 1, resyncs: 1, unframed_replies: 1, ..DbStats::default() });
+}
+
 #[test]
 fn tls_connections_are_given_up() {
     let mut c = MysqlConnection::new();

@@ -17,7 +17,13 @@
 //!
 //! Packets are framed by their 3-byte length and checked by their sequence ids; only the first
 //! bytes of a packet are kept (a command's text, a reply's first bytes), rows and column
-//! definitions are skipped by length even when they were not captured.
+//! definitions are skipped by length even when they were not captured. What framing cannot
+//! follow leans on the client waiting for each reply, as PyMySQL, mysqlclient and
+//! mysql-connector-python do: a reply cut by the capture, or read as longer than it was, ends at
+//! the last read before the client's next command; everything of the kind is counted.
+//!
+//! A connection is recognised by its greeting only: one already open when the agent attached
+//! (its first bytes seen are a command) is not followed.
 mod attributes;
 mod framing;
 mod packets;

@@ -473,7 +473,7 @@ fn emits(p: &Pending) -> bool {
 }
 
 /// The database of a `USE db` statement.
-fn used_database(sql: &str) -> Option<String> {
+pub(super) fn used_database(sql: &str) -> Option<String> {
     let s = sql.trim_start();
     let rest = s.get(..4).filter(|w| w.eq_ignore_ascii_case("use ")).map(|_| s[4..].trim())?;
     let name = rest.trim_end_matches(';').trim();

@@ -117,6 +117,7 @@ fn sessions() -> Vec<(&'static str, &'static [u8], Vec<Summary>)> {
             ]
             .concat(),
         ),
+        ("auth_switch", MY_AUTH_SWITCH, [connector_start(), vec![sel("SELECT ?", 1)]].concat()),
         (
             "connector_extras",
             MY_CONNECTOR_EXTRAS,
@@ -293,6 +294,20 @@ fn a_reply_misread_as_longer_ends_at_the_next_command() {
     assert_eq!(got[2..], [sel("SELECT name FROM items WHERE id = ?", 0), set("SET NAMES utf8mb4")]);
     assert_eq!((calls[2].start_ns, calls[2].end_ns), (700, 850), "ended at the last read");
     assert_eq!(c.stats(), &DbStats { desyncs: 1, resyncs: 1, unframed_replies: 1, ..DbStats::default() });
+}
+
+#[test]
+fn the_database_of_a_use_statement() {
+    for (sql, db) in [
+        ("USE app", Some("app")),
+        ("use `other db`", None),
+        ("  USE `shop`;", Some("shop")),
+        ("USE", None),
+        ("USER()", None),
+        ("SELECT 1", None),
+    ] {
+        assert_eq!(session::used_database(sql).as_deref(), db, "{sql}");
+    }
 }
 
 #[test]

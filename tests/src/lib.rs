@@ -16,6 +16,7 @@ pub mod env;
 pub mod expect;
 pub mod gunicorn;
 pub mod http;
+pub mod mysql;
 pub mod nginx;
 pub mod otlp_sink;
 pub mod podman;
@@ -44,6 +45,7 @@ pub use expect::{
 };
 pub use gunicorn::{Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
+pub use mysql::{require_privileged_mariadb, Mariadb, MYSQL_DATABASE, MYSQL_ITEMS, MYSQL_PASSWORD, MYSQL_USER};
 pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use otlp_sink::{first_line_of, OtlpSink};
 pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};

@@ -1,9 +1,11 @@
-//! The client protocols pytracer follows, and which one an outgoing connection speaks.
+//! The client protocols pytracer follows, and which one an outgoing connection speaks: told by
+//! the client's first write, or, for a protocol whose server speaks first (MySQL's greeting),
+//! by the connection's first read.
 //!
 //! Apart from `crate::calls` (the trait and what it reports) so that the protocols, which
 //! implement the trait, never import the module that names them all.
 use crate::calls::ClientProtocol;
-use crate::db::{postgres, redis, PgConnection, RedisConnection};
+use crate::db::{mysql, postgres, redis, MysqlConnection, PgConnection, RedisConnection};
 use crate::http::client::{self as http, HttpClient};
 
 /// A protocol: whether a connection's first write is its start, and a parser for such a
@@ -20,6 +22,44 @@ const PROTOCOLS: &[Registration] = &[
     Registration { recognises: redis::looks_like_request, start: || Box::new(RedisConnection::new()) },
     Registration { recognises: http::looks_like_request, start: || Box::new(HttpClient::default()) },
 ];
+
+/// A protocol whose server speaks first: whether a connection's first read is its start (None:
+/// too few bytes to tell), and a parser for such a connection.
+struct ServerFirst {
+    recognises: fn(&[u8]) -> Option<bool>,
+    start: fn() -> Box<dyn ClientProtocol>,
+}
+
+const SERVER_FIRST: &[ServerFirst] =
+    &[ServerFirst { recognises: mysql::looks_like_greeting, start: || Box::new(MysqlConnection::new()) }];
+
+/// What a connection's first read says.
+pub enum FirstRead {
+    /// The start of this protocol (the parser is to be fed that read).
+    Protocol(Box<dyn ClientProtocol>),
+    /// Too few bytes to tell (a MySQL greeting's header read alone): wait for more.
+    TooShort,
+    /// None of the server-first protocols: the first write decides.
+    Unknown,
+}
+
+/// The parser for a connection whose first read (before any write) was `first_read`: a MySQL
+/// or MariaDB greeting.
+pub fn detect_first_read(first_read: &[u8]) -> FirstRead {
+    let mut short = false;
+    for p in SERVER_FIRST {
+        match (p.recognises)(first_read) {
+            Some(true) => return FirstRead::Protocol((p.start)()),
+            None => short = true,
+            Some(false) => {}
+        }
+    }
+    if short {
+        FirstRead::TooShort
+    } else {
+        FirstRead::Unknown
+    }
+}
 
 /// The parser for a connection whose first write was `first_write` (only its captured prefix,
 /// possibly a few bytes): a PostgreSQL StartupMessage, SSLRequest, GSSENCRequest or
@@ -59,6 +99,8 @@ mod tests {
         }
         for not in [
             &b""[..],
+            // A MySQL greeting is read, never written.
+            fixtures::MY_GREETING,
             b"\x00\x00",
             b"\x00\x00\x00\x08\x00\x00\x00\x00",
             b"*",
@@ -66,6 +108,33 @@ mod tests {
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         ] {
             assert_eq!(protocol(not), None, "{not:?}");
+        }
+    }
+
+    #[test]
+    fn detect_first_read_recognises_a_greeting() {
+        let first_read = |b: &[u8]| match detect_first_read(b) {
+            FirstRead::Protocol(p) => Ok(p.protocol()),
+            FirstRead::TooShort => Err("too short"),
+            FirstRead::Unknown => Err("unknown"),
+        };
+        assert_eq!(first_read(fixtures::MY_GREETING), Ok("mysql"));
+        // mysql-connector-python reads the header alone, then the payload.
+        assert_eq!(first_read(&fixtures::MY_GREETING[..4]), Err("too short"));
+        assert_eq!(first_read(&fixtures::MY_GREETING[..5]), Ok("mysql"));
+        assert_eq!(first_read(&fixtures::MY_GREETING[..20]), Ok("mysql"));
+        assert_eq!(first_read(b"\x64\x00"), Err("too short"));
+        for not in [
+            &b"SSH-2.0-OpenSSH_9.2p1\r\n"[..],
+            b"220 mail ESMTP\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            // Sequence id 1, or protocol version 9.
+            b"\x64\x00\x00\x01\x0a5.5.5",
+            b"\x64\x00\x00\x00\x095.5.5",
+            // An ERR as the first packet (too many connections): not followed.
+            b"\x17\x00\x00\x00\xff\x10\x04Too many connections",
+        ] {
+            assert_eq!(first_read(not), Err("unknown"), "{not:?}");
         }
     }
 }

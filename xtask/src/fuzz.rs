@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cmd, paths};
 
-const TARGETS: [&str; 3] = ["http_connection", "uwsgi_request", "db_client"];
+const TARGETS: [&str; 4] = ["http_connection", "uwsgi_request", "db_client", "mysql_client"];
 
 pub fn run(seconds: u64) -> Result<()> {
     ensure_cargo_fuzz()?;

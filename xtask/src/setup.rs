@@ -30,6 +30,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "postgresql",
     "redis-server",
+    // The MySQL exit-span tests' server (tests/src/mysql.rs), and what pip needs to build
+    // mysqlclient against MariaDB's Connector/C (tests/apps/requirements.txt).
+    "mariadb-server",
+    "libmariadb-dev",
+    "pkg-config",
     // The trixie chroot of the interpreter tests (crate::chroot).
     "debootstrap",
     // The test of `pytracer top`'s live view drives it in a terminal.
@@ -409,9 +414,17 @@ mod tests {
     #[test]
     fn the_demo_set_up_skips_the_test_only_steps() {
         assert!(BUILD_PACKAGES.iter().all(|p| DEBIAN_PACKAGES.contains(p)), "a subset of the full set-up");
-        for test_only in
-            ["postgresql", "redis-server", "nginx", "debootstrap", "wrk", "gdb", "python3.11-dev", "prometheus"]
-        {
+        for test_only in [
+            "postgresql",
+            "redis-server",
+            "mariadb-server",
+            "nginx",
+            "debootstrap",
+            "wrk",
+            "gdb",
+            "python3.11-dev",
+            "prometheus",
+        ] {
             assert!(!BUILD_PACKAGES.contains(&test_only), "{test_only}");
         }
         let src = include_str!("setup.rs");

@@ -1,7 +1,8 @@
 //! Outgoing connections of traced processes: the calls they carry become exit spans (kind
 //! client), children of the request span being served on the thread that made the call, named
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
-//! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
+//! PostgreSQL and Redis (crate::db) or HTTP/1.x; or, when the server speaks first, from the
+//! first bytes read: MySQL's greeting. Anything else (DNS, TLS) is left alone.
 //!
 //! A call's span lasts as long as the caller waited: a call the connection ended without an
 //! answer to ends when the socket failed (a reset, the peer's end of stream) or, failing that,
@@ -64,10 +65,13 @@ pub(super) struct ClientConn {
     connect_ns: Option<u64>,
     /// A blocking connect's exit (a non-blocking one is done by the first write).
     connected_ns: Option<u64>,
+    /// The first bytes read, before any write, while too few to name the protocol (a MySQL
+    /// greeting's header read alone), and that read's entry.
+    first_read: Option<(Vec<u8>, u64)>,
 }
 
 enum Proto {
-    /// Nothing written yet.
+    /// Nothing written yet (and nothing read that names a server-first protocol).
     Undecided,
     /// The protocol its first write was recognised as (crate::protocols::detect).
     Parsed(Box<dyn ClientProtocol>),
@@ -104,9 +108,13 @@ impl ClientConn {
             received: 0,
             connect_ns: None,
             connected_ns: None,
+            first_read: None,
         }
     }
 }
+
+/// Longest first read kept while it is too short to name the protocol.
+const MAX_FIRST_READ: usize = 16;
 
 impl Agent {
     /// `kernel_local` is the socket's own address as the kernel read it at the connect's exit.
@@ -193,6 +201,17 @@ impl Agent {
                 c.failure = None;
                 c.received = 0;
             }
+        }
+        let (read_data, joined);
+        let mut piece = piece;
+        if !is_write && matches!(c.proto, Proto::Undecided) {
+            let Some((data, len, start_ns)) = decide_by_first_read(&mut c, piece) else {
+                self.client.conns.insert((tgid, fd), c);
+                return;
+            };
+            read_data = data;
+            joined = Piece { data: &read_data, len, start_ns, end_ns: piece.end_ns };
+            piece = &joined;
         }
         c.writing = is_write;
         let calls = match &mut c.proto {
@@ -340,6 +359,28 @@ impl Agent {
     }
 }
 
+/// A read before any write: a server-first protocol's start (crate::protocols::detect_first_read)
+/// makes `c` that protocol's. The piece to feed on (the earlier short read joined to this one:
+/// its captured bytes, length and entry), or None when still too short to tell.
+fn decide_by_first_read(c: &mut ClientConn, piece: &Piece) -> Option<(Vec<u8>, u64, u64)> {
+    let mut data = c.first_read.as_ref().map(|(d, _)| d.clone()).unwrap_or_default();
+    let start_ns = c.first_read.as_ref().map_or(piece.start_ns, |&(_, t)| t);
+    let whole = piece.data.len() as u64 == piece.len;
+    let len = data.len() as u64 + piece.len;
+    data.extend_from_slice(piece.data);
+    match protocols::detect_first_read(&data) {
+        protocols::FirstRead::Protocol(p) => c.proto = Proto::Parsed(p),
+        protocols::FirstRead::TooShort if whole && data.len() <= MAX_FIRST_READ => {
+            c.first_read = Some((data, start_ns));
+            return None;
+        }
+        // The client-first protocols decide at the first write.
+        protocols::FirstRead::TooShort | protocols::FirstRead::Unknown => {}
+    }
+    c.first_read = None;
+    Some((data, len, start_ns))
+}
+
 /// How a connection ended, for the calls it left without an answer.
 #[derive(Debug, Clone, Copy)]
 struct Ended {
@@ -420,6 +461,30 @@ mod tests {
         };
         Ended { at_ns: 500, failure: Some((0, 200)), received: 44 }.apply(&mut f);
         assert_eq!(f.attributes[semconv::PYTRACER_RESPONSE_BYTES_RECEIVED], 44, "what the cut reply got");
+    }
+
+    #[test]
+    fn a_greeting_read_in_two_pieces_names_the_protocol() {
+        use crate::db::fixtures::MY_GREETING;
+        let mut c = ClientConn::new(Peer::Inet { ip: [127, 0, 0, 1].into(), port: 3306 }, None);
+        // mysql-connector-python reads the 4-byte header, then the payload.
+        let head = Piece { data: &MY_GREETING[..4], len: 4, start_ns: 10, end_ns: 11 };
+        assert!(decide_by_first_read(&mut c, &head).is_none(), "too short to tell: kept");
+        assert!(matches!(c.proto, Proto::Undecided));
+        let rest = &MY_GREETING[4..];
+        let body = Piece { data: rest, len: rest.len() as u64, start_ns: 20, end_ns: 21 };
+        let (data, len, start_ns) = decide_by_first_read(&mut c, &body).unwrap();
+        assert_eq!((&data[..], len, start_ns), (MY_GREETING, MY_GREETING.len() as u64, 10), "both reads as one");
+        let Proto::Parsed(p) = &c.proto else { panic!("not decided") };
+        assert_eq!(p.protocol(), "mysql");
+        assert!(c.first_read.is_none());
+
+        // A server-first banner of another protocol leaves it to the first write.
+        let mut c = ClientConn::new(Peer::Inet { ip: [127, 0, 0, 1].into(), port: 22 }, None);
+        let banner = b"SSH-2.0-OpenSSH_9.2p1\r\n";
+        let p = Piece { data: banner, len: banner.len() as u64, start_ns: 0, end_ns: 1 };
+        assert!(decide_by_first_read(&mut c, &p).is_some());
+        assert!(matches!(c.proto, Proto::Undecided));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! Attribute names follow the OpenTelemetry database semantic conventions (`db.system.name`,
 //! `db.query.text`, `db.operation.name`, `db.namespace`, `db.response.status_code`,
 //! `error.type`, `db.operation.batch.size`).
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod sql;
@@ -32,6 +33,7 @@ pub use crate::calls::{DbCall, ProtocolStats};
 pub use crate::piece::Piece;
 use crate::spans::semconv;
 pub use crate::spans::Attributes;
+pub use mysql::MysqlConnection;
 pub use postgres::PgConnection;
 pub use redis::RedisConnection;
 

@@ -2,6 +2,11 @@
 //! `U&''`, dollar-quoted strings, numbers) become `?`; identifiers, quoted identifiers, keywords,
 //! operators and `$1` placeholders stay. Comments are dropped and runs of white space become one
 //! space. The result is bounded ([`super::MAX_QUERY_TEXT`]).
+//!
+//! MySQL's dialect ([`Dialect::MySql`]) differs where a literal could otherwise leak: `"..."` is a
+//! string (MySQL's default `sql_mode`; under `ANSI_QUOTES` it is an identifier, and replacing it
+//! loses a name, never a value), a backslash escapes in every string, `` `...` `` quotes an
+//! identifier, `#` starts a comment, and there is no dollar quoting.
 
 use super::{truncate, MAX_QUERY_TEXT};
 
@@ -13,10 +18,23 @@ fn is_ident_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '$'
 }
 
-/// The statement with its literals replaced by `?`.
+/// Whose SQL a text is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+}
+
+/// The (PostgreSQL) statement with its literals replaced by `?`.
+pub fn sanitize(sql: &str) -> String {
+    sanitize_in(sql, Dialect::Postgres)
+}
+
+/// The statement, in `dialect`, with its literals replaced by `?`.
 #[expect(clippy::too_many_lines, reason = "one scanner over the statement's tokens, each kind an arm")]
 #[expect(clippy::many_single_char_names, reason = "scanner indexes and lengths, named as in a lexer")]
-pub fn sanitize(sql: &str) -> String {
+pub fn sanitize_in(sql: &str, dialect: Dialect) -> String {
+    let mysql = dialect == Dialect::MySql;
     let chars: Vec<char> = sql.chars().collect();
     let n = chars.len();
     let mut out = String::with_capacity(sql.len().min(MAX_QUERY_TEXT + 8));
@@ -42,7 +60,7 @@ pub fn sanitize(sql: &str) -> String {
             continue;
         }
         // Comments: `-- ...` to the end of the line, `/* ... */` (nested, as PostgreSQL allows).
-        if c == '-' && chars.get(i + 1) == Some(&'-') {
+        if (c == '-' && chars.get(i + 1) == Some(&'-')) || (mysql && c == '#') {
             while i < n && chars[i] != '\n' {
                 i += 1;
             }
@@ -88,18 +106,18 @@ pub fn sanitize(sql: &str) -> String {
             push(&mut out, &mut space, &word);
             continue;
         }
-        if c == '\'' {
-            i = skip_string(&chars, i, false);
+        if c == '\'' || (mysql && c == '"') {
+            i = skip_quoted(&chars, i, c, mysql);
             push(&mut out, &mut space, "?");
             continue;
         }
-        if c == '"' {
+        if c == '"' || (mysql && c == '`') {
             // Quoted identifier ("" escapes a quote): kept.
             let start = i;
             i += 1;
             while i < n {
-                if chars[i] == '"' {
-                    if chars.get(i + 1) == Some(&'"') {
+                if chars[i] == c {
+                    if chars.get(i + 1) == Some(&c) {
                         i += 2;
                         continue;
                     }
@@ -112,7 +130,7 @@ pub fn sanitize(sql: &str) -> String {
             push(&mut out, &mut space, &word);
             continue;
         }
-        if c == '$' {
+        if c == '$' && !mysql {
             // `$1`: a placeholder, kept.
             if chars.get(i + 1).is_some_and(char::is_ascii_digit) {
                 let start = i;
@@ -165,14 +183,19 @@ pub fn sanitize(sql: &str) -> String {
 
 /// From the opening quote at `i`, past the closing one. `''` is an escaped quote; with
 /// `backslashes` (E'' strings) so is `\'`. An unterminated string runs to the end.
-fn skip_string(chars: &[char], mut i: usize, backslashes: bool) -> usize {
+fn skip_string(chars: &[char], i: usize, backslashes: bool) -> usize {
+    skip_quoted(chars, i, '\'', backslashes)
+}
+
+/// As [`skip_string`], for a string quoted by `quote` (MySQL's `"..."` too).
+fn skip_quoted(chars: &[char], mut i: usize, quote: char, backslashes: bool) -> usize {
     let n = chars.len();
     i += 1;
     while i < n {
         match chars[i] {
             '\\' if backslashes => i += 2,
-            '\'' if chars.get(i + 1) == Some(&'\'') => i += 2,
-            '\'' => return i + 1,
+            c if c == quote && chars.get(i + 1) == Some(&quote) => i += 2,
+            c if c == quote => return i + 1,
             _ => i += 1,
         }
     }
@@ -213,8 +236,13 @@ const MAIN_AFTER_WITH: [&str; 7] = ["SELECT", "INSERT", "UPDATE", "DELETE", "MER
 /// query, the main statement's (`WITH x AS (...) DELETE ...` gives `DELETE`). Best effort: None
 /// when the text does not start with a word.
 pub fn operation(sql: &str) -> Option<String> {
+    operation_in(sql, Dialect::Postgres)
+}
+
+/// [`operation`] of a statement in `dialect`.
+pub fn operation_in(sql: &str, dialect: Dialect) -> Option<String> {
     // Work on the sanitized text: no literals or comments to trip over.
-    let s = sanitize(sql);
+    let s = sanitize_in(sql, dialect);
     let mut words = Vec::new();
     let mut depth = 0i32;
     let mut chars = s.char_indices().peekable();
@@ -290,6 +318,24 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(sanitize(sql), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn mysql_literals_become_placeholders() {
+        let cases = [
+            ("SELECT name FROM items WHERE id = 1", "SELECT name FROM items WHERE id = ?"),
+            // PyMySQL's and mysqlclient's escaping: a backslash before the quote.
+            (r"SELECT * FROM t WHERE a = 'it\'s' AND b = 'x\\'", "SELECT * FROM t WHERE a = ? AND b = ?"),
+            ("SELECT \"secret\", \"a\"\"b\" FROM t", "SELECT ?, ? FROM t"),
+            ("SELECT `it's`, `a``b` FROM `t`", "SELECT `it's`, `a``b` FROM `t`"),
+            ("SELECT 1 # secret 42\nFROM x -- 7\n", "SELECT ? FROM x"),
+            ("SELECT $x, a$b FROM t WHERE c = X'1F'", "SELECT $x, a$b FROM t WHERE c = ?"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(sanitize_in(sql, Dialect::MySql), want, "{sql}");
+        }
+        assert_eq!(operation_in("# c\n  select \"x\"", Dialect::MySql).as_deref(), Some("SELECT"));
+        assert_eq!(operation_in("SELEC name FROM items", Dialect::MySql).as_deref(), Some("SELEC"));
     }
 
     #[test]

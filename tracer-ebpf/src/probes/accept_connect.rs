@@ -69,7 +69,7 @@ pub fn enter_getsockopt(ctx: TracePointContext) -> u32 {
     }
     let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
     // SAFETY: a value pointer from a map lookup, valid for this program run.
-    if unsafe { *how } != CONN_CONNECTED {
+    if unsafe { *how } & CONN_CONNECTED == 0 {
         return 0;
     }
     save(id, Op::SoError, fd as i32, val, 0);

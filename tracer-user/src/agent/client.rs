@@ -62,6 +62,8 @@ pub(super) struct ClientConn {
     received: u64,
     /// The connect's entry, until the first write burst takes it.
     connect_ns: Option<u64>,
+    /// Its bytes come from libssl: the calls are HTTPS.
+    tls: bool,
 }
 
 enum Proto {
@@ -99,6 +101,7 @@ impl ClientConn {
             failure: None,
             received: 0,
             connect_ns: None,
+            tls: false,
         }
     }
 }
@@ -158,8 +161,17 @@ impl Agent {
 
     /// Data moved on an outgoing connection.
     #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
-    pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
+    pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool, tls: bool) {
         let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
+        if tls && !c.tls {
+            // Ciphertext may have come first (a socket wrapped before it connected, libssl found
+            // after the handshake): the plaintext decides the protocol afresh.
+            c.tls = true;
+            if matches!(c.proto, Proto::Other) {
+                c.proto = Proto::Undecided;
+                c.writing = false;
+            }
+        }
         // Data moved: the connect worked.
         c.connecting = None;
         if !is_write {
@@ -276,7 +288,7 @@ impl Agent {
         for call in calls {
             let ctx = take_ctx(&mut c.calls, call.start_ns());
             let mut facts = match &call {
-                Call::Http(x) => spans::http_client::call(x, &c.peer),
+                Call::Http(x) => spans::http_client::call(x, &c.peer, c.tls),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
             if let Some(t) = ctx.as_ref().and_then(|c| c.connect_ns) {

@@ -33,6 +33,7 @@ mod route_tables;
 mod routing;
 mod server;
 mod telemetry;
+mod tls;
 
 use procs::{Python, Traced};
 use server::Conn;
@@ -85,6 +86,8 @@ struct Agent {
     ids: ids::IdState,
     /// Each worker's route table (route_tables.rs).
     routes: route_tables::RouteTables,
+    /// Each process's libssl probes (tls.rs).
+    tls: tls::TlsProbes,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -133,6 +136,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         client: client::ClientSide::default(),
         ids: ids::IdState::default(),
         routes: route_tables::RouteTables::default(),
+        tls: tls::TlsProbes::default(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -180,6 +184,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             () = sleep_until(deadline) => break,
             _ = tick.tick() => {
                 agent.tick();
+                agent.tls_recheck();
                 if discover && last_scan.elapsed() >= rescan_every {
                     agent.rescan();
                     last_scan = Instant::now();
@@ -227,13 +232,14 @@ impl Agent {
         };
         match ev {
             Event::Accept { h, listen_fd, addr } => self.on_accept((h.tgid, h.fd), h.tid, listen_fd, addr),
-            Event::Read { h, data, .. } | Event::Write { h, data, .. } => {
+            Event::Read { h, data, flags } | Event::Write { h, data, flags } => {
                 let is_read = matches!(ev, Event::Read { .. });
+                let tls = flags & tracer_common::DATA_FLAG_TLS != 0;
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 if self.is_client(h.tgid, h.fd) {
-                    self.on_client_data(h.tgid, h.tid, h.fd, &piece, !is_read);
+                    self.on_client_data(h.tgid, h.tid, h.fd, &piece, !is_read, tls);
                 } else {
-                    self.on_server_data((h.tgid, h.fd), h.tid, &piece, is_read);
+                    self.on_server_data((h.tgid, h.fd), h.tid, &piece, is_read, tls);
                 }
             }
             Event::Close { h } => {

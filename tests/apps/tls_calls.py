@@ -1,0 +1,56 @@
+"""HTTPS both ways, for pytracer's TLS test (tests/tests/tls.rs), served by Gunicorn.
+
+The same app runs twice: as a plain-HTTP front whose routes call the HTTPS one (with requests
+and with http.client, the certificate the test made trusted through TLS_CA_FILE), and as the
+HTTPS server itself (Gunicorn --certfile/--keyfile), which answers /backend/<name>. The calls live
+in helpers so the test can assert the Python caller of their spans.
+"""
+
+import http.client
+import os
+import ssl
+
+import requests
+from flask import Flask, request
+from testready import mark_ready
+
+app = Flask(__name__)
+
+mark_ready()
+
+
+def ca_file():
+    return os.environ["TLS_CA_FILE"]
+
+
+def call_requests(port):
+    r = requests.get(f"https://localhost:{port}/backend/requests", verify=ca_file(), timeout=10)
+    return r.status_code, r.text
+
+
+def call_http_client(port):
+    ctx = ssl.create_default_context(cafile=ca_file())
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/backend/http-client?x=1")
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+@app.get("/call/requests")
+def via_requests():
+    status, text = call_requests(int(request.args["port"]))
+    return f"{status} {text}"
+
+
+@app.get("/call/http-client")
+def via_http_client():
+    status, text = call_http_client(int(request.args["port"]))
+    return f"{status} {text}"
+
+
+@app.get("/backend/<name>")
+def backend(name):
+    return f"hello {name}", 201

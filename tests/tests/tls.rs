@@ -1,0 +1,136 @@
+//! Issue 14 end to end: HTTPS seen through libssl's uprobes. A certificate made here (openssl,
+//! for `localhost` and 127.0.0.1); a Gunicorn serving tests/apps/tls_calls.py over HTTPS
+//! (`--certfile`/`--keyfile`), and the same app over plain HTTP whose routes call it with
+//! `requests` and with `http.client.HTTPSConnection`; curl -k calls the HTTPS one directly. Both
+//! Gunicorns are traced. Asserted: exactly these spans, their names, `url.full`/`url.scheme`,
+//! `server.address`/`server.port`, status codes, parents (the HTTPS server span is the child of
+//! the call that made it, stitched as over plain TCP), the caller's code; and that the ciphertext
+//! on those sockets was never parsed (the agent's own counters of unparsed and malformed traffic
+//! stay at 0).
+use std::path::Path;
+use std::process::Command;
+
+use pytracer_tests::*;
+use serde_json::{json, Value};
+
+/// A self-signed certificate for localhost and 127.0.0.1: (certificate, key).
+fn make_certificate(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("/usr/bin/openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert.to_str().unwrap().to_string(), key.to_str().unwrap().to_string())
+}
+
+fn server_span<'a>(spans: &'a [Value], path: &str) -> &'a Value {
+    let s = one_span(spans, path);
+    assert_eq!(s["kind"], "server", "{path}: {s}");
+    s
+}
+
+fn children<'a>(spans: &'a [Value], parent: &Value) -> Vec<&'a Value> {
+    spans.iter().filter(|s| s["parent_span_id"] == parent["span_id"]).collect()
+}
+
+#[test]
+fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
+    if !require_privileged() {
+        return;
+    }
+    let dir = TempDir::new("pytracer-tls").unwrap();
+    let (cert, key) = make_certificate(dir.path());
+    let back =
+        Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").args(&["--certfile", &cert, "--keyfile", &key]));
+    let front = Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").env("TLS_CA_FILE", &cert));
+    let mport = free_port();
+    let t = Tracer::start(&[front.pid(), back.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let bport = back.port();
+
+    let r = get(front.port(), &format!("/call/requests?port={bport}"));
+    assert_eq!((r.status, r.text()), (200, "201 hello requests".to_string()));
+    let r = get(front.port(), &format!("/call/http-client?port={bport}"));
+    assert_eq!((r.status, r.text()), (200, "201 hello http-client".to_string()));
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://127.0.0.1:{bport}/backend/curl"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "curl: {}", String::from_utf8_lossy(&out.stderr));
+
+    let settled = wait_until(std::time::Duration::from_secs(5), || {
+        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 5
+    });
+    assert!(settled, "five server spans never reached the metrics");
+    let metrics = scrape(mport);
+    let r = t.stop();
+    let spans = &r.spans;
+    assert_eq!(spans.len(), 7, "2 front requests, their 2 HTTPS calls, 3 HTTPS requests\n{}", summarize(spans));
+
+    let file = apps_dir().join("tls_calls.py");
+    for (route, backend, caller, query) in [
+        ("/call/requests", "/backend/requests", "call_requests", None),
+        ("/call/http-client", "/backend/http-client", "call_http_client", Some("x=1")),
+    ] {
+        let front_span = server_span(spans, route);
+        assert_eq!(attr_str(front_span, "url.scheme"), Some("http"), "{route}");
+        assert!(front_span["parent_span_id"].is_null(), "{route}");
+        let calls = children(spans, front_span);
+        assert_eq!(calls.len(), 1, "{route}: one client span\n{}", summarize(spans));
+        let c = calls[0];
+        assert_eq!((c["kind"].as_str(), c["name"].as_str()), (Some("client"), Some("GET")), "{route}: {c}");
+        let target = query.map_or(backend.to_string(), |q| format!("{backend}?{q}"));
+        let mut attrs = c["attributes"].as_object().unwrap().clone();
+        attrs.retain(|k, _| !k.starts_with("code."));
+        assert_eq!(
+            Value::Object(attrs),
+            json!({
+                "http.request.method": "GET",
+                "url.full": format!("https://localhost:{bport}{target}"),
+                "server.address": "localhost",
+                "server.port": bport,
+                "network.peer.address": "127.0.0.1",
+                "network.peer.port": bport,
+                "http.response.status_code": 201,
+            }),
+            "{route}"
+        );
+        assert_eq!(attr_str(c, "code.function.name"), Some(caller), "{route}: {c}");
+        assert_eq!(attr_str(c, "code.file.path"), Some(file.to_str().unwrap()), "{route}");
+        assert_eq!(attr_u64(c, "code.line.number"), Some(first_line_of(&file, caller)), "{route}");
+        assert_eq!(c["trace_id"], front_span["trace_id"], "{route}");
+
+        // The HTTPS server's span: the call's child, stitched by the socket pair.
+        let b = server_span(spans, backend);
+        assert_eq!(attr_str(b, "url.scheme"), Some("https"), "{backend}: {b}");
+        assert_eq!(attr_u64(b, "http.response.status_code"), Some(201), "{backend}");
+        assert_eq!(attr_str(b, "http.route"), Some("/backend/<name>"), "{backend}");
+        assert_eq!(b["parent_span_id"], c["span_id"], "{backend}: the call's child\n{}", summarize(spans));
+        assert_eq!(b["trace_id"], c["trace_id"], "{backend}");
+    }
+    let curl = server_span(spans, "/backend/curl");
+    assert_eq!(attr_str(curl, "url.scheme"), Some("https"));
+    assert_eq!(attr_u64(curl, "http.response.status_code"), Some(201));
+    assert_eq!(attr_str(curl, "server.address"), Some("127.0.0.1"));
+    assert!(curl["parent_span_id"].is_null(), "curl is not traced: a root\n{}", summarize(spans));
+
+    // The ciphertext was never parsed: nothing unparsed, malformed or unattributed (each series
+    // is there, at 0).
+    let series = |name: &str, reason: Option<&str>| {
+        metrics
+            .iter()
+            .any(|l| l.name == name && reason.is_none_or(|r| l.labels.get("reason").map(String::as_str) == Some(r)))
+    };
+    assert!(series("pytracer_client_connections_unparsed_total", None));
+    assert_eq!(sum(&metrics, "pytracer_client_connections_unparsed_total", &[]) as u64, 0);
+    for reason in ["malformed_request", "malformed_response", "unmatched_response", "tls_unattributed", "tls_map_full"]
+    {
+        assert_eq!(sum(&metrics, "pytracer_events_dropped_total", &[("reason", reason)]) as u64, 0, "{reason}");
+    }
+    assert!(r.stderr.contains(" unparsed_client_connections=0 "), "{}", r.stderr);
+}

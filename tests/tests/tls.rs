@@ -134,3 +134,48 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     }
     assert!(r.stderr.contains(" unparsed_client_connections=0 "), "{}", r.stderr);
 }
+
+/// `uwsgi --https`: the router process terminates TLS (libssl's SSL_read/SSL_write in C) and
+/// forwards uwsgi packets to the worker. One span per request, from the router's plaintext
+/// matched with the worker's request (`routed`), https; the ciphertext is not parsed.
+#[test]
+fn uwsgi_https_router_gives_one_span_per_request() {
+    if !require_privileged() || !require_uwsgi() {
+        return;
+    }
+    let dir = TempDir::new("pytracer-tls").unwrap();
+    let (cert, key) = make_certificate(dir.path());
+    let u = Uwsgi::start(UwsgiOpts::http_router(1).module("tls_calls:app").https(&cert, &key));
+    let mport = free_port();
+    let t = Tracer::start(&[u.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    for i in 0..3 {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://localhost:{}/backend/uwsgi{i}", u.port()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "curl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let settled = wait_until(std::time::Duration::from_secs(5), || {
+        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 3
+    });
+    assert!(settled, "three server spans never reached the metrics");
+    let metrics = scrape(mport);
+    let r = t.stop();
+    let spans = &r.spans;
+    assert_eq!(spans.len(), 3, "{}", summarize(spans));
+    for i in 0..3 {
+        let s = server_span(spans, &format!("/backend/uwsgi{i}"));
+        assert_eq!(attr_str(s, "url.scheme"), Some("https"), "{s}");
+        assert_eq!(attr_u64(s, "http.response.status_code"), Some(201), "{s}");
+        assert_eq!(attr_str(s, "server.address"), Some("localhost"), "{s}");
+        assert_eq!(attr_u64(s, "server.port"), Some(u64::from(u.port())), "{s}");
+        assert_eq!(attr_str(s, "user_agent.original").map(|a| a.starts_with("curl/")), Some(true), "{s}");
+        assert_eq!(attr_str(s, "code.function.name"), Some("backend"), "{s}");
+        assert!(s["parent_span_id"].is_null(), "{s}");
+    }
+    for reason in ["malformed_request", "malformed_response", "unmatched_response", "tls_unattributed"] {
+        assert_eq!(sum(&metrics, "pytracer_events_dropped_total", &[("reason", reason)]) as u64, 0, "{reason}");
+    }
+    assert!(r.stderr.contains(" routed=3 "), "the router's plaintext matched each worker request:\n{}", r.stderr);
+}

@@ -6,6 +6,7 @@ HTTPS server itself (Gunicorn --certfile/--keyfile), which answers /backend/<nam
 in helpers so the test can assert the Python caller of their spans.
 """
 
+import asyncio
 import http.client
 import os
 import ssl
@@ -37,6 +38,22 @@ def call_http_client(port):
         return r.status, r.read().decode()
     finally:
         conn.close()
+
+
+async def call_asyncio(port):
+    # asyncio's TLS is an SSLObject over memory BIOs: libssl never touches the socket.
+    ctx = ssl.create_default_context(cafile=ca_file())
+    reader, writer = await asyncio.open_connection("localhost", port, ssl=ctx)
+    writer.write(f"GET /backend/asyncio HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer.split(b"\r\n", 1)[0].decode()
+
+
+@app.get("/call/asyncio")
+def via_asyncio():
+    return asyncio.run(call_asyncio(int(request.args["port"])))
 
 
 @app.get("/call/requests")

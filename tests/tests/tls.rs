@@ -179,3 +179,41 @@ fn uwsgi_https_router_gives_one_span_per_request() {
     }
     assert!(r.stderr.contains(" routed=3 "), "the router's plaintext matched each worker request:\n{}", r.stderr);
 }
+
+/// asyncio's TLS (an SSLObject over memory BIOs): libssl never touches the socket, so its
+/// plaintext has no socket to join. Each SSL call that moved bytes is counted as
+/// `tls_unattributed` (the request's one write, the response's two reads: Gunicorn writes the head
+/// and the body apart); the socket's ciphertext is an unparsed client connection, as before. The
+/// HTTPS server's side of the same call is still a span (its `_ssl` sockets use SSL_set_fd).
+#[test]
+fn asyncio_memory_bios_are_counted_not_attributed() {
+    if !require_privileged() {
+        return;
+    }
+    let dir = TempDir::new("pytracer-tls").unwrap();
+    let (cert, key) = make_certificate(dir.path());
+    let back =
+        Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").args(&["--certfile", &cert, "--keyfile", &key]));
+    let front = Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").env("TLS_CA_FILE", &cert));
+    let mport = free_port();
+    let t = Tracer::start(&[front.pid(), back.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let r = get(front.port(), &format!("/call/asyncio?port={}", back.port()));
+    assert_eq!((r.status, r.text()), (200, "HTTP/1.1 201 CREATED".to_string()));
+    let dropped = |reason: &str| sum(&scrape(mport), "pytracer_events_dropped_total", &[("reason", reason)]) as u64;
+    let settled = wait_until(std::time::Duration::from_secs(5), || {
+        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 2
+            && dropped("tls_unattributed") >= 3
+    });
+    assert!(settled, "two server spans and three unattributed SSL calls never reached the metrics");
+    let metrics = scrape(mport);
+    let r = t.stop();
+    let spans = &r.spans;
+    assert_eq!(spans.len(), 2, "the front request and the HTTPS server's: no client span\n{}", summarize(spans));
+    assert_eq!(attr_str(server_span(spans, "/call/asyncio"), "url.scheme"), Some("http"));
+    assert_eq!(attr_str(server_span(spans, "/backend/asyncio"), "url.scheme"), Some("https"));
+    assert_eq!(sum(&metrics, "pytracer_events_dropped_total", &[("reason", "tls_unattributed")]) as u64, 3);
+    assert_eq!(sum(&metrics, "pytracer_client_connections_unparsed_total", &[]) as u64, 1);
+    for reason in ["malformed_request", "malformed_response", "unmatched_response", "tls_map_full"] {
+        assert_eq!(sum(&metrics, "pytracer_events_dropped_total", &[("reason", reason)]) as u64, 0, "{reason}");
+    }
+}

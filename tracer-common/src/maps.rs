@@ -57,8 +57,9 @@ crate::abi_enum! {
         /// A Python stack was not sent because the ring buffer was past the share stacks may use:
         /// the requests' own records keep their room.
         StackThrottled = 4 => "stack_throttled",
-        /// An SSL_read/SSL_write moved plaintext but no socket was ever seen under that `SSL*`
-        /// (memory BIOs, as asyncio's SSLObject uses): the bytes are not attributed.
+        /// An SSL_read/SSL_write moved plaintext but no followed socket was seen under that
+        /// `SSL*`: memory BIOs (asyncio's SSLObject), or a socket connected before tracing began.
+        /// The bytes are not attributed.
         TlsNoSocket = 5 => "tls_unattributed",
         /// The per-thread SSL call map or the SSL-to-socket map was full.
         TlsMapFull = 6 => "tls_map_full",

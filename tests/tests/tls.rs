@@ -7,6 +7,7 @@
 //! the call that made it, stitched as over plain TCP), the caller's code; and that the ciphertext
 //! on those sockets was never parsed (the agent's own counters of unparsed and malformed traffic
 //! stay at 0).
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -216,4 +217,60 @@ fn asyncio_memory_bios_are_counted_not_attributed() {
     for reason in ["malformed_request", "malformed_response", "unmatched_response", "tls_map_full"] {
         assert_eq!(sum(&metrics, "pytracer_events_dropped_total", &[("reason", reason)]) as u64, 0, "{reason}");
     }
+}
+
+/// A Gunicorn in Debian trixie's chroot maps the chroot's own libssl (OpenSSL 3.5), which the
+/// agent opens through /proc/PID/root: an http.client call from one chrooted Gunicorn to another
+/// serving HTTPS is the same three spans as on the host.
+#[test]
+fn chrooted_gunicorns_use_their_own_libssl() {
+    let venv = "/opt/venv";
+    if !require_chroot_venvs(&[("trixie", venv)]) {
+        return;
+    }
+    let root = debian_chroot("trixie");
+    let inside = Path::new("/tmp").join(format!("pytracer-tls-{}", std::process::id()));
+    let on_host = root.join(inside.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&on_host).unwrap();
+    let _ = make_certificate(&on_host);
+    let (cert, key) = (inside.join("cert.pem"), inside.join("key.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let chrooted = || GunicornOpts::sync(1).chroot(root.clone(), venv).app("tls_calls:app");
+    let back = Gunicorn::start(chrooted().args(&["--certfile", cert, "--keyfile", key]));
+    let front = Gunicorn::start(chrooted().env("TLS_CA_FILE", cert));
+    let t = Tracer::start(&[front.pid(), back.pid()], &[]);
+    let bport = back.port();
+    // By address: the chroot's /etc/hosts names ::1 localhost too, where the server does not listen.
+    let r = get(front.port(), &format!("/call/http-client?port={bport}&host=127.0.0.1"));
+    assert_eq!((r.status, r.text()), (200, "201 hello http-client".to_string()));
+    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
+    assert!(wait_until(std::time::Duration::from_secs(5), || written() >= 3), "three spans never came");
+    // The file each worker's probes went on (while the processes live: the agent may name it
+    // through /proc/PID/map_files) is the chroot's libssl, not the host's.
+    let inode = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).unwrap();
+    let chroot_libssl = inode(&root.join("usr/lib/x86_64-linux-gnu/libssl.so.3"));
+    assert_ne!(chroot_libssl, inode(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")));
+    let log = t.stderr_now();
+    for pid in front.worker_pids().into_iter().chain(back.worker_pids()) {
+        let prefix = format!("pid {pid}: TLS probes on ");
+        let line = log.lines().find_map(|l| l.split_once(&prefix).map(|(_, p)| p.to_string()));
+        let path = line.unwrap_or_else(|| panic!("no TLS probes for worker {pid}:\n{log}"));
+        assert_eq!(inode(Path::new(&path)), chroot_libssl, "{path}");
+    }
+    let r = t.stop();
+    std::fs::remove_dir_all(&on_host).unwrap();
+    let spans = &r.spans;
+    assert_eq!(spans.len(), 3, "{}", summarize(spans));
+    let front_span = server_span(spans, "/call/http-client");
+    let calls = children(spans, front_span);
+    assert_eq!(calls.len(), 1, "{}", summarize(spans));
+    let c = calls[0];
+    assert_eq!(attr_str(c, "url.full"), Some(format!("https://127.0.0.1:{bport}/backend/http-client?x=1").as_str()));
+    assert_eq!(attr_str(c, "server.address"), Some("127.0.0.1"));
+    assert_eq!(attr_u64(c, "http.response.status_code"), Some(201));
+    assert_eq!(attr_str(c, "code.function.name"), Some("call_http_client"), "{c}");
+    assert_eq!(attr_str(c, "code.file.path"), Some("/app/tls_calls.py"), "{c}");
+    let b = server_span(spans, "/backend/http-client");
+    assert_eq!(attr_str(b, "url.scheme"), Some("https"));
+    assert_eq!(b["parent_span_id"], c["span_id"], "{}", summarize(spans));
 }

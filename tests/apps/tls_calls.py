@@ -9,6 +9,7 @@ in helpers so the test can assert the Python caller of their spans.
 import asyncio
 import http.client
 import os
+import socket
 import ssl
 
 from flask import Flask, request
@@ -40,6 +41,24 @@ def call_http_client(port, host):
         return r.status, r.read().decode()
     finally:
         conn.close()
+
+
+def call_wrapped_first(port):
+    # Wrapped before it connects (SSLSocket.connect): libssl gets the socket before the kernel
+    # side follows it.
+    ctx = ssl.create_default_context(cafile=ca_file())
+    with ctx.wrap_socket(socket.socket(), server_hostname="localhost") as s:
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET /backend/wrapped-first HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0].decode()
+
+
+@app.get("/call/wrapped-first")
+def via_wrapped_first():
+    return call_wrapped_first(int(request.args["port"]))
 
 
 async def call_asyncio(port):

@@ -57,6 +57,8 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     assert_eq!((r.status, r.text()), (200, "201 hello requests".to_string()));
     let r = get(front.port(), &format!("/call/http-client?port={bport}"));
     assert_eq!((r.status, r.text()), (200, "201 hello http-client".to_string()));
+    let r = get(front.port(), &format!("/call/wrapped-first?port={bport}"));
+    assert_eq!((r.status, r.text()), (200, "HTTP/1.1 201 CREATED".to_string()));
     let out = Command::new("curl")
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("https://127.0.0.1:{bport}/backend/curl"))
@@ -65,18 +67,19 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "curl: {}", String::from_utf8_lossy(&out.stderr));
 
     let settled = wait_until(std::time::Duration::from_secs(5), || {
-        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 5
+        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 7
     });
-    assert!(settled, "five server spans never reached the metrics");
+    assert!(settled, "seven server spans never reached the metrics");
     let metrics = scrape(mport);
     let r = t.stop();
     let spans = &r.spans;
-    assert_eq!(spans.len(), 7, "2 front requests, their 2 HTTPS calls, 3 HTTPS requests\n{}", summarize(spans));
+    assert_eq!(spans.len(), 10, "3 front requests, their 3 HTTPS calls, 4 HTTPS requests\n{}", summarize(spans));
 
     let file = apps_dir().join("tls_calls.py");
     for (route, backend, caller, query) in [
         ("/call/requests", "/backend/requests", "call_requests", None),
         ("/call/http-client", "/backend/http-client", "call_http_client", Some("x=1")),
+        ("/call/wrapped-first", "/backend/wrapped-first", "call_wrapped_first", None),
     ] {
         let front_span = server_span(spans, route);
         assert_eq!(attr_str(front_span, "url.scheme"), Some("http"), "{route}");

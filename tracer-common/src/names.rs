@@ -21,6 +21,7 @@ pub mod map {
     pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
     pub const SSL_CALLS: &str = "SSL_CALLS";
     pub const SSL_FDS: &str = "SSL_FDS";
+    pub const TLS_PENDING: &str = "TLS_PENDING";
 
     /// Every map of the object.
     pub const ALL: &[&str] = &[
@@ -38,6 +39,7 @@ pub mod map {
         STACK_SCRATCH,
         SSL_CALLS,
         SSL_FDS,
+        TLS_PENDING,
     ];
 }
 

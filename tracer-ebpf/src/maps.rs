@@ -68,6 +68,12 @@ pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(MA
 #[map]
 pub static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(MAX_TLS_SESSIONS, 0);
 
+/// Sockets given to SSL_set_fd before they were followed (wrapped, then connected: Python's
+/// `SSLSocket.connect`): the connect's exit marks them CONN_TLS at once, so that the handshake's
+/// ciphertext is never sent. Cleared by the close of the descriptor.
+#[map]
+pub static TLS_PENDING: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct SslCall {

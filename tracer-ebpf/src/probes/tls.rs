@@ -18,7 +18,7 @@ use tracer_common::{
 };
 
 use super::data;
-use crate::maps::{Inflight, Op, SslCall, CONNS, SSL_CALLS, SSL_FDS};
+use crate::maps::{Inflight, Op, SslCall, CONNS, SSL_CALLS, SSL_FDS, TLS_PENDING};
 use crate::output::count_drop;
 use crate::python_stack;
 use crate::task::{ids, is_tracked, now_ns};
@@ -30,9 +30,12 @@ fn remember(tgid: u32, ssl: u64, fd: i32) {
     if SSL_FDS.insert(SslKey { tgid, _pad: 0, ssl }, fd, 0).is_err() {
         count_drop(DropReason::TlsMapFull);
     }
-    if let Some(how) = CONNS.get_ptr_mut(ConnKey { tgid, fd: fd as u32 }) {
+    let key = ConnKey { tgid, fd: fd as u32 };
+    if let Some(how) = CONNS.get_ptr_mut(key) {
         // SAFETY: a value pointer from a map lookup, valid for this program run.
         unsafe { *how |= CONN_TLS };
+    } else if TLS_PENDING.insert(key, ssl, 0).is_err() {
+        count_drop(DropReason::TlsMapFull);
     }
 }
 

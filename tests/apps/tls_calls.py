@@ -32,6 +32,16 @@ def call_requests(port):
     return r.status_code, r.text
 
 
+def call_propagating(port, traceparent):
+    # The app propagates context itself: the callee's span joins the trace it names.
+    import requests
+
+    r = requests.get(
+        f"https://localhost:{port}/backend/propagated", headers={"traceparent": traceparent}, verify=ca_file(), timeout=10
+    )
+    return r.status_code, r.text
+
+
 def call_http_client(port, host):
     ctx = ssl.create_default_context(cafile=ca_file())
     conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
@@ -80,6 +90,12 @@ def via_asyncio():
 @app.get("/call/requests")
 def via_requests():
     status, text = call_requests(int(request.args["port"]))
+    return f"{status} {text}"
+
+
+@app.get("/call/propagating")
+def via_propagating():
+    status, text = call_propagating(int(request.args["port"]), request.args["traceparent"])
     return f"{status} {text}"
 
 

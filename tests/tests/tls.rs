@@ -57,6 +57,10 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     assert_eq!((r.status, r.text()), (200, "201 hello requests".to_string()));
     let r = get(front.port(), &format!("/call/http-client?port={bport}"));
     assert_eq!((r.status, r.text()), (200, "201 hello http-client".to_string()));
+    let (tp_trace, tp_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let tp = format!("00-{tp_trace}-{tp_span}-01");
+    let r = get(front.port(), &format!("/call/propagating?port={bport}&traceparent={tp}"));
+    assert_eq!((r.status, r.text()), (200, "201 hello propagated".to_string()));
     let r = get(front.port(), &format!("/call/wrapped-first?port={bport}"));
     assert_eq!((r.status, r.text()), (200, "HTTP/1.1 201 CREATED".to_string()));
     let out = Command::new("curl")
@@ -67,13 +71,13 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "curl: {}", String::from_utf8_lossy(&out.stderr));
 
     let settled = wait_until(std::time::Duration::from_secs(5), || {
-        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 7
+        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 9
     });
-    assert!(settled, "seven server spans never reached the metrics");
+    assert!(settled, "nine server spans never reached the metrics");
     let metrics = scrape(mport);
     let r = t.stop();
     let spans = &r.spans;
-    assert_eq!(spans.len(), 10, "3 front requests, their 3 HTTPS calls, 4 HTTPS requests\n{}", summarize(spans));
+    assert_eq!(spans.len(), 13, "4 front requests, their 4 HTTPS calls, 5 HTTPS requests\n{}", summarize(spans));
 
     let file = apps_dir().join("tls_calls.py");
     for (route, backend, caller, query) in [
@@ -117,6 +121,18 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
         assert_eq!(b["parent_span_id"], c["span_id"], "{backend}: the call's child\n{}", summarize(spans));
         assert_eq!(b["trace_id"], c["trace_id"], "{backend}");
     }
+    // The app's own traceparent, sent over TLS, is read from the plaintext: the HTTPS server's
+    // span joins the trace it names, and the call keeps the header it sent.
+    let front_span = server_span(spans, "/call/propagating");
+    let calls = children(spans, front_span);
+    assert_eq!(calls.len(), 1, "{}", summarize(spans));
+    assert_eq!(attr_str(calls[0], "url.full"), Some(format!("https://localhost:{bport}/backend/propagated").as_str()));
+    assert_eq!(attr(calls[0], "http.request.header.traceparent"), &json!([tp]));
+    assert_eq!(attr_str(calls[0], "code.function.name"), Some("call_propagating"));
+    let b = server_span(spans, "/backend/propagated");
+    assert_eq!((b["trace_id"].as_str(), b["parent_span_id"].as_str()), (Some(tp_trace), Some(tp_span)), "{b}");
+    assert_eq!(attr_str(b, "url.scheme"), Some("https"));
+
     let curl = server_span(spans, "/backend/curl");
     assert_eq!(attr_str(curl, "url.scheme"), Some("https"));
     assert_eq!(attr_u64(curl, "http.response.status_code"), Some(201));

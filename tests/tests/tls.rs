@@ -39,6 +39,47 @@ fn children<'a>(spans: &'a [Value], parent: &Value) -> Vec<&'a Value> {
     spans.iter().filter(|s| s["parent_span_id"] == parent["span_id"]).collect()
 }
 
+/// A front request's one HTTPS call (to `backend`, from Python function `caller`, with `query`)
+/// and the HTTPS server's span of it, stitched to the call by the socket pair.
+fn call_and_callee(spans: &[Value], bport: u16, route: &str, backend: &str, caller: &str, query: Option<&str>) {
+    let file = apps_dir().join("tls_calls.py");
+    let front_span = server_span(spans, route);
+    assert_eq!(attr_str(front_span, "url.scheme"), Some("http"), "{route}");
+    assert!(front_span["parent_span_id"].is_null(), "{route}");
+    let calls = children(spans, front_span);
+    assert_eq!(calls.len(), 1, "{route}: one client span\n{}", summarize(spans));
+    let c = calls[0];
+    assert_eq!((c["kind"].as_str(), c["name"].as_str()), (Some("client"), Some("GET")), "{route}: {c}");
+    let target = query.map_or(backend.to_string(), |q| format!("{backend}?{q}"));
+    let mut attrs = c["attributes"].as_object().unwrap().clone();
+    attrs.retain(|k, _| !k.starts_with("code."));
+    assert_eq!(
+        Value::Object(attrs),
+        json!({
+            "http.request.method": "GET",
+            "url.full": format!("https://localhost:{bport}{target}"),
+            "server.address": "localhost",
+            "server.port": bport,
+            "network.peer.address": "127.0.0.1",
+            "network.peer.port": bport,
+            "http.response.status_code": 201,
+        }),
+        "{route}"
+    );
+    assert_eq!(attr_str(c, "code.function.name"), Some(caller), "{route}: {c}");
+    assert_eq!(attr_str(c, "code.file.path"), Some(file.to_str().unwrap()), "{route}");
+    assert_eq!(attr_u64(c, "code.line.number"), Some(first_line_of(&file, caller)), "{route}");
+    assert_eq!(c["trace_id"], front_span["trace_id"], "{route}");
+
+    // The HTTPS server's span: the call's child, stitched by the socket pair.
+    let b = server_span(spans, backend);
+    assert_eq!(attr_str(b, "url.scheme"), Some("https"), "{backend}: {b}");
+    assert_eq!(attr_u64(b, "http.response.status_code"), Some(201), "{backend}");
+    assert_eq!(attr_str(b, "http.route"), Some("/backend/<name>"), "{backend}");
+    assert_eq!(b["parent_span_id"], c["span_id"], "{backend}: the call's child\n{}", summarize(spans));
+    assert_eq!(b["trace_id"], c["trace_id"], "{backend}");
+}
+
 #[test]
 fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     if !require_privileged() {
@@ -79,48 +120,14 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     let spans = &r.spans;
     assert_eq!(spans.len(), 13, "4 front requests, their 4 HTTPS calls, 5 HTTPS requests\n{}", summarize(spans));
 
-    let file = apps_dir().join("tls_calls.py");
     for (route, backend, caller, query) in [
         ("/call/requests", "/backend/requests", "call_requests", None),
         ("/call/http-client", "/backend/http-client", "call_http_client", Some("x=1")),
         ("/call/wrapped-first", "/backend/wrapped-first", "call_wrapped_first", None),
     ] {
-        let front_span = server_span(spans, route);
-        assert_eq!(attr_str(front_span, "url.scheme"), Some("http"), "{route}");
-        assert!(front_span["parent_span_id"].is_null(), "{route}");
-        let calls = children(spans, front_span);
-        assert_eq!(calls.len(), 1, "{route}: one client span\n{}", summarize(spans));
-        let c = calls[0];
-        assert_eq!((c["kind"].as_str(), c["name"].as_str()), (Some("client"), Some("GET")), "{route}: {c}");
-        let target = query.map_or(backend.to_string(), |q| format!("{backend}?{q}"));
-        let mut attrs = c["attributes"].as_object().unwrap().clone();
-        attrs.retain(|k, _| !k.starts_with("code."));
-        assert_eq!(
-            Value::Object(attrs),
-            json!({
-                "http.request.method": "GET",
-                "url.full": format!("https://localhost:{bport}{target}"),
-                "server.address": "localhost",
-                "server.port": bport,
-                "network.peer.address": "127.0.0.1",
-                "network.peer.port": bport,
-                "http.response.status_code": 201,
-            }),
-            "{route}"
-        );
-        assert_eq!(attr_str(c, "code.function.name"), Some(caller), "{route}: {c}");
-        assert_eq!(attr_str(c, "code.file.path"), Some(file.to_str().unwrap()), "{route}");
-        assert_eq!(attr_u64(c, "code.line.number"), Some(first_line_of(&file, caller)), "{route}");
-        assert_eq!(c["trace_id"], front_span["trace_id"], "{route}");
-
-        // The HTTPS server's span: the call's child, stitched by the socket pair.
-        let b = server_span(spans, backend);
-        assert_eq!(attr_str(b, "url.scheme"), Some("https"), "{backend}: {b}");
-        assert_eq!(attr_u64(b, "http.response.status_code"), Some(201), "{backend}");
-        assert_eq!(attr_str(b, "http.route"), Some("/backend/<name>"), "{backend}");
-        assert_eq!(b["parent_span_id"], c["span_id"], "{backend}: the call's child\n{}", summarize(spans));
-        assert_eq!(b["trace_id"], c["trace_id"], "{backend}");
+        call_and_callee(spans, bport, route, backend, caller, query);
     }
+
     // The app's own traceparent, sent over TLS, is read from the plaintext: the HTTPS server's
     // span joins the trace it names, and the call keeps the header it sent.
     let front_span = server_span(spans, "/call/propagating");

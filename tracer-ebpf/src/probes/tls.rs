@@ -1,5 +1,6 @@
 //! libssl's plaintext: uprobes on SSL_read, SSL_read_ex, SSL_write and SSL_write_ex (entry and
-//! return) and on SSL_set_fd, attached per traced process (the agent's tls module).
+//! return; on OpenSSL 3.0, on the internal functions all four call, which take the _ex arguments)
+//! and on SSL_set_fd, attached per traced process (the agent's tls module).
 //!
 //! No OpenSSL struct is read. SSL_set_fd tells which socket an `SSL*` uses; for an `SSL*` set up
 //! before the probes were attached, the socket is learnt from the read or write syscall libssl
@@ -146,10 +147,11 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: a value pointer from a map lookup, copied out before the entry is removed.
     let call = unsafe { *call };
     let _ = SSL_CALLS.remove(id);
-    // All four return an int; the _ex ones 1 on success with the count behind `count_at`.
+    // All return an int; the _ex ones (and OpenSSL's internal functions the agent may probe in
+    // their place) > 0 on success with the count behind `count_at`.
     let ret = ctx.ret::<u64>() as u32 as i32;
     let moved = if call.count_at != 0 {
-        if ret != 1 {
+        if ret <= 0 {
             return 0;
         }
         read_u64(call.count_at).unwrap_or(0)

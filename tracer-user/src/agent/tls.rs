@@ -17,8 +17,22 @@ const FIRST_RECHECK: Duration = Duration::from_secs(1);
 const LAST_RECHECK: Duration = Duration::from_secs(30);
 
 /// Which program goes on which function: (program, function, on its entry rather than past its
-/// endbr64). Uretprobes go on the entry; the four calls share one return program.
-const SITES: [(&str, &str, bool); 9] = [
+/// endbr64). Uretprobes go on the entry; every call shares one return program.
+type Site = (&'static str, &'static str, bool);
+
+/// OpenSSL 3.0 with its internal functions found (libssl's WRITE_INTERNAL): they take the _ex
+/// functions' arguments, so the _ex entry programs serve them, and they see every SSL_write(_ex)
+/// and SSL_read(_ex).
+const INTERNAL_SITES: [Site; 5] = [
+    (program::SSL_SET_FD, libssl::SSL_SET_FD, false),
+    (program::SSL_WRITE_EX, libssl::WRITE_INTERNAL, true),
+    (program::SSL_READ_EX, libssl::READ_INTERNAL, true),
+    (program::SSL_RETURN, libssl::WRITE_INTERNAL, true),
+    (program::SSL_RETURN, libssl::READ_INTERNAL, true),
+];
+
+/// Any other OpenSSL: the four public functions.
+const PUBLIC_SITES: [Site; 9] = [
     (program::SSL_SET_FD, libssl::SSL_SET_FD, false),
     (program::SSL_READ, libssl::SSL_READ, false),
     (program::SSL_READ_EX, libssl::SSL_READ_EX, false),
@@ -29,6 +43,16 @@ const SITES: [(&str, &str, bool); 9] = [
     (program::SSL_RETURN, libssl::SSL_WRITE, true),
     (program::SSL_RETURN, libssl::SSL_WRITE_EX, true),
 ];
+
+/// The probe sites of one OpenSSL copy.
+fn sites(lib: &Library) -> &'static [Site] {
+    let internal = [libssl::WRITE_INTERNAL, libssl::READ_INTERNAL].iter().all(|n| lib.functions.contains_key(n));
+    if internal {
+        &INTERNAL_SITES
+    } else {
+        &PUBLIC_SITES
+    }
+}
 
 #[derive(Default)]
 pub(super) struct TlsProbes {
@@ -91,7 +115,7 @@ impl Agent {
     fn tls_attach(&mut self, pid: u32, libs: Vec<Library>) {
         let mut links = Vec::new();
         for lib in &libs {
-            for (prog, function, on_entry) in SITES {
+            for &(prog, function, on_entry) in sites(lib) {
                 let Some(f) = lib.functions.get(function) else { continue };
                 let offset = if on_entry { f.entry } else { f.after_endbr64 };
                 match self.probes.attach_tls(prog, pid, &lib.path, offset) {

@@ -300,3 +300,56 @@ fn chrooted_gunicorns_use_their_own_libssl() {
     assert_eq!(attr_str(b, "url.scheme"), Some("https"));
     assert_eq!(b["parent_span_id"], c["span_id"], "{}", summarize(spans));
 }
+
+/// OpenSSL linked statically into the program (tests/apps/tls_static_client.c, built here against
+/// Debian's libssl.a): the agent finds SSL_read in the executable's own symbol table. Its one call
+/// is a root client span (no request was being served), and the HTTPS Gunicorn's span its child.
+#[test]
+fn static_openssl_in_the_executable_is_probed() {
+    use std::io::{BufRead, BufReader, Write};
+    if !require_privileged() {
+        return;
+    }
+    let dir = TempDir::new("pytracer-tls").unwrap();
+    let (cert, key) = make_certificate(dir.path());
+    let exe = dir.path().join("tls_static_client");
+    let out = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(apps_dir().join("tls_static_client.c"))
+        .args(["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-lpthread", "-ldl"])
+        .output()
+        .expect("cc");
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let back =
+        Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").args(&["--certfile", &cert, "--keyfile", &key]));
+    let bport = back.port();
+    let mut client = Command::new(&exe)
+        .args([&bport.to_string(), "/backend/static", &cert])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let t = Tracer::start(&[client.id(), back.pid()], &[]);
+    writeln!(client.stdin.take().unwrap(), "go").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "HTTP/1.1 201 CREATED");
+    assert!(client.wait().unwrap().success());
+    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
+    assert!(wait_until(std::time::Duration::from_secs(5), || written() >= 2), "two spans never came");
+    let r = t.stop();
+    let spans = &r.spans;
+    assert_eq!(spans.len(), 2, "{}", summarize(spans));
+    let c = spans.iter().find(|s| s["kind"] == "client").unwrap_or_else(|| panic!("{}", summarize(spans)));
+    assert_eq!(attr_str(c, "url.full"), Some(format!("https://localhost:{bport}/backend/static").as_str()), "{c}");
+    assert_eq!(attr_str(c, "server.address"), Some("localhost"));
+    assert_eq!(attr_u64(c, "http.response.status_code"), Some(201));
+    assert!(c["parent_span_id"].is_null(), "{c}");
+    let b = server_span(spans, "/backend/static");
+    assert_eq!(attr_str(b, "url.scheme"), Some("https"));
+    assert_eq!(b["parent_span_id"], c["span_id"], "{}", summarize(spans));
+    let probed = format!("pid {}: TLS probes on /proc/{}/root{}", client.id(), client.id(), exe.display());
+    assert!(r.stderr.contains(&probed), "{probed}\n{}", r.stderr);
+    assert!(r.stderr.contains(" unparsed_client_connections=0 "), "{}", r.stderr);
+}

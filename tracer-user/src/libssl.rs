@@ -83,6 +83,9 @@ pub enum LibsslError {
     Maps { pid: u32, error: std::io::Error },
 }
 
+/// Files remembered by [`Finder`] (a process maps ~50-100).
+const MAX_FILES_SEEN: usize = 8192;
+
 /// A file's identity across processes: each reaches it through its own /proc/PID/root.
 pub type FileId = (u64, u64);
 
@@ -129,6 +132,11 @@ impl Finder {
                 log::debug!("{}: not searched for OpenSSL: {e}", path.display());
                 None
             });
+            if self.seen.len() >= MAX_FILES_SEEN {
+                // Every file any traced process ever mapped: forgotten wholesale now and then
+                // rather than kept forever (the next look parses again).
+                self.seen.clear();
+            }
             self.seen.insert(id, functions.clone());
             functions
         }?;

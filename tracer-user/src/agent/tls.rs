@@ -64,6 +64,13 @@ pub(super) struct TlsProbes {
     pending: HashMap<u32, (Instant, Duration)>,
 }
 
+impl TlsProbes {
+    /// Mapped files that could not be read to look for OpenSSL in them.
+    pub(super) fn unreadable_files(&self) -> u64 {
+        self.finder.unreadable
+    }
+}
+
 impl Agent {
     /// A newly traced (or re-executed) process: its OpenSSL now, or a later look.
     pub(super) fn tls_inspect(&mut self, pid: u32) {

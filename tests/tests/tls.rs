@@ -155,8 +155,15 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     };
     assert!(series("pytracer_client_connections_unparsed_total", None));
     assert_eq!(sum(&metrics, "pytracer_client_connections_unparsed_total", &[]) as u64, 0);
-    for reason in ["malformed_request", "malformed_response", "unmatched_response", "tls_unattributed", "tls_map_full"]
-    {
+    for reason in [
+        "malformed_request",
+        "malformed_response",
+        "unmatched_response",
+        "tls_unattributed",
+        "tls_map_full",
+        "tls_library_unreadable",
+    ] {
+        assert!(series("pytracer_events_dropped_total", Some(reason)), "{reason}");
         assert_eq!(sum(&metrics, "pytracer_events_dropped_total", &[("reason", reason)]) as u64, 0, "{reason}");
     }
     assert!(r.stderr.contains(" unparsed_client_connections=0 "), "{}", r.stderr);

@@ -360,3 +360,46 @@ fn static_openssl_in_the_executable_is_probed() {
     assert!(r.stderr.contains(&probed), "{probed}\n{}", r.stderr);
     assert!(r.stderr.contains(" unparsed_client_connections=0 "), "{}", r.stderr);
 }
+
+/// Gunicorn's gthread worker over TLS with keep-alive: the main thread accepts and wraps, pool
+/// threads read and write. curl asks three paths on one connection: three https spans, one
+/// client port.
+#[test]
+fn gthread_tls_keep_alive_is_one_span_per_request() {
+    if !require_privileged() {
+        return;
+    }
+    let dir = TempDir::new("pytracer-tls").unwrap();
+    let (cert, key) = make_certificate(dir.path());
+    let back = Gunicorn::start(GunicornOpts::gthread(1, 2).app("tls_calls:app").args(&[
+        "--certfile",
+        &cert,
+        "--keyfile",
+        &key,
+        "--keep-alive",
+        "30",
+    ]));
+    let t = Tracer::start(&[back.pid()], &[]);
+    let urls: Vec<String> = (0..3).map(|i| format!("https://127.0.0.1:{}/backend/ka{i}", back.port())).collect();
+    let out = Command::new("curl")
+        .args(["-sk", "-w", "%{http_code} %{num_connects}\n"])
+        .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()]))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "201 1\n201 0\n201 0\n", "one connection for three requests");
+    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
+    assert!(wait_until(std::time::Duration::from_secs(5), || written() >= 3), "three spans never came");
+    let r = t.stop();
+    let spans = &r.spans;
+    assert_eq!(spans.len(), 3, "{}", summarize(spans));
+    let ports: Vec<Option<u64>> = (0..3)
+        .map(|i| {
+            let s = server_span(spans, &format!("/backend/ka{i}"));
+            assert_eq!(attr_str(s, "url.scheme"), Some("https"), "{s}");
+            assert_eq!(attr_u64(s, "http.response.status_code"), Some(201), "{s}");
+            attr_u64(s, "client.port")
+        })
+        .collect();
+    assert!(ports[0].is_some() && ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    assert!(r.stderr.contains(" malformed_requests=0 "), "{}", r.stderr);
+}

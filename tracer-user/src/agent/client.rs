@@ -1,7 +1,9 @@
 //! Outgoing connections of traced processes: the calls they carry become exit spans (kind
 //! client), children of the request span being served on the thread that made the call, named
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
-//! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS) is left alone.
+//! PostgreSQL and Redis (crate::db) or HTTP/1.x; anything else (DNS, TLS nobody decrypted) is left
+//! alone. A TLS connection's data is libssl's plaintext (agent/tls.rs), flagged so: its calls are
+//! HTTPS.
 //!
 //! A call's span lasts as long as the caller waited: a call the connection ended without an
 //! answer to ends when the socket failed (a reset, the peer's end of stream) or, failing that,

@@ -110,6 +110,9 @@ pub struct UwsgiOpts {
     pub module: String,
     /// The virtualenv whose `bin/uwsgi` runs; the default test venv when None.
     pub venv: Option<PathBuf>,
+    /// `HttpRouter` mode only: the router speaks HTTPS (`--https ADDR,CERT,KEY`) with this
+    /// certificate and key instead of HTTP.
+    pub https: Option<(PathBuf, PathBuf)>,
 }
 
 impl UwsgiOpts {
@@ -128,6 +131,7 @@ impl UwsgiOpts {
             env: Vec::new(),
             module: "testapp:app".into(),
             venv: None,
+            https: None,
         }
     }
 
@@ -188,6 +192,13 @@ impl UwsgiOpts {
     #[must_use]
     pub fn module(mut self, m: impl Into<String>) -> Self {
         self.module = m.into();
+        self
+    }
+
+    /// An HTTPS router (`HttpRouter` mode) with this certificate and key.
+    #[must_use]
+    pub fn https(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.https = Some((cert.into(), key.into()));
         self
     }
 
@@ -321,7 +332,12 @@ impl Uwsgi {
         match opts.mode {
             UwsgiMode::HttpSocket => kv("http-socket", Some(front.spec())),
             UwsgiMode::HttpRouter => {
-                kv("http", Some(front.spec()));
+                match &opts.https {
+                    Some((cert, key)) => {
+                        kv("https", Some(format!("{},{},{}", front.spec(), cert.display(), key.display())));
+                    }
+                    None => kv("http", Some(front.spec())),
+                }
                 kv("socket", Some(workers.spec()));
             }
             UwsgiMode::UwsgiSocket => kv("socket", Some(front.spec())),

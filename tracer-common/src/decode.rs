@@ -208,6 +208,6 @@ mod tests {
         assert_eq!(EventKind::try_from(0), Err(0));
         assert_eq!(crate::DropReason::try_from(4), Ok(crate::DropReason::StackThrottled));
         assert_eq!(crate::DropReason::StackThrottled.name(), "stack_throttled");
-        assert_eq!(crate::DROP_REASONS, 5);
+        assert_eq!(crate::DROP_REASONS, 7);
     }
 }

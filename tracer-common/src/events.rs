@@ -83,6 +83,9 @@ pub struct DataEvent {
 pub const DATA_FLAG_READ_FAULT: u32 = 1;
 /// More iovecs than MAX_IOVECS carried data: the capture holds only the first ones.
 pub const DATA_FLAG_IOV_TRUNCATED: u32 = 2;
+/// The bytes are TLS plaintext, read from libssl's SSL_read/SSL_write (the socket's own bytes are
+/// ciphertext and are not sent).
+pub const DATA_FLAG_TLS: u32 = 4;
 
 pub const DATA_HEADER_LEN: usize = size_of::<EventHeader>() + 8;
 

@@ -13,9 +13,25 @@ pub struct ConnKey {
     pub fd: u32,
 }
 
-/// CONNS values: how the process got the socket.
+/// CONNS values: how the process got the socket (bit 0), and whether it carries TLS (bit 1).
 pub const CONN_ACCEPTED: u32 = 0;
 pub const CONN_CONNECTED: u32 = 1;
+/// Set once libssl was seen using the socket (SSL_set_fd, or a syscall inside an SSL call): its
+/// bytes are ciphertext, never sent as data; the plaintext comes from the libssl probes.
+pub const CONN_TLS: u32 = 2;
+
+/// SSL objects remembered with their socket (an LRU: an `SSL*` freed without a trace ages out).
+pub const MAX_TLS_SESSIONS: u32 = 65_536;
+
+/// Key of the SSL-to-socket map: the process and its `SSL*`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the key can be built in a literal")]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
 
 /// Value of the tracked-process map.
 #[repr(C)]
@@ -41,6 +57,12 @@ crate::abi_enum! {
         /// A Python stack was not sent because the ring buffer was past the share stacks may use:
         /// the requests' own records keep their room.
         StackThrottled = 4 => "stack_throttled",
+        /// An SSL_read/SSL_write moved plaintext but no followed socket was seen under that
+        /// `SSL*`: memory BIOs (asyncio's SSLObject), or a socket connected before tracing began.
+        /// The bytes are not attributed.
+        TlsNoSocket = 5 => "tls_unattributed",
+        /// The per-thread SSL call map or the SSL-to-socket map was full.
+        TlsMapFull = 6 => "tls_map_full",
     }
 }
 
@@ -78,4 +100,6 @@ mod pod {
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TrackedProc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SslKey {}
 }

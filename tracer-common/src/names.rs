@@ -19,6 +19,9 @@ pub mod map {
     pub const KCONFIG: &str = "KCONFIG";
     pub const LAST_WALK: &str = "LAST_WALK";
     pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
+    pub const SSL_CALLS: &str = "SSL_CALLS";
+    pub const SSL_FDS: &str = "SSL_FDS";
+    pub const TLS_PENDING: &str = "TLS_PENDING";
 
     /// Every map of the object.
     pub const ALL: &[&str] = &[
@@ -34,6 +37,9 @@ pub mod map {
         KCONFIG,
         LAST_WALK,
         STACK_SCRATCH,
+        SSL_CALLS,
+        SSL_FDS,
+        TLS_PENDING,
     ];
 }
 
@@ -63,6 +69,13 @@ pub mod program {
     pub const GIL_REQUEST: &str = "gil_request";
     pub const GIL_TAKEN: &str = "gil_taken";
     pub const PY_FRAME_EVAL: &str = "py_frame_eval";
+    // libssl uprobes (probes/tls.rs).
+    pub const SSL_SET_FD: &str = "ssl_set_fd";
+    pub const SSL_READ: &str = "ssl_read";
+    pub const SSL_READ_EX: &str = "ssl_read_ex";
+    pub const SSL_WRITE: &str = "ssl_write";
+    pub const SSL_WRITE_EX: &str = "ssl_write_ex";
+    pub const SSL_RETURN: &str = "ssl_return";
 
     /// Every program of the object.
     pub const ALL: &[&str] = &[
@@ -87,5 +100,11 @@ pub mod program {
         GIL_REQUEST,
         GIL_TAKEN,
         PY_FRAME_EVAL,
+        SSL_SET_FD,
+        SSL_READ,
+        SSL_READ_EX,
+        SSL_WRITE,
+        SSL_WRITE_EX,
+        SSL_RETURN,
     ];
 }

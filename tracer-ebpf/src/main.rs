@@ -2,7 +2,9 @@
 //!
 //! Cost model: every program first looks its process up in TRACKED (one hash lookup) and returns
 //! when it is not there, so untraced processes pay only that. Reads and writes are followed only
-//! on sockets the process accepted while tracked (CONNS), which keeps file and pipe I/O out.
+//! on sockets the process accepted while tracked (CONNS), which keeps file and pipe I/O out. On
+//! TLS sockets the plaintext comes from libssl's uprobes instead (probes/tls.rs, attached per
+//! process), and the syscalls' ciphertext is only watched for failures.
 //! Programs only read user memory; they never write it.
 //!
 //! Layout: `maps` holds every map, `output` writes the ring buffer and counts what it could not,

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    ConnKey, DataEvent, PyOffsets, StackEvent, TrackedProc, DROP_REASONS, KCONFIG_LEN, MAX_CONNECTIONS,
-    MAX_INFLIGHT_SYSCALLS, MAX_TRACKED_PIDS, STACK_READ_BLOCK,
+    ConnKey, DataEvent, PyOffsets, SslKey, StackEvent, TrackedProc, DROP_REASONS, KCONFIG_LEN, MAX_CONNECTIONS,
+    MAX_INFLIGHT_SYSCALLS, MAX_TLS_SESSIONS, MAX_TRACKED_PIDS, STACK_READ_BLOCK,
 };
 
 // ---- processes and connections ---------------------------------------------------------------
@@ -51,6 +51,46 @@ pub enum Op {
     Connect,
     /// getsockopt(SOL_SOCKET, SO_ERROR) on a followed outgoing socket: `ptr` is the int's address.
     SoError,
+    /// A read or write of TLS ciphertext (inside an SSL call, or on a socket marked CONN_TLS):
+    /// its bytes are not sent (the libssl probes send the plaintext), its failures are.
+    CipherRead,
+    CipherWrite,
+}
+
+// ---- TLS: libssl calls in flight, and each SSL object's socket ---------------------------------
+
+/// The SSL_read/SSL_write call each thread is in, from its entry to its return. LRU like
+/// INFLIGHT: a thread that dies inside the call cannot leak its entry.
+#[map]
+pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+/// The socket of each `SSL*`, from SSL_set_fd or from a syscall made inside an SSL call.
+#[map]
+pub static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(MAX_TLS_SESSIONS, 0);
+
+/// Sockets given to SSL_set_fd before they were followed (wrapped, then connected: Python's
+/// `SSLSocket.connect`): the connect's exit marks them CONN_TLS at once, so that the handshake's
+/// ciphertext is never sent. Cleared by the close of the descriptor.
+#[map]
+pub static TLS_PENDING: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(MAX_INFLIGHT_SYSCALLS, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct SslCall {
+    pub start_ns: u64,
+    pub ssl: u64,
+    /// The caller's plaintext buffer.
+    pub buf: u64,
+    /// SSL_read_ex/SSL_write_ex: where the byte count is written (0 for SSL_read/SSL_write, whose
+    /// return value is the count).
+    pub count_at: u64,
+    /// The socket, -1 until known.
+    pub fd: i32,
+    /// 1 for a write.
+    pub write: u32,
+    /// The Python stack was walked for this call (a write on a client socket).
+    pub walked: u32,
+    pub _pad: u32,
 }
 
 // ---- output ----------------------------------------------------------------------------------

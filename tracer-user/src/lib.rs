@@ -11,6 +11,7 @@ pub mod db;
 pub mod discovery;
 pub mod export;
 pub mod http;
+pub mod libssl;
 pub mod logging;
 pub mod metrics;
 pub mod piece;

@@ -27,6 +27,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3.11-venv",
     // uWSGI compiles against the Debian interpreter's headers in .venvs/debian-3.11.
     "python3.11-dev",
+    // uWSGI is built with OpenSSL (its `--https` router, tests/tests/tls.rs) only when the headers
+    // are there at pip-build time; the openssl CLI makes that test's certificate, and gcc with
+    // libssl-dev's libssl.a its statically linked client.
+    "libssl-dev",
+    "openssl",
+    "gcc",
     "nginx",
     "postgresql",
     "redis-server",

@@ -4,11 +4,11 @@
 //! getsockopt(SO_ERROR), how a non-blocking connect learns it failed, sends that error.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    AcceptEvent, ConnKey, DropReason, EventHeader, EventKind, ProcEvent, CONN_ACCEPTED, CONN_CONNECTED, SOCKADDR_LEN,
-    STACK_TRIGGER_CLIENT_WRITE,
+    AcceptEvent, ConnKey, DropReason, EventHeader, EventKind, ProcEvent, CONN_ACCEPTED, CONN_CONNECTED, CONN_TLS,
+    SOCKADDR_LEN, STACK_TRIGGER_CLIENT_WRITE,
 };
 
-use crate::maps::{Inflight, Op, CONNS};
+use crate::maps::{Inflight, Op, CONNS, TLS_PENDING};
 use crate::output::{count_drop, output};
 use crate::python_stack;
 use crate::sock::local_addr;
@@ -69,7 +69,7 @@ pub fn enter_getsockopt(ctx: TracePointContext) -> u32 {
     }
     let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
     // SAFETY: a value pointer from a map lookup, valid for this program run.
-    if unsafe { *how } != CONN_CONNECTED {
+    if unsafe { *how } & CONN_CONNECTED == 0 {
         return 0;
     }
     save(id, Op::SoError, fd as i32, val, 0);
@@ -104,9 +104,14 @@ pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight, ret: i64, followed: boo
     if inf.fd < 0 {
         return;
     }
-    if followed && CONNS.insert(ConnKey { tgid, fd: inf.fd as u32 }, CONN_CONNECTED, 0).is_err() {
-        count_drop(DropReason::ConnMapFull);
-        return;
+    if followed {
+        let key = ConnKey { tgid, fd: inf.fd as u32 };
+        // A socket libssl was given before it connected carries TLS from its first byte.
+        let tls = if TLS_PENDING.remove(key).is_ok() { CONN_TLS } else { 0 };
+        if CONNS.insert(key, CONN_CONNECTED | tls, 0).is_err() {
+            count_drop(DropReason::ConnMapFull);
+            return;
+        }
     }
     let header = EventHeader {
         kind: EventKind::Connect as u32,

@@ -2,7 +2,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{ConnKey, EventKind};
 
-use crate::maps::CONNS;
+use crate::maps::{CONNS, TLS_PENDING};
 use crate::output::output_proc;
 use crate::syscall::{arg, ARG0};
 use crate::task::{ids, is_tracked, now_ns};
@@ -16,7 +16,9 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     let Some(fd) = arg::<u64>(&ctx, ARG0) else { return 0 };
     let key = ConnKey { tgid, fd: fd as u32 };
     if CONNS.remove(key).is_err() {
-        return 0; // not a connection we follow
+        // Not a connection we follow; a socket given to libssl that never connected is forgotten.
+        let _ = TLS_PENDING.remove(key);
+        return 0;
     }
     let now = now_ns();
     output_proc(EventKind::Close, tgid, tid, fd as i32, now, now, 0);

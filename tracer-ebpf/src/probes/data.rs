@@ -1,9 +1,10 @@
 //! Reads and writes on followed sockets: the entries save the buffer arguments (and, for a write
 //! on a client socket, walk the Python stack that made the call); at the exit (sys_exit) the
 //! bytes moved are copied into a Read or Write record.
+use super::tls;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, DATA_FLAG_IOV_TRUNCATED,
+    ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, CONN_TLS, DATA_FLAG_IOV_TRUNCATED,
     DATA_FLAG_READ_FAULT, DATA_HEADER_LEN, MAX_IOVECS, SCRATCH_LEN, STACK_TRIGGER_CLIENT_WRITE,
 };
 
@@ -29,7 +30,14 @@ fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
     }
     let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
     // SAFETY: a value pointer from a map lookup, valid for this program run.
-    if unsafe { *how } == CONN_CONNECTED && matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg) {
+    let how = unsafe { *how };
+    let write = matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData);
+    if tls::inside_ssl_call(id, tgid, tid, fd, how, write) || how & CONN_TLS != 0 {
+        // Ciphertext: the libssl probes send its plaintext. Saved only for its failures.
+        save(id, if write { Op::CipherWrite } else { Op::CipherRead }, fd, 0, 0);
+        return 0;
+    }
+    if how & CONN_CONNECTED != 0 && matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg) {
         // An outgoing call (a query, an HTTP request): which Python code made it.
         python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
     }
@@ -83,16 +91,17 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
     enter_data(&ctx, Op::WriteNoData)
 }
 
-/// The exit of a read or write that moved bytes: copies up to CAPTURE_LEN of them.
+/// The exit of a read or write that moved bytes (or of an SSL call, its plaintext): copies up to
+/// CAPTURE_LEN of them. `flags`: DATA_FLAG_* bits the caller already knows.
 #[inline(always)]
-pub fn on_data(mut header: EventHeader, inf: &Inflight) {
+pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot, used by one program at a time on this CPU.
     let ev = unsafe { &mut *ev };
     let write = matches!(inf.op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData);
     header.kind = if write { EventKind::Write as u32 } else { EventKind::Read as u32 };
     ev.header = header;
-    ev.flags = 0;
+    ev.flags = flags;
     let want = if header.ret as u64 > CAPTURE_LEN as u64 { CAPTURE_LEN } else { header.ret as usize };
     let captured = match inf.op {
         Op::ReadBuf | Op::WriteBuf => {
@@ -110,7 +119,7 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight) {
             let n = read_u64(inf.ptr + 24).unwrap_or(0);
             gather_iov(ev, iov, n, want)
         }
-        Op::WriteNoData | Op::Accept | Op::Connect | Op::SoError => 0,
+        Op::WriteNoData | Op::Accept | Op::Connect | Op::SoError | Op::CipherRead | Op::CipherWrite => 0,
     };
     ev.captured = captured as u32;
     let size = DATA_HEADER_LEN + (captured & (SCRATCH_LEN - 1));

@@ -8,3 +8,4 @@ mod frame_eval;
 mod gc_gil;
 mod sched;
 mod sys_exit;
+mod tls;

@@ -20,12 +20,12 @@ fn is_client(tgid: u32, fd: i32) -> bool {
         return false;
     }
     // SAFETY: a value pointer from a map lookup, valid for this program run.
-    CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }).is_some_and(|how| unsafe { *how } == CONN_CONNECTED)
+    CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }).is_some_and(|how| unsafe { *how } & CONN_CONNECTED != 0)
 }
 
 #[inline(always)]
 fn is_write(op: Op) -> bool {
-    matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData)
+    matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData | Op::CipherWrite)
 }
 
 /// Attached to the exit of every syscall whose entry is traced: the saved entry tells what the
@@ -64,8 +64,8 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let header = EventHeader { kind: 0, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns: now_ns(), ret };
     if inf.op == Op::Accept {
         accept_connect::on_accepted(header, &inf);
-    } else if ret > 0 {
-        data::on_data(header, &inf);
+    } else if ret > 0 && !matches!(inf.op, Op::CipherRead | Op::CipherWrite) {
+        data::on_data(header, &inf, 0);
     }
     0
 }

@@ -2,7 +2,9 @@
 //! client), children of the request span being served on the thread that made the call, named
 //! after the Python code that made it. The protocol is recognised from the first bytes written:
 //! PostgreSQL and Redis (crate::db) or HTTP/1.x; or, when the server speaks first, from the
-//! first bytes read: MySQL's greeting. Anything else (DNS, TLS) is left alone.
+//! first bytes read: MySQL's greeting. Anything else (DNS, TLS nobody decrypted) is left alone.
+//! A TLS connection's data is libssl's plaintext (agent/tls.rs), flagged so: its calls are
+//! HTTPS.
 //!
 //! A call's span lasts as long as the caller waited: a call the connection ended without an
 //! answer to ends when the socket failed (a reset, the peer's end of stream) or, failing that,
@@ -68,6 +70,8 @@ pub(super) struct ClientConn {
     /// The first bytes read, before any write, while too few to name the protocol (a MySQL
     /// greeting's header read alone), and that read's entry.
     first_read: Option<(Vec<u8>, u64)>,
+    /// Its bytes come from libssl: the calls are HTTPS.
+    tls: bool,
 }
 
 enum Proto {
@@ -109,6 +113,7 @@ impl ClientConn {
             connect_ns: None,
             connected_ns: None,
             first_read: None,
+            tls: false,
         }
     }
 }
@@ -172,8 +177,17 @@ impl Agent {
 
     /// Data moved on an outgoing connection.
     #[expect(clippy::similar_names, reason = "tgid and tid: the kernel's names for process and thread")]
-    pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool) {
+    pub(super) fn on_client_data(&mut self, tgid: u32, tid: u32, fd: i32, piece: &Piece, is_write: bool, tls: bool) {
         let Some(mut c) = self.client.conns.remove(&(tgid, fd)) else { return };
+        if tls && !c.tls {
+            // Ciphertext may have come first (a socket wrapped before it connected, libssl found
+            // after the handshake): the plaintext decides the protocol afresh.
+            c.tls = true;
+            if matches!(c.proto, Proto::Other) {
+                c.proto = Proto::Undecided;
+                c.writing = false;
+            }
+        }
         // Data moved: the connect worked.
         c.connecting = None;
         if !is_write {
@@ -302,7 +316,7 @@ impl Agent {
         for call in calls {
             let ctx = take_ctx(&mut c.calls, call.start_ns());
             let mut facts = match &call {
-                Call::Http(x) => spans::http_client::call(x, &c.peer),
+                Call::Http(x) => spans::http_client::call(x, &c.peer, c.tls),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
             if let Some(c) = ctx.as_ref().filter(|c| c.connect_ns.is_some()) {

@@ -34,6 +34,7 @@ mod route_tables;
 mod routing;
 mod server;
 mod telemetry;
+mod tls;
 
 use procs::{Python, Traced};
 use server::Conn;
@@ -88,6 +89,8 @@ struct Agent {
     routes: route_tables::RouteTables,
     /// The configured secrets and captured headers.
     redaction: Redaction,
+    /// Each process's libssl probes (tls.rs).
+    tls: tls::TlsProbes,
 }
 
 /// How often the ring buffer is drained while records come, and at most while none do.
@@ -142,6 +145,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ids: ids::IdState::default(),
         routes: route_tables::RouteTables::default(),
         redaction,
+        tls: tls::TlsProbes::default(),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -204,6 +208,7 @@ impl Agent {
                 () = sleep_until(deadline) => break,
                 _ = tick.tick() => {
                     self.tick();
+                    self.tls_recheck();
                     if discover && last_scan.elapsed() >= rescan_every {
                         self.rescan();
                         last_scan = Instant::now();
@@ -256,13 +261,14 @@ impl Agent {
         };
         match ev {
             Event::Accept { h, listen_fd, addr } => self.on_accept((h.tgid, h.fd), h.tid, listen_fd, addr),
-            Event::Read { h, data, .. } | Event::Write { h, data, .. } => {
+            Event::Read { h, data, flags } | Event::Write { h, data, flags } => {
                 let is_read = matches!(ev, Event::Read { .. });
+                let tls = flags & tracer_common::DATA_FLAG_TLS != 0;
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 if self.is_client(h.tgid, h.fd) {
-                    self.on_client_data(h.tgid, h.tid, h.fd, &piece, !is_read);
+                    self.on_client_data(h.tgid, h.tid, h.fd, &piece, !is_read, tls);
                 } else {
-                    self.on_server_data((h.tgid, h.fd), h.tid, &piece, is_read);
+                    self.on_server_data((h.tgid, h.fd), h.tid, &piece, is_read, tls);
                 }
             }
             Event::Close { h } => {

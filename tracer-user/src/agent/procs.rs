@@ -48,6 +48,7 @@ impl Agent {
     fn track(&mut self, pid: u32, root: u32, info: &ProcInfo) -> anyhow::Result<()> {
         self.probes.track(pid, root)?;
         let python = self.inspect_python(pid);
+        self.tls_inspect(pid);
         let traced = self.traced(info, pid == root, python);
         self.procs.insert(pid, traced);
         if pid != root {
@@ -95,6 +96,7 @@ impl Agent {
     pub(super) fn resolve(&mut self, pid: u32) {
         let info = ProcInfo::read(pid).unwrap_or(ProcInfo { pid, ..Default::default() });
         let python = self.inspect_python(pid);
+        self.tls_inspect(pid);
         let traced = self.traced(&info, false, python);
         self.procs.insert(pid, traced);
     }
@@ -110,6 +112,7 @@ impl Agent {
         if let Some(site) = self.frame_eval_site_of(parent) {
             self.frame_eval_site(child, site);
         }
+        self.tls_forked(parent, child);
         let traced = if let Ok(info) = ProcInfo::read(child) {
             self.traced(&info, false, python)
         } else {
@@ -138,9 +141,11 @@ impl Agent {
         let master = old.labels.process_role == "master";
         let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
         self.frame_eval_forget(tgid);
+        self.tls_forget(tgid);
         self.code_cache.forget(tgid);
         self.routes.forget(tgid);
         let python = self.inspect_python(tgid);
+        self.tls_inspect(tgid);
         let traced = self.traced(&info, master, python);
         self.procs.insert(tgid, traced);
         log::info!("pid {tgid} executed {}", info.cmdline_string());
@@ -160,6 +165,7 @@ impl Agent {
         self.forget_clients(tgid, at_ns);
         self.ids.assigned.retain(|k, _| k.0 != tgid);
         self.frame_eval_forget(tgid);
+        self.tls_forget(tgid);
         self.code_cache.forget(tgid);
         self.samples.forget(tgid);
         self.routes.forget(tgid);

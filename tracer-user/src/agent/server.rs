@@ -41,7 +41,7 @@ type ConnKey = (u32, i32);
 impl Agent {
     /// A traced server accepted a connection on listening socket `listen_fd`.
     pub(super) fn on_accept(&mut self, key: ConnKey, tid: u32, listen_fd: i32, addr: &[u8]) {
-        let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
+        let ctx = ConnContext { client: sockaddr::decode(addr), local: None, tls: false };
         if let sockaddr::Peer::Inet { ip, port } = ctx.client {
             self.server.by_client.insert((ip, port), key);
         }
@@ -53,12 +53,18 @@ impl Agent {
         }
     }
 
-    /// Data read from or written to an accepted connection.
-    pub(super) fn on_server_data(&mut self, key: ConnKey, tid: u32, piece: &Piece, is_read: bool) {
+    /// Data read from or written to an accepted connection; `tls`: plaintext from libssl.
+    pub(super) fn on_server_data(&mut self, key: ConnKey, tid: u32, piece: &Piece, is_read: bool, tls: bool) {
         let Some(conn) = self.server.conns.get_mut(&key) else {
             self.stats.unknown_connection += 1;
             return;
         };
+        if tls && !conn.ctx.tls {
+            // The handshake's ciphertext may have come first (libssl was found only after it):
+            // the plaintext starts the connection afresh.
+            conn.ctx.tls = true;
+            conn.http = Connection::default();
+        }
         if is_read {
             conn.tid = tid;
         }

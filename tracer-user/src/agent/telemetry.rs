@@ -25,6 +25,9 @@ impl Agent {
             // A code object freed (or its memory unreadable) before its name was read: that
             // frame is left out of its stack.
             ("code_object_unreadable", self.code_cache.read_errors),
+            // A file a traced process mapped that could not be searched for OpenSSL: HTTPS
+            // through it stays unseen.
+            ("tls_library_unreadable", self.tls.unreadable_files()),
         ];
         let kernel_side: Vec<_> = s.kernel_drops.iter().map(|(r, n)| (r.name(), *n)).collect();
         for (reason, total) in kernel_side.into_iter().chain(user_side) {

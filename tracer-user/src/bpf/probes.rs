@@ -54,6 +54,15 @@ const UPROBES: [&str; 6] =
     [program::GC_START, program::GC_RETURN, program::GC_DONE, program::GIL_REQUEST, program::GIL_TAKEN, FRAME_EVAL];
 /// The stack-walking uprobe on `_PyEval_EvalFrameDefault`, attached per process.
 const FRAME_EVAL: &str = program::PY_FRAME_EVAL;
+/// libssl's uprobes (tracer-ebpf's probes/tls.rs), loaded at start, attached per process.
+const TLS_PROGRAMS: [&str; 6] = [
+    program::SSL_SET_FD,
+    program::SSL_READ,
+    program::SSL_READ_EX,
+    program::SSL_WRITE,
+    program::SSL_WRITE_EX,
+    program::SSL_RETURN,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -96,6 +105,13 @@ pub struct Probes {
 #[derive(Debug)]
 pub struct FrameEvalLink(UProbeLinkId);
 
+/// One libssl uprobe attached to one process; give it back to [`Probes::detach_tls`].
+#[derive(Debug)]
+pub struct TlsLink {
+    program: &'static str,
+    link: UProbeLinkId,
+}
+
 impl Probes {
     /// Loads and attaches everything. Returns the ring buffer of events separately so the event
     /// loop can own it.
@@ -129,7 +145,7 @@ impl Probes {
         set_kernel_config(&mut ebpf)?;
         let py_offsets = HashMap::try_from(take(&mut ebpf, map::PY_OFFSETS)?)
             .map_err(|source| ProbeError::Map { map: map::PY_OFFSETS, source })?;
-        for name in UPROBES {
+        for name in UPROBES.into_iter().chain(TLS_PROGRAMS) {
             let prog: &mut UProbe =
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
@@ -185,6 +201,37 @@ impl Probes {
         prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope).map(FrameEvalLink).map_err(|source| {
             ProbeError::Uprobe { name: FRAME_EVAL, path: path.display().to_string(), offset, source: Box::new(source) }
         })
+    }
+
+    /// Attaches libssl program `program` (one of tracer-ebpf's probes/tls.rs) at `offset` of
+    /// `path`, for process `pid` only.
+    pub fn attach_tls(
+        &mut self,
+        program: &'static str,
+        pid: u32,
+        path: &Path,
+        offset: u64,
+    ) -> Result<TlsLink, ProbeError> {
+        let prog: &mut UProbe =
+            self.ebpf.program_mut(program).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(program))?;
+        let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
+            .map(|link| TlsLink { program, link })
+            .map_err(|source| ProbeError::Uprobe {
+                name: program,
+                path: path.display().to_string(),
+                offset,
+                source: Box::new(source),
+            })
+    }
+
+    pub fn detach_tls(&mut self, link: TlsLink) {
+        if let Some(prog) =
+            self.ebpf.program_mut(link.program).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() })
+        {
+            // Fails only when the process is gone and the kernel already dropped the probe.
+            let _ = prog.detach(link.link);
+        }
     }
 
     pub fn detach_frame_eval(&mut self, link: FrameEvalLink) {

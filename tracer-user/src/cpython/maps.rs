@@ -94,7 +94,7 @@ pub(super) fn libpython(maps: &[MapEntry]) -> Option<&MapEntry> {
 /// Where the agent can open a file the process has mapped. /proc/PID/root/<path> works for
 /// chroots and containers; /proc/PID/map_files/ also works when the file was deleted or the maps
 /// path is not valid under the process's root. The inode from maps picks the right one.
-pub(super) fn host_path(proc_dir: &Path, entry: &MapEntry) -> PathBuf {
+pub(crate) fn host_path(proc_dir: &Path, entry: &MapEntry) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
     let rooted = proc_dir.join("root").join(entry.path.trim_start_matches('/'));
     let by_map = proc_dir.join("map_files").join(format!("{:x}-{:x}", entry.start, entry.end));

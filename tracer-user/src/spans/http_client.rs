@@ -7,10 +7,16 @@ use super::{semconv, Attributes};
 use crate::calls::HttpCall;
 use crate::sockaddr::Peer;
 
-pub fn call(x: &HttpCall, peer: &Peer) -> ExitCall {
+/// `tls`: the call went through libssl (an HTTPS call): the URL's scheme is https, and
+/// `server.address` is the host the caller asked for (the Host header; the certificate was
+/// checked against that name, not against the address).
+pub fn call(x: &HttpCall, peer: &Peer, tls: bool) -> ExitCall {
     let mut a = Attributes::new();
     a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(x.method));
     peer_attributes(&mut a, peer);
+    if let Some((name, _)) = x.host.as_deref().filter(|_| tls).and_then(crate::spans::server::split_host) {
+        a.insert(semconv::SERVER_ADDRESS.into(), json!(name));
+    }
     let host = x.host.as_deref().map_or_else(
         || match peer {
             Peer::Inet { ip, port } => format!("{ip}:{port}"),
@@ -18,7 +24,8 @@ pub fn call(x: &HttpCall, peer: &Peer) -> ExitCall {
         },
         str::to_string,
     );
-    a.insert(semconv::URL_FULL.into(), json!(format!("http://{host}{}", x.target)));
+    let scheme = if tls { "https" } else { "http" };
+    a.insert(semconv::URL_FULL.into(), json!(format!("{scheme}://{host}{}", x.target)));
     if let Some(tp) = &x.traceparent {
         // The app propagates context itself: keep what it sent, so the callee's span can be found.
         a.insert(semconv::HTTP_REQUEST_HEADER_TRACEPARENT.into(), json!([tp]));

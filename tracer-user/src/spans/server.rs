@@ -14,6 +14,8 @@ pub struct ConnContext {
     pub client: Peer,
     /// The listening socket's address, for requests without a Host header.
     pub local: Option<(IpAddr, u16)>,
+    /// The connection is TLS the server terminates itself (its bytes came from libssl).
+    pub tls: bool,
 }
 
 const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
@@ -44,7 +46,8 @@ pub fn server_span(
     if let Some(q) = query {
         a.insert(semconv::URL_QUERY.into(), json!(redaction.query(q)));
     }
-    a.insert(semconv::URL_SCHEME.into(), json!(req.scheme.as_deref().unwrap_or("http")));
+    let scheme = req.scheme.as_deref().unwrap_or(if conn.tls { "https" } else { "http" });
+    a.insert(semconv::URL_SCHEME.into(), json!(scheme));
     if let Some(resp) = &x.response {
         a.insert(semconv::HTTP_RESPONSE_STATUS_CODE.into(), json!(resp.status));
         redaction.response_headers(resp, &mut a);
@@ -132,7 +135,7 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
 }
 
 /// "host", "host:port", "[v6]" or "[v6]:port".
-fn split_host(h: &str) -> Option<(String, Option<u16>)> {
+pub(crate) fn split_host(h: &str) -> Option<(String, Option<u16>)> {
     let h = h.trim();
     if h.is_empty() {
         return None;
@@ -164,6 +167,7 @@ mod tests {
         ConnContext {
             client: Peer::Inet { ip: "127.0.0.1".parse().unwrap(), port: 51234 },
             local: Some(("127.0.0.1".parse().unwrap(), 8000)),
+            tls: false,
         }
     }
 

@@ -53,6 +53,12 @@ fn call_and_callee(spans: &[Value], bport: u16, route: &str, backend: &str, call
     let target = query.map_or(backend.to_string(), |q| format!("{backend}?{q}"));
     let mut attrs = c["attributes"].as_object().unwrap().clone();
     attrs.retain(|k, _| !k.starts_with("code."));
+    // Each call opened its connection: the connect's share, within the span (TLS's handshake is
+    // after it, part of the call).
+    let connect = attrs.remove("pytracer.connect.duration").and_then(|v| v.as_f64());
+    #[expect(clippy::cast_precision_loss, reason = "a span's duration in seconds")]
+    let span_s = duration_ns(c) as f64 / 1e9;
+    assert!(connect.is_some_and(|t| (0.0..=span_s).contains(&t)), "{route}: {c}");
     assert_eq!(
         Value::Object(attrs),
         json!({

@@ -12,6 +12,7 @@
 //! let s = one_span(&r.spans, "/hello");
 //! ```
 
+pub mod bpf_objects;
 pub mod env;
 pub mod expect;
 pub mod gunicorn;
@@ -32,6 +33,7 @@ pub mod uwsgi;
 pub mod wait;
 pub mod wire;
 
+pub use bpf_objects::BpfObjects;
 pub use env::{
     apps_dir, debian_chroot, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_chroot_venvs,
     require_interpreters, require_privileged, require_privileged_debian, require_venv, require_venvs, venv_dir,

@@ -23,6 +23,7 @@ use crate::procinfo::ProcInfo;
 use crate::spans::Span;
 use crate::stats::Stats;
 
+mod adopt;
 mod client;
 mod frame_eval;
 mod handlers;
@@ -85,6 +86,8 @@ struct Agent {
     ids: ids::IdState,
     /// Each worker's route table (route_tables.rs).
     routes: route_tables::RouteTables,
+    /// Connections older than the agent, until their first request boundary (adopt.rs).
+    adopted: adopt::Adopted,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -102,7 +105,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         0
     })?;
-    let (metrics, registry) = Metrics::new();
+    let (metrics, mut registry) = Metrics::new();
+    let adoption_metrics = metrics::adoption::Adoption::registered(&mut registry);
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;
@@ -133,6 +137,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         client: client::ClientSide::default(),
         ids: ids::IdState::default(),
         routes: route_tables::RouteTables::default(),
+        adopted: adopt::Adopted::new(adoption_metrics),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -225,6 +230,9 @@ impl Agent {
                 return;
             }
         };
+        if !self.adoption_gate(&ev) {
+            return;
+        }
         match ev {
             Event::Accept { h, listen_fd, addr } => self.on_accept((h.tgid, h.fd), h.tid, listen_fd, addr),
             Event::Read { h, data, .. } | Event::Write { h, data, .. } => {

@@ -1,0 +1,33 @@
+"""A service whose database connections are opened once, at boot, and kept: a PostgreSQL
+connection (psycopg 3) and a Redis one (redis-py's pool, opened by a PING), as a connection pool
+would. The restart test starts the agent after them, so the agent never sees their start-up: it
+has to adopt them. PYTRACER_PG_DSN and PYTRACER_REDIS_URL come from the harness.
+"""
+
+import os
+import threading
+
+import psycopg
+import redis
+from flask import Flask
+from testready import mark_ready
+
+app = Flask(__name__)
+
+PG = psycopg.connect(os.environ["PYTRACER_PG_DSN"], autocommit=True)
+REDIS = redis.Redis.from_url(os.environ["PYTRACER_REDIS_URL"])
+REDIS.ping()
+# One connection each, shared by a gthread worker's threads one request at a time.
+LOCK = threading.Lock()
+
+mark_ready()
+
+
+@app.get("/pooled/<int:n>")
+def pooled(n):
+    with LOCK:
+        # No parameters and prepare=False: a simple-protocol Query, whose text is on the wire at
+        # every call (a statement prepared before the agent attached would have none).
+        name = PG.execute("SELECT name FROM items WHERE id = 1", prepare=False).fetchone()[0]
+        REDIS.get("pooled")
+    return f"{n} {name}"

@@ -1,0 +1,240 @@
+//! Restart with nothing lost: the agent is killed (SIGKILL, SIGTERM) under steady load and a new
+//! one started. Every request whose first byte is sent after the new agent said it was ready is
+//! exactly one span, including those on keep-alive connections and database connections that
+//! were opened before the new agent (before any agent) and that it had to adopt. After either
+//! signal no program, map or link of the old agent is left in the kernel.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pytracer_tests::*;
+use serde_json::Value;
+
+/// How long the load runs around each step: enough for a few hundred requests here.
+const STEP: Duration = Duration::from_millis(800);
+/// Kernel objects are freed after the last reference goes (RCU): a short wait.
+const FREE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request the load sent: its unique number and when its first byte was about to be sent.
+struct Sent {
+    n: u64,
+    at: Instant,
+}
+
+/// Client threads sending `GET {prefix}{n}` (n unique) until stopped: on one persistent
+/// connection each when `keep_alive`, else on a new connection per request.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<(Vec<Sent>, Vec<u16>)>>,
+}
+
+impl Load {
+    fn start(port: u16, prefix: &'static str, clients: u64, keep_alive: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(1));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, next) = (stop.clone(), next.clone());
+                std::thread::spawn(move || {
+                    let mut sent = Vec::new();
+                    let mut conn = keep_alive.then(|| Conn::open(port));
+                    let mut local_ports = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let path = format!("{prefix}{n}");
+                        let at = Instant::now();
+                        let resp = match conn.as_mut() {
+                            Some(c) => {
+                                let r = c.send("GET", &path, &[], b"");
+                                assert!(!r.closes_connection(), "the server closed a keep-alive connection");
+                                local_ports.push(c.local_port());
+                                r
+                            }
+                            None => get(port, &path),
+                        };
+                        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+                        sent.push(Sent { n, at });
+                        // Steady, not saturating: the machine is shared with the agent.
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                    (sent, local_ports)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients; every request they sent, and the local port of each keep-alive request.
+    fn finish(self) -> (Vec<Sent>, Vec<Vec<u16>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        let mut ports = Vec::new();
+        for t in self.threads {
+            let (sent, p) = t.join().expect("a client thread failed");
+            all.extend(sent);
+            ports.push(p);
+        }
+        (all, ports)
+    }
+}
+
+/// Server spans by the number in their path `{prefix}{n}`.
+fn spans_by_number<'a>(spans: &'a [Value], prefix: &str) -> HashMap<u64, Vec<&'a Value>> {
+    let mut by: HashMap<u64, Vec<&Value>> = HashMap::new();
+    for s in spans.iter().filter(|s| s["kind"] == "server") {
+        if let Some(n) = span_path(s).and_then(|p| p.strip_prefix(prefix)).and_then(|n| n.parse().ok()) {
+            by.entry(n).or_default().push(s);
+        }
+    }
+    by
+}
+
+/// Every request sent after `ready` has exactly one span; none has two. Returns how many were
+/// sent after `ready`.
+fn assert_each_once_after(sent: &[Sent], ready: Instant, by: &HashMap<u64, Vec<&Value>>) -> usize {
+    let after: Vec<&Sent> = sent.iter().filter(|s| s.at > ready).collect();
+    let missing: Vec<u64> = after.iter().filter(|s| !by.contains_key(&s.n)).map(|s| s.n).collect();
+    let twice: Vec<u64> = by.iter().filter(|(_, v)| v.len() > 1).map(|(n, _)| *n).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "of {} requests sent after ready: {} missing ({:?}...), {} with more than one span ({:?}...)",
+        after.len(),
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+    after.len()
+}
+
+/// Kills `t` with `signal` and checks that the kernel frees every BPF object it held.
+fn kill_agent(t: Tracer, signal: libc::c_int) {
+    let held = BpfObjects::of(t.pid().expect("agent running"));
+    assert!(!held.programs.is_empty() && !held.maps.is_empty(), "the agent holds no BPF objects: {held:?}");
+    let (status, stderr) = t.signal_and_wait(signal);
+    let status = status.unwrap_or_else(|| panic!("the agent did not exit after signal {signal}:\n{stderr}"));
+    if signal == libc::SIGTERM {
+        assert!(status.success(), "SIGTERM: the agent exited with {status}:\n{stderr}");
+    }
+    let mut left = held.still_in_kernel();
+    wait_until(FREE_TIMEOUT, || {
+        left = held.still_in_kernel();
+        left.is_empty()
+    });
+    assert!(left.is_empty(), "after signal {signal} the kernel still has the agent's {left:?} (of {held:?})");
+}
+
+fn metrics_args(port: u16) -> Vec<String> {
+    vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")]
+}
+
+/// Persistent client connections in the keep-alive test.
+const CLIENTS: u64 = 4;
+
+/// A Gunicorn gthread worker behind four persistent client connections: the new agent adopts
+/// them and every request on them after it is ready is one span.
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
+fn keep_alive_restart(signal: libc::c_int) {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::gthread(1, 4).args(&["--keep-alive", "120"]));
+    let old = Tracer::start(&[g.pid()], &[]);
+    let load = Load::start(g.port(), "/users/", CLIENTS, true);
+    std::thread::sleep(STEP);
+    kill_agent(old, signal);
+    // Requests keep coming with no agent at all.
+    std::thread::sleep(STEP / 2);
+    let mport = free_port();
+    let args = metrics_args(mport);
+    let new = Tracer::start(&[g.pid()], &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ready = Instant::now();
+    std::thread::sleep(2 * STEP);
+    let m = scrape(mport);
+    let (sent, ports) = load.finish();
+    let r = new.stop();
+
+    for p in &ports {
+        assert!(p.windows(2).all(|w| w[0] == w[1]), "each client kept one connection");
+    }
+    let by = spans_by_number(&r.spans, "/users/");
+    let after = assert_each_once_after(&sent, ready, &by);
+    assert!(after >= 20, "only {after} requests were sent after ready");
+    assert_eq!(
+        sum(&m, "pytracer_connections_adopted_total", &[("side", "accepted")]),
+        CLIENTS as f64,
+        "the worker's keep-alive connections, adopted"
+    );
+    assert_eq!(sum(&m, "pytracer_connections_adopted_total", &[("side", "connected")]), 0.0);
+    // The adopted connections' spans are whole: the client address is the client's.
+    let client_ports: Vec<u64> = ports.iter().map(|p| u64::from(p[0])).collect();
+    for s in sent.iter().filter(|s| s.at > ready) {
+        let span = by[&s.n][0];
+        assert_eq!(attr_u64(span, "http.response.status_code"), Some(200));
+        assert!(client_ports.contains(&attr_u64(span, "client.port").unwrap_or(0)), "{span}");
+    }
+    assert!(r.stderr.contains("malformed_requests=0 "), "nothing parsed from a request's middle: {}", r.stderr);
+}
+
+#[test]
+fn keep_alive_connections_after_a_sigkill_restart() {
+    keep_alive_restart(libc::SIGKILL);
+}
+
+#[test]
+fn keep_alive_connections_after_a_sigterm_restart() {
+    keep_alive_restart(libc::SIGTERM);
+}
+
+/// A Gunicorn sync worker whose PostgreSQL and Redis connections were opened at its boot, before
+/// any agent: after a restart, each request after ready is one server span with exactly one
+/// PostgreSQL and one Redis exit span under it.
+#[test]
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
+fn pooled_database_connections_opened_at_boot_after_a_restart() {
+    if !require_privileged_two_services() {
+        return;
+    }
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let opts = GunicornOpts { app: "pooled:app".into(), ..GunicornOpts::sync(1) }
+        .env("PYTRACER_PG_DSN", pg.dsn())
+        .env("PYTRACER_REDIS_URL", redis.url());
+    let g = Gunicorn::start(opts);
+    let load = Load::start(g.port(), "/pooled/", 1, false);
+    std::thread::sleep(STEP);
+    let old = Tracer::start(&[g.pid()], &[]);
+    std::thread::sleep(STEP);
+    kill_agent(old, libc::SIGKILL);
+    let mport = free_port();
+    let args = metrics_args(mport);
+    let new = Tracer::start(&[g.pid()], &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ready = Instant::now();
+    std::thread::sleep(2 * STEP);
+    let m = scrape(mport);
+    let (sent, _) = load.finish();
+    let r = new.stop();
+
+    let by = spans_by_number(&r.spans, "/pooled/");
+    let after = assert_each_once_after(&sent, ready, &by);
+    assert!(after >= 20, "only {after} requests were sent after ready");
+    assert_eq!(
+        sum(&m, "pytracer_connections_adopted_total", &[("side", "connected")]),
+        2.0,
+        "the worker's PostgreSQL and Redis connections, adopted"
+    );
+    for s in sent.iter().filter(|s| s.at > ready) {
+        let server = by[&s.n][0];
+        let children: Vec<&Value> =
+            r.spans.iter().filter(|c| c["parent_span_id"] == server["span_id"] && c["kind"] == "client").collect();
+        let system = |c: &&Value| attr_str(c, "db.system.name").unwrap_or_default().to_string();
+        let mut systems: Vec<String> = children.iter().map(system).collect();
+        systems.sort();
+        assert_eq!(systems, ["postgresql", "redis"], "the exit spans of /pooled/{}: {children:?}", s.n);
+        let pg_span = children.iter().find(|c| system(c) == "postgresql").unwrap();
+        assert_eq!(attr_str(pg_span, "db.query.text"), Some("SELECT name FROM items WHERE id = ?"));
+        let redis_span = children.iter().find(|c| system(c) == "redis").unwrap();
+        assert_eq!(attr_str(redis_span, "db.operation.name"), Some("GET"));
+    }
+}

@@ -45,7 +45,7 @@ pub use expect::{
 };
 pub use gunicorn::{Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
-pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
+pub use nginx::{nginx_bin, require_privileged_nginx, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use otlp_sink::{first_line_of, OtlpSink};
 pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};
 pub use prom::{free_port, scrape, sum, Line};

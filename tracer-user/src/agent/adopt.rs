@@ -47,14 +47,42 @@ struct Waiting {
     since_ns: u64,
 }
 
-/// What the gate decided for one record.
+/// What the gate decided for one record on an adopted connection still waiting.
 enum Gate {
-    /// Not an adopted connection waiting for a boundary: handle as usual.
+    /// Handle as usual, and keep waiting (an error on an outgoing socket).
     Pass,
-    /// Skipped (counted).
+    /// Handle as usual: the wait is over (the request boundary came, or the socket was closed
+    /// or its number taken by a new one).
+    Over,
+    /// Skipped (counted): the middle of an exchange, or a record about an earlier socket.
     Skip,
     /// The write that starts the first call of an adopted client connection: its parser.
     StartClient(Box<dyn crate::calls::ClientProtocol>),
+}
+
+/// The gate for record `ev` on a connection that waits as `w` says.
+fn gate(w: Waiting, ev: &Event) -> Gate {
+    let (h, data, write) = match ev {
+        Event::Read { h, data, .. } => (h, Some(*data), false),
+        Event::Write { h, data, .. } => (h, Some(*data), true),
+        Event::Accept { h, .. } | Event::Connect { h, .. } | Event::Close { h } | Event::SockError { h } => {
+            (h, None, false)
+        }
+        _ => return Gate::Pass,
+    };
+    if h.end_ns < w.since_ns {
+        // About an earlier socket with the same number, already gone.
+        return Gate::Skip;
+    }
+    match (data, w.side) {
+        (Some(data), Side::Accepted) if !write && crate::http::stream::starts_request(data) => Gate::Over,
+        (Some(data), Side::Connected) if write => {
+            crate::protocols::detect_mid_stream(data).map_or(Gate::Skip, Gate::StartClient)
+        }
+        (Some(_), _) => Gate::Skip,
+        (None, _) if matches!(ev, Event::SockError { .. }) => Gate::Pass,
+        (None, _) => Gate::Over,
+    }
 }
 
 impl Agent {
@@ -116,12 +144,13 @@ impl Agent {
         if self.adopted.waiting.is_empty() {
             return true;
         }
-        let (h, data, write) = match ev {
-            Event::Read { h, data, .. } => (h, Some(*data), false),
-            Event::Write { h, data, .. } => (h, Some(*data), true),
-            Event::Accept { h, .. } | Event::Connect { h, .. } | Event::Close { h } | Event::SockError { h } => {
-                (h, None, false)
-            }
+        let h = match ev {
+            Event::Read { h, .. }
+            | Event::Write { h, .. }
+            | Event::Accept { h, .. }
+            | Event::Connect { h, .. }
+            | Event::Close { h }
+            | Event::SockError { h } => h,
             Event::Exit { h } => {
                 self.adopted.waiting.retain(|k, _| k.0 != h.tgid);
                 return true;
@@ -130,35 +159,18 @@ impl Agent {
         };
         let key = (h.tgid, h.fd);
         let Some(w) = self.adopted.waiting.get(&key).copied() else { return true };
-        let gate = if h.end_ns < w.since_ns {
-            // About an earlier socket with the same number, already gone.
-            Gate::Skip
-        } else if let Some(data) = data {
-            match w.side {
-                Side::Accepted if !write && crate::http::stream::starts_request(data) => Gate::Pass,
-                Side::Connected if write => {
-                    crate::protocols::detect_mid_stream(data).map_or(Gate::Skip, Gate::StartClient)
-                }
-                _ => Gate::Skip,
-            }
-        } else if matches!(ev, Event::SockError { .. }) {
-            Gate::Pass
-        } else {
-            // Closed, or its number taken by a new socket: nothing more to wait for.
-            self.adopted.waiting.remove(&key);
-            return true;
-        };
-        match gate {
-            Gate::Pass => {
-                if data.is_some() {
-                    self.adopted.waiting.remove(&key);
-                }
+        match gate(w, ev) {
+            Gate::Pass => true,
+            Gate::Over => {
+                self.adopted.waiting.remove(&key);
                 true
             }
             Gate::Skip => {
                 let s = self.adopted.skipped.entry(w.side).or_default();
                 s.0 += 1;
-                s.1 += if data.is_some() { h.ret.max(0) as u64 } else { 0 };
+                if matches!(ev, Event::Read { .. } | Event::Write { .. }) {
+                    s.1 += h.ret.max(0) as u64;
+                }
                 false
             }
             Gate::StartClient(parser) => {
@@ -176,5 +188,68 @@ impl Agent {
             a.metrics.sync_skipped(*side, *records, *bytes);
         }
         a.metrics.sync_unreadable(a.unreadable);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::EventHeader;
+
+    const SINCE: u64 = 1_000;
+
+    fn h(end_ns: u64, ret: i64) -> EventHeader {
+        EventHeader { kind: 0, tgid: 7, tid: 7, fd: 5, start_ns: end_ns, end_ns, ret }
+    }
+
+    fn read(data: &[u8]) -> Event<'_> {
+        Event::Read { h: h(SINCE + 1, data.len() as i64), data, flags: 0 }
+    }
+
+    fn write(data: &[u8]) -> Event<'_> {
+        Event::Write { h: h(SINCE + 1, data.len() as i64), data, flags: 0 }
+    }
+
+    fn decide(side: Side, ev: &Event) -> &'static str {
+        match gate(Waiting { side, since_ns: SINCE }, ev) {
+            Gate::Pass => "pass",
+            Gate::Over => "over",
+            Gate::Skip => "skip",
+            Gate::StartClient(p) => p.protocol(),
+        }
+    }
+
+    #[test]
+    fn a_server_stream_is_picked_up_at_a_read_that_starts_a_request() {
+        let s = Side::Accepted;
+        assert_eq!(
+            decide(s, &write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")),
+            "skip",
+            "a response in flight"
+        );
+        assert_eq!(decide(s, &read(b"ody of a request read before")), "skip");
+        assert_eq!(decide(s, &read(b"GET /users/1 HTTP/1.1\r\n\r\n")), "over");
+        assert_eq!(decide(s, &read(b"\x00\x10\x00\x00\x0e\x00REQUEST_METHOD")), "over", "a uwsgi packet");
+    }
+
+    #[test]
+    fn a_client_stream_is_picked_up_at_a_write_that_starts_a_call() {
+        let c = Side::Connected;
+        assert_eq!(decide(c, &read(b"T\x00\x00\x00\x1e")), "skip", "the reply to a query sent before");
+        assert_eq!(decide(c, &write(b"not a call")), "skip");
+        assert_eq!(decide(c, &write(b"Q\x00\x00\x00\x0dSELECT 1\x00")), "postgresql");
+        assert_eq!(decide(c, &write(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")), "redis");
+        assert_eq!(decide(c, &write(b"GET / HTTP/1.1\r\n\r\n")), "http");
+        assert_eq!(decide(c, &Event::SockError { h: h(SINCE + 1, -104) }), "pass", "still waiting after a reset");
+    }
+
+    #[test]
+    fn records_about_an_earlier_socket_are_skipped_and_a_close_ends_the_wait() {
+        let stale = Event::Read { h: h(SINCE - 1, 20), data: b"GET / HTTP/1.1\r\n\r\n", flags: 0 };
+        assert_eq!(decide(Side::Accepted, &stale), "skip", "before the scan: the fd's previous socket");
+        assert_eq!(decide(Side::Accepted, &Event::Close { h: h(SINCE - 1, 0) }), "skip");
+        assert_eq!(decide(Side::Accepted, &Event::Close { h: h(SINCE + 1, 0) }), "over");
+        let accept = Event::Accept { h: h(SINCE + 1, 5), listen_fd: 3, addr: &[] };
+        assert_eq!(decide(Side::Connected, &accept), "over", "a new socket took the number");
     }
 }

@@ -1,7 +1,8 @@
-"""A service whose database connections are opened once, at boot, and kept: a PostgreSQL
-connection (psycopg 3) and a Redis one (redis-py's pool, opened by a PING), as a connection pool
-would. The restart test starts the agent after them, so the agent never sees their start-up: it
-has to adopt them. PYTRACER_PG_DSN and PYTRACER_REDIS_URL come from the harness.
+"""A service whose database connections are opened once, at boot, and kept: two PostgreSQL
+connections (psycopg 3), one over TCP and one over the server's unix socket, and a Redis one
+(redis-py's pool, opened by a PING), as a connection pool would. The restart test starts the
+agent after them, so the agent never sees their start-up: it has to adopt them.
+PYTRACER_PG_DSN, PYTRACER_PG_UNIX_DSN and PYTRACER_REDIS_URL come from the harness.
 """
 
 import os
@@ -15,6 +16,7 @@ from testready import mark_ready
 app = Flask(__name__)
 
 PG = psycopg.connect(os.environ["PYTRACER_PG_DSN"], autocommit=True)
+PG_UNIX = psycopg.connect(os.environ["PYTRACER_PG_UNIX_DSN"], autocommit=True)
 REDIS = redis.Redis.from_url(os.environ["PYTRACER_REDIS_URL"])
 REDIS.ping()
 # One connection each, shared by a gthread worker's threads one request at a time.
@@ -29,5 +31,6 @@ def pooled(n):
         # No parameters and prepare=False: a simple-protocol Query, whose text is on the wire at
         # every call (a statement prepared before the agent attached would have none).
         name = PG.execute("SELECT name FROM items WHERE id = 1", prepare=False).fetchone()[0]
+        PG_UNIX.execute("SELECT count(*) FROM items", prepare=False).fetchone()
         REDIS.get("pooled")
     return f"{n} {name}"

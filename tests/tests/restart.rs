@@ -211,9 +211,9 @@ fn nginx_upstream_keep_alive_after_a_sigkill_restart() {
     keep_alive_restart(libc::SIGKILL, &Front::Nginx);
 }
 
-/// A Gunicorn sync worker whose PostgreSQL and Redis connections were opened at its boot, before
-/// any agent: after a restart, each request after ready is one server span with exactly one
-/// PostgreSQL and one Redis exit span under it.
+/// A Gunicorn sync worker whose PostgreSQL (over TCP and over its unix socket) and Redis
+/// connections were opened at its boot, before any agent: after a restart, each request after
+/// ready is one server span with exactly its two PostgreSQL and one Redis exit spans under it.
 #[test]
 #[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
 fn pooled_database_connections_opened_at_boot_after_a_restart() {
@@ -223,6 +223,7 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
     let (pg, redis) = (Postgres::start(), Redis::start());
     let opts = GunicornOpts { app: "pooled:app".into(), ..GunicornOpts::sync(1) }
         .env("PYTRACER_PG_DSN", pg.dsn())
+        .env("PYTRACER_PG_UNIX_DSN", pg.unix_dsn())
         .env("PYTRACER_REDIS_URL", redis.url());
     let g = Gunicorn::start(opts);
     let load = Load::start(g.port(), "/pooled/", 1, false);
@@ -242,11 +243,11 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
     let by = spans_by_number(&r.spans, "/pooled/");
     let after = assert_each_once_after(&sent, ready, &by);
     assert!(after >= 20, "only {after} requests were sent after ready");
-    println!("{after} requests sent after the new agent was ready: each one span with its two exit spans");
+    println!("{after} requests sent after the new agent was ready: each one span with its three exit spans");
     assert_eq!(
         sum(&m, "pytracer_connections_adopted_total", &[("side", "connected")]),
-        2.0,
-        "the worker's PostgreSQL and Redis connections, adopted"
+        3.0,
+        "the worker's two PostgreSQL connections (TCP, unix) and its Redis one, adopted"
     );
     for s in sent.iter().filter(|s| s.at > ready) {
         let server = by[&s.n][0];
@@ -255,9 +256,14 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
         let system = |c: &&Value| attr_str(c, "db.system.name").unwrap_or_default().to_string();
         let mut systems: Vec<String> = children.iter().map(system).collect();
         systems.sort();
-        assert_eq!(systems, ["postgresql", "redis"], "the exit spans of /pooled/{}: {children:?}", s.n);
-        let pg_span = children.iter().find(|c| system(c) == "postgresql").unwrap();
-        assert_eq!(attr_str(pg_span, "db.query.text"), Some("SELECT name FROM items WHERE id = ?"));
+        assert_eq!(systems, ["postgresql", "postgresql", "redis"], "the exit spans of /pooled/{}: {children:?}", s.n);
+        let mut queries: Vec<&str> = children
+            .iter()
+            .filter(|c| system(c) == "postgresql")
+            .filter_map(|c| attr_str(c, "db.query.text"))
+            .collect();
+        queries.sort_unstable();
+        assert_eq!(queries, ["SELECT count(*) FROM items", "SELECT name FROM items WHERE id = ?"]);
         let redis_span = children.iter().find(|c| system(c) == "redis").unwrap();
         assert_eq!(attr_str(redis_span, "db.operation.name"), Some("GET"));
     }

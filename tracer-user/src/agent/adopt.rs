@@ -89,6 +89,7 @@ impl Agent {
     /// Follows the stream connections process `pid` already had (see the module's comment).
     pub(super) fn adopt_connections(&mut self, pid: u32) {
         let since_ns = clock::monotonic_ns();
+        let began = std::time::Instant::now();
         let scan = existing_conns::scan(pid);
         self.adopted.unreadable += scan.unreadable;
         let mut n = 0;
@@ -117,7 +118,8 @@ impl Agent {
             n += 1;
         }
         if n > 0 {
-            log::info!("pid {pid}: following {n} connections opened before the agent attached");
+            let ms = began.elapsed().as_secs_f64() * 1e3;
+            log::info!("pid {pid}: following {n} connections opened before the agent attached ({ms:.1} ms)");
         }
     }
 

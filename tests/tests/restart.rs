@@ -133,32 +133,44 @@ fn metrics_args(port: u16) -> Vec<String> {
 /// Persistent client connections in the keep-alive tests.
 const CLIENTS: u64 = 4;
 
-/// Which connections the Gunicorn worker serves.
+/// Which server, and which connections it serves.
 enum Front {
-    /// The clients' own persistent connections.
+    /// A Gunicorn gthread worker and the clients' own persistent connections.
     Direct,
-    /// nginx's upstream keep-alive connections (the clients keep theirs to nginx).
+    /// The same worker behind nginx's upstream keep-alive connections (the clients keep theirs
+    /// to nginx).
     Nginx,
+    /// uWSGI's HTTP router with `--http-keepalive`, the clients' persistent connections on it.
+    UwsgiRouter,
 }
 
-/// A Gunicorn gthread worker behind persistent connections: the agent is restarted under load,
-/// the new one adopts them, and every request on them after it is ready is one span.
+/// A server behind persistent connections: the agent is restarted under load, the new one
+/// adopts them, and every request on them after it is ready is one span.
 #[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
 fn keep_alive_restart(signal: libc::c_int, front: &Front) {
     if !require_privileged() {
         return;
     }
-    let g = Gunicorn::start(GunicornOpts::gthread(1, 4).args(&["--keep-alive", "120"]));
-    let nginx = matches!(front, Front::Nginx).then(|| Nginx::start_proxy_keepalive(g.port()));
-    let old = Tracer::start(&[g.pid()], &[]);
-    let load = Load::start(nginx.as_ref().map_or(g.port(), Nginx::port), "/users/", CLIENTS, true);
+    let (g, u) = if matches!(front, Front::UwsgiRouter) {
+        (None, Some(Uwsgi::start(UwsgiOpts::http_router(1).args(&["--http-keepalive"]))))
+    } else {
+        (Some(Gunicorn::start(GunicornOpts::gthread(1, 4).args(&["--keep-alive", "120"]))), None)
+    };
+    let (pid, port) = match (&g, &u) {
+        (Some(g), _) => (g.pid(), g.port()),
+        (_, Some(u)) => (u.pid(), u.port()),
+        _ => unreachable!(),
+    };
+    let nginx = matches!(front, Front::Nginx).then(|| Nginx::start_proxy_keepalive(port));
+    let old = Tracer::start(&[pid], &[]);
+    let load = Load::start(nginx.as_ref().map_or(port, Nginx::port), "/users/", CLIENTS, true);
     std::thread::sleep(STEP);
     kill_agent(old, signal);
     // Requests keep coming with no agent at all.
     std::thread::sleep(STEP / 2);
     let mport = free_port();
     let args = metrics_args(mport);
-    let new = Tracer::start(&[g.pid()], &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let new = Tracer::start(&[pid], &args.iter().map(String::as_str).collect::<Vec<_>>());
     let ready = Instant::now();
     std::thread::sleep(2 * STEP);
     let m = scrape(mport);
@@ -175,14 +187,25 @@ fn keep_alive_restart(signal: libc::c_int, front: &Front) {
     let adopted = sum(&m, "pytracer_connections_adopted_total", &[("side", "accepted")]);
     match front {
         Front::Direct => assert_eq!(adopted, CLIENTS as f64, "the worker's keep-alive connections, adopted"),
+        // The clients' connections to the router, and the worker's end of the router's connection
+        // for a request in flight at the scan, if one was.
+        Front::UwsgiRouter => {
+            assert!((CLIENTS as f64..=CLIENTS as f64 + 1.0).contains(&adopted), "{adopted} adopted");
+        }
         // nginx opens upstream connections as its load needs, up to one per client at a time.
         Front::Nginx => assert!((1.0..=CLIENTS as f64).contains(&adopted), "{adopted} adopted"),
     }
-    assert_eq!(sum(&m, "pytracer_connections_adopted_total", &[("side", "connected")]), 0.0);
+    let connected = sum(&m, "pytracer_connections_adopted_total", &[("side", "connected")]);
+    if matches!(front, Front::UwsgiRouter) {
+        // The router's end of that connection to the worker (one per request).
+        assert!(connected <= 1.0, "{connected} connected adopted");
+    } else {
+        assert_eq!(connected, 0.0);
+    }
     for s in sent.iter().filter(|s| s.at > ready) {
         assert_eq!(attr_u64(by[&s.n][0], "http.response.status_code"), Some(200));
     }
-    if matches!(front, Front::Direct) {
+    if !matches!(front, Front::Nginx) {
         // The adopted connections' spans are whole: the client address is the client's.
         let client_ports: Vec<u64> = ports.iter().map(|p| u64::from(p[0])).collect();
         for s in sent.iter().filter(|s| s.at > ready) {
@@ -201,6 +224,14 @@ fn keep_alive_connections_after_a_sigkill_restart() {
 #[test]
 fn keep_alive_connections_after_a_sigterm_restart() {
     keep_alive_restart(libc::SIGTERM, &Front::Direct);
+}
+
+#[test]
+fn uwsgi_router_keep_alive_after_a_sigkill_restart() {
+    if !require_uwsgi() {
+        return;
+    }
+    keep_alive_restart(libc::SIGKILL, &Front::UwsgiRouter);
 }
 
 #[test]

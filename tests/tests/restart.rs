@@ -299,3 +299,75 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
         assert_eq!(attr_str(redis_span, "db.operation.name"), Some("GET"));
     }
 }
+
+/// Reads one response off `s`: its head and a `Content-Length` body, as raw bytes.
+fn read_raw_response(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            if buf.len() >= end + 4 + len {
+                buf.truncate(end + 4 + len);
+                return buf;
+            }
+        }
+        let n = s.read(&mut chunk).expect("reading the response");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A request read before the agent attached and answered after it was ready: its response is
+/// skipped and counted to the byte, and the next request on the same connection is one span.
+#[test]
+#[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
+fn a_response_in_flight_at_attach_is_skipped_and_counted() {
+    use std::io::Write;
+    // Longer than the agent takes to be ready here (about 1 s), by far.
+    const SLEEP_MS: u64 = 5_000;
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::gthread(1, 2).args(&["--keep-alive", "120"]));
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", g.port())).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let sent = Instant::now();
+    sock.write_all(&build_request(g.port(), "GET", &format!("/sleep/{SLEEP_MS}"), &[], b"")).unwrap();
+    // The worker reads the request at once, before the agent is there.
+    std::thread::sleep(Duration::from_millis(300));
+    let mport = free_port();
+    let args = metrics_args(mport);
+    let tracer = Tracer::start(&[g.pid()], &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(sent.elapsed() < Duration::from_millis(SLEEP_MS), "the agent was ready only after the response");
+    let in_flight = read_raw_response(&mut sock);
+    assert!(in_flight.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&in_flight));
+    sock.write_all(&build_request(g.port(), "GET", "/users/77", &[], b"")).unwrap();
+    let next = read_raw_response(&mut sock);
+    assert!(next.starts_with(b"HTTP/1.1 200 "));
+    // The counters are synced once a second.
+    let skipped = |what: &str| sum(&scrape(mport), what, &[("side", "accepted")]);
+    let want = in_flight.len() as f64;
+    wait_until(Duration::from_secs(5), || skipped("pytracer_adopted_skipped_bytes_total") == want);
+    let m = scrape(mport);
+    let r = tracer.stop();
+
+    assert_eq!(sum(&m, "pytracer_connections_adopted_total", &[("side", "accepted")]), 1.0);
+    assert_eq!(sum(&m, "pytracer_adopted_skipped_bytes_total", &[("side", "accepted")]), want, "the whole response");
+    let records = sum(&m, "pytracer_adopted_skipped_records_total", &[("side", "accepted")]);
+    assert_eq!(records, 2.0, "Gunicorn writes a response's head, then its body");
+    let servers: Vec<&Value> = r.spans.iter().filter(|span| span["kind"] == "server").collect();
+    assert_eq!(servers.len(), 1, "only the request after ready: {servers:?}");
+    assert_eq!(span_path(servers[0]), Some("/users/77"));
+    assert!(
+        r.stderr.contains("unmatched_responses=0 "),
+        "the response in flight was skipped, not parsed: {}",
+        r.stderr
+    );
+}

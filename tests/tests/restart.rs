@@ -242,9 +242,10 @@ fn nginx_upstream_keep_alive_after_a_sigkill_restart() {
     keep_alive_restart(libc::SIGKILL, &Front::Nginx);
 }
 
-/// A Gunicorn sync worker whose PostgreSQL (over TCP and over its unix socket) and Redis
-/// connections were opened at its boot, before any agent: after a restart, each request after
-/// ready is one server span with exactly its two PostgreSQL and one Redis exit spans under it.
+/// A Gunicorn sync worker whose PostgreSQL (over TCP and over its unix socket), Redis and
+/// keep-alive HTTP connections were opened at its boot, before any agent: after a restart, each
+/// request after ready is one server span with exactly its two PostgreSQL, one Redis and one
+/// HTTP exit spans under it.
 #[test]
 #[expect(clippy::float_cmp, reason = "the metrics compared are counts, exact in f64")]
 fn pooled_database_connections_opened_at_boot_after_a_restart() {
@@ -252,7 +253,10 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
         return;
     }
     let (pg, redis) = (Postgres::start(), Redis::start());
+    // The other service the app keeps an HTTP connection to (not traced).
+    let backend = Gunicorn::start(GunicornOpts::gthread(1, 2).args(&["--keep-alive", "120"]));
     let opts = GunicornOpts { app: "pooled:app".into(), ..GunicornOpts::sync(1) }
+        .env("PYTRACER_BACKEND_PORT", backend.port().to_string())
         .env("PYTRACER_PG_DSN", pg.dsn())
         .env("PYTRACER_PG_UNIX_DSN", pg.unix_dsn())
         .env("PYTRACER_REDIS_URL", redis.url());
@@ -274,20 +278,31 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
     let by = spans_by_number(&r.spans, "/pooled/");
     let after = assert_each_once_after(&sent, ready, &by);
     assert!(after >= 20, "only {after} requests were sent after ready");
-    println!("{after} requests sent after the new agent was ready: each one span with its three exit spans");
+    println!("{after} requests sent after the new agent was ready: each one span with its four exit spans");
     assert_eq!(
         sum(&m, "pytracer_connections_adopted_total", &[("side", "connected")]),
-        3.0,
-        "the worker's two PostgreSQL connections (TCP, unix) and its Redis one, adopted"
+        4.0,
+        "the worker's two PostgreSQL connections (TCP, unix), its Redis and its HTTP ones, adopted"
     );
     for s in sent.iter().filter(|s| s.at > ready) {
         let server = by[&s.n][0];
         let children: Vec<&Value> =
             r.spans.iter().filter(|c| c["parent_span_id"] == server["span_id"] && c["kind"] == "client").collect();
-        let system = |c: &&Value| attr_str(c, "db.system.name").unwrap_or_default().to_string();
+        let system = |c: &&Value| attr_str(c, "db.system.name").unwrap_or("http").to_string();
         let mut systems: Vec<String> = children.iter().map(system).collect();
         systems.sort();
-        assert_eq!(systems, ["postgresql", "postgresql", "redis"], "the exit spans of /pooled/{}: {children:?}", s.n);
+        assert_eq!(
+            systems,
+            ["http", "postgresql", "postgresql", "redis"],
+            "the exit spans of /pooled/{}: {children:?}",
+            s.n
+        );
+        let call = children.iter().find(|c| system(c) == "http").unwrap();
+        assert_eq!(
+            attr_str(call, "url.full"),
+            Some(format!("http://127.0.0.1:{}/users/{}", backend.port(), s.n).as_str())
+        );
+        assert_eq!(attr_u64(call, "http.response.status_code"), Some(200));
         let mut queries: Vec<&str> = children
             .iter()
             .filter(|c| system(c) == "postgresql")

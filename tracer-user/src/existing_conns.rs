@@ -203,9 +203,16 @@ fn sock_name(fd: RawFd, call: NameCall) -> Option<Peer> {
     let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
     // SAFETY: `len` bytes of the local storage, which the kernel filled.
     let bytes = unsafe { std::slice::from_raw_parts((&raw const storage).cast::<u8>(), len) };
-    // An unnamed unix socket's name is just its family: the empty path.
-    if bytes.len() == 2 && i32::from(u16::from_ne_bytes([bytes[0], bytes[1]])) == libc::AF_UNIX {
-        return Some(Peer::Unix { path: String::new() });
+    if bytes.len() >= 2 && i32::from(u16::from_ne_bytes([bytes[0], bytes[1]])) == libc::AF_UNIX {
+        // An unnamed unix socket's name is just its family: the empty path. An abstract one's
+        // starts with a NUL, and is written `@name` (as /proc/net/unix does).
+        return Some(Peer::Unix {
+            path: match &bytes[2..] {
+                [] => String::new(),
+                [0, name @ ..] => format!("@{}", String::from_utf8_lossy(name)),
+                _ => return Some(sockaddr::decode(bytes)),
+            },
+        });
     }
     Some(sockaddr::decode(bytes))
 }
@@ -215,6 +222,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+    use std::os::linux::net::SocketAddrExt;
 
     fn inet(s: &str) -> Peer {
         let a: std::net::SocketAddr = s.parse().unwrap();
@@ -287,5 +295,19 @@ mod tests {
         assert!(find(l.as_raw_fd()).is_none(), "a listener is no connection");
         assert_eq!(socket_inode(std::process::id(), server.as_raw_fd()), Some(s.inode));
         assert_eq!(socket_inode(std::process::id(), 99_999), None);
+
+        // The same over a unix socket in the abstract namespace.
+        let name = format!("pytracer-scan-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        let ul = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        let uc = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+        let (us, _) = ul.accept().unwrap();
+        let scan = super::scan(std::process::id());
+        let find = |fd: i32| scan.found.iter().find(|e| e.fd == fd).cloned();
+        let abstract_name = Peer::Unix { path: format!("@{name}") };
+        let accepted = find(us.as_raw_fd()).expect("the accepted unix socket");
+        let connected = find(uc.as_raw_fd()).expect("the connected unix socket");
+        assert_eq!((accepted.side, accepted.local), (Side::Accepted, abstract_name.clone()));
+        assert_eq!((connected.side, connected.peer), (Side::Connected, abstract_name));
     }
 }

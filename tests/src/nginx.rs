@@ -129,7 +129,10 @@ impl Nginx {
     /// keeping up to 8 idle upstream connections open between requests (`keepalive`): the
     /// long-lived connections a Gunicorn behind nginx serves. Panics on failure.
     pub fn start_proxy_keepalive(port: u16) -> Nginx {
-        let upstream = format!("upstream app {{ server 127.0.0.1:{port}; keepalive 8; }}");
+        // nginx closes a keep-alive connection after 1,000 requests by default, on both sides.
+        let upstream = format!(
+            "keepalive_requests 1000000;\n    upstream app {{ server 127.0.0.1:{port}; keepalive 8; keepalive_requests 1000000; }}"
+        );
         let location = "proxy_pass http://app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";";
         crate::server::start_retrying(|| Self::spawn(location, &upstream)).unwrap_or_else(|e| panic!("{e:#}"))
     }

@@ -93,18 +93,21 @@ fn spans_by_number<'a>(spans: &'a [Value], prefix: &str) -> HashMap<u64, Vec<&'a
 
 /// Every request sent after `ready` has exactly one span; none has two. Returns how many were
 /// sent after `ready`.
-fn assert_each_once_after(sent: &[Sent], ready: Instant, by: &HashMap<u64, Vec<&Value>>) -> usize {
+fn assert_each_once_after(sent: &[Sent], ready: Instant, by: &HashMap<u64, Vec<&Value>>, stderr: &str) -> usize {
     let after: Vec<&Sent> = sent.iter().filter(|s| s.at > ready).collect();
     let missing: Vec<u64> = after.iter().filter(|s| !by.contains_key(&s.n)).map(|s| s.n).collect();
     let twice: Vec<u64> = by.iter().filter(|(_, v)| v.len() > 1).map(|(n, _)| *n).collect();
+    let pids = |n: &u64| by[n].iter().map(|s| s["resource"]["process.pid"].to_string()).collect::<Vec<_>>().join("+");
     assert!(
         missing.is_empty() && twice.is_empty(),
-        "of {} requests sent after ready: {} missing ({:?}...), {} with more than one span ({:?}...)",
+        "of {} requests sent after ready: {} missing ({:?}...), {} with more than one span ({:?}..., by pids {:?}); agent: {}",
         after.len(),
         missing.len(),
         &missing[..missing.len().min(10)],
         twice.len(),
-        &twice[..twice.len().min(10)]
+        &twice[..twice.len().min(10)],
+        twice.iter().take(3).map(pids).collect::<Vec<_>>(),
+        stderr.lines().filter(|l| l.contains("spans=") || l.contains("dropped")).collect::<Vec<_>>().join(" | ")
     );
     after.len()
 }
@@ -181,7 +184,7 @@ fn keep_alive_restart(signal: libc::c_int, front: &Front) {
         assert!(p.windows(2).all(|w| w[0] == w[1]), "each client kept one connection");
     }
     let by = spans_by_number(&r.spans, "/users/");
-    let after = assert_each_once_after(&sent, ready, &by);
+    let after = assert_each_once_after(&sent, ready, &by, &r.stderr);
     assert!(after >= 20, "only {after} requests were sent after ready");
     println!("{after} requests sent after the new agent was ready: each exactly one span");
     let adopted = sum(&m, "pytracer_connections_adopted_total", &[("side", "accepted")]);
@@ -276,7 +279,7 @@ fn pooled_database_connections_opened_at_boot_after_a_restart() {
     let r = new.stop();
 
     let by = spans_by_number(&r.spans, "/pooled/");
-    let after = assert_each_once_after(&sent, ready, &by);
+    let after = assert_each_once_after(&sent, ready, &by, &r.stderr);
     assert!(after >= 20, "only {after} requests were sent after ready");
     println!("{after} requests sent after the new agent was ready: each one span with its four exit spans");
     assert_eq!(

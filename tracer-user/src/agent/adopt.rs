@@ -130,7 +130,7 @@ impl Agent {
         match e.side {
             Side::Accepted => {
                 if let Some(client) = e.peer.inet() {
-                    self.server.by_client.insert(client, key);
+                    self.index_client(client, key);
                 }
                 let ctx = ConnContext { client: e.peer, local: e.local.inet() };
                 let conn = Conn { http: Connection::default(), ctx, listen_fd: -1, tid: 0, routed: VecDeque::new() };

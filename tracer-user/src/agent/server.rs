@@ -31,8 +31,10 @@ pub(super) struct ServerSide {
     /// Local address of each listening socket, by (pid, fd).
     pub(super) listeners: HashMap<ConnKey, Option<(IpAddr, u16)>>,
     /// Accepted TCP connections by client address, to find the router connection a uwsgi
-    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client).
-    pub(super) by_client: HashMap<(IpAddr, u16), ConnKey>,
+    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client). Several:
+    /// Linux gives two connections to different destinations the same local port, so a client's
+    /// connection to the router and the router's to a worker can share a client address.
+    pub(super) by_client: HashMap<(IpAddr, u16), Vec<ConnKey>>,
 }
 
 /// A connection of a traced process: (tgid, fd).
@@ -43,7 +45,7 @@ impl Agent {
     pub(super) fn on_accept(&mut self, key: ConnKey, tid: u32, listen_fd: i32, addr: &[u8]) {
         let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
         if let sockaddr::Peer::Inet { ip, port } = ctx.client {
-            self.server.by_client.insert((ip, port), key);
+            self.index_client((ip, port), key);
         }
         let conn = Conn { http: Connection::default(), ctx, listen_fd, tid, routed: Routed::new() };
         if let Some(mut old) = self.server.conns.insert(key, conn) {

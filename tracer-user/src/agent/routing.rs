@@ -15,12 +15,7 @@ impl Agent {
     pub(super) fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
         let mut conn = self.server.conns.remove(&key)?;
         if let sockaddr::Peer::Inet { ip, port } = conn.ctx.client {
-            if let Some(keys) = self.server.by_client.get_mut(&(ip, port)) {
-                keys.retain(|k| *k != key);
-                if keys.is_empty() {
-                    self.server.by_client.remove(&(ip, port));
-                }
-            }
+            self.unindex_client((ip, port), key);
             if conn.http.in_flight() > 0 {
                 let waiting: Vec<(String, String)> = conn
                     .http
@@ -71,6 +66,15 @@ impl Agent {
             }
         }
         false
+    }
+
+    pub(super) fn unindex_client(&mut self, client: (IpAddr, u16), key: (u32, i32)) {
+        if let Some(keys) = self.server.by_client.get_mut(&client) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.server.by_client.remove(&client);
+            }
+        }
     }
 
     /// Indexes accepted connection `key` by its client's address (see `ServerSide::by_client`).

@@ -44,14 +44,18 @@ impl Agent {
     /// A traced server accepted a connection on listening socket `listen_fd`.
     pub(super) fn on_accept(&mut self, key: ConnKey, tid: u32, listen_fd: i32, addr: &[u8]) {
         let ctx = ConnContext { client: sockaddr::decode(addr), local: None };
-        if let sockaddr::Peer::Inet { ip, port } = ctx.client {
-            self.index_client((ip, port), key);
-        }
+        let client = ctx.client.inet();
         let conn = Conn { http: Connection::default(), ctx, listen_fd, tid, routed: Routed::new() };
         if let Some(mut old) = self.server.conns.insert(key, conn) {
             // The close of the previous socket on this fd was not seen.
+            if let Some(old_client) = old.ctx.client.inet() {
+                self.unindex_client(old_client, key);
+            }
             let out = old.http.on_close();
             self.settle(key, &mut old, out);
+        }
+        if let Some(client) = client {
+            self.index_client(client, key);
         }
     }
 

@@ -10,9 +10,13 @@ use pytracer::piece::Piece;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, mut rest)) = data.split_first() else { return };
-    // The first byte picks the parser: even PostgreSQL, odd Redis.
-    let mut client: Box<dyn ClientProtocol> =
-        if which & 1 == 0 { Box::new(PgConnection::new()) } else { Box::new(RedisConnection::new()) };
+    // The first byte picks the parser: odd Redis, even PostgreSQL, followed from its start or,
+    // with bit 1 set, from the middle of its life (a connection adopted at attach).
+    let mut client: Box<dyn ClientProtocol> = match (which & 1, which & 2) {
+        (1, _) => Box::new(RedisConnection::new()),
+        (_, 0) => Box::new(PgConnection::new()),
+        _ => Box::new(PgConnection::mid_stream()),
+    };
     let mut t = 0u64;
     let mut calls: Vec<Call> = Vec::new();
     // Each piece: a control byte (direction, capture cut, extra length), a length byte, the bytes.

@@ -12,6 +12,7 @@
 //! let s = one_span(&r.spans, "/hello");
 //! ```
 
+pub mod bpf_objects;
 pub mod env;
 pub mod expect;
 pub mod gunicorn;
@@ -34,6 +35,7 @@ pub mod uwsgi;
 pub mod wait;
 pub mod wire;
 
+pub use bpf_objects::BpfObjects;
 pub use env::{
     apps_dir, debian_chroot, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_chroot_venvs,
     require_interpreters, require_privileged, require_privileged_debian, require_venv, require_venvs, venv_dir,
@@ -46,7 +48,7 @@ pub use expect::{
 pub use gunicorn::{Gunicorn, GunicornOpts};
 pub use http::{build_request, get, request, Conn, Response};
 pub use mysql::{require_privileged_mariadb, Mariadb, MYSQL_DATABASE, MYSQL_ITEMS, MYSQL_PASSWORD, MYSQL_USER};
-pub use nginx::{nginx_bin, require_uwsgi, require_uwsgi_nginx, Nginx};
+pub use nginx::{nginx_bin, require_privileged_nginx, require_uwsgi, require_uwsgi_nginx, Nginx};
 pub use otlp_sink::{first_line_of, OtlpSink};
 pub use postgres::{postgres_bin_dir, Postgres, ITEMS, PG_DATABASE, PG_USER};
 pub use prom::{free_port, scrape, sum, Line};

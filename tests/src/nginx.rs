@@ -80,6 +80,12 @@ pub fn require_uwsgi() -> bool {
     gate(&missing_uwsgi())
 }
 
+/// [`crate::require_privileged`] plus the nginx binary: the agent's tests of nginx in front of
+/// Gunicorn.
+pub fn require_privileged_nginx() -> bool {
+    crate::require_privileged() && gate(&missing_nginx())
+}
+
 /// [`require_uwsgi`] plus the nginx binary.
 pub fn require_uwsgi_nginx() -> bool {
     let mut missing = missing_uwsgi();
@@ -116,10 +122,23 @@ impl Nginx {
             Upstream::Unix(p) => format!("unix:{}", p.display()),
         };
         let location = format!("uwsgi_pass {pass};\n            include uwsgi_params;");
-        crate::server::start_retrying(|| Self::spawn(&location))
+        crate::server::start_retrying(|| Self::spawn(&location, ""))
     }
 
-    fn spawn(location: &str) -> Result<Nginx> {
+    /// nginx on 127.0.0.1:<free port> proxying every request over HTTP/1.1 to 127.0.0.1:`port`,
+    /// keeping up to 8 idle upstream connections open between requests (`keepalive`): the
+    /// long-lived connections a Gunicorn behind nginx serves. Panics on failure.
+    pub fn start_proxy_keepalive(port: u16) -> Nginx {
+        // nginx closes a keep-alive connection after 1,000 requests by default, on both sides.
+        let upstream = format!(
+            "keepalive_requests 1000000;\n    upstream app {{ server 127.0.0.1:{port}; keepalive 8; keepalive_requests 1000000; }}"
+        );
+        let location = "proxy_pass http://app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";";
+        crate::server::start_retrying(|| Self::spawn(location, &upstream)).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// `http_extra`: more directives of the `http` block (an `upstream`).
+    fn spawn(location: &str, http_extra: &str) -> Result<Nginx> {
         let dir = TempDir::new("nginx")?;
         let d = dir.path();
         let port = free_port()?;
@@ -144,6 +163,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port};
         location / {{

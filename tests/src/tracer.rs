@@ -171,12 +171,24 @@ impl Tracer {
         (text, stderr)
     }
 
+    /// Sends `signal` (SIGKILL, SIGTERM) to the agent and waits up to 15 s for it to exit: its
+    /// exit status and stderr, None if it had to be killed. What it wrote is not read: a test of
+    /// a restart looks at the next agent's output.
+    pub fn signal_and_wait(mut self, signal: libc::c_int) -> (Option<ExitStatus>, String) {
+        let status = self.signal_wait(signal);
+        (status, self.stderr_now())
+    }
+
     /// Some(status) if it exited within the timeout, None if it had to be killed.
     fn interrupt_and_wait(&mut self) -> Option<ExitStatus> {
+        self.signal_wait(libc::SIGINT)
+    }
+
+    fn signal_wait(&mut self, signal: libc::c_int) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on a child we spawned and have not reaped.
         unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            libc::kill(child.id() as libc::pid_t, signal);
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {

@@ -13,6 +13,11 @@ fn now_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
+/// Now on the kernel's event clock (bpf_ktime_get_ns is CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    now_ns(libc::CLOCK_MONOTONIC).max(0) as u64
+}
+
 impl Clock {
     pub fn new() -> Clock {
         let mono = now_ns(libc::CLOCK_MONOTONIC);

@@ -9,6 +9,7 @@ pub mod container;
 pub mod cpython;
 pub mod db;
 pub mod discovery;
+pub mod existing_conns;
 pub mod export;
 pub mod http;
 pub mod libssl;

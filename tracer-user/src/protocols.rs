@@ -69,6 +69,20 @@ pub fn detect(first_write: &[u8]) -> Option<Box<dyn ClientProtocol>> {
     PROTOCOLS.iter().find(|p| (p.recognises)(first_write)).map(|p| (p.start)())
 }
 
+/// The parser for a connection first seen in the middle of its life (it was open before the
+/// agent attached), from a write that starts a call: a PostgreSQL Query, Parse, Bind or Sync of a
+/// session already started; a Redis request; an HTTP/1.x request line. None when the write
+/// starts none of these: the caller waits for one that does.
+pub fn detect_mid_stream(write: &[u8]) -> Option<Box<dyn ClientProtocol>> {
+    if postgres::looks_like_call(write) {
+        return Some(Box::new(PgConnection::mid_stream()));
+    }
+    if redis::looks_like_request(write) {
+        return Some(Box::new(RedisConnection::new()));
+    }
+    http::looks_like_request(write).then(|| Box::new(HttpClient::default()) as Box<dyn ClientProtocol>)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +149,22 @@ mod tests {
             b"\x17\x00\x00\x00\xff\x10\x04Too many connections",
         ] {
             assert_eq!(first_read(not), Err("unknown"), "{not:?}");
+        }
+    }
+
+    #[test]
+    fn mid_stream_detection_starts_at_a_call() {
+        let protocol = |w: &[u8]| detect_mid_stream(w).map(|p| p.protocol());
+        assert_eq!(protocol(fixtures::PG_SIMPLE_QUERY), Some("postgresql"));
+        assert_eq!(protocol(fixtures::PG_EXTENDED), Some("postgresql"));
+        assert_eq!(protocol(fixtures::REDIS_GET), Some("redis"));
+        assert_eq!(protocol(b"GET /a HTTP/1.1\r\nHost: b\r\n\r\n"), Some("http"));
+        for http in [&b"POST /x HTTP/1.1\r\n"[..], b"PUT /x HTTP/1.1\r\n", b"PATCH /x HTTP/1.1\r\n"] {
+            assert_eq!(protocol(http), Some("http"), "a request line is no PostgreSQL message: {http:?}");
+        }
+        // The middle of a reply, of a body, of a large query: not a call's start.
+        for not in [&b"ok"[..], b"{\"id\": 1}", b"\x00\x00\x00\x05abc", b"$3\r\nabc\r\n", b"D\x00\x00\x00\x0b"] {
+            assert_eq!(protocol(not), None, "{not:?}");
         }
     }
 }

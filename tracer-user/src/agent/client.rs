@@ -163,6 +163,24 @@ impl Agent {
         }
     }
 
+    /// Follows an outgoing connection made before the agent attached (adopt.rs): its protocol is
+    /// decided at its first write that starts a call, [`Self::start_adopted_client`].
+    pub(super) fn adopt_client(&mut self, key: (u32, i32), peer: Peer, local: Option<(IpAddr, u16)>) {
+        if let Some(l) = local {
+            self.client.by_local.insert(l, key);
+        }
+        if let Some(old) = self.client.conns.insert(key, ClientConn::new(peer, local)) {
+            self.forget_client_addr(old.local, key);
+        }
+    }
+
+    /// An adopted connection's first write that starts a call: `parser` follows it from there.
+    pub(super) fn start_adopted_client(&mut self, key: (u32, i32), parser: Box<dyn ClientProtocol>) {
+        if let Some(c) = self.client.conns.get_mut(&key) {
+            c.proto = Proto::Parsed(parser);
+        }
+    }
+
     fn forget_client_addr(&mut self, local: Option<(IpAddr, u16)>, key: (u32, i32)) {
         if let Some(l) = local {
             if self.client.by_local.get(&l) == Some(&key) {

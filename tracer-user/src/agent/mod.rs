@@ -24,6 +24,7 @@ use crate::procinfo::ProcInfo;
 use crate::spans::Span;
 use crate::stats::Stats;
 
+mod adopt;
 mod client;
 mod frame_eval;
 mod handlers;
@@ -91,6 +92,8 @@ struct Agent {
     redaction: Redaction,
     /// Each process's libssl probes (tls.rs).
     tls: tls::TlsProbes,
+    /// Connections older than the agent, until their first request boundary (adopt.rs).
+    adopted: adopt::Adopted,
 }
 
 /// How often the ring buffer is drained while records come, and at most while none do.
@@ -113,7 +116,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     } else {
         0
     })?;
-    let (metrics, registry) = Metrics::new();
+    let (metrics, mut registry) = Metrics::new();
+    let adoption_metrics = metrics::adoption::Adoption::registered(&mut registry);
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;
@@ -146,6 +150,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         routes: route_tables::RouteTables::default(),
         redaction,
         tls: tls::TlsProbes::default(),
+        adopted: adopt::Adopted::new(adoption_metrics),
     };
     let discover = match opts.targets {
         Targets::Pids(pids) => {
@@ -259,6 +264,9 @@ impl Agent {
                 return;
             }
         };
+        if !self.adoption_gate(&ev) {
+            return;
+        }
         match ev {
             Event::Accept { h, listen_fd, addr } => self.on_accept((h.tgid, h.fd), h.tid, listen_fd, addr),
             Event::Read { h, data, flags } | Event::Write { h, data, flags } => {

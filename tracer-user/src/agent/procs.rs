@@ -47,6 +47,8 @@ impl Agent {
 
     fn track(&mut self, pid: u32, root: u32, info: &ProcInfo) -> anyhow::Result<()> {
         self.probes.track(pid, root)?;
+        // Now that its new connections are followed: the ones it already had.
+        self.adopt_connections(pid);
         let python = self.inspect_python(pid);
         self.tls_inspect(pid);
         let traced = self.traced(info, pid == root, python);

@@ -15,9 +15,7 @@ impl Agent {
     pub(super) fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
         let mut conn = self.server.conns.remove(&key)?;
         if let sockaddr::Peer::Inet { ip, port } = conn.ctx.client {
-            if self.server.by_client.get(&(ip, port)) == Some(&key) {
-                self.server.by_client.remove(&(ip, port));
-            }
+            self.unindex_client((ip, port), key);
             if conn.http.in_flight() > 0 {
                 let waiting: Vec<(String, String)> = conn
                     .http
@@ -54,17 +52,37 @@ impl Agent {
         let Some(remote) = x.request.remote.as_ref().filter(|_| x.request.uwsgi.is_some()) else { return false };
         let Ok(ip) = remote.0.parse::<IpAddr>() else { return false };
         let (method, target) = (&x.request.method, &x.request.target);
+        let super::server::ServerSide { by_client, conns, .. } = &mut self.server;
         for port in client_ports(remote.1) {
-            let Some(&key) = self.server.by_client.get(&(ip, port)) else { continue };
-            match self.server.conns.get_mut(&key) {
-                Some(router) if key.0 != worker && router.http.awaits(method, target) => {
-                    router.routed.push_back((worker, method.clone(), target.clone()));
-                    return true;
+            let Some(keys) = by_client.get(&(ip, port)) else { continue };
+            for &key in keys {
+                match conns.get_mut(&key) {
+                    Some(router) if key.0 != worker && router.http.awaits(method, target) => {
+                        router.routed.push_back((worker, method.clone(), target.clone()));
+                        return true;
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         false
+    }
+
+    pub(super) fn unindex_client(&mut self, client: (IpAddr, u16), key: (u32, i32)) {
+        if let Some(keys) = self.server.by_client.get_mut(&client) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.server.by_client.remove(&client);
+            }
+        }
+    }
+
+    /// Indexes accepted connection `key` by its client's address (see `ServerSide::by_client`).
+    pub(super) fn index_client(&mut self, client: (IpAddr, u16), key: (u32, i32)) {
+        let keys = self.server.by_client.entry(client).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
     }
 }
 

@@ -31,8 +31,10 @@ pub(super) struct ServerSide {
     /// Local address of each listening socket, by (pid, fd).
     pub(super) listeners: HashMap<ConnKey, Option<(IpAddr, u16)>>,
     /// Accepted TCP connections by client address, to find the router connection a uwsgi
-    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client).
-    pub(super) by_client: HashMap<(IpAddr, u16), ConnKey>,
+    /// request came through (its REMOTE_ADDR/REMOTE_PORT are the router's client). Several:
+    /// Linux gives two connections to different destinations the same local port, so a client's
+    /// connection to the router and the router's to a worker can share a client address.
+    pub(super) by_client: HashMap<(IpAddr, u16), Vec<ConnKey>>,
 }
 
 /// A connection of a traced process: (tgid, fd).
@@ -42,14 +44,18 @@ impl Agent {
     /// A traced server accepted a connection on listening socket `listen_fd`.
     pub(super) fn on_accept(&mut self, key: ConnKey, tid: u32, listen_fd: i32, addr: &[u8]) {
         let ctx = ConnContext { client: sockaddr::decode(addr), local: None, tls: false };
-        if let sockaddr::Peer::Inet { ip, port } = ctx.client {
-            self.server.by_client.insert((ip, port), key);
-        }
+        let client = ctx.client.inet();
         let conn = Conn { http: Connection::default(), ctx, listen_fd, tid, routed: Routed::new() };
         if let Some(mut old) = self.server.conns.insert(key, conn) {
             // The close of the previous socket on this fd was not seen.
+            if let Some(old_client) = old.ctx.client.inet() {
+                self.unindex_client(old_client, key);
+            }
             let out = old.http.on_close();
             self.settle(key, &mut old, out);
+        }
+        if let Some(client) = client {
+            self.index_client(client, key);
         }
     }
 

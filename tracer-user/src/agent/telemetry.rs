@@ -13,6 +13,7 @@ impl Agent {
     /// Once a second: drop counters, procfs samples, expiry of exited processes' series.
     pub(super) fn tick(&mut self) {
         self.report_drops();
+        self.sync_adoption_metrics();
         let s = &self.stats;
         let user_side = [
             ("bad_record", s.bad_records),

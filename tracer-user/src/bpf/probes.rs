@@ -261,6 +261,26 @@ impl Probes {
         Ok(())
     }
 
+    /// Enters a connection the process had before it was tracked in the connection map, as its
+    /// accept or connect would have. False when the map already follows that descriptor: the
+    /// socket was accepted or connected since the process was tracked, and its own record tells
+    /// of it.
+    pub fn adopt_connection(&mut self, tgid: u32, fd: i32, connected: bool) -> Result<bool, ProbeError> {
+        use tracer_common::{CONN_ACCEPTED, CONN_CONNECTED};
+        const BPF_NOEXIST: u64 = 1;
+        let how = if connected { CONN_CONNECTED } else { CONN_ACCEPTED };
+        match self.conns.insert(ConnKey { tgid, fd: fd as u32 }, how, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(source) => Err(ProbeError::Map { map: map::CONNS, source }),
+        }
+    }
+
+    /// Stops following one descriptor (an adopted one that closed before it was entered).
+    pub fn forget_connection(&mut self, tgid: u32, fd: i32) {
+        let _ = self.conns.remove(&ConnKey { tgid, fd: fd as u32 });
+    }
+
     /// Forgets the connections of a process that exited without closing them.
     pub fn forget_connections(&mut self, tgid: u32) {
         let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();

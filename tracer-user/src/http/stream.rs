@@ -214,6 +214,12 @@ fn parse_partial(kind: Kind, buf: &[u8]) -> Option<Head> {
     http1::parse_partial(kind, buf)
 }
 
+/// Whether `data`, the first bytes a server read, plausibly start a request: an HTTP request
+/// line or a uwsgi packet header.
+pub fn starts_request(data: &[u8]) -> bool {
+    looks_like_start(Kind::Request, data)
+}
+
 fn looks_like_start(kind: Kind, data: &[u8]) -> bool {
     (kind == Kind::Request && uwsgi::is_packet_start(data)) || http1::looks_like_start(kind, data)
 }

@@ -3,6 +3,7 @@
 //! Names are the OpenTelemetry semantic-convention names in Prometheus form (base units, `_total`
 //! on counters). Labels are bounded: no raw paths, no ids besides the pid of a live process, and a
 //! process's series are removed a grace period after it exits.
+pub mod adoption;
 pub mod process;
 pub mod server;
 mod totals;

@@ -34,6 +34,17 @@ pub fn looks_like_startup(b: &[u8]) -> bool {
     }
 }
 
+/// True for the first bytes of a write that starts a call in a session already started: a
+/// Query, Parse, Bind, Sync or Terminate whose headers, in what was captured, lead from one to
+/// the next. For a connection first seen in the middle of its life.
+pub fn looks_like_call(b: &[u8]) -> bool {
+    let p = Piece { data: b, len: b.len() as u64, start_ns: 0, end_ns: 0 };
+    Framer::new(super::messages::FRONTEND_TYPES).resyncs_at(&p, CALL_STARTS)
+}
+
+/// The messages a client's call can start with (a prepared statement's starts with Bind).
+pub(super) const CALL_STARTS: &[u8] = b"QPBSX";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
     /// Length, then body: the StartupMessage and its relatives, which have no type byte.

@@ -18,7 +18,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use framing::looks_like_startup;
+pub use framing::{looks_like_call, looks_like_startup};
 pub use session::PgConnection;
 
 /// `db.system.name`.

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::attributes::{make_call, Kind, Pending};
-use super::framing::{be32, cstr, FState, Framer, Mode, Msg, Step, GSSENC_REQUEST, SSL_REQUEST};
+use super::framing::{be32, cstr, FState, Framer, Mode, Msg, Step, CALL_STARTS, GSSENC_REQUEST, SSL_REQUEST};
 use super::messages::{back_cap, error_fields, front_cap, BACKEND_TYPES, FRONTEND_TYPES};
 use super::SYSTEM;
 use crate::calls::{Call, ClientProtocol, DbCall};
@@ -112,7 +112,7 @@ impl PgConnection {
             self.stats.resyncs += 1;
         }
         if self.front.lost() {
-            if !self.front.resyncs_at(p, b"QPBSX") {
+            if !self.front.resyncs_at(p, CALL_STARTS) {
                 return calls;
             }
             self.front.reset();

@@ -71,7 +71,7 @@ pub fn detect(first_write: &[u8]) -> Option<Box<dyn ClientProtocol>> {
 
 /// The parser for a connection first seen in the middle of its life (it was open before the
 /// agent attached), from a write that starts a call: a PostgreSQL Query, Parse, Bind or Sync of a
-/// session already started; a Redis request; an HTTP/1.x request line. None when the write
+/// session already started; a Redis request; an HTTP/1.x request line; a MySQL command. None when the write
 /// starts none of these: the caller waits for one that does.
 pub fn detect_mid_stream(write: &[u8]) -> Option<Box<dyn ClientProtocol>> {
     if postgres::looks_like_call(write) {
@@ -80,13 +80,18 @@ pub fn detect_mid_stream(write: &[u8]) -> Option<Box<dyn ClientProtocol>> {
     if redis::looks_like_request(write) {
         return Some(Box::new(RedisConnection::new()));
     }
-    http::looks_like_request(write).then(|| Box::new(HttpClient::default()) as Box<dyn ClientProtocol>)
+    if http::looks_like_request(write) {
+        return Some(Box::new(HttpClient::default()));
+    }
+    // Last: a MySQL packet's first bytes are its length, which could be any of the above's.
+    mysql::looks_like_command(write).then(|| Box::new(MysqlConnection::mid_stream()) as Box<dyn ClientProtocol>)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::fixtures;
+    use crate::piece::Piece;
 
     fn protocol(first_write: &[u8]) -> Option<&'static str> {
         detect(first_write).map(|p| p.protocol())
@@ -162,6 +167,19 @@ mod tests {
         for http in [&b"POST /x HTTP/1.1\r\n"[..], b"PUT /x HTTP/1.1\r\n", b"PATCH /x HTTP/1.1\r\n"] {
             assert_eq!(protocol(http), Some("http"), "a request line is no PostgreSQL message: {http:?}");
         }
+        // A MySQL pool's connection: a COM_QUERY, then its OK, is one call.
+        let query = b"\x05\x00\x00\x00\x03DO 1";
+        assert_eq!(protocol(query), Some("mysql"));
+        let mut p = detect_mid_stream(query).unwrap();
+        let piece = |data: &'static [u8], at: u64| Piece { data, len: data.len() as u64, start_ns: at, end_ns: at + 1 };
+        assert!(p.on_write(&piece(query, 10)).is_empty());
+        let calls = p.on_read(&piece(b"\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00", 20));
+        let [crate::calls::Call::Db(c)] = calls.as_slice() else { panic!("{calls:?}") };
+        assert_eq!((c.start_ns, c.end_ns, c.error.as_deref()), (10, 21, None), "{c:?}");
+        assert_eq!(c.attributes["db.system.name"], "mysql");
+        assert_eq!(c.attributes["db.query.text"], "DO ?");
+        // A reply's packet (sequence id 1) or a handshake's is no command.
+        assert_eq!(protocol(b"\x07\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00"), None);
         // The middle of a reply, of a body, of a large query: not a call's start.
         for not in [&b"ok"[..], b"{\"id\": 1}", b"\x00\x00\x00\x05abc", b"$3\r\nabc\r\n", b"D\x00\x00\x00\x0b"] {
             assert_eq!(protocol(not), None, "{not:?}");

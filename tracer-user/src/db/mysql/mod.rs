@@ -22,8 +22,11 @@
 //! mysql-connector-python do: a reply cut by the capture, or read as longer than it was, ends at
 //! the last read before the client's next command; everything of the kind is counted.
 //!
-//! A connection is recognised by its greeting only: one already open when the agent attached
-//! (its first bytes seen are a command) is not followed.
+//! A connection is recognised by its greeting; one already open when the agent attached (a
+//! pool's) is followed from its next write that is a whole command a call starts with
+//! ([`looks_like_command`]), without what its handshake said: no `db.namespace` until a
+//! `COM_INIT_DB` or `USE`, and `mysql` as `db.system.name` (the greeting that would say MariaDB
+//! was never seen).
 mod attributes;
 mod framing;
 mod packets;
@@ -33,6 +36,25 @@ mod tests;
 
 pub use framing::looks_like_greeting;
 pub use session::MysqlConnection;
+
+/// A write that is one or more whole packets, the first a command (sequence id 0) that starts a
+/// call: COM_QUERY, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_INIT_DB or COM_PING. Where a
+/// connection opened before the agent is picked up.
+pub fn looks_like_command(write: &[u8]) -> bool {
+    let p = crate::piece::Piece { data: write, len: write.len() as u64, start_ns: 0, end_ns: 0 };
+    framing::command_starts_at(&p, |c| {
+        matches!(
+            c,
+            packets::COM_QUERY
+                | packets::COM_STMT_PREPARE
+                | packets::COM_STMT_EXECUTE
+                | packets::COM_INIT_DB
+                | COM_PING
+        )
+    })
+}
+
+const COM_PING: u8 = 0x0e;
 
 /// The protocol's name: the `protocol` label of its metrics, for MySQL and MariaDB alike.
 pub const PROTOCOL: &str = "mysql";

@@ -100,6 +100,12 @@ impl MysqlConnection {
         }
     }
 
+    /// A connection first seen at a command (it was open before the agent attached): its
+    /// handshake is behind it, so what it said (MariaDB or MySQL, the database) is unknown.
+    pub fn mid_stream() -> Self {
+        MysqlConnection { phase: Phase::Ready, ..Self::new() }
+    }
+
     /// `db.namespace`: the current database.
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref()

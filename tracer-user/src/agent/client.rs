@@ -334,7 +334,7 @@ impl Agent {
         for call in calls {
             let ctx = take_ctx(&mut c.calls, call.start_ns());
             let mut facts = match &call {
-                Call::Http(x) => spans::http_client::call(x, &c.peer, c.tls),
+                Call::Http(x) => spans::http_client::call(x, &c.peer, c.tls, &self.redaction),
                 Call::Db(d) => spans::db_client::call(d, &c.peer),
             };
             if let Some(c) = ctx.as_ref().filter(|c| c.connect_ns.is_some()) {

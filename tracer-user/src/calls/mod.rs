@@ -100,6 +100,9 @@ pub struct HttpCall {
     pub status: Option<u16>,
     /// Why the exchange ended without a complete response.
     pub incomplete: Option<&'static str>,
+    /// Every header of the request and of the response, for those the configuration captures.
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// What a connection's parser could not follow. Each counter only grows.

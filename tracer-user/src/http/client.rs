@@ -72,8 +72,10 @@ fn call(x: Exchange) -> HttpCall {
         traceparent: x.request.header("traceparent").map(str::to_string),
         method: x.request.method,
         target: x.request.target,
-        status: x.response.map(|r| r.status),
         incomplete: x.incomplete.map(super::connection::Incomplete::as_str),
+        request_headers: x.request.headers,
+        status: x.response.as_ref().map(|r| r.status),
+        response_headers: x.response.map(|r| r.headers).unwrap_or_default(),
     }
 }
 
@@ -108,6 +110,11 @@ mod tests {
                 traceparent: Some("00-a-b-01".into()),
                 status: Some(404),
                 incomplete: None,
+                request_headers: vec![
+                    ("host".into(), "backend:8001".into()),
+                    ("traceparent".into(), "00-a-b-01".into())
+                ],
+                response_headers: vec![("content-length".into(), "0".into())],
             })]
         );
         c.on_write(&piece(b"POST /x HTTP/1.1\r\n\r\n", 30));

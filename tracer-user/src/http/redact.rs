@@ -76,18 +76,32 @@ impl Redaction {
 
     /// The captured request headers present in `head`, as `http.request.header.<name>`.
     pub fn request_headers(&self, head: &Head, a: &mut Attributes) {
-        self.capture(head, &self.request_headers, "http.request.header.", a);
+        self.capture(&head.headers, &self.request_headers, "http.request.header.", a);
     }
 
     /// The captured response headers present in `head`, as `http.response.header.<name>`.
     pub fn response_headers(&self, head: &Head, a: &mut Attributes) {
-        self.capture(head, &self.response_headers, "http.response.header.", a);
+        self.capture(&head.headers, &self.response_headers, "http.response.header.", a);
+    }
+
+    /// Both, from a call's headers (lower-case names, as parsed).
+    pub fn call_headers(&self, request: &[(String, String)], response: &[(String, String)], a: &mut Attributes) {
+        self.capture(request, &self.request_headers, "http.request.header.", a);
+        self.capture(response, &self.response_headers, "http.response.header.", a);
+    }
+
+    /// `target` (a path and maybe a query) with the query's secrets redacted.
+    pub fn target(&self, target: &str) -> String {
+        match target.split_once('?') {
+            Some((path, query)) => format!("{path}?{}", self.query(query)),
+            None => target.to_string(),
+        }
     }
 
     /// The conventions' shape: one attribute per header, a list of its values in order.
-    fn capture(&self, head: &Head, names: &[String], prefix: &str, a: &mut Attributes) {
+    fn capture(&self, headers: &[(String, String)], names: &[String], prefix: &str, a: &mut Attributes) {
         for name in names {
-            let values: Vec<&str> = head.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+            let values: Vec<&str> = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
             if values.is_empty() {
                 continue;
             }
@@ -120,6 +134,21 @@ mod tests {
         assert_eq!(
             default_redaction().query("a=1&api_KEY=abc&Password=x&client_secret=y&b=2&access_token=t&sessionid=s"),
             "a=1&api_KEY=<redacted>&Password=<redacted>&client_secret=<redacted>&b=2&access_token=<redacted>&sessionid=<redacted>"
+        );
+    }
+
+    #[test]
+    fn a_call_target_keeps_its_path_and_loses_its_secrets() {
+        let r = default_redaction();
+        assert_eq!(r.target("/v1/charge?amount=3&api_key=k"), "/v1/charge?amount=3&api_key=<redacted>");
+        assert_eq!(r.target("/v1/token"), "/v1/token", "a path is not a query");
+        let mut a = Attributes::new();
+        let capture = CaptureHeaders { request: vec!["x-request-id".into()], response: vec!["set-cookie".into()] };
+        let r = Redaction::new(&Secrets::default(), &capture).unwrap();
+        r.call_headers(&[("x-request-id".into(), "r9".into())], &[("set-cookie".into(), "s=1".into())], &mut a);
+        assert_eq!(
+            serde_json::Value::Object(a),
+            json!({"http.request.header.x-request-id": ["r9"], "http.response.header.set-cookie": ["<redacted>"]})
         );
     }
 

@@ -5,12 +5,15 @@ use serde_json::json;
 use super::exit::{peer_attributes, ExitCall};
 use super::{semconv, Attributes};
 use crate::calls::HttpCall;
+use crate::http::redact::Redaction;
 use crate::sockaddr::Peer;
 
 /// `tls`: the call went through libssl (an HTTPS call): the URL's scheme is https, and
 /// `server.address` is the host the caller asked for (the Host header; the certificate was
 /// checked against that name, not against the address).
-pub fn call(x: &HttpCall, peer: &Peer, tls: bool) -> ExitCall {
+/// The query's secrets are redacted in `url.full` (as the conventions ask) and the captured
+/// headers recorded, by `redaction`.
+pub fn call(x: &HttpCall, peer: &Peer, tls: bool, redaction: &Redaction) -> ExitCall {
     let mut a = Attributes::new();
     a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(x.method));
     peer_attributes(&mut a, peer);
@@ -25,7 +28,8 @@ pub fn call(x: &HttpCall, peer: &Peer, tls: bool) -> ExitCall {
         str::to_string,
     );
     let scheme = if tls { "https" } else { "http" };
-    a.insert(semconv::URL_FULL.into(), json!(format!("{scheme}://{host}{}", x.target)));
+    a.insert(semconv::URL_FULL.into(), json!(format!("{scheme}://{host}{}", redaction.target(&x.target))));
+    redaction.call_headers(&x.request_headers, &x.response_headers, &mut a);
     if let Some(tp) = &x.traceparent {
         // The app propagates context itself: keep what it sent, so the callee's span can be found.
         a.insert(semconv::HTTP_REQUEST_HEADER_TRACEPARENT.into(), json!([tp]));

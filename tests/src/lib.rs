@@ -56,7 +56,10 @@ pub use prometheus::{Prometheus, Sample};
 pub use redis::{redis_server_bin, resp_command, Redis};
 pub use server::{file_tail, Server};
 pub use services::{backend_opts, frontend_opts, require_privileged_two_services, require_two_services, TwoServices};
-pub use span::{attr, attr_str, attr_u64, duration_ns, one_span, span_path, spans_by_path, spans_with_attr, summarize};
+pub use span::{
+    assert_code, attr, attr_str, attr_u64, children, connect_share, duration_ns, exit_attributes, one_span, span_path,
+    spans_by_path, spans_with_attr, summarize,
+};
 pub use tmp::TempDir;
 pub use tracer::{parse_jsonl, TraceResult, Tracer};
 pub use uwsgi::{uwsgi_bin, Upstream, Uwsgi, UwsgiMode, UwsgiOpts};

@@ -74,3 +74,38 @@ pub fn summarize(spans: &[Value]) -> String {
     }
     spans.iter().enumerate().map(|(i, s)| format!("  [{i}] {s}")).collect::<Vec<_>>().join("\n")
 }
+
+/// The spans whose parent is the span with id `parent_id`, in start order.
+pub fn children<'a>(spans: &'a [Value], parent_id: &Value) -> Vec<&'a Value> {
+    let mut c: Vec<&Value> = spans.iter().filter(|s| s["parent_span_id"] == *parent_id).collect();
+    c.sort_by_key(|s| s["start_time_unix_nano"].as_u64());
+    c
+}
+
+/// The Python caller of an exit span, or the handler of a server span: function, file, and the
+/// function's first line.
+pub fn assert_code(span: &Value, file: &std::path::Path, function: &str) {
+    let what = format!("{} {}", span["kind"], span["name"]);
+    assert_eq!(attr_str(span, "code.function.name"), Some(function), "{what}: {span}");
+    assert_eq!(attr_str(span, "code.file.path"), Some(file.to_str().unwrap()), "{what}");
+    assert_eq!(attr_u64(span, "code.line.number"), Some(crate::first_line_of(file, function)), "{what}");
+}
+
+/// The connect's share of a call that lived one (None for a call on a connection already open),
+/// checked to lie within the span.
+pub fn connect_share(span: &Value) -> Option<f64> {
+    let took = span["attributes"].get("pytracer.connect.duration")?.as_f64().expect("seconds");
+    #[expect(clippy::cast_precision_loss, reason = "a span's duration in seconds")]
+    let span_s = duration_ns(span) as f64 / 1e9;
+    assert!((0.0..=span_s).contains(&took), "the connect ({took} s) within the span ({span_s} s): {span}");
+    Some(took)
+}
+
+/// An exit span's attributes other than `code.*` and the connect's duration (checked by
+/// [`connect_share`]), for exact comparison.
+pub fn exit_attributes(span: &Value) -> Value {
+    connect_share(span);
+    let mut a = span["attributes"].as_object().cloned().unwrap_or_default();
+    a.retain(|k, _| !k.starts_with("code.") && k != "pytracer.connect.duration");
+    Value::Object(a)
+}

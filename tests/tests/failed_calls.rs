@@ -96,25 +96,6 @@ fn peer_attrs(port: u16, extra: &Value) -> Value {
     a
 }
 
-/// The attributes of a span other than code.* and the connect's duration (checked to lie within
-/// the span by `connect_share`).
-fn without_code(span: &Value) -> Value {
-    connect_share(span);
-    let mut a = span["attributes"].as_object().unwrap().clone();
-    a.retain(|k, _| !k.starts_with("code.") && k != "pytracer.connect.duration");
-    Value::Object(a)
-}
-
-/// The connect's share of a call that lived one (None for a call on a connection already open):
-/// a duration within the span's.
-fn connect_share(span: &Value) -> Option<f64> {
-    let took = span["attributes"].get("pytracer.connect.duration")?.as_f64().expect("seconds");
-    #[expect(clippy::cast_precision_loss, reason = "a span's duration in seconds")]
-    let span_s = duration_ns(span) as f64 / 1e9;
-    assert!((0.0..=span_s).contains(&took), "the connect ({took} s) within the span ({span_s} s): {span}");
-    Some(took)
-}
-
 /// The one client span of the request to `path`: checks its parent, status and caller.
 fn the_call<'a>(spans: &'a [Value], path: &str, file: &Path, caller: &str) -> &'a Value {
     let server = one_span(spans, path);
@@ -199,7 +180,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     ] {
         let c = the_call(spans, path, &file, caller);
         assert_eq!(c["name"], "connect", "{path}");
-        assert_eq!(without_code(c), peer_attrs(closed, &json!({"error.type": "connection_refused"})), "{path}");
+        assert_eq!(exit_attributes(c), peer_attrs(closed, &json!({"error.type": "connection_refused"})), "{path}");
         assert!(
             duration_ns(c) <= measured,
             "{path}: the span ({} ns) within the caller's {measured} ns",
@@ -218,7 +199,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
         assert_eq!(c["name"], "GET", "{path}");
         assert!(connect_share(c).is_some(), "{path}: requests connected inside the call: {c}");
         assert_eq!(
-            without_code(c),
+            exit_attributes(c),
             peer_attrs(
                 port,
                 &json!({"http.request.method": "GET", "url.full": format!("http://127.0.0.1:{port}/never"), "error.type": error})
@@ -236,7 +217,7 @@ fn every_failed_call_is_one_span_as_long_as_the_caller_waited() {
     // An answer cut short: its status, what was received, and the end at the peer's close.
     let c = the_call(spans, "/http/cut", &file, "call_http");
     assert_eq!(
-        without_code(c),
+        exit_attributes(c),
         peer_attrs(
             cut,
             &json!({"http.request.method": "GET", "url.full": format!("http://127.0.0.1:{cut}/never"), "http.response.status_code": 200, "error.type": "response_incomplete", "pytracer.response.bytes_received": CUT_ANSWER.len()})
@@ -279,7 +260,7 @@ fn databases_stopped_between_calls() {
     let c = the_call(spans, "/pg-kept/stopped", &file, "call_pg_kept");
     assert_eq!(c["name"], "SELECT app");
     assert_eq!(connect_share(c), None, "the connection was opened by the request before");
-    let mut attrs = without_code(c);
+    let mut attrs = exit_attributes(c);
     let received = attrs.as_object_mut().unwrap().remove("pytracer.response.bytes_received");
     assert!(received.and_then(|v| v.as_u64()).is_some_and(|n| n > 0), "{c}");
     assert_eq!(
@@ -295,6 +276,6 @@ fn databases_stopped_between_calls() {
     // refused connect is the call the caller lived (no command was written).
     let c = the_call(spans, "/redis-kept/stopped", &file, "call_redis_kept");
     assert_eq!(c["name"], "connect");
-    assert_eq!(without_code(c), peer_attrs(redis_port, &json!({"error.type": "connection_refused"})));
+    assert_eq!(exit_attributes(c), peer_attrs(redis_port, &json!({"error.type": "connection_refused"})));
     assert!(duration_ns(c) <= redis_down.0, "the span ({} ns) within the caller's {} ns", duration_ns(c), redis_down.0);
 }

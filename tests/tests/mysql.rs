@@ -2,31 +2,9 @@
 //! mysqlclient and mysql-connector-python (a server-side prepared statement); pytracer traces it.
 //! Asserted exactly: every exit span (the drivers' own connection set-up included), its name,
 //! attributes, status, parent request and Python caller.
-use std::path::Path;
 
 use pytracer_tests::*;
 use serde_json::{json, Value};
-
-fn children<'a>(spans: &'a [Value], parent: &Value) -> Vec<&'a Value> {
-    let mut c: Vec<&Value> = spans.iter().filter(|s| s["parent_span_id"] == *parent).collect();
-    c.sort_by_key(|s| s["start_time_unix_nano"].as_u64());
-    c
-}
-
-/// The Python caller of an exit span, or the handler of a server span.
-fn assert_code(span: &Value, file: &Path, function: &str) {
-    let what = format!("{} {}", span["kind"], span["name"]);
-    assert_eq!(attr_str(span, "code.function.name"), Some(function), "{what}: {span}");
-    assert_eq!(attr_str(span, "code.file.path"), Some(file.to_str().unwrap()), "{what}");
-    assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(file, function)), "{what}");
-}
-
-/// The attributes of an exit span other than code.*, exactly.
-fn db_attributes(span: &Value) -> Value {
-    let mut a = span["attributes"].as_object().unwrap().clone();
-    a.retain(|k, _| !k.starts_with("code."));
-    Value::Object(a)
-}
 
 /// (span name, operation, query text, returned rows, error code, calling function).
 type Want = (&'static str, &'static str, Option<&'static str>, Option<u64>, Option<&'static str>, &'static str);
@@ -140,7 +118,7 @@ fn mysql_and_mariadb_calls_of_three_drivers_are_exit_spans() {
             assert_eq!(span["kind"], "client", "{what}");
             assert_eq!(span["name"], w.0, "{what}");
             assert_eq!(span["trace_id"], request["trace_id"], "{what}");
-            assert_eq!(db_attributes(span), expected(w, db.port()), "{what}");
+            assert_eq!(exit_attributes(span), expected(w, db.port()), "{what}");
             assert_eq!(span["status"]["code"], if w.4.is_some() { "error" } else { "unset" }, "{what}");
             assert_code(span, &app, w.5);
         }

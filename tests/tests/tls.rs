@@ -35,10 +35,6 @@ fn server_span<'a>(spans: &'a [Value], path: &str) -> &'a Value {
     s
 }
 
-fn children<'a>(spans: &'a [Value], parent: &Value) -> Vec<&'a Value> {
-    spans.iter().filter(|s| s["parent_span_id"] == parent["span_id"]).collect()
-}
-
 /// A front request's one HTTPS call (to `backend`, from Python function `caller`, with `query`)
 /// and the HTTPS server's span of it, stitched to the call by the socket pair.
 fn call_and_callee(spans: &[Value], bport: u16, route: &str, backend: &str, caller: &str, query: Option<&str>) {
@@ -46,7 +42,7 @@ fn call_and_callee(spans: &[Value], bport: u16, route: &str, backend: &str, call
     let front_span = server_span(spans, route);
     assert_eq!(attr_str(front_span, "url.scheme"), Some("http"), "{route}");
     assert!(front_span["parent_span_id"].is_null(), "{route}");
-    let calls = children(spans, front_span);
+    let calls = children(spans, &front_span["span_id"]);
     assert_eq!(calls.len(), 1, "{route}: one client span\n{}", summarize(spans));
     let c = calls[0];
     assert_eq!((c["kind"].as_str(), c["name"].as_str()), (Some("client"), Some("GET")), "{route}: {c}");
@@ -137,7 +133,7 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     // The app's own traceparent, sent over TLS, is read from the plaintext: the HTTPS server's
     // span joins the trace it names, and the call keeps the header it sent.
     let front_span = server_span(spans, "/call/propagating");
-    let calls = children(spans, front_span);
+    let calls = children(spans, &front_span["span_id"]);
     assert_eq!(calls.len(), 1, "{}", summarize(spans));
     assert_eq!(attr_str(calls[0], "url.full"), Some(format!("https://localhost:{bport}/backend/propagated").as_str()));
     assert_eq!(attr(calls[0], "http.request.header.traceparent"), &json!([tp]));
@@ -301,7 +297,7 @@ fn chrooted_gunicorns_use_their_own_libssl() {
     let spans = &r.spans;
     assert_eq!(spans.len(), 3, "{}", summarize(spans));
     let front_span = server_span(spans, "/call/http-client");
-    let calls = children(spans, front_span);
+    let calls = children(spans, &front_span["span_id"]);
     assert_eq!(calls.len(), 1, "{}", summarize(spans));
     let c = calls[0];
     assert_eq!(attr_str(c, "url.full"), Some(format!("https://127.0.0.1:{bport}/backend/http-client?x=1").as_str()));

@@ -4,7 +4,6 @@
 //! request across both services with its parent/child tree, every exit span's statement or
 //! command and its Python caller, and the same tree arriving over OTLP.
 use std::fmt::Write as _;
-use std::path::Path;
 
 use pytracer_tests::*;
 use serde_json::{json, Value};
@@ -45,33 +44,6 @@ fn render(spans: &[Value]) -> String {
 
 fn by_id<'a>(spans: &'a [Value], id: &Value) -> &'a Value {
     spans.iter().find(|s| s["span_id"] == *id).unwrap_or_else(|| panic!("no span {id}"))
-}
-
-fn children<'a>(spans: &'a [Value], parent: &Value) -> Vec<&'a Value> {
-    let mut c: Vec<&Value> = spans.iter().filter(|s| s["parent_span_id"] == *parent).collect();
-    c.sort_by_key(|s| s["start_time_unix_nano"].as_u64());
-    c
-}
-
-/// The Python caller of an exit span, or the handler of a server span.
-fn assert_code(span: &Value, file: &Path, function: &str) {
-    let what = format!("{} {}", span["kind"], span["name"]);
-    assert_eq!(attr_str(span, "code.function.name"), Some(function), "{what}: {span}");
-    assert_eq!(attr_str(span, "code.file.path"), Some(file.to_str().unwrap()), "{what}");
-    assert_eq!(attr_u64(span, "code.line.number"), Some(first_line_of(file, function)), "{what}");
-}
-
-/// The attributes of an exit span other than code.* and the connect's duration, exactly. The
-/// connect, where the call lived one, lies within the span.
-fn db_attributes(span: &Value) -> Value {
-    if let Some(took) = span["attributes"].get("pytracer.connect.duration") {
-        #[expect(clippy::cast_precision_loss, reason = "a span's duration in seconds")]
-        let span_s = duration_ns(span) as f64 / 1e9;
-        assert!((0.0..=span_s).contains(&took.as_f64().unwrap()), "the connect within the span: {span}");
-    }
-    let mut a = span["attributes"].as_object().unwrap().clone();
-    a.retain(|k, _| !k.starts_with("code.") && k != "pytracer.connect.duration");
-    Value::Object(a)
 }
 
 fn peer(port: u16) -> Value {
@@ -231,7 +203,7 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     assert_eq!(call["kind"], "client");
     assert_eq!(call["name"], "GET");
     assert_eq!(
-        db_attributes(call),
+        exit_attributes(call),
         with(
             peer(s.backend.port()),
             json!({"http.request.method": "GET", "url.full": format!("http://127.0.0.1:{}/items/2", s.backend.port()), "http.response.status_code": 200})
@@ -258,7 +230,7 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     for (span, (name, attributes, caller)) in db.iter().zip(&expected) {
         assert_eq!(span["kind"], "client");
         assert_eq!(span["name"], *name);
-        assert_eq!(db_attributes(span), *attributes, "{name}");
+        assert_eq!(exit_attributes(span), *attributes, "{name}");
         assert_eq!(
             span["status"]["code"],
             if attributes.get("error.type").is_some() { "error" } else { "unset" },
@@ -278,7 +250,7 @@ fn one_trace_per_request_across_two_services_and_their_databases() {
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0]["name"], "SELEC app");
     assert_eq!(
-        db_attributes(bad[0]),
+        exit_attributes(bad[0]),
         with(
             pg,
             json!({"db.system.name": "postgresql", "db.operation.name": "SELEC", "db.query.text": "SELEC name FROM items", "db.namespace": "app", "db.response.status_code": "42601", "error.type": "42601"})

@@ -27,6 +27,25 @@ pub struct TrackedProc {
     pub _pad: u32,
 }
 
+/// Threads whose current request is remembered for the CPU sampler (LRU).
+pub const MAX_THREAD_REQUESTS: u32 = 16_384;
+
+/// THREAD_REQUEST values, by thread id: the accepted connection whose request the thread is
+/// serving. Set at the first read of a request (a read on a new connection, or after the thread
+/// wrote a response on it), removed when the thread closes that connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the value can be built in a literal")]
+pub struct ThreadRequest {
+    pub tgid: u32,
+    pub fd: i32,
+    /// Start of the request's first read (CLOCK_MONOTONIC).
+    pub start_ns: u64,
+    /// 1 once the thread wrote on the connection: its next read starts the next request.
+    pub answered: u32,
+    pub _pad: u32,
+}
+
 crate::abi_enum! {
     /// Indexes of the per-CPU drop counters. Every event the kernel side cannot deliver is counted.
     pub enum DropReason {
@@ -78,4 +97,6 @@ mod pod {
     unsafe impl aya::Pod for super::ConnKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TrackedProc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThreadRequest {}
 }

@@ -19,6 +19,7 @@ pub mod map {
     pub const KCONFIG: &str = "KCONFIG";
     pub const LAST_WALK: &str = "LAST_WALK";
     pub const STACK_SCRATCH: &str = "STACK_SCRATCH";
+    pub const THREAD_REQUEST: &str = "THREAD_REQUEST";
 
     /// Every map of the object.
     pub const ALL: &[&str] = &[
@@ -34,6 +35,7 @@ pub mod map {
         KCONFIG,
         LAST_WALK,
         STACK_SCRATCH,
+        THREAD_REQUEST,
     ];
 }
 
@@ -63,6 +65,8 @@ pub mod program {
     pub const GIL_REQUEST: &str = "gil_request";
     pub const GIL_TAKEN: &str = "gil_taken";
     pub const PY_FRAME_EVAL: &str = "py_frame_eval";
+    // The CPU sampler (probes/sampler.rs).
+    pub const PROFILE_SAMPLE: &str = "profile_sample";
 
     /// Every program of the object.
     pub const ALL: &[&str] = &[
@@ -87,5 +91,6 @@ pub mod program {
         GIL_REQUEST,
         GIL_TAKEN,
         PY_FRAME_EVAL,
+        PROFILE_SAMPLE,
     ];
 }

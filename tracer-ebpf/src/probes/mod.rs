@@ -6,5 +6,6 @@ mod close;
 mod data;
 mod frame_eval;
 mod gc_gil;
+mod sampler;
 mod sched;
 mod sys_exit;

@@ -139,6 +139,7 @@ impl Agent {
         let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
         self.frame_eval_forget(tgid);
         self.code_cache.forget(tgid);
+        self.profile_forget(tgid);
         self.routes.forget(tgid);
         let python = self.inspect_python(tgid);
         let traced = self.traced(&info, master, python);
@@ -161,6 +162,7 @@ impl Agent {
         self.ids.assigned.retain(|k, _| k.0 != tgid);
         self.frame_eval_forget(tgid);
         self.code_cache.forget(tgid);
+        self.profile_forget(tgid);
         self.samples.forget(tgid);
         self.routes.forget(tgid);
         if self.procs.remove(&tgid).is_some() {

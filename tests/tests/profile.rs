@@ -249,3 +249,35 @@ fn per_route_profiles_in_debian_chroots() {
         });
     }
 }
+
+/// Workers recycled while sampling (`--max-requests 6`: one worker serves about six rounds'
+/// worth, then is replaced): the replacements, forked after the agent started, are sampled and
+/// joined to their requests like the first worker.
+#[test]
+fn recycled_workers_are_profiled() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(1).app("profile_app:app").args(&["--max-requests", "6"]));
+    let first = g.worker_pids();
+    let mut sent = HashMap::new();
+    let p = profile(&[g.pid()], || sent = drive(g.port()));
+    let served: usize = sent.values().sum();
+    assert!(served > 12, "enough requests for two recycles: {served}");
+    let (inside, all) = p.share_in("GET /hash", "hash_loop");
+    assert!(inside * 10 >= all * 9 && all >= 20, "{inside} of {all}\n{}", p.stderr);
+    let samples = p.pprof["samples"].as_array().unwrap();
+    let workers: HashSet<u64> = samples
+        .iter()
+        .filter(|s| s["labels"]["http.route"] == "/hash")
+        .map(|s| s["labels"]["pid"].as_u64().unwrap())
+        .collect();
+    let later: Vec<&u64> = workers.iter().filter(|w| !first.contains(&(**w as u32))).collect();
+    assert!(!later.is_empty(), "no /hash sample from a worker forked while sampling: {workers:?}\n{}", p.stderr);
+    let by_span: HashSet<&str> = p.spans.iter().map(|s| s["span_id"].as_str().unwrap()).collect();
+    for s in samples {
+        if let Some(id) = s["labels"]["span_id"].as_str() {
+            assert!(by_span.contains(id), "sample of span {id} with no span\n{}", p.stderr);
+        }
+    }
+}

@@ -181,6 +181,27 @@ fn check(series: &str, p: &Profiled, traced: &[u32], untraced: &[u32]) {
         "{}",
         what("pprof")
     );
+    // Each server span says how many samples fell in it, and where most of them were.
+    let mut per_span: HashMap<&str, u64> = HashMap::new();
+    for s in samples {
+        if let Some(id) = s["labels"]["span_id"].as_str() {
+            *per_span.entry(id).or_default() += 1;
+        }
+    }
+    let hot = format!("profile_app:hash_loop:{}", marked_line("# hot: hash_loop"));
+    for span in p.spans.iter().filter(|s| s["kind"] == "server") {
+        let id = span["span_id"].as_str().unwrap();
+        let n = attr_u64(span, "pytracer.profile.samples").unwrap_or(0);
+        assert_eq!(n, per_span.get(id).copied().unwrap_or(0), "{}", what(&format!("samples on {span}")));
+        if span["attributes"]["http.route"] == "/hash" && n >= 5 {
+            assert_eq!(
+                attr_str(span, "pytracer.profile.hottest_frame"),
+                Some(hot.as_str()),
+                "{}",
+                what(&format!("{span}"))
+            );
+        }
+    }
     let in_routes = p.count("GET /hash") + p.count("GET /sort") + p.count("GET /io");
     assert_eq!(labelled, in_routes, "{}", what("every sample under a route carries its span"));
     assert!(svg_root_tag(&p.svg).ends_with("svg"), "{}", what("the flame graph is SVG"));

@@ -12,11 +12,15 @@ use super::{Agent, Python};
 use crate::bpf::probes::{ProbeError, Probes};
 use crate::cpython::lines::{self, LineCache};
 use crate::profile::{Frame, Profile, Request, Sample, Settings};
+use crate::spans::semconv;
 
 /// Samples kept: at 19 Hz on 64 CPUs, 15 minutes' worth. Beyond, samples are counted and left.
 const MAX_SAMPLES: usize = 1_000_000;
 /// Settled requests kept per connection for the join.
 const MAX_REQUESTS_PER_CONN: usize = 4096;
+/// How far before a request's start the search for its samples goes on: records from two CPUs
+/// reach the ring buffer a little out of time order.
+const REORDER_NS: u64 = 1_000_000_000;
 
 struct Pending {
     tgid: u32,
@@ -111,16 +115,39 @@ impl Agent {
     }
 
     /// A settled request of connection `fd` of `tgid`, with its span.
+    /// Its samples have arrived (the kernel sent them before the response's last bytes): the
+    /// span gets their count and hottest frame.
     pub(super) fn profile_request(
         &mut self,
         (tgid, fd): (u32, i32),
-        start_ns: u64,
-        end_ns: u64,
-        span: &crate::spans::Span,
+        (start_ns, end_ns): (u64, u64),
+        span: &mut crate::spans::Span,
         method: &str,
         route: Option<&str>,
     ) {
         let Some(p) = self.profiler.as_mut() else { return };
+        let mut leaves: HashMap<&Frame, u64> = HashMap::new();
+        let mut n = 0u64;
+        for s in p.pending.iter().rev() {
+            if s.ns.saturating_add(REORDER_NS) < start_ns {
+                break;
+            }
+            if s.tgid == tgid && s.fd == fd && (start_ns..=end_ns).contains(&s.ns) {
+                n += 1;
+                if let Some(leaf) = s.frames.last() {
+                    *leaves.entry(leaf).or_default() += 1;
+                }
+            }
+        }
+        if n > 0 {
+            span.attributes.insert(semconv::PYTRACER_PROFILE_SAMPLES.into(), n.into());
+            // Ties go to the first label in order, so the attribute does not depend on hashing.
+            if let Some((leaf, _)) =
+                leaves.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.label().cmp(&a.0.label())))
+            {
+                span.attributes.insert(semconv::PYTRACER_PROFILE_HOTTEST.into(), leaf.label().into());
+            }
+        }
         let rs = p.requests.entry((tgid, fd)).or_default();
         if rs.len() >= MAX_REQUESTS_PER_CONN {
             rs.remove(0);

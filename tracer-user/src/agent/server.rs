@@ -129,7 +129,13 @@ impl Agent {
             let walked = if served_by == tgid { self.samples.handler(tgid, tid, x.start_ns, x.end_ns) } else { None };
             self.set_route_and_code(&mut span, route, walked);
             if served_by == tgid {
-                self.profile_request((tgid, fd), x.start_ns, x.end_ns, &span, &x.request.method, route_name.as_deref());
+                self.profile_request(
+                    (tgid, fd),
+                    (x.start_ns, x.end_ns),
+                    &mut span,
+                    &x.request.method,
+                    route_name.as_deref(),
+                );
             }
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;

@@ -188,18 +188,15 @@ fn check(series: &str, p: &Profiled, traced: &[u32], untraced: &[u32]) {
             *per_span.entry(id).or_default() += 1;
         }
     }
-    let hot = format!("profile_app:hash_loop:{}", marked_line("# hot: hash_loop"));
     for span in p.spans.iter().filter(|s| s["kind"] == "server") {
         let id = span["span_id"].as_str().unwrap();
         let n = attr_u64(span, "pytracer.profile.samples").unwrap_or(0);
         assert_eq!(n, per_span.get(id).copied().unwrap_or(0), "{}", what(&format!("samples on {span}")));
+        // A span's few samples may fall on the loop's `for` line more than its body: the
+        // function, not the line, is certain.
         if span["attributes"]["http.route"] == "/hash" && n >= 5 {
-            assert_eq!(
-                attr_str(span, "pytracer.profile.hottest_frame"),
-                Some(hot.as_str()),
-                "{}",
-                what(&format!("{span}"))
-            );
+            let hottest = attr_str(span, "pytracer.profile.hottest_frame").unwrap_or_default();
+            assert!(hottest.starts_with("profile_app:hash_loop:"), "{}", what(&format!("{span}")));
         }
     }
     let in_routes = p.count("GET /hash") + p.count("GET /sort") + p.count("GET /io");

@@ -31,8 +31,9 @@ pub struct TrackedProc {
 pub const MAX_THREAD_REQUESTS: u32 = 16_384;
 
 /// THREAD_REQUEST values, by thread id: the accepted connection whose request the thread is
-/// serving. Set at the first read of a request (a read on a new connection, or after the thread
-/// wrote a response on it), removed when the thread closes that connection.
+/// serving, kept only while the CPU sampler runs (KCONFIG_PROFILING). Set at the first read of a
+/// request (a read on a new connection, or after the thread wrote a response on it), removed when
+/// the thread closes that connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 #[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the value can be built in a literal")]
@@ -89,6 +90,9 @@ pub const KCONFIG_SKC_RCV_SADDR: u32 = 10;
 pub const KCONFIG_SKC_V6_RCV_SADDR: u32 = 11;
 /// 1 when every offset above was found (some are legitimately 0).
 pub const KCONFIG_SOCK_OFFSETS_OK: u32 = 12;
+/// 1 while the CPU sampler runs (`pytracer profile`): only then is THREAD_REQUEST kept, so the
+/// data path of `trace` and `run` does not pay for it.
+pub const KCONFIG_PROFILING: u32 = 13;
 pub const KCONFIG_LEN: u32 = 16;
 
 #[cfg(feature = "user")]

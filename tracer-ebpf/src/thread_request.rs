@@ -6,13 +6,21 @@
 //! when the thread closes the connection. The agent checks each sample's time against the
 //! request's span as well, so a stale entry (a connection closed by another thread) is not
 //! misattributed.
-use tracer_common::ThreadRequest;
+use tracer_common::{ThreadRequest, KCONFIG_PROFILING};
 
-use crate::maps::THREAD_REQUEST;
+use crate::maps::{KCONFIG, THREAD_REQUEST};
+
+#[inline(always)]
+fn profiling() -> bool {
+    KCONFIG.get(KCONFIG_PROFILING).is_some_and(|v| *v != 0)
+}
 
 /// A read (`write` false) or write that moved bytes on accepted connection `fd`.
 #[inline(always)]
 pub fn on_server_data(tgid: u32, tid: u32, fd: i32, start_ns: u64, write: bool) {
+    if !profiling() {
+        return;
+    }
     if let Some(r) = THREAD_REQUEST.get_ptr_mut(tid) {
         // SAFETY: a value pointer from a map lookup, valid for this program run.
         let r = unsafe { &mut *r };
@@ -36,6 +44,9 @@ pub fn on_server_data(tgid: u32, tid: u32, fd: i32, start_ns: u64, write: bool) 
 /// The thread closed `fd`: the request it served on it is over.
 #[inline(always)]
 pub fn on_close(tgid: u32, tid: u32, fd: i32) {
+    if !profiling() {
+        return;
+    }
     // SAFETY: as above.
     if THREAD_REQUEST.get_ptr(tid).is_some_and(|r| unsafe { (*r).tgid == tgid && (*r).fd == fd }) {
         let _ = THREAD_REQUEST.remove(tid);

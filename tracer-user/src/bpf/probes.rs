@@ -228,6 +228,15 @@ impl Probes {
             self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
         prog.load().map_err(|source| ProbeError::Program { name, source })?;
         let cpus = aya::util::online_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        // The data path keeps THREAD_REQUEST from now on.
+        let mut config: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut(map::KCONFIG).ok_or(ProbeError::MissingMap(map::KCONFIG))?)
+                .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
+        config
+            .set(tracer_common::KCONFIG_PROFILING, 1, 0)
+            .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
+        let prog: &mut PerfEvent =
+            self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
         for &cpu in &cpus {
             prog.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),

@@ -19,9 +19,16 @@ pub fn lines(profile: &Profile) -> Vec<String> {
     counts.into_iter().map(|(stack, n)| format!("{stack} {n}")).collect()
 }
 
-/// `;` separates frames and the last space the count: neither may appear inside a frame.
+/// `;` separates frames and the last space the count: neither may appear inside a frame. Control
+/// characters (a name read while it was being written) would make the SVG ill-formed XML.
 fn clean(s: &str) -> String {
-    s.replace(';', ":").replace('\n', " ")
+    s.chars()
+        .map(|c| match c {
+            ';' => ':',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -43,8 +50,8 @@ mod tests {
             route: Some("/checkout".into()),
         });
         let hot = Sample { pid: 1, request: Some(req), frames: vec![f("view", 3), f("price_cart", 88)] };
-        let idle = Sample { pid: 1, request: None, frames: vec![f("serve;x", 9)] };
+        let idle = Sample { pid: 1, request: None, frames: vec![f("serve;x\u{2}", 9)] };
         let p = Profile { samples: vec![hot.clone(), idle, hot], rate_hz: 19, duration_ns: 1 };
-        assert_eq!(lines(&p), vec!["GET /checkout;cart:view:3;cart:price_cart:88 2", "unattributed;cart:serve:x:9 1"]);
+        assert_eq!(lines(&p), vec!["GET /checkout;cart:view:3;cart:price_cart:88 2", "unattributed;cart:serve:x?:9 1"]);
     }
 }

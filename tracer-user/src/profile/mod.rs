@@ -19,9 +19,14 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// `module:function:line`, the module being the file's name without `.py`.
+    /// `module:function:line`, the module being the file's name without `.py` (or, for the
+    /// interpreter's own code, its whole `<frozen ...>` name).
     pub fn label(&self) -> String {
-        let stem = Path::new(&self.file).file_stem().and_then(|s| s.to_str()).unwrap_or(&self.file);
+        let stem = if self.file.starts_with('<') {
+            self.file.as_str()
+        } else {
+            Path::new(&self.file).file_stem().and_then(|s| s.to_str()).unwrap_or(&self.file)
+        };
         match self.line {
             Some(l) => format!("{stem}:{}:{l}", self.function),
             None => format!("{stem}:{}", self.function),

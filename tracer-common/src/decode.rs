@@ -189,7 +189,7 @@ mod tests {
             rec.extend(w.to_ne_bytes());
         }
         for code in [7u64, 8] {
-            rec.extend(bytes(&PyFrame { code, name: 1, first_line: 2, _pad: 0 }));
+            rec.extend(bytes(&PyFrame { code, name: 1, first_line: 2, instr: 0 }));
         }
         match decode(&rec).unwrap() {
             Event::Stack { trigger, frames, .. } => {

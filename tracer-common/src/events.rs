@@ -127,6 +127,9 @@ pub const STACK_TRIGGER_FRAME_EVAL: u32 = 1;
 /// A write on a connection the process opened (a database query, an HTTP call): the walk names
 /// the Python code that made it.
 pub const STACK_TRIGGER_CLIENT_WRITE: u32 = 2;
+/// The CPU sampler (`pytracer profile`): the header's `fd` is the connection whose request the
+/// thread was serving (-1: none), `ret` that request's first read's start time.
+pub const STACK_TRIGGER_SAMPLE: u32 = 3;
 
 /// The walk stopped at MAX_STACK_FRAMES with more frames above.
 pub const STACK_FLAG_TRUNCATED: u32 = 1;
@@ -137,12 +140,14 @@ pub const STACK_FLAG_READ_FAULT: u32 = 2;
 /// a freed code object's address was reused by another (the name pointer and first line differ).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the record can be built in a literal")]
 pub struct PyFrame {
     pub code: u64,
     pub name: u64,
     pub first_line: u32,
-    pub _pad: u32,
+    /// The frame's current instruction as the kernel read it (0 when the version's offset is not
+    /// known): `f_lasti` up to 3.10, else the low 32 bits of `prev_instr`/`instr_ptr` minus the
+    /// code object's address. The agent turns it into a line (cpython/lines.rs).
+    pub instr: u32,
 }
 
 /// A Python stack, innermost frame first. Only `depth` frames are sent.

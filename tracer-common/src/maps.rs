@@ -43,6 +43,26 @@ pub struct TrackedProc {
     pub _pad: u32,
 }
 
+/// Threads whose current request is remembered for the CPU sampler (LRU).
+pub const MAX_THREAD_REQUESTS: u32 = 16_384;
+
+/// THREAD_REQUEST values, by thread id: the accepted connection whose request the thread is
+/// serving, kept only while the CPU sampler runs (KCONFIG_PROFILING). Set at the first read of a
+/// request (a read on a new connection, or after the thread wrote a response on it), removed when
+/// the thread closes that connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[expect(clippy::pub_underscore_fields, reason = "explicit padding, public so the value can be built in a literal")]
+pub struct ThreadRequest {
+    pub tgid: u32,
+    pub fd: i32,
+    /// Start of the request's first read (CLOCK_MONOTONIC).
+    pub start_ns: u64,
+    /// 1 once the thread wrote on the connection: its next read starts the next request.
+    pub answered: u32,
+    pub _pad: u32,
+}
+
 crate::abi_enum! {
     /// Indexes of the per-CPU drop counters. Every event the kernel side cannot deliver is counted.
     pub enum DropReason {
@@ -92,6 +112,9 @@ pub const KCONFIG_SKC_RCV_SADDR: u32 = 10;
 pub const KCONFIG_SKC_V6_RCV_SADDR: u32 = 11;
 /// 1 when every offset above was found (some are legitimately 0).
 pub const KCONFIG_SOCK_OFFSETS_OK: u32 = 12;
+/// 1 while the CPU sampler runs (`pytracer profile`): only then is THREAD_REQUEST kept, so the
+/// data path of `trace` and `run` does not pay for it.
+pub const KCONFIG_PROFILING: u32 = 13;
 pub const KCONFIG_LEN: u32 = 16;
 
 #[cfg(feature = "user")]
@@ -102,4 +125,5 @@ mod pod {
     unsafe impl aya::Pod for super::TrackedProc {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SslKey {}
+    unsafe impl aya::Pod for super::ThreadRequest {}
 }

@@ -22,6 +22,7 @@ pub mod map {
     pub const SSL_CALLS: &str = "SSL_CALLS";
     pub const SSL_FDS: &str = "SSL_FDS";
     pub const TLS_PENDING: &str = "TLS_PENDING";
+    pub const THREAD_REQUEST: &str = "THREAD_REQUEST";
 
     /// Every map of the object.
     pub const ALL: &[&str] = &[
@@ -40,6 +41,7 @@ pub mod map {
         SSL_CALLS,
         SSL_FDS,
         TLS_PENDING,
+        THREAD_REQUEST,
     ];
 }
 
@@ -76,6 +78,8 @@ pub mod program {
     pub const SSL_WRITE: &str = "ssl_write";
     pub const SSL_WRITE_EX: &str = "ssl_write_ex";
     pub const SSL_RETURN: &str = "ssl_return";
+    // The CPU sampler (probes/sampler.rs).
+    pub const PROFILE_SAMPLE: &str = "profile_sample";
 
     /// Every program of the object.
     pub const ALL: &[&str] = &[
@@ -106,5 +110,6 @@ pub mod program {
         SSL_WRITE,
         SSL_WRITE_EX,
         SSL_RETURN,
+        PROFILE_SAMPLE,
     ];
 }

@@ -47,6 +47,10 @@ pub struct PyOffsets {
     pub owner_cstack: u32,
     pub code_name: u32,
     pub code_first_line: u32,
+    /// Where a frame keeps its current instruction (NO_OFFSET: not known): `f_lasti`, an int,
+    /// up to 3.10; `prev_instr`/`instr_ptr`, a pointer, from 3.11 (`instr_is_ptr` = 1).
+    pub frame_instr: u32,
+    pub instr_is_ptr: u32,
     pub _pad: u32,
 }
 

@@ -25,6 +25,7 @@ mod python_stack;
 mod sock;
 mod syscall;
 mod task;
+mod thread_request;
 mod user_mem;
 
 #[cfg(not(test))]

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    ConnKey, DataEvent, PyOffsets, SslKey, StackEvent, TrackedProc, DROP_REASONS, KCONFIG_LEN, MAX_CONNECTIONS,
-    MAX_INFLIGHT_SYSCALLS, MAX_TLS_SESSIONS, MAX_TRACKED_PIDS, STACK_READ_BLOCK,
+    ConnKey, DataEvent, PyOffsets, SslKey, StackEvent, ThreadRequest, TrackedProc, DROP_REASONS, KCONFIG_LEN,
+    MAX_CONNECTIONS, MAX_INFLIGHT_SYSCALLS, MAX_THREAD_REQUESTS, MAX_TLS_SESSIONS, MAX_TRACKED_PIDS, STACK_READ_BLOCK,
 };
 
 // ---- processes and connections ---------------------------------------------------------------
@@ -140,3 +140,9 @@ pub struct StackScratch {
     pub frame: [u8; STACK_READ_BLOCK + 8],
     pub code: [u8; STACK_READ_BLOCK + 8],
 }
+
+// ---- CPU sampler: which request each thread is serving ---------------------------------------
+
+/// By thread id (thread_request.rs keeps it). LRU: a thread that dies mid-request cannot leak.
+#[map]
+pub static THREAD_REQUEST: LruHashMap<u32, ThreadRequest> = LruHashMap::with_max_entries(MAX_THREAD_REQUESTS, 0);

@@ -58,13 +58,29 @@ pub fn walk(off: &PyOffsets, tgid: u32, tid: u32, entered: u64, tstate: u64, tri
     // 3.11+ link the entered frame to its caller only inside the function: the rest of the
     // stack hangs off the thread state.
     let frame = if off.walk_from_tstate != 0 { current_frame(off, tstate) } else { previous };
-    finish_walk(off, tgid, tid, frame, trigger);
+    finish_walk(off, tgid, tid, frame, trigger, NO_REQUEST);
 }
+
+/// What a walk's record says of the request its thread serves: the connection's fd and the
+/// request's start (the sampler's; other walks send NO_REQUEST).
+#[derive(Clone, Copy)]
+pub struct RequestTag {
+    pub fd: i32,
+    pub start_ns: u64,
+}
+
+pub const NO_REQUEST: RequestTag = RequestTag { fd: -1, start_ns: 0 };
 
 /// Walks the current thread's stack from a syscall tracepoint (no frame argument there): finds
 /// the thread's state by its thread id, which is the task's fsbase.
 #[inline(always)]
 pub fn walk_current(tgid: u32, tid: u32, trigger: u32) {
+    walk_current_tagged(tgid, tid, trigger, NO_REQUEST);
+}
+
+/// As walk_current, the record tagged with the request the thread serves.
+#[inline(always)]
+pub fn walk_current_tagged(tgid: u32, tid: u32, trigger: u32, tag: RequestTag) {
     let Some(off) = PY_OFFSETS.get_ptr(tgid) else { return };
     // SAFETY: a value pointer from a map lookup, valid for this program run.
     let off = unsafe { *off };
@@ -104,7 +120,7 @@ pub fn walk_current(tgid: u32, tid: u32, trigger: u32) {
 
     // Nothing to visit before the thread's current frame: start there.
     let off = PyOffsets { walk_from_tstate: 0, ..off };
-    walk_from(&off, tgid, tid, frame, trigger);
+    walk_from(&off, tgid, tid, frame, trigger, tag);
 }
 
 #[repr(C)]
@@ -167,7 +183,15 @@ fn visit(off: &PyOffsets, s: &mut StackScratch, frame: u64) -> Option<u64> {
             f.code = code;
             f.name = u64_at(&s.code, off.code_name);
             f.first_line = u32_at(&s.code, off.code_first_line);
-            f._pad = 0;
+            f.instr = if off.frame_instr == NO_OFFSET {
+                0
+            } else if off.instr_is_ptr != 0 {
+                // Only the distance from the code object matters (the agent knows where its
+                // bytecode starts), and it is small.
+                u64_at(&s.frame, off.frame_instr).wrapping_sub(code) as u32
+            } else {
+                u32_at(&s.frame, off.frame_instr)
+            };
             s.ev.depth = d as u32 + 1;
         }
     }
@@ -207,20 +231,20 @@ extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 #[inline(always)]
-fn walk_from(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32) {
+fn walk_from(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32, tag: RequestTag) {
     let Some(s) = STACK_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: as in step.
     let s = unsafe { &mut *s };
     s.ev.depth = 0;
     s.ev.flags = 0;
-    finish_walk(off, tgid, tid, frame, trigger);
+    finish_walk(off, tgid, tid, frame, trigger, tag);
 }
 
 /// Walks from `frame` outwards with bpf_loop, then sends what was found. The scratch record is
 /// looked up again after the loop, and its depth read as volatile: the callback wrote it through
 /// its own pointer, which a `&mut` held across the call would let the compiler ignore.
 #[inline(always)]
-fn finish_walk(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32) {
+fn finish_walk(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32, tag: RequestTag) {
     let start = now_ns();
     let mut c = WalkCtx { off: *off, frame };
     // SAFETY: bpf_loop calls `step` with the pointer given, to `c` on this stack.
@@ -244,8 +268,15 @@ fn finish_walk(off: &PyOffsets, tgid: u32, tid: u32, frame: u64, trigger: u32) {
         count_drop(DropReason::StackThrottled);
         return;
     }
-    s.ev.header =
-        EventHeader { kind: EventKind::Stack as u32, tgid, tid, fd: -1, start_ns: start, end_ns: now_ns(), ret: 0 };
+    s.ev.header = EventHeader {
+        kind: EventKind::Stack as u32,
+        tgid,
+        tid,
+        fd: tag.fd,
+        start_ns: start,
+        end_ns: now_ns(),
+        ret: tag.start_ns as i64,
+    };
     s.ev.trigger = trigger;
     s.ev._pad = 0;
     let size = STACK_HEADER_LEN + depth * size_of::<PyFrame>();

@@ -55,6 +55,34 @@ pub enum Command {
         #[arg(long, value_name = "MODE", value_parser = parse_frame_eval)]
         frame_eval: Option<pytracer_config::FrameEvalMode>,
     },
+    /// Sample the CPU of processes and their children, each sample joined to the request it
+    /// served: folded stacks rooted at routes, an SVG flame graph and pprof, plus the spans.
+    #[command(after_help = "Examples:\n  \
+        sudo pytracer profile --pid 1234 --duration 30\n  \
+        sudo pytracer profile --pid 1234 --duration 60 --output /tmp/prof --rate 49\n\n\
+        Writes DIR/profile.folded, DIR/profile.svg, DIR/profile.pb.gz (pprof; samples labelled \
+        span_id, trace_id, http.route) and DIR/spans.jsonl.")]
+    Profile {
+        /// A process to profile (typically a Gunicorn or uWSGI master); repeat for several.
+        #[arg(long = "pid", required = true, value_name = "PID")]
+        pids: Vec<u32>,
+        /// How long to sample.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        duration: Duration,
+        /// Directory for the files (made if missing).
+        #[arg(long, value_name = "DIR", default_value = "pytracer-profile")]
+        output: PathBuf,
+        /// Samples per second per CPU (19 keeps the sampler near 1% of a CPU).
+        #[arg(long, value_name = "HZ", default_value_t = crate::profile::DEFAULT_RATE_HZ,
+              value_parser = clap::value_parser!(u64).range(1..=1000))]
+        rate: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics while sampling (off unless given).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<SocketAddr>,
+        /// Configuration file (service name, redaction); see config/pytracer.yaml.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Find processes per the configuration's discovery rules, continuously, and trace them.
     #[command(after_help = "Examples:\n  \
         sudo pytracer run\n  \
@@ -205,7 +233,7 @@ fn agent_options(
         None => Box::new(std::io::stdout()),
     };
     let otlp = otlp::Settings::resolve(&config.otlp, |k| std::env::var(k).ok());
-    Ok(Options { targets, duration, config, output, format, metrics_addr, otlp, extra: None })
+    Ok(Options { targets, duration, config, output, format, metrics_addr, otlp, extra: None, profile: None })
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -236,6 +264,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 format,
                 metrics_addr,
             )?))
+        }
+        Command::Profile { pids, duration, output, rate, config, metrics_addr } => {
+            let config = load_config(config.as_ref())?;
+            std::fs::create_dir_all(&output).with_context(|| format!("cannot make {}", output.display()))?;
+            let spans = output.join("spans.jsonl");
+            let mut opts = agent_options(
+                Targets::Pids(pids),
+                Some(duration),
+                config,
+                Some(&spans),
+                crate::export::sink::Format::Json,
+                metrics_addr,
+            )?;
+            opts.profile = Some(crate::profile::Settings { rate_hz: rate, dir: output });
+            block_on(agent::run(opts))
         }
         Command::Routes { pid, json } => print_routes(pid, json),
         Command::Top { pids, once, duration, sort, config, output } => {

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod piece;
 pub mod procinfo;
+pub mod profile;
 pub mod protocols;
 pub mod routes;
 pub mod service;

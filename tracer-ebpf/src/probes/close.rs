@@ -6,6 +6,7 @@ use crate::maps::{CONNS, TLS_PENDING};
 use crate::output::output_proc;
 use crate::syscall::{arg, ARG0};
 use crate::task::{ids, is_tracked, now_ns};
+use crate::thread_request;
 
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
@@ -20,6 +21,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         let _ = TLS_PENDING.remove(key);
         return 0;
     }
+    thread_request::on_close(tgid, tid, fd as i32);
     let now = now_ns();
     output_proc(EventKind::Close, tgid, tid, fd as i32, now, now, 0);
     0

@@ -6,6 +6,7 @@ mod close;
 mod data;
 mod frame_eval;
 mod gc_gil;
+mod sampler;
 mod sched;
 mod sys_exit;
 mod tls;

@@ -7,6 +7,7 @@ use super::{accept_connect, data};
 use crate::maps::{Op, CONNS, INFLIGHT};
 use crate::syscall::{arg, EXIT_RET};
 use crate::task::{ids, now_ns};
+use crate::thread_request;
 
 const EINTR: i64 = 4;
 const EAGAIN: i64 = 11;
@@ -65,6 +66,11 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     if inf.op == Op::Accept {
         accept_connect::on_accepted(header, &inf);
     } else if ret > 0 && !matches!(inf.op, Op::CipherRead | Op::CipherWrite) {
+        // Ciphertext is neither data nor a request boundary: libssl's plaintext (probes/tls.rs)
+        // is the data, and a TLS server's requests go unattributed by the sampler.
+        if !is_client(tgid, inf.fd) {
+            thread_request::on_server_data(tgid, tid, inf.fd, inf.start_ns, is_write(inf.op));
+        }
         data::on_data(header, &inf, 0);
     }
     0

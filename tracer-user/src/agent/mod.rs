@@ -30,6 +30,7 @@ mod frame_eval;
 mod handlers;
 mod ids;
 mod procs;
+mod profile;
 mod python;
 mod route_tables;
 mod routing;
@@ -61,6 +62,8 @@ pub struct Options {
     pub otlp: Option<otlp::Settings>,
     /// One more destination (`pytracer top`'s statistics).
     pub extra: Option<Box<dyn SpanSink>>,
+    /// `pytracer profile`: the CPU sampler on, and where its files go.
+    pub profile: Option<crate::profile::Settings>,
 }
 
 struct Agent {
@@ -94,6 +97,8 @@ struct Agent {
     tls: tls::TlsProbes,
     /// Connections older than the agent, until their first request boundary (adopt.rs).
     adopted: adopt::Adopted,
+    /// The CPU sampler's samples (`pytracer profile` only).
+    profiler: Option<profile::Profiler>,
 }
 
 /// How often the ring buffer is drained while records come, and at most while none do.
@@ -125,6 +130,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry), ready.clone()));
     }
     let mut agent = Agent {
+        // Before `probes` moves in.
+        profiler: opts.profile.map(|s| profile::Profiler::start(&mut probes, s)).transpose()?,
         probes,
         config: opts.config,
         clock: Clock::new(),
@@ -288,6 +295,9 @@ impl Agent {
             Event::Exec { h } => self.on_exec(h.tgid),
             Event::Connect { h, addr, local } => self.on_connect(&h, addr, local),
             Event::SockError { h } => self.on_client_failure(&h),
+            Event::Stack { h, frames, trigger, .. } if trigger == tracer_common::STACK_TRIGGER_SAMPLE => {
+                self.on_profile_sample(h.tgid, h.fd, h.start_ns, &frames);
+            }
             Event::Stack { h, frames, trigger, .. } => self.on_stack(h.tgid, h.tid, h.start_ns, trigger, &frames),
             Event::GcPause { h } | Event::GilWait { h } => {
                 let secs = h.end_ns.saturating_sub(h.start_ns) as f64 / 1e9;

@@ -145,6 +145,7 @@ impl Agent {
         self.frame_eval_forget(tgid);
         self.tls_forget(tgid);
         self.code_cache.forget(tgid);
+        self.profile_forget(tgid);
         self.routes.forget(tgid);
         let python = self.inspect_python(tgid);
         self.tls_inspect(tgid);
@@ -169,6 +170,7 @@ impl Agent {
         self.frame_eval_forget(tgid);
         self.tls_forget(tgid);
         self.code_cache.forget(tgid);
+        self.profile_forget(tgid);
         self.samples.forget(tgid);
         self.routes.forget(tgid);
         if self.procs.remove(&tgid).is_some() {

@@ -125,6 +125,7 @@ impl Agent {
             }
             let path = x.request.target.split('?').next().unwrap_or_default();
             let route = self.resolve_route(served_by, &x.request.method, path);
+            let route_name = route.as_ref().and_then(|r| r.route.clone());
             let traced = &self.procs[&served_by];
             self.metrics.observe_exchange(&traced.labels, &x, path, route.as_ref().and_then(|r| r.route.as_deref()));
             let clock = self.clock;
@@ -139,6 +140,15 @@ impl Agent {
             let mut span = server_span(&x, ctx, ids, &self.redaction, resource, |t| clock.to_unix_ns(t));
             let walked = if served_by == tgid { self.samples.handler(tgid, tid, x.start_ns, x.end_ns) } else { None };
             self.set_route_and_code(&mut span, route, walked);
+            if served_by == tgid {
+                self.profile_request(
+                    (tgid, fd),
+                    (x.start_ns, x.end_ns),
+                    &mut span,
+                    &x.request.method,
+                    route_name.as_deref(),
+                );
+            }
             if x.incomplete.is_some() {
                 self.stats.incomplete_exchanges += 1;
             }

@@ -87,6 +87,10 @@ pub enum ProbeError {
     Usdt { name: &'static str, path: String, offset: u64, source: std::io::Error },
     #[error("attaching {name} to {path} at file offset {offset:#x} failed: {source}")]
     Uprobe { name: &'static str, path: String, offset: u64, source: Box<aya::programs::ProgramError> },
+    #[error("attaching the CPU sampler on CPU {cpu} failed: {source}")]
+    Sampler { cpu: u32, source: Box<aya::programs::ProgramError> },
+    #[error("cannot list the online CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
 }
@@ -279,6 +283,37 @@ impl Probes {
     /// Stops following one descriptor (an adopted one that closed before it was entered).
     pub fn forget_connection(&mut self, tgid: u32, fd: i32) {
         let _ = self.conns.remove(&ConnKey { tgid, fd: fd as u32 });
+    }
+
+    /// Loads the CPU sampler and attaches it as a cpu-clock event at `hz` on every online CPU,
+    /// for all tasks (the program skips untraced ones). Returns the CPUs covered.
+    pub fn start_sampler(&mut self, hz: u64) -> Result<usize, ProbeError> {
+        use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+        use aya::programs::PerfEvent;
+        let name = program::PROFILE_SAMPLE;
+        let prog: &mut PerfEvent =
+            self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+        prog.load().map_err(|source| ProbeError::Program { name, source })?;
+        let cpus = aya::util::online_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        // The data path keeps THREAD_REQUEST from now on.
+        let mut config: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut(map::KCONFIG).ok_or(ProbeError::MissingMap(map::KCONFIG))?)
+                .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
+        config
+            .set(tracer_common::KCONFIG_PROFILING, 1, 0)
+            .map_err(|source| ProbeError::Map { map: map::KCONFIG, source })?;
+        let prog: &mut PerfEvent =
+            self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
+        for &cpu in &cpus {
+            prog.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(hz),
+                false,
+            )
+            .map_err(|source| ProbeError::Sampler { cpu, source: Box::new(source) })?;
+        }
+        Ok(cpus.len())
     }
 
     /// Forgets the connections of a process that exited without closing them.

@@ -32,6 +32,8 @@ pub struct CodeCache {
 
 impl CodeCache {
     pub fn resolve(&mut self, pid: u32, frame: &PyFrame, layout: &FrameLayout) -> Option<Arc<CodeInfo>> {
+        // One entry per code object, whatever instruction its frame was at.
+        let frame = &PyFrame { instr: 0, ..*frame };
         let cache = self.by_pid.entry(pid).or_default();
         if let Some(hit) = cache.get(frame) {
             return hit.clone();
@@ -147,7 +149,7 @@ mod tests {
         mem.put_u64(CODE + l.code_qualname.unwrap(), qualname);
         mem.put_u64(CODE + l.code_filename, file);
         mem.put_u32(CODE + l.code_first_line, 42);
-        (mem, PyFrame { code: CODE, name, first_line: 42, _pad: 0 })
+        (mem, PyFrame { code: CODE, name, first_line: 42, instr: 0 })
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod debug_offsets;
 pub mod elf;
 pub mod interpreter;
 pub mod layout;
+pub mod lines;
 pub mod maps;
 pub mod memory;
 pub mod object_layout;

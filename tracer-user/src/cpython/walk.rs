@@ -32,6 +32,8 @@ pub fn offsets(build: &PythonBuild, layout: &Layout) -> Result<PyOffsets, WalkUn
         }
     }
     let o = |v: Option<u64>| v.map_or(NO_OFFSET, |v| v as u32);
+    // Without it frames still get their function, only not their line.
+    let lines = super::lines::for_minor(layout.minor).filter(|l| l.frame_instr + 8 <= BLOCK);
     Ok(PyOffsets {
         runtime_addr: build.runtime_addr,
         interpreters_head: layout.runtime_interpreters_head as u32,
@@ -52,6 +54,8 @@ pub fn offsets(build: &PythonBuild, layout: &Layout) -> Result<PyOffsets, WalkUn
         owner_cstack: f.owner_cstack.map_or(NO_OFFSET, u32::from),
         code_name: f.code_name as u32,
         code_first_line: f.code_first_line as u32,
+        frame_instr: lines.map_or(NO_OFFSET, |l| l.frame_instr as u32),
+        instr_is_ptr: lines.map_or(0, |l| u32::from(l.instr_is_ptr)),
         _pad: 0,
     })
 }

@@ -233,6 +233,7 @@ pub struct Metrics {
     stitch_missed: Family<ReasonLabels, Counter>,
     route_tables: Family<ResultLabels, Counter>,
     route_checks: Family<ResultLabels, Counter>,
+    profile_give_ups: Family<ReasonLabels, Counter>,
     protocol_events: Family<ProtocolEventLabels, Counter>,
     gc_collections: Family<ProcKindLabels, Counter>,
     gc_collected: Family<ProcKindLabels, Counter>,
@@ -286,6 +287,7 @@ impl Metrics {
             stitch_missed: Family::default(),
             route_tables: Family::default(),
             route_checks: Family::default(),
+            profile_give_ups: Family::default(),
             protocol_events: Family::default(),
             gc_collections: Family::default(),
             gc_collected: Family::default(),
@@ -439,6 +441,11 @@ impl Metrics {
             "Requests whose handler was seen both in a stack walk and in the route table, by result: agree, disagree (details at debug level)",
             self.route_checks.clone(),
         );
+        r.register(
+            "pytracer_profile_give_ups",
+            "What `pytracer profile` left out, by reason: sample_over_limit (past the samples kept), sample_unknown_process (no readable interpreter), frame_unnamed (code object unreadable), line_unread (line table unreadable)",
+            self.profile_give_ups.clone(),
+        );
     }
 
     /// `route`: the framework's route when the app's table matched; else the label is the
@@ -555,6 +562,10 @@ impl Metrics {
 
     pub fn route_table(&mut self, result: &str) {
         self.route_tables.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+    }
+
+    pub fn profile_give_up(&mut self, reason: &'static str) {
+        self.profile_give_ups.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     pub fn route_check(&mut self, agree: bool) {

@@ -37,6 +37,10 @@ pub const PYTRACER_RESPONSE_BYTES_RECEIVED: &str = "pytracer.response.bytes_rece
 /// Seconds the call's connect took (from its entry to its exit, or to the first write of a
 /// non-blocking one), on the connection's first call, which lived it. No convention has one.
 pub const PYTRACER_CONNECT_DURATION: &str = "pytracer.connect.duration";
+/// `pytracer profile`: CPU samples that fell in a server span, and the frame most of them were
+/// in (`module:function:line`).
+pub const PYTRACER_PROFILE_SAMPLES: &str = "pytracer.profile.samples";
+pub const PYTRACER_PROFILE_HOTTEST: &str = "pytracer.profile.hottest_frame";
 
 // Databases (https://opentelemetry.io/docs/specs/semconv/database/).
 pub const DB_SYSTEM_NAME: &str = "db.system.name";

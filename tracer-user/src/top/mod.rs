@@ -51,6 +51,7 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
             metrics_addr: None,
             otlp: None,
             extra: Some(Box::new(StatsSink(sink_stats))),
+            profile: None,
         };
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(agent::run(options))
     })?;

@@ -175,7 +175,12 @@ fn report(
 
 /// The clients, until `stop`: two keep-alive clients of the frontend, the test app's mixed
 /// client, and the Gunicorn that comes and goes.
-fn start_load(sent: &Arc<Sent>, stop: &Arc<AtomicBool>, frontend: u16, app: u16) -> Vec<std::thread::JoinHandle<()>> {
+fn start_load(
+    sent: &Arc<Sent>,
+    stop: &Arc<AtomicBool>,
+    (frontend, app): (u16, u16),
+    agent_stderr: &std::path::Path,
+) -> Vec<std::thread::JoinHandle<()>> {
     let mut workers = Vec::new();
     // Keep-alive clients of the frontend (its calls go to the backend, PostgreSQL and Redis).
     for _ in 0..2 {
@@ -236,13 +241,18 @@ fn start_load(sent: &Arc<Sent>, stop: &Arc<AtomicBool>, frontend: u16, app: u16)
     }
     // Processes that start and exit: a Gunicorn every 20 s, 20 requests, stopped.
     {
-        let (sent, stop) = (sent.clone(), stop.clone());
+        let (sent, stop, stderr) = (sent.clone(), stop.clone(), agent_stderr.to_path_buf());
         workers.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let g = Gunicorn::start(soak_opts(GunicornOpts::sync(1)));
-                // Discovery finds it within its rescan interval; requests before that are not
-                // the agent's to see, so they are not sent until it is traced.
-                std::thread::sleep(Duration::from_secs(2));
+                // Requests before discovery finds it are not the agent's to see: none is sent
+                // until the agent says it traces the new master (its rescan interval is 0.5 s,
+                // but a loaded machine can hold a scan back by seconds).
+                let traced = format!("tracing pid {} ", g.pid());
+                let found = wait_until(Duration::from_secs(30), || {
+                    std::fs::read_to_string(&stderr).is_ok_and(|e| e.contains(&traced))
+                });
+                assert!(found, "the agent never traced the new Gunicorn {}", g.pid());
                 for _ in 0..20 {
                     let id = sent.id();
                     let r = Conn::try_open(g.port()).and_then(|mut c| {
@@ -286,7 +296,7 @@ fn soak() {
     let sent = Arc::new(Sent::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let workers = start_load(&sent, &stop, frontend.port(), app.port());
+    let workers = start_load(&sent, &stop, (frontend.port(), app.port()), tracer.stderr_path());
     let mut samples = vec![agent_sample(agent, start)];
     while start.elapsed() < duration {
         std::thread::sleep(Duration::from_mins(1).min(duration.saturating_sub(start.elapsed())));

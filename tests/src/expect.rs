@@ -192,7 +192,14 @@ pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]
             )
         });
         *i += 1;
-        assert_eq!(span["attributes"], expected_testapp_attributes(s, port), "{} {}", s.method, s.target);
+        assert_eq!(
+            span["attributes"],
+            expected_testapp_attributes(s, port),
+            "{} {} served by pid {}",
+            s.method,
+            s.target,
+            span["resource"]["process.pid"]
+        );
         assert_eq!(span["name"], json!(testapp_span_name(s)));
         assert_eq!(span["kind"], "server");
         assert_eq!(span["status"]["code"], if s.status >= 500 { "error" } else { "unset" }, "{span}");

@@ -69,6 +69,13 @@ impl RouteTables {
         self.shared.get(self.parent.get(&pid)?).cloned()
     }
 
+    /// Another process forked by `pid`'s parent with its command line (a live sibling, as far as
+    /// the agent knows: exited ones are forgotten).
+    fn sibling_pid(&self, pid: u32) -> Option<u32> {
+        let mine = self.parent.get(&pid)?;
+        self.parent.iter().find(|(c, p)| **c != pid && *p == mine).map(|(c, _)| *c)
+    }
+
     /// `pid` read `m`: its siblings take it from here.
     fn share(&mut self, pid: u32, m: &Arc<Matcher>) {
         if let Some(key) = self.parent.get(&pid) {
@@ -94,6 +101,11 @@ impl Agent {
                 .is_none_or(|t| !t.gave_up && t.last_read.is_none_or(|at| now - at >= t.retry))
             {
                 self.read_routes(pid, now);
+                // Dead (or a zombie: its exe link is gone with its memory).
+                let gone = std::fs::read_link(format!("/proc/{pid}/exe")).is_err();
+                if gone && self.routes.by_pid.get(&pid).is_none_or(|t| t.matcher.is_none()) {
+                    self.table_from_sibling(pid, now);
+                }
             }
         }
         let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
@@ -107,6 +119,21 @@ impl Agent {
         self.read_routes(pid, now);
         let matcher = self.routes.by_pid.get(&pid)?.matcher.clone()?;
         resolved(&matcher, method, path)
+    }
+
+    /// `pid` cannot be read (a worker killed before its last requests settled, whose memory is
+    /// gone): a sibling running the same app can, and its table serves `pid`'s requests.
+    fn table_from_sibling(&mut self, pid: u32, now: Instant) {
+        let Some(sibling) = self.routes.sibling_pid(pid) else { return };
+        if self.routes.by_pid.get(&sibling).is_none_or(|t| t.matcher.is_none() && !t.gave_up) {
+            self.read_routes(sibling, now);
+        }
+        if let Some(shared) = self.routes.sibling(pid) {
+            self.metrics.route_table("reused");
+            let t = self.routes.by_pid.entry(pid).or_default();
+            t.matcher = Some(shared);
+            t.last_read = Some(now);
+        }
     }
 
     fn read_routes(&mut self, pid: u32, now: Instant) {

@@ -114,8 +114,11 @@ impl Agent {
         if let Some(site) = self.frame_eval_site_of(parent) {
             self.frame_eval_site(child, site);
         }
+        // Read before anything slower (attaching its TLS probes): a short-lived child may be a
+        // zombie by then, whose command line and executable are gone.
+        let info = ProcInfo::read(child).ok().filter(|i| !i.cmdline.is_empty());
         self.tls_forked(parent, child);
-        let traced = if let Ok(info) = ProcInfo::read(child) {
+        let traced = if let Some(info) = info {
             self.traced(&info, false, python)
         } else {
             // Already gone: it looked like its parent.

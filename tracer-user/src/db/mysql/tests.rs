@@ -8,44 +8,12 @@ use crate::db::{DbStats, Piece};
 
 /// Feeds syscall `i` as a piece with start 100*i and end 100*i+50; returns every call.
 fn run(c: &mut MysqlConnection, script: &[Sys]) -> Vec<DbCall> {
-    let mut calls = Vec::new();
-    for (i, &(d, data, len)) in script.iter().enumerate() {
-        let t = 100 * i as u64;
-        let p = Piece { data, len, start_ns: t, end_ns: t + 50 };
-        calls.extend(match d {
-            W => c.on_write(&p),
-            R => c.on_read(&p),
-        });
-    }
-    calls.extend(c.on_close());
-    calls
+    run_script(c, script)
 }
 
 /// Feeds every syscall one byte at a time (the bytes beyond the capture as one piece).
 fn run_bytewise(c: &mut MysqlConnection, script: &[Sys]) -> Vec<DbCall> {
-    let mut calls = Vec::new();
-    let mut t = 0;
-    for &(d, data, len) in script {
-        let mut pieces: Vec<Piece> = data
-            .chunks(1)
-            .map(|b| {
-                t += 10;
-                Piece { data: b, len: 1, start_ns: t, end_ns: t + 5 }
-            })
-            .collect();
-        if len > data.len() as u64 {
-            t += 10;
-            pieces.push(Piece { data: &[], len: len - data.len() as u64, start_ns: t, end_ns: t + 5 });
-        }
-        for p in pieces {
-            calls.extend(match d {
-                W => c.on_write(&p),
-                R => c.on_read(&p),
-            });
-        }
-    }
-    calls.extend(c.on_close());
-    calls
+    run_script_bytewise(c, script)
 }
 
 /// (system, operation, query text, namespace, returned rows, error code) of a call.

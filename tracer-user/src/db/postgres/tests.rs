@@ -4,7 +4,7 @@ use super::messages::{error_fields, returned_rows};
 use super::*;
 use crate::calls::{ClientProtocol, DbCall};
 use crate::db::fixtures::*;
-use crate::db::{DbStats, Piece};
+use crate::db::DbStats;
 
 /// The whole captured session, in order; the large Bind's write captured to 4096 bytes.
 fn session() -> Vec<Sys> {
@@ -36,45 +36,13 @@ fn session() -> Vec<Sys> {
 
 /// Feeds syscall `i` as a piece with start 100*i and end 100*i+50; returns every call.
 fn run(c: &mut PgConnection, script: &[Sys]) -> Vec<DbCall> {
-    let mut calls = Vec::new();
-    for (i, &(d, data, len)) in script.iter().enumerate() {
-        let t = 100 * i as u64;
-        let p = Piece { data, len, start_ns: t, end_ns: t + 50 };
-        calls.extend(match d {
-            W => c.on_write(&p),
-            R => c.on_read(&p),
-        });
-    }
-    calls.extend(c.on_close());
-    calls
+    run_script(c, script)
 }
 
 /// Feeds every syscall one byte at a time, each byte its own piece (uncaptured bytes of a
 /// partly captured syscall as one piece with no data).
 fn run_bytewise(c: &mut PgConnection, script: &[Sys]) -> Vec<DbCall> {
-    let mut calls = Vec::new();
-    let mut t = 0;
-    for &(d, data, len) in script {
-        let mut pieces: Vec<Piece> = data
-            .chunks(1)
-            .map(|b| {
-                t += 10;
-                Piece { data: b, len: 1, start_ns: t, end_ns: t + 5 }
-            })
-            .collect();
-        if len > data.len() as u64 {
-            t += 10;
-            pieces.push(Piece { data: &[], len: len - data.len() as u64, start_ns: t, end_ns: t + 5 });
-        }
-        for p in pieces {
-            calls.extend(match d {
-                W => c.on_write(&p),
-                R => c.on_read(&p),
-            });
-        }
-    }
-    calls.extend(c.on_close());
-    calls
+    run_script_bytewise(c, script)
 }
 
 /// (operation, query text, error, SQLSTATE) of a call.

@@ -3,7 +3,7 @@
 use super::*;
 use crate::calls::{ClientProtocol, DbCall};
 use crate::db::fixtures::*;
-use crate::db::{DbStats, Piece};
+use crate::db::DbStats;
 
 fn session() -> Vec<Sys> {
     vec![
@@ -40,38 +40,12 @@ fn session() -> Vec<Sys> {
     ]
 }
 
-fn feed(c: &mut RedisConnection, d: Dir, p: &Piece) -> Vec<DbCall> {
-    match d {
-        W => c.on_write(p),
-        R => c.on_read(p),
-    }
-}
-
 fn run(c: &mut RedisConnection, script: &[Sys]) -> Vec<DbCall> {
-    let mut calls = Vec::new();
-    for (i, &(d, data, len)) in script.iter().enumerate() {
-        let t = 100 * i as u64;
-        calls.extend(feed(c, d, &Piece { data, len, start_ns: t, end_ns: t + 50 }));
-    }
-    calls.extend(c.on_close());
-    calls
+    run_script(c, script)
 }
 
 fn run_bytewise(c: &mut RedisConnection, script: &[Sys]) -> Vec<DbCall> {
-    let mut calls = Vec::new();
-    let mut t = 0;
-    for &(d, data, len) in script {
-        for b in data.chunks(1) {
-            t += 10;
-            calls.extend(feed(c, d, &Piece { data: b, len: 1, start_ns: t, end_ns: t + 5 }));
-        }
-        if len > data.len() as u64 {
-            t += 10;
-            calls.extend(feed(c, d, &Piece { data: &[], len: len - data.len() as u64, start_ns: t, end_ns: t + 5 }));
-        }
-    }
-    calls.extend(c.on_close());
-    calls
+    run_script_bytewise(c, script)
 }
 
 /// (operation, query text, key count, error) of each call.

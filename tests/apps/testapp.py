@@ -115,3 +115,81 @@ def stream(n):
             yield f"chunk-{i}\n".encode()
 
     return Response(chunks(), mimetype="text/plain")
+
+
+# The fault suite's routes (tests/tests/faults.rs).
+
+
+@app.get("/abort")
+def crash():
+    """Crashes the worker mid-request, as a C extension's fatal error would: no response."""
+    import resource
+
+    # No core file in the app's directory.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.abort()
+
+
+@app.get("/fork/<int:n>")
+def fork_children(n):
+    """Forks n children that exit at once, each reaped before the next: short-lived children."""
+    for _ in range(n):
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+    return _text(str(n))
+
+
+@app.get("/threads/<int:n>")
+def hold_threads(n):
+    """Holds n idle threads at once, then lets them end; says how many started."""
+    release = threading.Event()
+    started = []
+    old = threading.stack_size(64 * 1024)
+    try:
+        for _ in range(n):
+            t = threading.Thread(target=release.wait, daemon=True)
+            try:
+                t.start()
+            except RuntimeError:
+                break
+            started.append(t)
+    finally:
+        threading.stack_size(old)
+        release.set()
+        for t in started:
+            t.join()
+    return _text(str(len(started)))
+
+
+@app.get("/conns/<int:n>/<int:hold_ms>")
+def hold_connections(n, hold_ms):
+    """Holds n connected loopback TCP pairs at once (n connects and n accepts in this process)
+    for hold_ms, then resets them (no TIME_WAIT left behind). Says how many pairs were made, and
+    when (CLOCK_MONOTONIC ns) the last was made and the first was let go."""
+    import socket
+    import struct
+
+    listeners = [socket.create_server(("127.0.0.1", 0), backlog=1024) for _ in range(2)]
+    held = []
+    try:
+        for i in range(n):
+            listener = listeners[i % 2]
+            c = socket.socket()
+            c.connect(listener.getsockname())
+            s, _ = listener.accept()
+            held.append((c, s))
+    except OSError:
+        pass
+    made = time.monotonic_ns()
+    time.sleep(hold_ms / 1000.0)
+    released = time.monotonic_ns()
+    reset = struct.pack("ii", 1, 0)
+    for c, s in held:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, reset)
+        s.close()
+        c.close()
+    for listener in listeners:
+        listener.close()
+    return _text(f"{len(held)} {made} {released}")

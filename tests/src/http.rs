@@ -92,6 +92,13 @@ impl Conn {
         self.port
     }
 
+    /// Wait up to `t` for each read and write instead of 10 s (a request the server takes long
+    /// to answer on purpose).
+    pub fn set_io_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(t))?;
+        self.stream.set_write_timeout(Some(t))
+    }
+
     pub fn local_port(&self) -> u16 {
         self.stream.local_addr().map_or(0, |a| a.port())
     }
@@ -128,6 +135,23 @@ impl Conn {
 
     pub fn try_read_response(&mut self) -> io::Result<Response> {
         self.read_response_inner(false)
+    }
+
+    /// Close with a reset (SO_LINGER 0): no TIME_WAIT left on the port, as the fault suite's
+    /// thousands of connections would leave.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on our own socket with a local, correctly sized option value.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                std::ptr::from_ref(&linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
     }
 
     /// Half-close our side, as a client does after its last request.

@@ -12,6 +12,7 @@
 //! let s = one_span(&r.spans, "/hello");
 //! ```
 
+pub mod bpf_maps;
 pub mod bpf_objects;
 pub mod env;
 pub mod expect;
@@ -35,6 +36,7 @@ pub mod uwsgi;
 pub mod wait;
 pub mod wire;
 
+pub use bpf_maps::{AgentMaps, Map};
 pub use bpf_objects::BpfObjects;
 pub use env::{
     apps_dir, debian_chroot, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_chroot_venvs,

@@ -171,6 +171,21 @@ impl Tracer {
         (text, stderr)
     }
 
+    /// Whether the agent is still running (it has not exited, by a crash or otherwise).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// [`Self::stop`] that never panics, for a test that reports a dead agent rather than
+    /// failing at once (the fault suite): the exit status after SIGINT (None if it had already
+    /// gone or had to be killed), and whatever it wrote (lines that do not parse left out).
+    pub fn stop_lenient(mut self) -> (Option<ExitStatus>, TraceResult) {
+        let status = self.interrupt_and_wait();
+        let text = std::fs::read_to_string(&self.output_path).unwrap_or_default();
+        let spans = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (status, TraceResult { spans, stderr: self.stderr_now() })
+    }
+
     /// Sends `signal` (SIGKILL, SIGTERM) to the agent and waits up to 15 s for it to exit: its
     /// exit status and stderr, None if it had to be killed. What it wrote is not read: a test of
     /// a restart looks at the next agent's output.

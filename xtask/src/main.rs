@@ -3,6 +3,7 @@ mod bench;
 mod chroot;
 mod cmd;
 mod demo;
+mod faults;
 mod fuzz;
 mod image;
 mod lint;
@@ -61,6 +62,9 @@ enum Task {
         #[arg(long, default_value_t = 30.0)]
         minutes: f64,
     },
+    /// The fault suite: killed and crashing workers, exec, forks, idle and slow connections, the
+    /// agent stopped, its maps and ring buffer filled, concurrent scrapes; writes bench/faults.md
+    Faults,
     /// Benchmark pytracer's cost on a Gunicorn+Flask app against in-process agents; writes
     /// bench/results.md and bench/latency.png
     Bench {
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Soak { minutes } => soak::run(minutes),
+        Task::Faults => faults::run(),
         Task::Bench { rounds, seconds, connections, configs, quick } => {
             let default = if quick { "A,C" } else { "A,B,C,D,E,F,G" };
             let configs = if configs.is_empty() { default.split(',').map(String::from).collect() } else { configs };

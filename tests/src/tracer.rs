@@ -178,9 +178,10 @@ impl Tracer {
 
     /// [`Self::stop`] that never panics, for a test that reports a dead agent rather than
     /// failing at once (the fault suite): the exit status after SIGINT (None if it had already
-    /// gone or had to be killed), and whatever it wrote (lines that do not parse left out).
-    pub fn stop_lenient(mut self) -> (Option<ExitStatus>, TraceResult) {
-        let status = self.interrupt_and_wait();
+    /// gone or had to be killed after `timeout`), and whatever it wrote (lines that do not parse
+    /// left out).
+    pub fn stop_lenient(mut self, timeout: Duration) -> (Option<ExitStatus>, TraceResult) {
+        let status = self.signal_wait_for(libc::SIGINT, timeout);
         let text = std::fs::read_to_string(&self.output_path).unwrap_or_default();
         let spans = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         (status, TraceResult { spans, stderr: self.stderr_now() })
@@ -200,12 +201,16 @@ impl Tracer {
     }
 
     fn signal_wait(&mut self, signal: libc::c_int) -> Option<ExitStatus> {
+        self.signal_wait_for(signal, STOP_TIMEOUT)
+    }
+
+    fn signal_wait_for(&mut self, signal: libc::c_int, timeout: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) on a child we spawned and have not reaped.
         unsafe {
             libc::kill(child.id() as libc::pid_t, signal);
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             match child.try_wait() {
                 Ok(Some(s)) => return Some(s),

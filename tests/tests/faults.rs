@@ -286,7 +286,11 @@ impl Rig {
         });
         // The check's span is written at its response's end; a moment for the agent to read it.
         std::thread::sleep(Duration::from_millis(500));
-        let (status, result) = self.t.stop_lenient();
+        // The harness's other tests allow 15 s; on this shared 2-core machine under other
+        // builds' load a stop has taken longer (its probes' detach), so it is timed and shown.
+        let stopping = Instant::now();
+        let (status, result) = self.t.stop_lenient(Duration::from_mins(1));
+        let stop_took = stopping.elapsed();
         let mut by_id: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
         for s in result.spans.into_iter().filter(|s| s["kind"] == "server") {
             if let Some(id) = request_id(&s) {
@@ -296,10 +300,16 @@ impl Rig {
         let mut row = self.row;
         let reqs = self.client.ledger.reqs.lock().unwrap();
         let check_spans = check.map_or(0, |id| by_id.get(&id).map_or(0, Vec::len));
-        row.survived = running && status.is_some_and(|s| s.success()) && check_spans == 1;
+        row.survived = running && check_spans == 1;
         row.check(running, "the agent had exited");
         row.check(check_spans == 1, format!("the check request has {check_spans} spans"));
-        row.check(status.is_some_and(|s| s.success()), format!("the agent's exit after SIGINT: {status:?}"));
+        row.check(
+            status.is_some_and(|s| s.success()),
+            format!("the agent's exit within {stop_took:?} of SIGINT: {status:?}"),
+        );
+        if stop_took > Duration::from_secs(5) {
+            row.notes.push(format!("the agent took {:.1} s to stop after SIGINT", stop_took.as_secs_f64()));
+        }
         row.sent = reqs.len();
         row.spans = reqs.iter().map(|r| by_id.get(&r.id).map_or(0, Vec::len)).sum();
         let lost: Vec<&Req> = reqs.iter().filter(|r| r.owed && !by_id.contains_key(&r.id)).collect();
@@ -349,8 +359,9 @@ fn busy_worker(mport: u16) -> Option<u32> {
         .and_then(|l| l.labels.get("pid")?.parse().ok())
 }
 
-/// Sends `path` (which kills its worker) from a thread, kills `victim` when given once the agent
-/// has seen the request start, and waits for the master to replace the dead worker.
+/// Sends `path` from a thread; its worker dies serving it: by its own hand (`/abort`), or, with
+/// `sigkill`, by SIGKILL once the agent counts the request active. Then the master replaces the
+/// dead worker, and the replacement's requests must be traced.
 fn worker_dies(fault: &str, path: &'static str, sigkill: bool) -> Row {
     let mut rig = Rig::start(fault, GunicornOpts::sync(2));
     several(&rig.client, "/hello", 20);

@@ -61,6 +61,7 @@ pub(crate) const FIELDS: &[EnvField] = &[
     field!("cpython.frame_eval.window_ms", |c, v| c.cpython.frame_eval.window_ms = whole(v)?),
     field!("cpython.frame_eval.every_seconds", |c, v| c.cpython.frame_eval.every_seconds = number(v)?),
     field!("cpython.frame_eval.min_walk_gap_us", |c, v| c.cpython.frame_eval.min_walk_gap_us = whole(v)?),
+    field!("cpython.frame_eval.in_routed_processes", |c, v| c.cpython.frame_eval.in_routed_processes = boolean(v)?),
     field!("otlp.endpoint", |c, v| c.otlp.endpoint = optional(v)),
     field!("otlp.headers", |c, v| c.otlp.headers = map(v)?),
     field!("otlp.compression", |c, v| c.otlp.compression = v.trim().to_string()),
@@ -256,6 +257,7 @@ mod tests {
             ("PYTRACER_CPYTHON_FRAME_EVAL_WINDOW_MS", "200"),
             ("PYTRACER_CPYTHON_FRAME_EVAL_EVERY_SECONDS", "30"),
             ("PYTRACER_CPYTHON_FRAME_EVAL_MIN_WALK_GAP_US", "100"),
+            ("PYTRACER_CPYTHON_FRAME_EVAL_IN_ROUTED_PROCESSES", "true"),
             ("PYTRACER_OTLP_ENDPOINT", "http://collector:4318/v1/traces"),
             ("PYTRACER_OTLP_HEADERS", "x-api-key=s3cr=t, tenant = a"),
             ("PYTRACER_OTLP_COMPRESSION", "none"),
@@ -271,7 +273,11 @@ mod tests {
                 Http { secrets: Secrets { matcher, list: secrets }, capture_headers: CaptureHeaders { request, response } },
             output: Output { path },
             metrics: Metrics { listen, exited_process_grace_seconds },
-            cpython: Cpython { gil_wait, frame_eval: FrameEval { mode, window_ms, every_seconds, min_walk_gap_us } },
+            cpython:
+                Cpython {
+                    gil_wait,
+                    frame_eval: FrameEval { mode, window_ms, every_seconds, min_walk_gap_us, in_routed_processes },
+                },
             otlp: Otlp { endpoint, headers, compression, batch_size, queue_size, timeout_seconds },
         } = load(None, &all).unwrap();
         assert_eq!(whitelist, ["gunicorn", "myserver"]);
@@ -288,6 +294,7 @@ mod tests {
         assert_eq!(exited_process_grace_seconds, 5.0);
         assert!(gil_wait);
         assert_eq!((mode, window_ms, every_seconds, min_walk_gap_us), (FrameEvalMode::Always, 200, 30.0, 100));
+        assert!(in_routed_processes);
         assert_eq!(endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
         assert_eq!(
             headers.into_iter().collect::<Vec<_>>(),

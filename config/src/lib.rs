@@ -78,6 +78,11 @@ pub struct FrameEval {
     /// Sampled mode: the least time between two stack walks on one thread, in microseconds.
     /// Each walk costs ~10-20 µs; a few per request find the handler. `always` walks every hit.
     pub min_walk_gap_us: u64,
+    /// Sampled mode: open windows in processes whose route table already names each span's
+    /// handler as well, to check the table against the stack (`pytracer_route_checks_total`).
+    /// Off by default: a window costs ~+180 µs on each request served inside it (about 1% of a
+    /// small request's CPU at the default duty cycle) for nothing the table does not give.
+    pub in_routed_processes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -90,7 +95,13 @@ pub enum FrameEvalMode {
 
 impl Default for FrameEval {
     fn default() -> Self {
-        FrameEval { mode: FrameEvalMode::Sampled, window_ms: 100, every_seconds: 10.0, min_walk_gap_us: 250 }
+        FrameEval {
+            mode: FrameEvalMode::Sampled,
+            window_ms: 100,
+            every_seconds: 10.0,
+            min_walk_gap_us: 250,
+            in_routed_processes: false,
+        }
     }
 }
 

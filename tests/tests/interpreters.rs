@@ -182,7 +182,7 @@ fn sampled_windows_name_handlers_only_inside_windows() {
     let dir = TempDir::new("sampled").unwrap();
     let config = dir.path().join("pytracer.yaml");
     // Windows of 300 ms every second, walking every hit inside them.
-    std::fs::write(&config, "cpython:\n  frame_eval:\n    mode: sampled\n    window_ms: 300\n    every_seconds: 1\n    min_walk_gap_us: 0\n").unwrap();
+    std::fs::write(&config, "cpython:\n  frame_eval:\n    mode: sampled\n    window_ms: 300\n    every_seconds: 1\n    min_walk_gap_us: 0\n    in_routed_processes: true\n").unwrap();
     let mport = free_port();
     let t = Tracer::start(
         &[g.pid()],

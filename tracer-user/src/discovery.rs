@@ -1,6 +1,8 @@
 //! Which processes to trace: the Instana host agent's Python autodiscovery rules. A process is a
 //! candidate when its command line contains a whitelist entry (case-sensitive substring), and is
-//! then ignored when it also contains a blacklist entry.
+//! then ignored when it also contains a blacklist entry, or when it runs no Python: a substring
+//! also matches `tail -f /var/log/uwsgi.log` or `cargo test --test uwsgi_spans`, and a traced
+//! process's every descendant is traced too.
 use pytracer_config::Discovery;
 use serde::Serialize;
 
@@ -19,16 +21,51 @@ impl Decision {
     }
 }
 
+/// What a process's executable says about the Python in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    /// A Python interpreter, uWSGI, or an executable that maps libpython.
+    Python,
+    /// Something else (its executable's name).
+    Other(String),
+    /// The executable cannot be read: the command line decides alone.
+    Unknown,
+}
+
 /// The decision for one command line; None when the process is not a candidate at all.
-pub fn decide(cmdline: &str, looks_like_python: bool, rules: &Discovery) -> Option<Decision> {
+pub fn decide(cmdline: &str, runs: &Runs, rules: &Discovery) -> Option<Decision> {
     let Some(white) = rules.whitelist.iter().find(|w| cmdline.contains(w.as_str())) else {
-        return looks_like_python
+        return (*runs == Runs::Python)
             .then(|| Decision::Ignored { reason: "no whitelist entry in the command line".into() });
     };
     if let Some(black) = rules.blacklist.iter().find(|b| cmdline.contains(b.as_str())) {
         return Some(Decision::Ignored { reason: format!("command line contains blacklisted \"{black}\"") });
     }
+    if let Runs::Other(exe) = runs {
+        return Some(Decision::Ignored {
+            reason: format!(
+                "command line contains whitelisted \"{white}\", but {exe} is neither Python nor uWSGI and maps no libpython"
+            ),
+        });
+    }
     Some(Decision::Traced { reason: format!("command line contains whitelisted \"{white}\"") })
+}
+
+/// Whether `p` runs Python. The libpython check reads /proc/PID/maps, so it is made only for a
+/// whitelisted command line whose executable's name says neither.
+fn runs(p: &ProcInfo, cmdline: &str, rules: &Discovery) -> Runs {
+    let Some(exe) = p.exe_name() else { return Runs::Unknown };
+    if exe.starts_with("python") || exe.contains("uwsgi") {
+        return Runs::Python;
+    }
+    let whitelisted = rules.whitelist.iter().any(|w| cmdline.contains(w.as_str()));
+    let maps_libpython =
+        whitelisted && std::fs::read_to_string(format!("/proc/{}/maps", p.pid)).is_ok_and(|m| m.contains("/libpython"));
+    if maps_libpython {
+        Runs::Python
+    } else {
+        Runs::Other(exe)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,9 +160,8 @@ pub fn scan(rules: &Discovery, describe_python: bool) -> Vec<Candidate> {
         .filter_map(|p| ProcInfo::read_identity(p.pid as u32).ok())
         .filter(|p| !p.cmdline.is_empty())
         .filter_map(|p| {
-            let python = p.exe_name().is_some_and(|n| n.starts_with("python"));
             let cmdline = p.cmdline_string();
-            decide(&cmdline, python, rules).map(|decision| {
+            decide(&cmdline, &runs(&p, &cmdline, rules), rules).map(|decision| {
                 let python = (describe_python && decision.is_traced()).then(|| PythonSummary::of(p.pid));
                 Candidate { pid: p.pid, ppid: p.ppid, cmdline, decision, python }
             })
@@ -143,26 +179,47 @@ mod tests {
         Discovery::default()
     }
 
+    const PY: &Runs = &Runs::Python;
+
+    fn other(exe: &str) -> Runs {
+        Runs::Other(exe.into())
+    }
+
     #[test]
     fn whitelist_then_blacklist() {
-        let d = decide("/v/bin/python /v/bin/gunicorn app:app", true, &rules()).unwrap();
+        let d = decide("/v/bin/python /v/bin/gunicorn app:app", PY, &rules()).unwrap();
         assert_eq!(d, Decision::Traced { reason: "command line contains whitelisted \"gunicorn\"".into() });
-        let d = decide("pipenv run gunicorn app:app", false, &rules()).unwrap();
+        let d = decide("pipenv run gunicorn app:app", &other("pipenv"), &rules()).unwrap();
         assert_eq!(d, Decision::Ignored { reason: "command line contains blacklisted \"pipenv\"".into() });
-        assert_eq!(decide("/usr/bin/uwsgi --http :80", false, &rules()).map(|d| d.is_traced()), Some(true));
+        assert_eq!(decide("/usr/bin/uwsgi --http :80", PY, &rules()).map(|d| d.is_traced()), Some(true));
     }
 
     #[test]
     fn case_sensitive_substring() {
-        assert_eq!(decide("/opt/Gunicorn/run", false, &rules()), None);
-        assert_eq!(decide("/x/mygunicornwrapper", false, &rules()).map(|d| d.is_traced()), Some(true));
-        assert_eq!(decide("python manage.py runserver", true, &rules()).map(|d| d.is_traced()), Some(false));
+        assert_eq!(decide("/opt/Gunicorn/run", &other("run"), &rules()), None);
+        assert_eq!(decide("/x/mygunicornwrapper", &Runs::Unknown, &rules()).map(|d| d.is_traced()), Some(true));
+        assert_eq!(decide("python manage.py runserver", PY, &rules()).map(|d| d.is_traced()), Some(false));
+    }
+
+    #[test]
+    fn a_whitelisted_command_line_without_python_is_ignored() {
+        for (cmdline, exe) in [("tail -f /var/log/uwsgi.log", "tail"), ("cargo test --test uwsgi_spans", "cargo")] {
+            let d = decide(cmdline, &other(exe), &rules()).unwrap();
+            assert_eq!(
+                d,
+                Decision::Ignored {
+                    reason: format!(
+                        "command line contains whitelisted \"uwsgi\", but {exe} is neither Python nor uWSGI and maps no libpython"
+                    )
+                }
+            );
+        }
     }
 
     #[test]
     fn python_without_whitelist_entry_is_listed_as_ignored() {
-        let d = decide("python3 worker.py", true, &rules()).unwrap();
+        let d = decide("python3 worker.py", PY, &rules()).unwrap();
         assert_eq!(d, Decision::Ignored { reason: "no whitelist entry in the command line".into() });
-        assert_eq!(decide("bash", false, &rules()), None);
+        assert_eq!(decide("bash", &other("bash"), &rules()), None);
     }
 }

@@ -16,6 +16,7 @@ pub mod libssl;
 pub mod logging;
 pub mod metrics;
 pub mod piece;
+pub mod privileges;
 pub mod procinfo;
 pub mod profile;
 pub mod protocols;

@@ -28,7 +28,7 @@ fn enter_with_addr(ctx: &TracePointContext, op: Op) -> u32 {
     else {
         return 0;
     };
-    save(id, op, fd as i32, addr, len);
+    save(id, op, fd as i32, addr, len, 0);
     0
 }
 
@@ -69,10 +69,11 @@ pub fn enter_getsockopt(ctx: TracePointContext) -> u32 {
     }
     let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
     // SAFETY: a value pointer from a map lookup, valid for this program run.
-    if unsafe { *how } & CONN_CONNECTED == 0 {
+    let how = unsafe { *how };
+    if how & CONN_CONNECTED == 0 {
         return 0;
     }
-    save(id, Op::SoError, fd as i32, val, 0);
+    save(id, Op::SoError, fd as i32, val, 0, how);
     0
 }
 

@@ -34,7 +34,7 @@ fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
     let write = matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData);
     if tls::inside_ssl_call(id, tgid, tid, fd, how, write) || how & CONN_TLS != 0 {
         // Ciphertext: the libssl probes send its plaintext. Saved only for its failures.
-        save(id, if write { Op::CipherWrite } else { Op::CipherRead }, fd, 0, 0);
+        save(id, if write { Op::CipherWrite } else { Op::CipherRead }, fd, 0, 0, how);
         return 0;
     }
     if how & CONN_CONNECTED != 0 && matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg) {
@@ -45,7 +45,7 @@ fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
         Op::ReadIov | Op::WriteIov => arg::<u64>(ctx, ARG2).unwrap_or(0),
         _ => 0,
     };
-    save(id, op, fd, ptr, aux);
+    save(id, op, fd, ptr, aux, how);
     0
 }
 
@@ -119,7 +119,7 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
             let n = read_u64(inf.ptr + 24).unwrap_or(0);
             gather_iov(ev, iov, n, want)
         }
-        Op::WriteNoData | Op::Accept | Op::Connect | Op::SoError | Op::CipherRead | Op::CipherWrite => 0,
+        Op::WriteNoData | Op::Accept | Op::Connect | Op::SoError | Op::CipherRead | Op::CipherWrite | Op::Done => 0,
     };
     ev.captured = captured as u32;
     let size = DATA_HEADER_LEN + (captured & (SCRATCH_LEN - 1));

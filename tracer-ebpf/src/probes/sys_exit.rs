@@ -1,11 +1,11 @@
 //! The one exit program of every traced syscall: the entry saved in INFLIGHT says what the call
 //! was, and the handler of that call's file finishes it.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{ConnKey, EventHeader, CONN_CONNECTED};
+use tracer_common::{EventHeader, CONN_CONNECTED};
 
 use super::{accept_connect, data};
-use crate::maps::{Op, CONNS, INFLIGHT};
-use crate::syscall::{arg, EXIT_RET};
+use crate::maps::{Inflight, Op};
+use crate::syscall::{arg, take, EXIT_RET};
 use crate::task::{ids, now_ns};
 use crate::thread_request;
 
@@ -15,13 +15,10 @@ const EISCONN: i64 = 106;
 const EALREADY: i64 = 114;
 const EINPROGRESS: i64 = 115;
 
+/// An outgoing socket, by the CONNS flags its entry saved.
 #[inline(always)]
-fn is_client(tgid: u32, fd: i32) -> bool {
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: a value pointer from a map lookup, valid for this program run.
-    CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }).is_some_and(|how| unsafe { *how } & CONN_CONNECTED != 0)
+fn is_client(inf: &Inflight) -> bool {
+    inf.how & CONN_CONNECTED != 0
 }
 
 #[inline(always)]
@@ -34,10 +31,7 @@ fn is_write(op: Op) -> bool {
 #[tracepoint]
 pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let (id, tgid, tid) = ids();
-    let Some(inf) = INFLIGHT.get_ptr(id) else { return 0 };
-    // SAFETY: a value pointer from a map lookup, copied out before the entry is removed.
-    let inf = unsafe { *inf };
-    let _ = INFLIGHT.remove(id);
+    let Some(inf) = take(id) else { return 0 };
     let Some(ret) = arg::<i64>(&ctx, EXIT_RET) else { return 0 };
     // A non-blocking connect returns EINPROGRESS and completes later: the socket is ours anyway.
     // Any other error is a failed call, reported but not followed.
@@ -57,7 +51,7 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
         // A read or write on an outgoing socket that failed (a reset, a refused non-blocking
         // connect) or found the peer's end: the call ends there.
         let failed = ret != -EAGAIN && ret != -EINTR && inf.op != Op::Accept;
-        if failed && is_client(tgid, inf.fd) && !(ret == 0 && is_write(inf.op)) {
+        if failed && is_client(&inf) && !(ret == 0 && is_write(inf.op)) {
             accept_connect::sock_error(tgid, tid, inf.fd, inf.start_ns, ret);
         }
         return 0; // EAGAIN on non-blocking sockets and the like: nothing moved
@@ -68,7 +62,7 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     } else if ret > 0 && !matches!(inf.op, Op::CipherRead | Op::CipherWrite) {
         // Ciphertext is neither data nor a request boundary: libssl's plaintext (probes/tls.rs)
         // is the data, and a TLS server's requests go unattributed by the sampler.
-        if !is_client(tgid, inf.fd) {
+        if !is_client(&inf) {
             thread_request::on_server_data(tgid, tid, inf.fd, inf.start_ns, is_write(inf.op));
         }
         data::on_data(header, &inf, 0);

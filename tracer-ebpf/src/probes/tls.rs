@@ -169,9 +169,11 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         count_drop(DropReason::TlsNoSocket);
         return 0;
     }
-    if CONNS.get_ptr(ConnKey { tgid, fd: call.fd as u32 }).is_none() {
+    let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: call.fd as u32 }) else {
         return 0; // a socket we do not follow, as for syscall data
-    }
+    };
+    // SAFETY: a value pointer from a map lookup, valid for this program run.
+    let how = unsafe { *how };
     let kind = if call.write != 0 { EventKind::Write } else { EventKind::Read };
     let header = EventHeader {
         kind: kind as u32,
@@ -183,7 +185,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         ret: moved as i64,
     };
     let op = if call.write != 0 { Op::WriteBuf } else { Op::ReadBuf };
-    let inf = Inflight { start_ns: call.start_ns, ptr: call.buf, aux: 0, fd: call.fd, op };
+    let inf = Inflight { start_ns: call.start_ns, ptr: call.buf, aux: 0, fd: call.fd, op, how, _pad: 0 };
     data::on_data(header, &inf, DATA_FLAG_TLS);
     0
 }

@@ -1,5 +1,6 @@
 //! When the stack-walking uprobe on `_PyEval_EvalFrameDefault` is attached, per traced process.
-//! It traps ~120 times per Flask request, so by default it is attached only for short windows;
+//! It traps ~120 times per Flask request, so by default it is attached only for short windows, and
+//! not at all in processes whose route table already names each span's handler;
 //! `always` keeps it on. Per process (never for every process mapping the library), and a forked
 //! child needs its own attachment: a per-process uprobe is not inherited.
 use std::collections::HashMap;
@@ -48,9 +49,16 @@ impl Agent {
     /// A process whose interpreter the walk can read: attach now if a window is open (or always).
     pub(super) fn frame_eval_site(&mut self, pid: u32, site: Site) {
         self.frame_eval.sites.insert(pid, site);
-        if self.frame_eval.on(&self.config.cpython.frame_eval) {
+        if self.frame_eval.on(&self.config.cpython.frame_eval) && self.wants_window(pid) {
             self.frame_eval_attach(pid);
         }
+    }
+
+    /// Whether a sampled window is worth its traps in `pid`: not where the route table already
+    /// gives every span its handler, unless the configuration asks for the cross-check.
+    fn wants_window(&self, pid: u32) -> bool {
+        let cfg = &self.config.cpython.frame_eval;
+        cfg.mode != FrameEvalMode::Sampled || cfg.in_routed_processes || !self.routes.has_table(pid)
     }
 
     pub(super) fn frame_eval_site_of(&self, pid: u32) -> Option<Site> {
@@ -109,7 +117,8 @@ impl Agent {
                 let next = *self.frame_eval.next_window.get_or_insert(now + Duration::from_secs(1));
                 if now >= next {
                     self.frame_eval.window_end = Some(now + Duration::from_millis(cfg.window_ms));
-                    let pids: Vec<u32> = self.frame_eval.sites.keys().copied().collect();
+                    let pids: Vec<u32> =
+                        self.frame_eval.sites.keys().copied().filter(|&pid| self.wants_window(pid)).collect();
                     for pid in pids {
                         self.frame_eval_attach(pid);
                     }

@@ -159,6 +159,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tls: tls::TlsProbes::default(),
         adopted: adopt::Adopted::new(adoption_metrics),
     };
+    // Loaded, attached and bound: what is left to do needs only a few capabilities.
+    match crate::privileges::drop_unneeded() {
+        Ok(d) => log::debug!(
+            "capabilities kept: {} ({} dropped{})",
+            d.kept.join(", "),
+            d.dropped,
+            if d.bounding { ", bounding set cut" } else { "" }
+        ),
+        Err(e) => log::warn!("keeping every capability: {e}"),
+    }
     let discover = match opts.targets {
         Targets::Pids(pids) => {
             for pid in pids {

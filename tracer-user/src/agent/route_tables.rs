@@ -64,6 +64,11 @@ impl RouteTables {
         self.shared.retain(|(parent, _), _| *parent != pid);
     }
 
+    /// `pid` has a route table: its spans get their handler from it.
+    pub(super) fn has_table(&self, pid: u32) -> bool {
+        self.by_pid.get(&pid).is_some_and(|t| t.matcher.is_some())
+    }
+
     /// A sibling's table, when one has been read.
     fn sibling(&self, pid: u32) -> Option<Arc<Matcher>> {
         self.shared.get(self.parent.get(&pid)?).cloned()

@@ -315,6 +315,56 @@ fn pin(pid: u32, cpu: usize) -> Result<()> {
 }
 
 /// The median of `v` and its [min–max].
+/// Where a traced round's added CPU per request went, against A's in the same round: the
+/// server's user time, its system time beyond the kernel programs (the tracepoints' own
+/// machinery: records built for the programs, the slow syscall path), the programs, the agent.
+fn split(x: &CpuSample, a: &CpuSample) -> [f64; 5] {
+    let user = x.server_user_us - a.server_user_us;
+    let machinery = (x.server_system_us - x.programs_us) - (a.server_system_us - a.programs_us);
+    let total = x.total_us() - a.total_us();
+    [user, machinery, x.programs_us, x.agent_us - a.agent_us, total]
+}
+
+impl Measured {
+    /// The added CPU per request of each traced configuration, split (see [`split`]), each part
+    /// in µs and as a share of A's CPU per request: medians of the rounds' own differences.
+    fn split_markdown(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "\n### Where the added CPU goes\n\nPer request, each round against A's run in the same round; medians with [min–max] over rounds, in µs and (in brackets after) as a share of A's CPU per request. Kernel machinery is the server's system time beyond the programs' own run time, against A's system time.\n\n| route | configuration | server user | kernel machinery | kernel programs | agent | added in all |\n|---|---|---|---|---|---|---|\n",
+        );
+        for &route in &self.opts.routes {
+            let Some(base) = self.samples.get(&(route, Config::A)) else { continue };
+            for &config in &self.opts.configs {
+                if config == Config::A {
+                    continue;
+                }
+                let Some(s) = self.samples.get(&(route, config)) else { continue };
+                let parts: Vec<([f64; 5], f64)> =
+                    s.iter().zip(base).map(|(x, a)| (split(x, a), a.total_us())).collect();
+                let cell = |i: usize| {
+                    let us: Vec<f64> = parts.iter().map(|(p, _)| p[i]).collect();
+                    let pct: Vec<f64> = parts.iter().map(|(p, a)| 100.0 * p[i] / a.max(1e-9)).collect();
+                    let (m, lo, hi) = median_range(&us);
+                    let (pm, plo, phi) = median_range(&pct);
+                    format!("{m:+.1} µs [{lo:+.1}–{hi:+.1}] ({pm:+.1}% [{plo:+.1}–{phi:+.1}])")
+                };
+                let _ = writeln!(
+                    out,
+                    "| `{route}` | {} | {} | {} | {} | {} | {} |",
+                    config.label(),
+                    cell(0),
+                    cell(1),
+                    cell(2),
+                    cell(3),
+                    cell(4)
+                );
+            }
+        }
+        out
+    }
+}
+
 pub fn median_range(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -376,6 +426,7 @@ impl Measured {
                 );
             }
         }
+        out.push_str(&self.split_markdown());
         // Each program's share, for the traced configurations (the last round's, on the first route).
         for &config in &o.configs {
             let Some(last) = o.routes.first().and_then(|r| self.samples.get(&(*r, config))).and_then(|s| s.last())

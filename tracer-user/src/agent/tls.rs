@@ -127,6 +127,11 @@ impl Agent {
                 let offset = if on_entry { f.entry } else { f.after_endbr64 };
                 match self.probes.attach_tls(prog, pid, &lib.path, offset) {
                     Ok(link) => links.push(link),
+                    Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                        // A short-lived child that exited before its probes went on: nothing of
+                        // it is left unseen, so it is no attach error.
+                        return;
+                    }
                     Err(e) => {
                         self.metrics.attach_error("tls_probe");
                         log::warn!("pid {pid}: HTTPS stays unparsed: {e}");

@@ -16,8 +16,13 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+        Self::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// A scratch directory under `parent` (a chroot's /tmp, say, for files its processes read).
+    pub fn new_in(parent: &Path, prefix: &str) -> std::io::Result<TempDir> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "pytracer-tests-{prefix}-{}-{}-{nanos}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)

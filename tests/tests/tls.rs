@@ -8,25 +8,98 @@
 //! on those sockets was never parsed (the agent's own counters of unparsed and malformed traffic
 //! stay at 0).
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use pytracer_tests::*;
 use serde_json::{json, Value};
 
-/// A self-signed certificate for localhost and 127.0.0.1: (certificate, key).
-fn make_certificate(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("/usr/bin/openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-    (cert.to_str().unwrap().to_string(), key.to_str().unwrap().to_string())
+/// What every test here starts from: a self-signed certificate for localhost and 127.0.0.1, made
+/// by openssl in a scratch directory of its own (kept when the test fails), the Gunicorns that
+/// serve tests/apps/tls_calls.py with it, and the agent, its metrics on a port of its own.
+struct Fixture {
+    files: TempDir,
+    /// The certificate's and the key's paths as the servers see them.
+    cert: String,
+    key: String,
+    metrics_port: u16,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Self::under(&std::env::temp_dir(), Path::new("/"))
+    }
+
+    /// The certificate made in the chroot at `root`, for the processes inside it.
+    fn in_chroot(root: &Path) -> Fixture {
+        Self::under(&root.join("tmp"), root)
+    }
+
+    /// The certificate in a scratch directory under `parent`, served from the root `root`.
+    fn under(parent: &Path, root: &Path) -> Fixture {
+        let files = TempDir::new_in(parent, "tls").unwrap();
+        let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+        let out = Command::new("/usr/bin/openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        let served = |p: PathBuf| Path::new("/").join(p.strip_prefix(root).unwrap()).to_str().unwrap().to_string();
+        Fixture { cert: served(cert), key: served(key), files, metrics_port: free_port() }
+    }
+
+    /// Where the fixture's files are (a test's own build products can go there too).
+    fn dir(&self) -> &Path {
+        self.files.path()
+    }
+
+    /// A Gunicorn serving tls_calls.py over HTTPS with the certificate; `opts` says which worker.
+    fn https_gunicorn(&self, opts: GunicornOpts) -> Gunicorn {
+        Gunicorn::start(opts.app("tls_calls:app").args(&["--certfile", &self.cert, "--keyfile", &self.key]))
+    }
+
+    /// A Gunicorn serving tls_calls.py over plain HTTP, whose routes call an HTTPS one trusting
+    /// the certificate.
+    fn calling_gunicorn(&self, opts: GunicornOpts) -> Gunicorn {
+        Gunicorn::start(opts.app("tls_calls:app").env("TLS_CA_FILE", &self.cert))
+    }
+
+    /// The agent tracing `pids`, its metrics on the fixture's port.
+    fn trace(&self, pids: &[u32]) -> Tracer {
+        Tracer::start(pids, &["--metrics-addr", &format!("127.0.0.1:{}", self.metrics_port)])
+    }
+
+    fn metrics(&self) -> Vec<Line> {
+        scrape(self.metrics_port)
+    }
+
+    /// Waits until `n` server spans reached the metrics (and `also` holds), then scrapes them.
+    fn metrics_once_served(&self, n: usize, also: impl Fn(&[Line]) -> bool) -> Vec<Line> {
+        let settled = wait_until(Duration::from_secs(5), || {
+            let m = self.metrics();
+            sum(&m, "http_server_request_duration_seconds_count", &[]) as usize >= n && also(&m)
+        });
+        assert!(settled, "{n} server spans never reached the metrics");
+        self.metrics()
+    }
+}
+
+/// Waits until the agent wrote `n` spans.
+fn wait_for_spans(t: &Tracer, n: usize) {
+    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
+    assert!(wait_until(Duration::from_secs(5), || written() >= n), "{n} spans never came");
+}
+
+/// `curl -k`'s status code for `url`.
+fn curl_status(url: &str) -> String {
+    let out = Command::new("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", url]).output().unwrap();
+    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn server_span<'a>(spans: &'a [Value], path: &str) -> &'a Value {
@@ -87,13 +160,10 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     if !require_privileged() {
         return;
     }
-    let dir = TempDir::new("pytracer-tls").unwrap();
-    let (cert, key) = make_certificate(dir.path());
-    let back =
-        Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").args(&["--certfile", &cert, "--keyfile", &key]));
-    let front = Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").env("TLS_CA_FILE", &cert));
-    let mport = free_port();
-    let t = Tracer::start(&[front.pid(), back.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let tls = Fixture::new();
+    let back = tls.https_gunicorn(GunicornOpts::sync(1));
+    let front = tls.calling_gunicorn(GunicornOpts::sync(1));
+    let t = tls.trace(&[front.pid(), back.pid()]);
     let bport = back.port();
 
     let r = get(front.port(), &format!("/call/requests?port={bport}"));
@@ -106,18 +176,9 @@ fn https_calls_and_a_tls_gunicorn_are_exact_spans() {
     assert_eq!((r.status, r.text()), (200, "201 hello propagated".to_string()));
     let r = get(front.port(), &format!("/call/wrapped-first?port={bport}"));
     assert_eq!((r.status, r.text()), (200, "HTTP/1.1 201 CREATED".to_string()));
-    let out = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("https://127.0.0.1:{bport}/backend/curl"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(curl_status(&format!("https://127.0.0.1:{bport}/backend/curl")), "201");
 
-    let settled = wait_until(std::time::Duration::from_secs(5), || {
-        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 9
-    });
-    assert!(settled, "nine server spans never reached the metrics");
-    let metrics = scrape(mport);
+    let metrics = tls.metrics_once_served(9, |_| true);
     let r = t.stop();
     let spans = &r.spans;
     assert_eq!(spans.len(), 13, "4 front requests, their 4 HTTPS calls, 5 HTTPS requests\n{}", summarize(spans));
@@ -179,24 +240,13 @@ fn uwsgi_https_router_gives_one_span_per_request() {
     if !require_privileged() || !require_uwsgi() {
         return;
     }
-    let dir = TempDir::new("pytracer-tls").unwrap();
-    let (cert, key) = make_certificate(dir.path());
-    let u = Uwsgi::start(UwsgiOpts::http_router(1).module("tls_calls:app").https(&cert, &key));
-    let mport = free_port();
-    let t = Tracer::start(&[u.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let tls = Fixture::new();
+    let u = Uwsgi::start(UwsgiOpts::http_router(1).module("tls_calls:app").https(&tls.cert, &tls.key));
+    let t = tls.trace(&[u.pid()]);
     for i in 0..3 {
-        let out = Command::new("curl")
-            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("https://localhost:{}/backend/uwsgi{i}", u.port()))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "curl: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(curl_status(&format!("https://localhost:{}/backend/uwsgi{i}", u.port())), "201");
     }
-    let settled = wait_until(std::time::Duration::from_secs(5), || {
-        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 3
-    });
-    assert!(settled, "three server spans never reached the metrics");
-    let metrics = scrape(mport);
+    let metrics = tls.metrics_once_served(3, |_| true);
     let r = t.stop();
     let spans = &r.spans;
     assert_eq!(spans.len(), 3, "{}", summarize(spans));
@@ -226,22 +276,15 @@ fn asyncio_memory_bios_are_counted_not_attributed() {
     if !require_privileged() {
         return;
     }
-    let dir = TempDir::new("pytracer-tls").unwrap();
-    let (cert, key) = make_certificate(dir.path());
-    let back =
-        Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").args(&["--certfile", &cert, "--keyfile", &key]));
-    let front = Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").env("TLS_CA_FILE", &cert));
-    let mport = free_port();
-    let t = Tracer::start(&[front.pid(), back.pid()], &["--metrics-addr", &format!("127.0.0.1:{mport}")]);
+    let tls = Fixture::new();
+    let back = tls.https_gunicorn(GunicornOpts::sync(1));
+    let front = tls.calling_gunicorn(GunicornOpts::sync(1));
+    let t = tls.trace(&[front.pid(), back.pid()]);
     let r = get(front.port(), &format!("/call/asyncio?port={}", back.port()));
     assert_eq!((r.status, r.text()), (200, "HTTP/1.1 201 CREATED".to_string()));
-    let dropped = |reason: &str| sum(&scrape(mport), "pytracer_events_dropped_total", &[("reason", reason)]) as u64;
-    let settled = wait_until(std::time::Duration::from_secs(5), || {
-        sum(&scrape(mport), "http_server_request_duration_seconds_count", &[]) as usize >= 2
-            && dropped("tls_unattributed") >= 3
-    });
-    assert!(settled, "two server spans and three unattributed SSL calls never reached the metrics");
-    let metrics = scrape(mport);
+    // Three unattributed SSL calls too.
+    let unattributed = |m: &[Line]| sum(m, "pytracer_events_dropped_total", &[("reason", "tls_unattributed")]) >= 3.0;
+    let metrics = tls.metrics_once_served(2, unattributed);
     let r = t.stop();
     let spans = &r.spans;
     assert_eq!(spans.len(), 2, "the front request and the HTTPS server's: no client span\n{}", summarize(spans));
@@ -264,22 +307,16 @@ fn chrooted_gunicorns_use_their_own_libssl() {
         return;
     }
     let root = debian_chroot("trixie");
-    let inside = Path::new("/tmp").join(format!("pytracer-tls-{}", std::process::id()));
-    let on_host = root.join(inside.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(&on_host).unwrap();
-    let _ = make_certificate(&on_host);
-    let (cert, key) = (inside.join("cert.pem"), inside.join("key.pem"));
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let chrooted = || GunicornOpts::sync(1).chroot(root.clone(), venv).app("tls_calls:app");
-    let back = Gunicorn::start(chrooted().args(&["--certfile", cert, "--keyfile", key]));
-    let front = Gunicorn::start(chrooted().env("TLS_CA_FILE", cert));
-    let t = Tracer::start(&[front.pid(), back.pid()], &[]);
+    let tls = Fixture::in_chroot(&root);
+    let chrooted = || GunicornOpts::sync(1).chroot(root.clone(), venv);
+    let back = tls.https_gunicorn(chrooted());
+    let front = tls.calling_gunicorn(chrooted());
+    let t = tls.trace(&[front.pid(), back.pid()]);
     let bport = back.port();
     // By address: the chroot's /etc/hosts names ::1 localhost too, where the server does not listen.
     let r = get(front.port(), &format!("/call/http-client?port={bport}&host=127.0.0.1"));
     assert_eq!((r.status, r.text()), (200, "201 hello http-client".to_string()));
-    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
-    assert!(wait_until(std::time::Duration::from_secs(5), || written() >= 3), "three spans never came");
+    wait_for_spans(&t, 3);
     // The file each worker's probes went on (while the processes live: the agent may name it
     // through /proc/PID/map_files) is the chroot's libssl, not the host's.
     let inode = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).unwrap();
@@ -293,7 +330,6 @@ fn chrooted_gunicorns_use_their_own_libssl() {
         assert_eq!(inode(Path::new(&path)), chroot_libssl, "{path}");
     }
     let r = t.stop();
-    std::fs::remove_dir_all(&on_host).unwrap();
     let spans = &r.spans;
     assert_eq!(spans.len(), 3, "{}", summarize(spans));
     let front_span = server_span(spans, "/call/http-client");
@@ -319,9 +355,8 @@ fn static_openssl_in_the_executable_is_probed() {
     if !require_privileged() {
         return;
     }
-    let dir = TempDir::new("pytracer-tls").unwrap();
-    let (cert, key) = make_certificate(dir.path());
-    let exe = dir.path().join("tls_static_client");
+    let tls = Fixture::new();
+    let exe = tls.dir().join("tls_static_client");
     let out = Command::new("cc")
         .args(["-O2", "-o"])
         .arg(&exe)
@@ -330,23 +365,21 @@ fn static_openssl_in_the_executable_is_probed() {
         .output()
         .expect("cc");
     assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
-    let back =
-        Gunicorn::start(GunicornOpts::sync(1).app("tls_calls:app").args(&["--certfile", &cert, "--keyfile", &key]));
+    let back = tls.https_gunicorn(GunicornOpts::sync(1));
     let bport = back.port();
     let mut client = Command::new(&exe)
-        .args([&bport.to_string(), "/backend/static", &cert])
+        .args([&bport.to_string(), "/backend/static", &tls.cert])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    let t = Tracer::start(&[client.id(), back.pid()], &[]);
+    let t = tls.trace(&[client.id(), back.pid()]);
     writeln!(client.stdin.take().unwrap(), "go").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "HTTP/1.1 201 CREATED");
     assert!(client.wait().unwrap().success());
-    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
-    assert!(wait_until(std::time::Duration::from_secs(5), || written() >= 2), "two spans never came");
+    wait_for_spans(&t, 2);
     let r = t.stop();
     let spans = &r.spans;
     assert_eq!(spans.len(), 2, "{}", summarize(spans));
@@ -371,17 +404,9 @@ fn gthread_tls_keep_alive_is_one_span_per_request() {
     if !require_privileged() {
         return;
     }
-    let dir = TempDir::new("pytracer-tls").unwrap();
-    let (cert, key) = make_certificate(dir.path());
-    let back = Gunicorn::start(GunicornOpts::gthread(1, 2).app("tls_calls:app").args(&[
-        "--certfile",
-        &cert,
-        "--keyfile",
-        &key,
-        "--keep-alive",
-        "30",
-    ]));
-    let t = Tracer::start(&[back.pid()], &[]);
+    let tls = Fixture::new();
+    let back = tls.https_gunicorn(GunicornOpts::gthread(1, 2).args(&["--keep-alive", "30"]));
+    let t = tls.trace(&[back.pid()]);
     let urls: Vec<String> = (0..3).map(|i| format!("https://127.0.0.1:{}/backend/ka{i}", back.port())).collect();
     let out = Command::new("curl")
         .args(["-sk", "-w", "%{http_code} %{num_connects}\n"])
@@ -389,8 +414,7 @@ fn gthread_tls_keep_alive_is_one_span_per_request() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "201 1\n201 0\n201 0\n", "one connection for three requests");
-    let written = || std::fs::read_to_string(t.output_path()).map_or(0, |s| s.lines().count());
-    assert!(wait_until(std::time::Duration::from_secs(5), || written() >= 3), "three spans never came");
+    wait_for_spans(&t, 3);
     let r = t.stop();
     let spans = &r.spans;
     assert_eq!(spans.len(), 3, "{}", summarize(spans));

@@ -3,62 +3,68 @@
 use std::net::IpAddr;
 
 use super::{Agent, Conn};
-use crate::http::connection::Exchange;
 use crate::http::stream::Head;
-use crate::sockaddr;
 
 impl Agent {
     /// Forgets a connection (closed, or its process gone); the caller settles what it held.
-    /// A router connection that ends with requests still in flight (the client went away mid
-    /// response) takes the worker still serving each of them along: its span names that worker,
-    /// and the worker's own exchange, when it ends, is not a second span.
     pub(super) fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
-        let mut conn = self.server.conns.remove(&key)?;
-        if let sockaddr::Peer::Inet { ip, port } = conn.ctx.client {
-            self.unindex_client((ip, port), key);
-            if conn.http.in_flight() > 0 {
-                let waiting: Vec<(String, String)> = conn
-                    .http
-                    .pending_requests()
-                    .filter(|h| h.uwsgi.is_none())
-                    .map(|h| (h.method.clone(), h.target.clone()))
-                    .collect();
-                for (method, target) in waiting {
-                    let forwarded = |h: &Head| {
-                        h.method == method
-                            && h.target == target
-                            && h.remote.as_ref().is_some_and(|r| same_client(r, ip, port))
-                    };
-                    let worker = self
-                        .server
-                        .conns
-                        .iter_mut()
-                        .find_map(|(k, c)| (k.0 != key.0 && c.http.hand_off(forwarded)).then_some(k.0));
-                    if let Some(worker) = worker {
-                        conn.routed.push_back((worker, method, target));
-                    }
-                }
-            }
+        let conn = self.server.conns.remove(&key)?;
+        if let Some(client) = conn.ctx.client.inet() {
+            self.unindex_client(client, key);
         }
         Some(conn)
     }
 
-    /// A worker's uwsgi request that came through a router connection we follow (uWSGI's HTTP
-    /// router): the router's span will carry it, with the client's timing and the worker's pid.
-    pub(super) fn hand_to_router(&mut self, worker: u32, x: &Exchange) -> bool {
-        if x.handed_off {
-            return true; // the router's connection ended first and its span named this worker
+    /// The newest `n` requests read on accepted connection `key`: each that is a worker's uwsgi
+    /// request which came through a router connection we follow (uWSGI's HTTP router) is handed
+    /// to it, so that the router's span carries it (with the client's timing and the worker's
+    /// pid) and the worker's own exchange, when it ends, is not a second span.
+    ///
+    /// This is done as the worker's request is read, not when its exchange ends: the router read
+    /// its client's request before it forwarded it, so that read's record always came first and
+    /// the router's connection awaits the request now. When the worker's exchange ends is no
+    /// such order: the router can read the worker's reply and write it to its client (its own
+    /// exchange ending) before the worker's reply syscall returns and records it.
+    pub(super) fn hand_to_router(&mut self, key: (u32, i32), n: usize) {
+        let Some(conn) = self.server.conns.get(&key) else { return };
+        let mut forwarded: Vec<(IpAddr, u16, String, String)> = conn
+            .http
+            .pending_requests()
+            .rev()
+            .take(n)
+            .filter_map(|h| {
+                let remote = h.remote.as_ref().filter(|_| h.uwsgi.is_some())?;
+                Some((remote.0.parse::<IpAddr>().ok()?, remote.1, h.method.clone(), h.target.clone()))
+            })
+            .collect();
+        forwarded.reverse();
+        for (ip, remote_port, method, target) in forwarded {
+            if !self.route_to_router(key.0, (ip, remote_port), &method, &target) {
+                continue;
+            }
+            let same = |h: &Head| {
+                h.uwsgi.is_some()
+                    && h.method == method
+                    && h.target == target
+                    && h.remote.as_ref().is_some_and(|r| same_client(r, ip, remote_port))
+            };
+            if let Some(conn) = self.server.conns.get_mut(&key) {
+                conn.http.hand_off(same);
+            }
         }
-        let Some(remote) = x.request.remote.as_ref().filter(|_| x.request.uwsgi.is_some()) else { return false };
-        let Ok(ip) = remote.0.parse::<IpAddr>() else { return false };
-        let (method, target) = (&x.request.method, &x.request.target);
+    }
+
+    /// Tells the router connection whose client is `remote` (a uwsgi request's REMOTE_ADDR and
+    /// REMOTE_PORT) and which awaits `method` `target` that `worker` serves it; false when there
+    /// is none.
+    fn route_to_router(&mut self, worker: u32, remote: (IpAddr, u16), method: &str, target: &str) -> bool {
         let super::server::ServerSide { by_client, conns, .. } = &mut self.server;
         for port in client_ports(remote.1) {
-            let Some(keys) = by_client.get(&(ip, port)) else { continue };
+            let Some(keys) = by_client.get(&(remote.0, port)) else { continue };
             for &key in keys {
                 match conns.get_mut(&key) {
                     Some(router) if key.0 != worker && router.http.awaits(method, target) => {
-                        router.routed.push_back((worker, method.clone(), target.clone()));
+                        router.routed.push_back((worker, method.to_string(), target.to_string()));
                         return true;
                     }
                     _ => {}

@@ -74,7 +74,11 @@ impl Agent {
         if is_read {
             conn.tid = tid;
         }
-        let out = if is_read { conn.http.on_read(piece) } else { conn.http.on_write(piece) };
+        let mut out = if is_read { conn.http.on_read(piece) } else { conn.http.on_write(piece) };
+        let heads = std::mem::take(&mut out.requests);
+        if heads > 0 {
+            self.hand_to_router(key, heads as usize);
+        }
         if out != Outcome::default() {
             // Out of the map while it settles: settling looks at other connections (a router's).
             if let Some(mut conn) = self.server.conns.remove(&key) {
@@ -99,7 +103,8 @@ impl Agent {
         self.stats.malformed_responses += u64::from(out.malformed_responses);
         self.stats.unmatched_responses += u64::from(out.unmatched_responses);
         for x in out.finished {
-            if self.hand_to_router(tgid, &x) {
+            if x.handed_off {
+                // A router's span tells of it (see `hand_to_router`).
                 self.stats.routed += 1;
                 continue;
             }

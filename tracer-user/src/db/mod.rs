@@ -21,6 +21,7 @@
 //! Attribute names follow the OpenTelemetry database semantic conventions (`db.system.name`,
 //! `db.query.text`, `db.operation.name`, `db.namespace`, `db.response.status_code`,
 //! `error.type`, `db.operation.batch.size`).
+mod in_flight;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -22,8 +22,8 @@ pub struct Exchange {
     pub end_ns: u64,
     /// Why the exchange ended without a complete response.
     pub incomplete: Option<Incomplete>,
-    /// Another connection's span already tells of this request (a worker's side of a request
-    /// uWSGI's HTTP router forwarded, when the router's connection ended first).
+    /// Another connection's span tells of this request (a worker's side of a request uWSGI's
+    /// HTTP router forwarded: the router's span carries it).
     pub handed_off: bool,
 }
 
@@ -48,6 +48,8 @@ impl Incomplete {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub finished: Vec<Exchange>,
+    /// Request heads read in this event: the newest this many of [`Connection::pending_requests`].
+    pub requests: u32,
     pub malformed_requests: u32,
     pub malformed_responses: u32,
     /// Responses seen with no request to pair them with (the request came before we attached).
@@ -131,6 +133,7 @@ impl Connection {
                         self.pending.pop_front();
                         out.malformed_requests += 1;
                     }
+                    out.requests += 1;
                     self.pending.push_back(Exchange {
                         request: head,
                         start_ns,
@@ -259,7 +262,7 @@ impl Connection {
     }
 
     /// The heads of the requests still waiting for (the end of) their response, oldest first.
-    pub fn pending_requests(&self) -> impl Iterator<Item = &Head> {
+    pub fn pending_requests(&self) -> impl DoubleEndedIterator<Item = &Head> {
         self.pending.iter().map(|x| &x.request)
     }
 
@@ -377,6 +380,16 @@ mod tests {
         c.on_read(&p(b"GET /n HTTP/1.1\r\n\r\n", 2));
         let out = c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3));
         assert_eq!(summary(&out.finished), [("GET /n".into(), 200, 0, 0, 2, 4)]);
+    }
+
+    #[test]
+    fn each_read_says_how_many_request_heads_it_carried() {
+        let mut c = Connection::default();
+        assert_eq!(c.on_read(&p(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nHo", 1)).requests, 1);
+        assert_eq!(c.on_read(&p(b"st: x\r\n\r\nGET /c HTTP/1.1\r\n\r\n", 2)).requests, 2);
+        let newest: Vec<_> = c.pending_requests().rev().take(2).map(|h| h.target.as_str()).collect();
+        assert_eq!(newest, ["/c", "/b"]);
+        assert_eq!(c.on_write(&p(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3)).requests, 0);
     }
 
     #[test]

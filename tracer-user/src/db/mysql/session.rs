@@ -1,6 +1,6 @@
 //! One connection's state machine: greeting, login and authentication, then commands paired
 //! first in, first out with their replies, and what happens when either side's framing is lost.
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use super::attributes::{make_call, Pending, Reply};
 use super::framing::{command_starts_at, Framer, Packet, Step, MAX_PAYLOAD};
@@ -14,6 +14,7 @@ use super::packets::{
 };
 use super::{MARIADB, MYSQL, PROTOCOL};
 use crate::calls::{Call, ClientProtocol, DbCall};
+use crate::db::in_flight::{EndedBy, InFlight};
 use crate::db::{clamp, DbStats, Piece};
 
 /// Prepared statements remembered per connection.
@@ -54,20 +55,15 @@ pub struct MysqlConnection {
     database: Option<String>,
     /// Prepared statements: id (from the PREPARE_OK) -> text.
     statements: HashMap<u32, String>,
-    inflight: VecDeque<Pending>,
+    inflight: InFlight<Pending>,
     /// The sequence id the next packet must have (None right after a resync).
     seq: Option<u8>,
     /// The client is sending a local file: its packets until an empty one are data.
     infile: bool,
-    last_end_ns: u64,
     /// The exit of the last read.
     last_read_ns: u64,
     /// Calls finished while a write was parsed (a reply cut short by the next command).
     done: Vec<DbCall>,
-    /// A reply's framing was lost inside a read: the exit of the last read since. The calls in
-    /// flight end there when the client writes again, which a client waiting for its reply only
-    /// does once it has read all of it.
-    reply_gap: Option<u64>,
     stats: DbStats,
 }
 
@@ -89,13 +85,11 @@ impl MysqlConnection {
             capabilities: 0,
             database: None,
             statements: HashMap::new(),
-            inflight: VecDeque::new(),
+            inflight: InFlight::new(),
             seq: Some(0),
             infile: false,
-            last_end_ns: 0,
             last_read_ns: 0,
             done: Vec::new(),
-            reply_gap: None,
             stats: DbStats::default(),
         }
     }
@@ -129,16 +123,16 @@ impl MysqlConnection {
     /// What the client wrote.
     pub fn on_write(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
-        self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.inflight.saw(p.end_ns);
         if self.stats.given_up {
             return Vec::new();
         }
         let mut calls = Vec::new();
-        if let Some(end) = self.reply_gap.take() {
-            calls = self.finish_in_flight(end);
+        let end = ended(self.system, self.database.as_deref());
+        if let Some(cut) = self.inflight.write_after_gap(&mut self.stats, end) {
+            calls = cut;
             self.back.reset();
             self.seq = None;
-            self.stats.resyncs += 1;
         }
         if self.front.lost() {
             if !command_starts_at(p, is_command) {
@@ -169,17 +163,15 @@ impl MysqlConnection {
     /// What the client read.
     pub fn on_read(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
-        self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.inflight.saw(p.end_ns);
         self.last_read_ns = p.end_ns;
         let mut calls = Vec::new();
         if self.stats.given_up {
             return calls;
         }
         if self.back.lost() {
-            if self.reply_gap.is_some() {
-                // Still the reply whose framing was lost.
-                self.reply_gap = Some(p.end_ns);
-            }
+            // Still the reply whose framing was lost (when it was lost in a reply).
+            self.inflight.in_reply_gap(p.end_ns);
             return calls;
         }
         let mut pos = 0;
@@ -206,12 +198,7 @@ impl MysqlConnection {
 
     /// The connection ended: calls still waiting for their reply are returned with an error.
     pub fn on_close(&mut self) -> Vec<DbCall> {
-        if let Some(end) = self.reply_gap.take() {
-            return self.finish_in_flight(end);
-        }
-        let end = self.last_end_ns;
-        let pending: Vec<Pending> = self.inflight.drain(..).collect();
-        pending.into_iter().map(|p| make_call(p, end, self.system, self.database.as_deref(), true)).collect()
+        self.inflight.close(&mut self.stats, ended(self.system, self.database.as_deref()))
     }
 
     /// A client packet's header was beyond the capture (a command longer than 16 MiB, whose
@@ -230,7 +217,8 @@ impl MysqlConnection {
         self.seq = None;
     }
 
-    /// A reply's framing was lost inside the read that ended at `end_ns`: see `reply_gap`.
+    /// A reply's framing was lost inside the read that ended at `end_ns`: the calls in flight
+    /// end at the last read before the client writes again ([`InFlight`]).
     fn lose_back(&mut self, end_ns: u64) {
         self.stats.desyncs += 1;
         if self.phase != Phase::Ready {
@@ -238,14 +226,7 @@ impl MysqlConnection {
             return;
         }
         self.back.lose();
-        self.reply_gap = Some(end_ns);
-    }
-
-    /// Ends every call in flight at `end_ns` (their replies could not be followed to the end).
-    fn finish_in_flight(&mut self, end_ns: u64) -> Vec<DbCall> {
-        let pending: Vec<Pending> = self.inflight.drain(..).filter(emits).collect();
-        self.stats.unframed_replies += pending.len() as u64;
-        pending.into_iter().map(|p| make_call(p, end_ns, self.system, self.database.as_deref(), false)).collect()
+        self.inflight.reply_lost(end_ns);
     }
 
     fn give_up(&mut self) {
@@ -362,15 +343,10 @@ impl MysqlConnection {
             pending.database = Some(String::from_utf8_lossy(&pk.body[1..]).into_owned());
         }
         if self.inflight.front().is_some_and(|p| p.started) {
-            // A new command while a reply was being read: the client, which reads a reply whole
-            // before it writes again, saw its end, which this parser missed (a reply it took for
-            // longer than it was). It ends at the last read; the new command's reply starts afresh.
-            let p = self.inflight.pop_front().expect("front exists");
-            self.stats.desyncs += 1;
-            self.stats.resyncs += 1;
-            if emits(&p) {
-                self.stats.unframed_replies += 1;
-                let call = make_call(p, self.last_read_ns, self.system, self.database.as_deref(), false);
+            // A new command while a reply was being read: it ends at the last read; the new
+            // command's reply starts afresh.
+            let end = ended(self.system, self.database.as_deref());
+            if let Some(call) = self.inflight.cut_front(self.last_read_ns, &mut self.stats, end) {
                 self.done.push(call);
             }
         }
@@ -476,6 +452,18 @@ impl MysqlConnection {
 /// one only when the server refused it.
 fn emits(p: &Pending) -> bool {
     !matches!(p.command, COM_STMT_PREPARE | COM_STMT_RESET) || p.error.is_some()
+}
+
+/// What a command in flight becomes when it ends before its reply was read to the end: after a
+/// reply gap, a call if it [`emits`] one; at close, always an unanswered call.
+fn ended<'a>(
+    system: &'static str,
+    database: Option<&'a str>,
+) -> impl FnMut(Pending, u64, EndedBy) -> Option<DbCall> + 'a {
+    move |p, end_ns, by| match by {
+        EndedBy::ReplyGap => emits(&p).then(|| make_call(p, end_ns, system, database, false)),
+        EndedBy::Close => Some(make_call(p, end_ns, system, database, true)),
+    }
 }
 
 /// The database of a `USE db` statement.

@@ -1,12 +1,13 @@
 //! One connection's state machine: start-up, simple and extended queries, prepared statements,
 //! and the pairing of calls in flight with the ReadyForQuery that ends each.
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use super::attributes::{make_call, Kind, Pending};
 use super::framing::{be32, cstr, FState, Framer, Mode, Msg, Step, CALL_STARTS, GSSENC_REQUEST, SSL_REQUEST};
 use super::messages::{back_cap, error_fields, front_cap, BACKEND_TYPES, FRONTEND_TYPES};
 use super::SYSTEM;
 use crate::calls::{Call, ClientProtocol, DbCall};
+use crate::db::in_flight::{EndedBy, InFlight};
 use crate::db::{clamp, DbStats, Piece};
 
 /// Prepared statements remembered per connection.
@@ -37,12 +38,7 @@ pub struct PgConnection {
     /// The statement text bound to the last portal.
     portal_sql: Option<String>,
     building: Option<Building>,
-    inflight: VecDeque<Pending>,
-    last_end_ns: u64,
-    /// The reply's framing was lost inside a read (its later headers were beyond the capture):
-    /// the exit of the last read since. The calls in flight end there when the client writes
-    /// again, which a client waiting for its reply only does once it has read all of it.
-    reply_gap: Option<u64>,
+    inflight: InFlight<Pending>,
     stats: DbStats,
 }
 
@@ -66,9 +62,7 @@ impl PgConnection {
             unnamed: None,
             portal_sql: None,
             building: None,
-            inflight: VecDeque::new(),
-            last_end_ns: 0,
-            reply_gap: None,
+            inflight: InFlight::new(),
             stats: DbStats::default(),
         }
     }
@@ -101,15 +95,16 @@ impl PgConnection {
     /// What the client wrote.
     pub fn on_write(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
-        self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.inflight.saw(p.end_ns);
         if self.stats.given_up {
             return Vec::new();
         }
         let mut calls = Vec::new();
-        if let Some(end) = self.reply_gap.take() {
-            calls = self.finish_in_flight(end);
+        // The database `database()` says, borrowed field by field (the parser's other fields change).
+        let end = ended(self.database.as_deref().or(self.user.as_deref()));
+        if let Some(cut) = self.inflight.write_after_gap(&mut self.stats, end) {
+            calls = cut;
             self.back.reset();
-            self.stats.resyncs += 1;
         }
         if self.front.lost() {
             if !self.front.resyncs_at(p, CALL_STARTS) {
@@ -139,15 +134,14 @@ impl PgConnection {
     /// What the client read.
     pub fn on_read(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
-        self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.inflight.saw(p.end_ns);
         let mut calls = Vec::new();
         if self.stats.given_up {
             return calls;
         }
         if self.back.lost() {
-            if self.reply_gap.is_some() {
+            if self.inflight.in_reply_gap(p.end_ns) {
                 // Still the reply whose framing was lost.
-                self.reply_gap = Some(p.end_ns);
                 return calls;
             }
             if self.byte_answers > 0 || !self.back.resyncs_at(p, BACKEND_TYPES) {
@@ -190,21 +184,8 @@ impl PgConnection {
     /// The connection ended: calls still waiting for their reply are returned with an error.
     pub fn on_close(&mut self) -> Vec<DbCall> {
         self.building = None;
-        if let Some(end) = self.reply_gap.take() {
-            return self.finish_in_flight(end);
-        }
-        let end = self.last_end_ns;
-        let db = self.database().map(str::to_string);
-        self.inflight
-            .drain(..)
-            .filter(|p| p.kind != Kind::Startup)
-            .map(|mut p| {
-                if p.error.is_none() {
-                    p.error = Some((String::new(), "connection closed before the reply".into()));
-                }
-                make_call(p, end, db.as_deref(), true)
-            })
-            .collect()
+        let end = ended(self.database.as_deref().or(self.user.as_deref()));
+        self.inflight.close(&mut self.stats, end)
     }
 
     /// A request's framing was lost inside a write (a large Bind, say, whose later messages
@@ -231,7 +212,9 @@ impl PgConnection {
         self.front.state = FState::Lost;
     }
 
-    /// A reply's framing was lost inside the read that ended at `end_ns`: see `reply_gap`.
+    /// A reply's framing was lost inside the read that ended at `end_ns` (its later headers were
+    /// beyond the capture): the calls in flight end at the last read before the client writes
+    /// again ([`InFlight`]).
     fn lose_back(&mut self, end_ns: u64) {
         self.stats.desyncs += 1;
         if self.byte_answers > 0 {
@@ -239,20 +222,7 @@ impl PgConnection {
             return;
         }
         self.back.state = FState::Lost;
-        self.reply_gap = Some(end_ns);
-    }
-
-    /// Ends every call in flight at `end_ns` (their replies could not be followed to the end).
-    fn finish_in_flight(&mut self, end_ns: u64) -> Vec<DbCall> {
-        let db = self.database().map(str::to_string);
-        let calls: Vec<DbCall> = self
-            .inflight
-            .drain(..)
-            .filter(|p| p.kind != Kind::Startup && (p.executes > 0 || p.error.is_some()))
-            .map(|p| make_call(p, end_ns, db.as_deref(), false))
-            .collect();
-        self.stats.unframed_replies += calls.len() as u64;
-        calls
+        self.inflight.reply_lost(end_ns);
     }
 
     fn give_up(&mut self) {
@@ -402,6 +372,26 @@ impl PgConnection {
             _ => {}
         }
         None
+    }
+}
+
+/// What a call in flight becomes when it ends before its reply was read to the end, on a
+/// connection to `database`: the start-up gives none; after a reply gap, a sequence that executed
+/// nothing gives none unless the server refused it; at close, every other is unanswered.
+fn ended(database: Option<&str>) -> impl FnMut(Pending, u64, EndedBy) -> Option<DbCall> + '_ {
+    move |mut p, end_ns, by| {
+        if p.kind == Kind::Startup {
+            return None;
+        }
+        match by {
+            EndedBy::ReplyGap => (p.executes > 0 || p.error.is_some()).then(|| make_call(p, end_ns, database, false)),
+            EndedBy::Close => {
+                if p.error.is_none() {
+                    p.error = Some((String::new(), "connection closed before the reply".into()));
+                }
+                Some(make_call(p, end_ns, database, true))
+            }
+        }
     }
 }
 

@@ -1,7 +1,5 @@
 //! One connection's state machine: the batch being written, batches in flight paired first in,
 //! first out with their replies, and what happens when either side's framing is lost.
-use std::collections::VecDeque;
-
 use serde_json::json;
 
 use super::attributes::{make_call, Batch};
@@ -10,6 +8,7 @@ use super::replies::{RepState, Replies};
 use super::requests::{looks_like_request, ReqState, Requests};
 use super::SYSTEM;
 use crate::calls::{Call, ClientProtocol, DbCall};
+use crate::db::in_flight::{EndedBy, InFlight};
 use crate::db::{clamp, DbStats, Piece};
 use crate::spans::semconv;
 
@@ -24,12 +23,7 @@ pub struct RedisConnection {
     /// Commands written since the last read: the batch being written.
     writing: Vec<Command>,
     /// Batches written, oldest first, waiting for their replies.
-    inflight: VecDeque<Batch>,
-    last_end_ns: u64,
-    /// A reply's framing was lost inside a read (an element header beyond the capture): the exit
-    /// of the last read since. What is in flight ends there when the client writes again, which
-    /// a client waiting for its replies only does once it has read them.
-    reply_gap: Option<u64>,
+    inflight: InFlight<Batch>,
     stats: DbStats,
 }
 
@@ -45,9 +39,7 @@ impl RedisConnection {
             requests: Requests::new(),
             replies: Replies::new(),
             writing: Vec::new(),
-            inflight: VecDeque::new(),
-            last_end_ns: 0,
-            reply_gap: None,
+            inflight: InFlight::new(),
             stats: DbStats::default(),
         }
     }
@@ -60,15 +52,14 @@ impl RedisConnection {
     /// What the client wrote.
     pub fn on_write(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
-        self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.inflight.saw(p.end_ns);
         let mut calls = Vec::new();
         if self.stats.given_up {
             return calls;
         }
-        if let Some(end) = self.reply_gap.take() {
-            calls = self.finish_in_flight(end);
+        if let Some(cut) = self.inflight.write_after_gap(&mut self.stats, |b, end_ns, by| Some(ended(b, end_ns, by))) {
+            calls = cut;
             self.replies = Replies::new();
-            self.stats.resyncs += 1;
         }
         if matches!(self.requests.state, ReqState::Lost) {
             if !looks_like_request(p.data) {
@@ -102,15 +93,14 @@ impl RedisConnection {
     /// What the client read.
     pub fn on_read(&mut self, p: &Piece) -> Vec<DbCall> {
         let p = &clamp(p);
-        self.last_end_ns = self.last_end_ns.max(p.end_ns);
+        self.inflight.saw(p.end_ns);
         let mut calls = Vec::new();
         if self.stats.given_up {
             return calls;
         }
         self.close_batch();
         if matches!(self.replies.state, RepState::Lost) {
-            if self.reply_gap.is_some() {
-                self.reply_gap = Some(p.end_ns);
+            if self.inflight.in_reply_gap(p.end_ns) {
                 return calls;
             }
             // Resync on a read that starts with a reply's type byte once commands were written
@@ -136,8 +126,9 @@ impl RedisConnection {
             }
         }
         if !ok {
+            // What is in flight ends at the last read before the client writes again.
             self.stats.desyncs += 1;
-            self.reply_gap = Some(p.end_ns);
+            self.inflight.reply_lost(p.end_ns);
         }
         calls
     }
@@ -145,22 +136,7 @@ impl RedisConnection {
     /// The connection ended: commands still waiting for replies are returned with an error.
     pub fn on_close(&mut self) -> Vec<DbCall> {
         self.close_batch();
-        if let Some(end) = self.reply_gap.take() {
-            return self.finish_in_flight(end);
-        }
-        let end = self.last_end_ns;
-        self.inflight
-            .drain(..)
-            .map(|mut b| {
-                while b.errors.len() < b.commands.len() {
-                    b.errors.push(None);
-                }
-                let mut c = make_call(b, end);
-                c.error = Some("connection closed before the reply".into());
-                c.attributes.insert(semconv::ERROR_TYPE.into(), json!("connection_closed"));
-                c
-            })
-            .collect()
+        self.inflight.close(&mut self.stats, |b, end_ns, by| Some(ended(b, end_ns, by)))
     }
 
     /// A read ends the batch being written.
@@ -170,23 +146,20 @@ impl RedisConnection {
             self.inflight.push_back(Batch { errors: Vec::with_capacity(commands.len()), commands });
         }
     }
+}
 
-    /// Ends every batch in flight at `end_ns` (their replies could not be followed to the end);
-    /// errors seen before the gap are kept.
-    fn finish_in_flight(&mut self, end_ns: u64) -> Vec<DbCall> {
-        let calls: Vec<DbCall> = self
-            .inflight
-            .drain(..)
-            .map(|mut b| {
-                while b.errors.len() < b.commands.len() {
-                    b.errors.push(None);
-                }
-                make_call(b, end_ns)
-            })
-            .collect();
-        self.stats.unframed_replies += calls.len() as u64;
-        calls
+/// What a batch in flight becomes when it ends before its replies were read to the end: a call
+/// with the errors seen so far, after a reply gap; an unanswered one at close.
+fn ended(mut b: Batch, end_ns: u64, by: EndedBy) -> DbCall {
+    while b.errors.len() < b.commands.len() {
+        b.errors.push(None);
     }
+    let mut c = make_call(b, end_ns);
+    if by == EndedBy::Close {
+        c.error = Some("connection closed before the reply".into());
+        c.attributes.insert(semconv::ERROR_TYPE.into(), json!("connection_closed"));
+    }
+    c
 }
 
 impl ClientProtocol for RedisConnection {

@@ -6,14 +6,14 @@ use crate::discovery;
 use crate::metrics::ProcLabels;
 use crate::procinfo::{self, ProcInfo};
 use crate::service;
-use crate::spans::{semconv, Attributes};
+use crate::spans::{semconv, Resource};
 
 use super::{read_target, Agent};
 
 /// A process being traced.
 pub(super) struct Traced {
     /// Span resource attributes.
-    pub(super) resource: Attributes,
+    pub(super) resource: Resource,
     /// Metric labels.
     pub(super) labels: ProcLabels,
     pub(super) python: Python,
@@ -70,7 +70,7 @@ impl Agent {
         if let Python::Supported { version, .. } = &python {
             self.metrics.set_python_info(&labels, version);
         }
-        Traced { resource, labels, python }
+        Traced { resource: Resource::new(resource), labels, python }
     }
 
     pub(super) fn rescan(&mut self) {
@@ -123,8 +123,9 @@ impl Agent {
         } else {
             // Already gone: it looked like its parent.
             let parent = self.procs.get(&parent);
-            let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
+            let mut resource = parent.map(|p| (*p.resource).clone()).unwrap_or_default();
             resource.insert(semconv::PROCESS_PID.into(), child.into());
+            let resource = Resource::new(resource);
             let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
             let container = parent.map(|p| p.labels.container.clone()).unwrap_or_default();
             Traced {

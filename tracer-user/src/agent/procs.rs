@@ -74,15 +74,15 @@ impl Agent {
     }
 
     pub(super) fn rescan(&mut self) {
-        for c in discovery::scan(&self.config.discovery, false) {
-            if c.decision.is_traced() && !self.procs.contains_key(&c.pid) {
-                match self.trace_tree(c.pid) {
-                    Ok(()) => log::info!("tracing pid {} ({})", c.pid, c.cmdline),
+        for (pid, cmdline) in discovery::scan_traced(&self.config.discovery) {
+            if !self.procs.contains_key(&pid) {
+                match self.trace_tree(pid) {
+                    Ok(()) => log::info!("tracing pid {pid} ({cmdline})"),
                     Err(e) => {
                         // A process that exited between the scan and the attach is not an agent fault.
-                        let gone = procinfo::tgid_of(c.pid).is_none();
+                        let gone = procinfo::tgid_of(pid).is_none();
                         self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
-                        log::warn!("cannot trace pid {}: {e:#}", c.pid);
+                        log::warn!("cannot trace pid {pid}: {e:#}");
                     }
                 }
             }

@@ -201,7 +201,7 @@ impl Agent {
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // The kernel side wakes the agent only when the ring buffer fills up; otherwise the agent
-        // drains it on a timer: every 10 ms while records come, backing off to 80 ms while none do
+        // drains it on a timer: every 40 ms while records come, backing off to 80 ms while none do
         // (an idle agent's wake-ups were most of its CPU), so spans are at most that late.
         let mut drain_gap = MIN_DRAIN_GAP;
         let drain_timer = tokio::time::sleep(drain_gap);
@@ -220,7 +220,8 @@ impl Agent {
                     let busy = self.drain(ring.get_mut()) > 0 || self.frame_eval.window_open();
                     self.frame_eval_windows();
                     drain_gap = if busy { MIN_DRAIN_GAP } else { (drain_gap * 2).min(MAX_DRAIN_GAP) };
-                    drain_timer.as_mut().reset(tokio::time::Instant::now() + drain_gap);
+                    let due = self.frame_eval.timer_due(Instant::now() + drain_gap);
+                    drain_timer.as_mut().reset(tokio::time::Instant::from_std(due));
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,

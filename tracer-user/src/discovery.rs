@@ -171,9 +171,53 @@ pub fn scan(rules: &Discovery, describe_python: bool) -> Vec<Candidate> {
     out
 }
 
+/// The processes `scan` would say are traced, as (pid, command line), by pid: what `run`'s
+/// rescans need. Whether a process is traced depends on its command line alone, so this reads
+/// only that (one file per process, not `scan`'s stat, command line and executable link): a
+/// rescan every 2 s read every process on the machine three times.
+pub fn scan_traced(rules: &Discovery) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out: Vec<(u32, String)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let cmdline = cmdline_of(pid)?;
+            decide(&cmdline, false, rules).is_some_and(|d| d.is_traced()).then_some((pid, cmdline))
+        })
+        .collect();
+    out.sort_by_key(|c| c.0);
+    out
+}
+
+/// /proc/PID/cmdline's arguments joined by spaces, as `ProcInfo::cmdline_string` gives them
+/// (empty arguments left out); None when unreadable, not UTF-8 or empty.
+fn cmdline_of(pid: u32) -> Option<String> {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+    let joined = raw.split('\0').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+    (!joined.is_empty()).then_some(joined)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_traced_agrees_with_scan() {
+        // A child whose command line no other process has.
+        let arg = format!("1000.{}", std::process::id());
+        let mut child = std::process::Command::new("sleep").arg(&arg).spawn().unwrap();
+        let cmdline = format!("sleep {arg}");
+        let rules = Discovery { whitelist: vec![cmdline.clone()], ..Discovery::default() };
+        let full: Vec<(u32, String)> =
+            scan(&rules, false).into_iter().filter(|c| c.decision.is_traced()).map(|c| (c.pid, c.cmdline)).collect();
+        let quick = scan_traced(&rules);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(quick, vec![(child.id(), cmdline)]);
+        assert_eq!(quick, full);
+    }
 
     fn rules() -> Discovery {
         Discovery::default()

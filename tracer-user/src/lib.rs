@@ -11,6 +11,7 @@ pub mod db;
 pub mod discovery;
 pub mod existing_conns;
 pub mod export;
+pub mod heap;
 pub mod http;
 pub mod libssl;
 pub mod logging;

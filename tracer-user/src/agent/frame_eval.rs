@@ -36,6 +36,12 @@ impl FrameEvalProbes {
         self.window_end.is_some()
     }
 
+    /// When the drain timer should fire next: at `at`, or earlier when an open window closes
+    /// before (the probe costs the traced app on every hit, so a window ends on time).
+    pub(super) fn timer_due(&self, at: Instant) -> Instant {
+        self.window_end.map_or(at, |end| at.min(end))
+    }
+
     fn on(&self, cfg: &FrameEval) -> bool {
         match cfg.mode {
             FrameEvalMode::Always => true,
@@ -91,7 +97,7 @@ impl Agent {
         }
     }
 
-    /// Opens and closes sampled windows; called from the 10 ms drain timer.
+    /// Opens and closes sampled windows; called from the drain timer (see `timer_due`).
     pub(super) fn frame_eval_windows(&mut self) {
         let cfg = self.config.cpython.frame_eval.clone();
         if cfg.mode != FrameEvalMode::Sampled {

@@ -6,14 +6,14 @@ use crate::discovery;
 use crate::metrics::ProcLabels;
 use crate::procinfo::{self, ProcInfo};
 use crate::service;
-use crate::spans::{semconv, Attributes};
+use crate::spans::{semconv, Resource};
 
 use super::{read_target, Agent};
 
 /// A process being traced.
 pub(super) struct Traced {
     /// Span resource attributes.
-    pub(super) resource: Attributes,
+    pub(super) resource: Resource,
     /// Metric labels.
     pub(super) labels: ProcLabels,
     pub(super) python: Python,
@@ -70,19 +70,19 @@ impl Agent {
         if let Python::Supported { version, .. } = &python {
             self.metrics.set_python_info(&labels, version);
         }
-        Traced { resource, labels, python }
+        Traced { resource: Resource::new(resource), labels, python }
     }
 
     pub(super) fn rescan(&mut self) {
-        for c in discovery::scan(&self.config.discovery, false) {
-            if c.decision.is_traced() && !self.procs.contains_key(&c.pid) {
-                match self.trace_tree(c.pid) {
-                    Ok(()) => log::info!("tracing pid {} ({})", c.pid, c.cmdline),
+        for (pid, cmdline) in discovery::scan_traced(&self.config.discovery) {
+            if !self.procs.contains_key(&pid) {
+                match self.trace_tree(pid) {
+                    Ok(()) => log::info!("tracing pid {pid} ({cmdline})"),
                     Err(e) => {
                         // A process that exited between the scan and the attach is not an agent fault.
-                        let gone = procinfo::tgid_of(c.pid).is_none();
+                        let gone = procinfo::tgid_of(pid).is_none();
                         self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
-                        log::warn!("cannot trace pid {}: {e:#}", c.pid);
+                        log::warn!("cannot trace pid {pid}: {e:#}");
                     }
                 }
             }
@@ -123,8 +123,9 @@ impl Agent {
         } else {
             // Already gone: it looked like its parent.
             let parent = self.procs.get(&parent);
-            let mut resource = parent.map(|p| p.resource.clone()).unwrap_or_default();
+            let mut resource = parent.map(|p| (*p.resource).clone()).unwrap_or_default();
             resource.insert(semconv::PROCESS_PID.into(), child.into());
+            let resource = Resource::new(resource);
             let service_name = parent.map(|p| p.labels.service_name.clone()).unwrap_or_default();
             let container = parent.map(|p| p.labels.container.clone()).unwrap_or_default();
             Traced {

@@ -1,4 +1,5 @@
 //! Where spans go: the sink the agent writes to, and the OTLP/HTTP exporter behind it.
+pub mod json_line;
 pub mod otlp;
 pub mod pretty;
 pub mod proto;

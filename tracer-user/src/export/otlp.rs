@@ -226,9 +226,9 @@ pub fn encode(spans: &[Span]) -> Vec<u8> {
     let mut groups: Vec<(&Attributes, Vec<proto::Span>)> = Vec::new();
     for s in spans {
         let p = to_proto(s);
-        match groups.iter_mut().find(|(r, _)| *r == &s.resource) {
+        match groups.iter_mut().find(|(r, _)| *r == &*s.resource) {
             Some((_, v)) => v.push(p),
-            None => groups.push((&s.resource, vec![p])),
+            None => groups.push((&*s.resource, vec![p])),
         }
     }
     let req = proto::ExportTraceServiceRequest {
@@ -327,7 +327,7 @@ mod tests {
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
             status: crate::spans::Status { code: StatusCode::Unset },
-            resource: [("process.pid".to_string(), Value::from(pid))].into_iter().collect(),
+            resource: Arc::new([("process.pid".to_string(), Value::from(pid))].into_iter().collect()),
             attributes: a.clone(),
         };
         let bytes = encode(&[span(1), span(2), span(1)]);

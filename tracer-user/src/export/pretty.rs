@@ -185,7 +185,7 @@ mod tests {
             start_time_unix_nano: start_us * 1000,
             end_time_unix_nano: (start_us + dur_us) * 1000,
             status: Status { code: StatusCode::Unset },
-            resource,
+            resource: resource.into(),
             attributes,
         }
     }

@@ -95,7 +95,9 @@ impl Connection {
             role,
             requests: Stream::new(Kind::Request),
             responses: Stream::new(Kind::Response),
-            pending: VecDeque::new(),
+            // Room for one exchange: most connections carry one request at a time, and VecDeque's
+            // first growth (four exchanges) is an allocation too big for malloc's fast caches.
+            pending: VecDeque::with_capacity(1),
             responding: false,
             orphan_response: false,
             last_response_end_ns: 0,

@@ -4,6 +4,7 @@
 //! on counters). Labels are bounded: no raw paths, no ids besides the pid of a live process, and a
 //! process's series are removed a grace period after it exits.
 pub mod adoption;
+mod exchange_series;
 pub mod process;
 pub mod server;
 mod totals;
@@ -249,6 +250,8 @@ pub struct Metrics {
     routes: crate::http::route::Routes,
     /// Every HTTP label set of a pid, so its series can be removed when it is gone.
     http_series: HashMap<u32, HashSet<HttpLabels>>,
+    /// The request histograms' handles, by process and (method, status, route).
+    exchange_series: exchange_series::ExchangeSeries,
     /// Last procfs sample per pid: counters grow by the difference.
     last: HashMap<u32, (ProcLabels, Sample)>,
     last_agent: Sample,
@@ -300,6 +303,7 @@ impl Metrics {
             last_python: HashMap::new(),
             routes: crate::http::route::Routes::default(),
             http_series: HashMap::new(),
+            exchange_series: exchange_series::ExchangeSeries::default(),
             last: HashMap::new(),
             last_agent: Sample::default(),
             synced: HashMap::new(),
@@ -451,20 +455,31 @@ impl Metrics {
     /// `route`: the framework's route when the app's table matched; else the label is the
     /// path's template.
     pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str, route: Option<&str>) {
-        let status = x.response.as_ref().map_or(String::new(), |r| r.status.to_string());
         let route = route.map_or_else(|| self.routes.label(&p.service_name, path), str::to_string);
-        let labels: HttpLabels = p.with(&[
-            ("http_request_method", &x.request.method),
-            ("http_response_status_code", &status),
-            ("http_route", &route),
-        ]);
+        let key = (x.request.method.clone(), x.response.as_ref().map(|r| r.status), route);
+        let series = if let Some(s) = self.exchange_series.get(p, &key) { s.clone() } else { self.new_series(p, key) };
         let secs = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
-        self.request_duration.get_or_create(&labels).observe(secs);
-        self.request_body.get_or_create(&labels).observe(x.request_body as f64);
-        if x.response.is_some() {
-            self.response_body.get_or_create(&labels).observe(x.response_body as f64);
+        series.duration.observe(secs);
+        series.request_body.observe(x.request_body as f64);
+        if let Some(h) = &series.response_body {
+            h.observe(x.response_body as f64);
         }
+    }
+
+    /// The request histograms' series of a label set seen for the first time (for this process).
+    fn new_series(&mut self, p: &ProcLabels, key: exchange_series::ExchangeKey) -> exchange_series::Series {
+        let status = key.1.map_or(String::new(), |s| s.to_string());
+        let labels: HttpLabels =
+            p.with(&[("http_request_method", &key.0), ("http_response_status_code", &status), ("http_route", &key.2)]);
+        let s = exchange_series::Series {
+            duration: self.request_duration.get_or_create(&labels).clone(),
+            request_body: self.request_body.get_or_create(&labels).clone(),
+            // The key's status says whether there is a response (and so a body size).
+            response_body: key.1.map(|_| self.response_body.get_or_create(&labels).clone()),
+        };
         self.http_series.entry(p.pid).or_default().insert(labels);
+        self.exchange_series.insert(p, key, s.clone());
+        s
     }
 
     /// A connect a traced process made failed.
@@ -659,6 +674,7 @@ impl Metrics {
         let gone: Vec<u32> = self.exited.iter().filter(|(_, t)| t.elapsed() >= grace).map(|(p, _)| *p).collect();
         for pid in gone {
             self.exited.remove(&pid);
+            self.exchange_series.remove(pid);
             for l in self.http_series.remove(&pid).unwrap_or_default() {
                 self.request_duration.remove(&l);
                 self.request_body.remove(&l);

@@ -50,7 +50,7 @@ pub fn span(call: ExitCall, ids: Option<SpanIds>, caller: Option<&CodeInfo>, to_
         start_time_unix_nano: to_unix(call.start_ns),
         end_time_unix_nano: to_unix(call.end_ns),
         status: Status { code: if call.error { StatusCode::Error } else { StatusCode::Unset } },
-        resource: Attributes::new(),
+        resource: super::Resource::default(),
         attributes: a,
     }
 }

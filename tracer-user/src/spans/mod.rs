@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 
 pub type Attributes = Map<String, Value>;
 
+/// A process's resource attributes, shared by all its spans: built once per process, not cloned
+/// per span, and rendered as JSON once per process by the JSON-lines sink.
+pub type Resource = std::sync::Arc<Attributes>;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Span {
     pub trace_id: String,
@@ -26,8 +30,13 @@ pub struct Span {
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
     pub status: Status,
-    pub resource: Attributes,
+    #[serde(serialize_with = "serialize_resource")]
+    pub resource: Resource,
     pub attributes: Attributes,
+}
+
+fn serialize_resource<S: serde::Serializer>(r: &Resource, s: S) -> Result<S::Ok, S::Error> {
+    r.as_ref().serialize(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,6 +48,14 @@ pub enum SpanKind {
 }
 
 impl SpanKind {
+    /// The JSON lines' name (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+        }
+    }
+
     /// OTLP's Span.SpanKind number.
     pub fn otlp(self) -> i32 {
         match self {
@@ -58,6 +75,16 @@ pub struct Status {
 pub enum StatusCode {
     Unset,
     Error,
+}
+
+impl StatusCode {
+    /// The JSON lines' name (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Unset => "unset",
+            StatusCode::Error => "error",
+        }
+    }
 }
 
 impl Span {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::{semconv, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
+use super::{semconv, Attributes, Resource, Span, SpanIds, SpanKind, Status, StatusCode};
 use crate::http::{connection::Exchange, redact::Redaction, route};
 use crate::sockaddr::Peer;
 
@@ -27,7 +27,7 @@ pub fn server_span(
     conn: &ConnContext,
     ids: SpanIds,
     redaction: &Redaction,
-    resource: Attributes,
+    resource: Resource,
     to_unix: impl Fn(u64) -> u64,
 ) -> Span {
     let mut a = Attributes::new();
@@ -181,7 +181,7 @@ mod tests {
             b"GET /users/7?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: curl/7.88.1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"id\": 7, \"x\": 1}",
         );
-        let s = server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t + 10);
+        let s = server_span(&x, &ctx(), SpanIds::root(), &keys(), Resource::default(), |t| t + 10);
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(
             v["attributes"],
@@ -208,8 +208,8 @@ mod tests {
             b"BREW /pot?api_key=s3&x=1 HTTP/1.0\r\n\r\n",
             b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
         );
-        let v =
-            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Resource::default(), |t| t))
+            .unwrap();
         let a = &v["attributes"];
         assert_eq!(a[semconv::HTTP_REQUEST_METHOD], "_OTHER");
         assert_eq!(a[semconv::HTTP_REQUEST_METHOD_ORIGINAL], "BREW");
@@ -232,8 +232,8 @@ mod tests {
             b"GET /missing HTTP/1.1\r\nHost: h\r\n\r\n",
             b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 3\r\n\r\nno!",
         );
-        let v =
-            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Resource::default(), |t| t))
+            .unwrap();
         assert_eq!(v["status"]["code"], "unset");
         assert!(v["attributes"].get("error.type").is_none());
         assert!(v["attributes"].get("url.query").is_none());
@@ -244,8 +244,8 @@ mod tests {
     #[test]
     fn no_response_is_an_error_without_status_code() {
         let x = exchange(b"GET /a HTTP/1.1\r\nHost: h:1\r\n\r\n", b"");
-        let v =
-            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Resource::default(), |t| t))
+            .unwrap();
         assert_eq!(v["attributes"][semconv::ERROR_TYPE], "no_response");
         assert!(v["attributes"].get("http.response.status_code").is_none());
     }
@@ -264,7 +264,7 @@ mod tests {
             &ctx(),
             SpanIds::continuing(&parent),
             &keys(),
-            Attributes::new(),
+            Resource::default(),
             |t| t,
         ))
         .unwrap();
@@ -272,8 +272,8 @@ mod tests {
         assert_eq!(v["parent_span_id"], "00f067aa0ba902b7");
         assert_eq!(v["trace_state"], "k=v");
         assert_ne!(v["span_id"], "00f067aa0ba902b7");
-        let v =
-            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Resource::default(), |t| t))
+            .unwrap();
         assert!(v["parent_span_id"].is_null() && v.get("trace_state").is_none());
     }
 
@@ -293,8 +293,8 @@ mod tests {
         );
         req.extend(b"abc");
         let x = exchange(&req, b"HTTP/1.1 201 CREATED\r\nContent-Length: 2\r\n\r\nok");
-        let v =
-            serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Attributes::new(), |t| t)).unwrap();
+        let v = serde_json::to_value(server_span(&x, &ctx(), SpanIds::root(), &keys(), Resource::default(), |t| t))
+            .unwrap();
         let a = &v["attributes"];
         assert_eq!(
             (a[semconv::CLIENT_ADDRESS].as_str(), a[semconv::CLIENT_PORT].as_u64()),

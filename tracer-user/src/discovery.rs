@@ -51,16 +51,17 @@ pub fn decide(cmdline: &str, runs: &Runs, rules: &Discovery) -> Option<Decision>
     Some(Decision::Traced { reason: format!("command line contains whitelisted \"{white}\"") })
 }
 
-/// Whether `p` runs Python. The libpython check reads /proc/PID/maps, so it is made only for a
-/// whitelisted command line whose executable's name says neither.
-fn runs(p: &ProcInfo, cmdline: &str, rules: &Discovery) -> Runs {
-    let Some(exe) = p.exe_name() else { return Runs::Unknown };
+/// Whether process `pid` (its executable's file name `exe`) runs Python. The libpython check
+/// reads /proc/PID/maps, so it is made only for a whitelisted command line whose executable's
+/// name says neither.
+fn runs(pid: u32, exe: Option<String>, cmdline: &str, rules: &Discovery) -> Runs {
+    let Some(exe) = exe else { return Runs::Unknown };
     if exe.starts_with("python") || exe.contains("uwsgi") {
         return Runs::Python;
     }
     let whitelisted = rules.whitelist.iter().any(|w| cmdline.contains(w.as_str()));
     let maps_libpython =
-        whitelisted && std::fs::read_to_string(format!("/proc/{}/maps", p.pid)).is_ok_and(|m| m.contains("/libpython"));
+        whitelisted && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/libpython"));
     if maps_libpython {
         Runs::Python
     } else {
@@ -161,7 +162,7 @@ pub fn scan(rules: &Discovery, describe_python: bool) -> Vec<Candidate> {
         .filter(|p| !p.cmdline.is_empty())
         .filter_map(|p| {
             let cmdline = p.cmdline_string();
-            decide(&cmdline, &runs(&p, &cmdline, rules), rules).map(|decision| {
+            decide(&cmdline, &runs(p.pid, p.exe_name(), &cmdline, rules), rules).map(|decision| {
                 let python = (describe_python && decision.is_traced()).then(|| PythonSummary::of(p.pid));
                 Candidate { pid: p.pid, ppid: p.ppid, cmdline, decision, python }
             })
@@ -184,7 +185,16 @@ pub fn scan_traced(rules: &Discovery) -> Vec<(u32, String)> {
         .filter(|&pid| pid != me)
         .filter_map(|pid| {
             let cmdline = cmdline_of(pid)?;
-            decide(&cmdline, false, rules).is_some_and(|d| d.is_traced()).then_some((pid, cmdline))
+            // The executable is looked at only for a whitelisted command line (a few processes).
+            if !rules.whitelist.iter().any(|w| cmdline.contains(w.as_str())) {
+                return None;
+            }
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()));
+            decide(&cmdline, &runs(pid, exe, &cmdline, rules), rules)
+                .is_some_and(|d| d.is_traced())
+                .then_some((pid, cmdline))
         })
         .collect();
     out.sort_by_key(|c| c.0);
@@ -205,10 +215,12 @@ mod tests {
 
     #[test]
     fn scan_traced_agrees_with_scan() {
-        // A child whose command line no other process has.
+        // A Python child whose command line no other process has.
         let arg = format!("1000.{}", std::process::id());
-        let mut child = std::process::Command::new("sleep").arg(&arg).spawn().unwrap();
-        let cmdline = format!("sleep {arg}");
+        let mut child =
+            // Debian's own, not a pyenv shim that executes another program under that name.
+            std::process::Command::new("/usr/bin/python3").args(["-c", "import time; time.sleep(100)", &arg]).spawn().unwrap();
+        let cmdline = format!("/usr/bin/python3 -c import time; time.sleep(100) {arg}");
         let rules = Discovery { whitelist: vec![cmdline.clone()], ..Discovery::default() };
         let full: Vec<(u32, String)> =
             scan(&rules, false).into_iter().filter(|c| c.decision.is_traced()).map(|c| (c.pid, c.cmdline)).collect();

@@ -45,7 +45,8 @@ fn main() -> anyhow::Result<()> {
         Ok(bytes) => {
             fs::write(&object, bytes).with_context(|| format!("cannot write {}", object.display()))?;
             println!(
-                "cargo:warning=no bpf-linker on PATH: using the committed eBPF object {} ({FROM_SOURCE}=1 builds it from source)",
+                "cargo:warning=using the committed eBPF object {} (no bpf-linker on PATH, or {FROM_SOURCE}=0; \
+                 {FROM_SOURCE}=1 builds it from source)",
                 ebpf_prebuilt::OBJECT
             );
             Ok(())

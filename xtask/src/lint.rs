@@ -7,7 +7,7 @@ use crate::{cmd, paths};
 
 pub fn run() -> Result<()> {
     // A stale committed eBPF object would be embedded by machines without the eBPF toolchain.
-    eprintln!("[lint] committed eBPF object {} matches the sources", ebpf_prebuilt::OBJECT);
+    eprintln!("[lint] committed eBPF object {}: its stamp against the sources", ebpf_prebuilt::OBJECT);
     crate::ebpf_object::check_current(&paths::repo_root())?;
     let mut fmt = cmd::cargo();
     fmt.args(["fmt", "--all", "--check"]);

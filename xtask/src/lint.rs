@@ -1,11 +1,14 @@
-//! `cargo xtask lint`: formatting and clippy (the workspace's lint table, warnings denied) over
-//! every crate: the default members, the eBPF crate for its own target, and the fuzz targets'
-//! formatting. CI runs it before the tests, so a warning fails the build where it was written.
+//! `cargo xtask lint`: the committed eBPF object's stamp, then formatting and clippy (the
+//! workspace's lint table, warnings denied) over every crate: the default members, the eBPF crate
+//! for its own target, and the fuzz targets' formatting. CI runs it before the tests, so a warning fails the build where it was written.
 use anyhow::Result;
 
 use crate::{cmd, paths};
 
 pub fn run() -> Result<()> {
+    // A stale committed eBPF object would be embedded by machines without the eBPF toolchain.
+    eprintln!("[lint] committed eBPF object {}: its stamp against the sources", ebpf_prebuilt::OBJECT);
+    crate::ebpf_object::check_current(&paths::repo_root())?;
     let mut fmt = cmd::cargo();
     fmt.args(["fmt", "--all", "--check"]);
     step(&mut fmt)?;

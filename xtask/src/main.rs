@@ -3,6 +3,7 @@ mod bench;
 mod chroot;
 mod cmd;
 mod demo;
+mod ebpf_object;
 mod faults;
 mod fuzz;
 mod image;
@@ -37,8 +38,12 @@ enum Task {
     /// Set up, build, then build the agent's container image localhost/pytracer:latest from
     /// deploy/Containerfile (offline: its base is the set-up's imported image)
     Image,
-    /// Check formatting and run clippy with warnings denied, as CI does before the tests
+    /// Check that the committed eBPF object is current, formatting, and clippy with warnings
+    /// denied, as CI does before the tests
     Lint,
+    /// Build the eBPF object from source (needs the set-up's toolchain) and rewrite the committed
+    /// tracer-ebpf/prebuilt/tracer-ebpf.o and its stamp, which machines without the toolchain build with
+    EbpfObject,
     /// Set up, build, start the demo app under Gunicorn, trace it and print spans until Ctrl-C
     Demo {
         /// Port for the demo app on 127.0.0.1
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
         Task::Lint => lint::run(),
+        Task::EbpfObject => ebpf_object::run(),
         Task::Image => image::run(),
         Task::Demo { port, duration } => demo::run(port, duration.map(std::time::Duration::from_secs)),
         Task::Fuzz { seconds } => fuzz::run(seconds),

@@ -100,15 +100,37 @@ pub fn run() -> Result<()> {
 }
 
 /// `cargo xtask demo`'s set-up: the build's packages and toolchain, and the demo app's one small
-/// virtualenv; none of the tests' servers, interpreters or chroots.
+/// virtualenv; none of the tests' servers, interpreters or chroots. The eBPF toolchain (LLVM,
+/// rust-src, bpf-linker: about 4 minutes on a new machine) only when the committed eBPF object
+/// is stale: the agent's build embeds a current one when bpf-linker is missing.
 pub fn demo() -> Result<()> {
     let start = Instant::now();
-    step("debian packages (build only)", || missing_debian_packages(BUILD_PACKAGES), install_debian_packages)?;
-    step("rust-src (nightly)", rust_src_missing, |()| install_rust_src())?;
-    step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
+    if ebpf_toolchain_needed()? {
+        step("debian packages (build only)", || missing_debian_packages(BUILD_PACKAGES), install_debian_packages)?;
+        step("rust-src (nightly)", rust_src_missing, |()| install_rust_src())?;
+        step("bpf-linker", bpf_linker_missing, |()| install_bpf_linker())?;
+    }
     venv(&Venv::demo())?;
     eprintln!("[setup] demo set-up done ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Whether the demo's build needs the eBPF toolchain: yes when the committed object does not
+/// match the sources, and when bpf-linker is there (the build then prefers the sources, so the
+/// rest of the toolchain must be there too).
+fn ebpf_toolchain_needed() -> Result<bool> {
+    let status = ebpf_prebuilt::status(&paths::repo_root())?;
+    let needed = toolchain_needed(&status, bpf_linker_missing()?.is_none());
+    if needed && status != ebpf_prebuilt::Status::Current {
+        eprintln!("[setup] {}: the eBPF toolchain is needed to build it", status.explain());
+    } else if !needed {
+        eprintln!("[setup] eBPF toolchain (LLVM, rust-src, bpf-linker) ... not needed: {}", status.explain());
+    }
+    Ok(needed)
+}
+
+fn toolchain_needed(object: &ebpf_prebuilt::Status, has_bpf_linker: bool) -> bool {
+    *object != ebpf_prebuilt::Status::Current || has_bpf_linker
 }
 
 /// The pyenv CPython series the interpreter tests run the same Flask and Django apps on.
@@ -438,6 +460,24 @@ mod tests {
         let demo = &demo[..demo.find("\n}\n").unwrap()];
         assert_eq!(demo.matches("venv(&").count(), 1, "one virtualenv:\n{demo}");
         assert!(!demo.contains("chroot") && !demo.contains("INTERPRETER_SERIES"), "{demo}");
+        // The eBPF toolchain only when the committed object cannot stand in for it; the full
+        // set-up (CI's) always installs it and builds from source.
+        let (guard, guarded) =
+            demo.split_once("if ebpf_toolchain_needed()? {").expect("the toolchain steps are guarded");
+        let guarded = &guarded[..guarded.find("\n    }\n").unwrap()];
+        assert!(!guard.contains("step(") && !guard.contains("BUILD_PACKAGES"), "{guard}");
+        for toolchain_step in ["BUILD_PACKAGES", "install_rust_src", "install_bpf_linker"] {
+            assert!(guarded.contains(toolchain_step), "{toolchain_step}:\n{guarded}");
+        }
+        let full = &src[src.find("pub fn run()").unwrap()..];
+        let full = &full[..full.find("\n}\n").unwrap()];
+        assert!(!full.contains("ebpf_toolchain_needed") && full.contains("install_bpf_linker()"), "{full}");
+        let current = ebpf_prebuilt::Status::Current;
+        let stale = ebpf_prebuilt::Status::Stale { stamped: "a".into(), tree: "b".into() };
+        assert!(!toolchain_needed(&current, false));
+        assert!(toolchain_needed(&current, true), "with bpf-linker the build prefers the sources");
+        assert!(toolchain_needed(&stale, false));
+        assert!(toolchain_needed(&ebpf_prebuilt::Status::Missing, false));
         let reqs = fs::read_to_string(Venv::demo().requirements).unwrap();
         assert!(!reqs.to_lowercase().contains("uwsgi") && reqs.contains("gunicorn==") && reqs.contains("Flask=="));
     }

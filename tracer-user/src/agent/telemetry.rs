@@ -101,8 +101,6 @@ impl Agent {
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
         self.settle_awaiting(true);
-        // Uprobes still being taken off (a window closed just before the stop).
-        self.probes.wait_detached();
         self.write_profile()?;
         if let Some(mut e) = self.sink.otlp.take() {
             // Sends what is queued; bounded by the retry budget.

@@ -103,30 +103,6 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
     py_offsets: HashMap<MapData, u32, PyOffsets>,
     usdt_links: Vec<super::usdt::UsdtLink>,
-    /// Uprobes being detached on their own threads (see [`detach_aside`]).
-    detaching: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// At most this many detaching threads at once.
-const MAX_DETACHING: usize = 256;
-
-/// Detaches an owned link on a thread of its own. Taking a uprobe off takes about 90 ms here
-/// (the kernel waits for a grace period, and serialises concurrent unregistrations): one after
-/// another on the event loop, a sampled window closing on 30 workers stalled it for 3 s, with the
-/// ring buffer filling meanwhile. On threads, the loop goes on.
-fn detach_aside<L: Send + 'static>(detaching: &mut Vec<std::thread::JoinHandle<()>>, link: L) {
-    detaching.retain(|h| !h.is_finished());
-    if detaching.len() >= MAX_DETACHING {
-        // A burst (a thousand short-lived children going at once): bounded threads, and the
-        // rest the slow way.
-        drop(link);
-        return;
-    }
-    match std::thread::Builder::new().name("pytracer-detach".into()).spawn(move || drop(link)) {
-        Ok(h) => detaching.push(h),
-        // No thread to be had: detached here, the slow way. The closure went with the error.
-        Err(e) => log::debug!("detaching on the event loop: {e}"),
-    }
 }
 
 /// A frame-evaluation probe attached to one process; give it back to [`Probes::detach_frame_eval`].
@@ -178,7 +154,7 @@ impl Probes {
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
         }
-        Ok((Probes { ebpf, tracked, conns, drops, py_offsets, usdt_links: Vec::new(), detaching: Vec::new() }, events))
+        Ok((Probes { ebpf, tracked, conns, drops, py_offsets, usdt_links: Vec::new() }, events))
     }
 
     /// Follows `pid` (and, through the fork tracepoint, every child it creates from now on).
@@ -258,9 +234,7 @@ impl Probes {
             self.ebpf.program_mut(link.program).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() })
         {
             // Fails only when the process is gone and the kernel already dropped the probe.
-            if let Ok(owned) = prog.take_link(link.link) {
-                detach_aside(&mut self.detaching, owned);
-            }
+            let _ = prog.detach(link.link);
         }
     }
 
@@ -268,16 +242,7 @@ impl Probes {
         if let Some(prog) = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() })
         {
             // Fails only when the process is gone and the kernel already dropped the probe.
-            if let Ok(owned) = prog.take_link(link.0) {
-                detach_aside(&mut self.detaching, owned);
-            }
-        }
-    }
-
-    /// Waits for the uprobes being detached (at exit, so that none outlives the agent's report).
-    pub fn wait_detached(&mut self) {
-        for h in self.detaching.drain(..) {
-            let _ = h.join();
+            let _ = prog.detach(link.0);
         }
     }
 

@@ -129,7 +129,10 @@ impl Agent {
                     Ok(link) => links.push(link),
                     Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
                         // A short-lived child that exited before its probes went on: nothing of
-                        // it is left unseen, so it is no attach error.
+                        // it is left unseen, so it is no attach error. The probes it did get go.
+                        for link in links {
+                            self.probes.detach_tls(link);
+                        }
                         return;
                     }
                     Err(e) => {

@@ -327,7 +327,7 @@ mod tests {
         let p = proc(&["/v/bin/python3.11", "/v/bin/gunicorn", "testapp:app"], &[]);
         let r = resource(None, &p);
         assert_eq!(
-            serde_json::Value::Object(r),
+            serde_json::to_value(&r).unwrap(),
             json!({"service.name":"testapp","process.pid":42,"process.executable.name":"gunicorn","process.executable.path":"/opt/venv/bin/python3.11"})
         );
     }
@@ -347,12 +347,12 @@ mod tests {
         let mut r = Attributes::new();
         insert_container(&mut r, &c, Some("node-a"));
         assert_eq!(
-            serde_json::Value::Object(r),
+            serde_json::to_value(&r).unwrap(),
             json!({"container.id":id,"k8s.pod.uid":"4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60","k8s.pod.name":"shop-0",
                 "k8s.namespace.name":"prod","k8s.container.name":"web","k8s.node.name":"node-a","pytracer.process.vpid":7})
         );
         let mut r = Attributes::new();
         insert_container(&mut r, &Identity { container_id: id.into(), ..Identity::default() }, Some(""));
-        assert_eq!(serde_json::Value::Object(r), json!({"container.id":id}));
+        assert_eq!(serde_json::to_value(&r).unwrap(), json!({"container.id":id}));
     }
 }

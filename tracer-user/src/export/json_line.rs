@@ -91,7 +91,7 @@ mod tests {
             end_time_unix_nano: 1_763_790_000_002_100_000,
             status: Status { code: StatusCode::Error },
             resource: Arc::clone(resource),
-            attributes,
+            attributes: attributes.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         }
     }
 
@@ -115,7 +115,7 @@ mod tests {
         let mut cache = ResourceCache::default();
         let mut lines = Vec::new();
         for pid in [1, 2, 1] {
-            let r = Resource::new([("process.pid".to_string(), json!(pid))].into_iter().collect());
+            let r = Resource::new([("process.pid".into(), json!(pid))].into_iter().collect());
             let mut out = Vec::new();
             write(&mut out, &span(None, None, &r), &mut cache).unwrap();
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -280,7 +280,7 @@ fn key_values(a: &Attributes) -> Vec<proto::KeyValue> {
                 },
                 _ => return None,
             };
-            Some(proto::KeyValue { key: k.clone(), value: Some(proto::AnyValue { value: Some(value) }) })
+            Some(proto::KeyValue { key: k.to_string(), value: Some(proto::AnyValue { value: Some(value) }) })
         })
         .collect()
 }
@@ -327,7 +327,7 @@ mod tests {
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
             status: crate::spans::Status { code: StatusCode::Unset },
-            resource: Arc::new([("process.pid".to_string(), Value::from(pid))].into_iter().collect()),
+            resource: Arc::new([("process.pid".into(), Value::from(pid))].into_iter().collect()),
             attributes: a.clone(),
         };
         let bytes = encode(&[span(1), span(2), span(1)]);

@@ -186,7 +186,7 @@ mod tests {
             end_time_unix_nano: (start_us + dur_us) * 1000,
             status: Status { code: StatusCode::Unset },
             resource: resource.into(),
-            attributes,
+            attributes: attributes.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         }
     }
 

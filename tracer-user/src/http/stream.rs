@@ -89,7 +89,19 @@ impl Stream {
                     let before = buf.len();
                     let room = MAX_HEAD.saturating_sub(before);
                     let avail = &piece.data[at..];
-                    buf.extend_from_slice(&avail[..avail.len().min(room)]);
+                    let avail = &avail[..avail.len().min(room)];
+                    if before == 0 {
+                        // Nearly every head arrives whole in one piece: parsed where it lies,
+                        // without copying the piece (up to the capture size) into the buffer.
+                        // Anything else takes the buffered path below, which parses again.
+                        if let Ok(Some((head, n))) = parse_head(self.kind, avail) {
+                            let start = start_ns.unwrap_or(piece.start_ns);
+                            *pos += n as u64;
+                            self.state = State::AwaitFraming;
+                            return Some(Event::Head { head, start_ns: start, end_ns: piece.end_ns });
+                        }
+                    }
+                    buf.extend_from_slice(avail);
                     match parse_head(self.kind, buf) {
                         Ok(Some((head, n))) => {
                             let start = start_ns.unwrap_or(piece.start_ns);

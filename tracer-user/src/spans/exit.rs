@@ -96,7 +96,7 @@ mod tests {
         let c = failed_connect(&peer, 10, 20, -111);
         assert_eq!((c.name.as_str(), c.start_ns, c.end_ns, c.error), ("connect", 10, 20, true));
         assert_eq!(
-            serde_json::Value::Object(c.attributes),
+            serde_json::to_value(&c.attributes).unwrap(),
             json!({
                 "server.address": "127.0.0.1",
                 "server.port": 9,

@@ -9,9 +9,8 @@ pub mod semconv;
 pub mod server;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
-pub type Attributes = Map<String, Value>;
+pub type Attributes = crate::calls::Attributes;
 
 /// A process's resource attributes, shared by all its spans: built once per process, not cloned
 /// per span, and rendered as JSON once per process by the JSON-lines sink.
@@ -145,7 +144,19 @@ pub fn new_ids() -> (String, String) {
     let mut rng = rand::thread_rng();
     let trace: u128 = rng.gen_range(1..=u128::MAX);
     let span: u64 = rng.gen_range(1..=u64::MAX);
-    (format!("{trace:032x}"), format!("{span:016x}"))
+    (hex(&trace.to_be_bytes()), hex(&span.to_be_bytes()))
+}
+
+/// Lowercase hex of `bytes`, two digits each: what `format!("{:032x}")` gives for an id, without
+/// the formatting machinery (two ids per span).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -158,5 +169,12 @@ mod tests {
         assert_eq!((t.len(), s.len()), (32, 16));
         assert!(t.chars().chain(s.chars()).all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(new_ids().0, t);
+    }
+
+    #[test]
+    fn hex_is_what_format_gives() {
+        let (t, s) = (0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128, 0x00ab_cdef_0000_0001_u64);
+        assert_eq!(hex(&t.to_be_bytes()), format!("{t:032x}"));
+        assert_eq!(hex(&s.to_be_bytes()), format!("{s:016x}"));
     }
 }

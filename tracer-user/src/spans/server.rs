@@ -18,6 +18,9 @@ pub struct ConnContext {
     pub tls: bool,
 }
 
+/// The most attributes a server span carries without captured headers.
+const SERVER_SPAN_ATTRIBUTES: usize = 24;
+
 const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
 
 /// `ids` place the span in its trace (the caller's traceparent, a same-host caller, or a new
@@ -30,7 +33,9 @@ pub fn server_span(
     resource: Resource,
     to_unix: impl Fn(u64) -> u64,
 ) -> Span {
-    let mut a = Attributes::new();
+    // Room for every attribute a server span gets (those below, the route, the code and a
+    // profile's): the map never grows while it is filled.
+    let mut a = Attributes::with_capacity(SERVER_SPAN_ATTRIBUTES);
     let req = &x.request;
     let known = KNOWN_METHODS.contains(&req.method.as_str());
     if known {

@@ -54,7 +54,7 @@ pub fn executable_name(p: &ProcInfo) -> String {
 }
 
 pub fn resource(configured: Option<&str>, p: &ProcInfo) -> Attributes {
-    let mut r = Attributes::new();
+    let mut r = Attributes::default();
     r.insert(semconv::SERVICE_NAME.into(), json!(service_name(configured, p).0));
     r.insert(semconv::PROCESS_PID.into(), json!(p.pid));
     r.insert(semconv::PROCESS_EXECUTABLE_NAME.into(), json!(executable_name(p)));
@@ -344,14 +344,14 @@ mod tests {
             vpid: Some(7),
             app_name: Some("shop".into()),
         };
-        let mut r = Attributes::new();
+        let mut r = Attributes::default();
         insert_container(&mut r, &c, Some("node-a"));
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             json!({"container.id":id,"k8s.pod.uid":"4a6e1a52-3c47-4b0e-9f3e-1d2c3b4a5f60","k8s.pod.name":"shop-0",
                 "k8s.namespace.name":"prod","k8s.container.name":"web","k8s.node.name":"node-a","pytracer.process.vpid":7})
         );
-        let mut r = Attributes::new();
+        let mut r = Attributes::default();
         insert_container(&mut r, &Identity { container_id: id.into(), ..Identity::default() }, Some(""));
         assert_eq!(serde_json::to_value(&r).unwrap(), json!({"container.id":id}));
     }

@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn a_call_without_an_answer_lasts_until_the_failure_or_the_close() {
         let end = |ended: Ended| {
-            let mut a = spans::Attributes::new();
+            let mut a = spans::Attributes::default();
             a.insert(semconv::ERROR_TYPE.into(), "no_response".into());
             let mut f =
                 spans::exit::ExitCall { name: "GET".into(), start_ns: 10, end_ns: 12, attributes: a, error: true };
@@ -491,7 +491,7 @@ mod tests {
             name: "GET".into(),
             start_ns: 10,
             end_ns: 12,
-            attributes: spans::Attributes::new(),
+            attributes: spans::Attributes::default(),
             error: true,
         };
         Ended { at_ns: 500, failure: Some((0, 200)), received: 44 }.apply(&mut f);

@@ -10,8 +10,10 @@ use crate::piece::Piece;
 /// A span's attributes (the same map as `spans::Attributes`, named here so that this neutral
 /// module depends on no span code), in insertion order. Names are nearly all the semantic
 /// conventions' constants: borrowed, they cost no allocation (a span has about 20 of them);
-/// only names built at run time (captured headers) are owned.
-pub type Attributes = indexmap::IndexMap<std::borrow::Cow<'static, str>, serde_json::Value>;
+/// only names built at run time (captured headers) are owned. Hashed with foldhash: SipHash
+/// was the larger part of filling the map.
+pub type Attributes =
+    indexmap::IndexMap<std::borrow::Cow<'static, str>, serde_json::Value, foldhash::fast::RandomState>;
 
 /// One client connection's parser. Writes are what the client sent, reads what it received.
 pub trait ClientProtocol: Send {

@@ -172,7 +172,7 @@ mod tests {
             system: "test",
             operation: String::new(),
             query_text: None,
-            attributes: crate::calls::Attributes::new(),
+            attributes: crate::calls::Attributes::default(),
             error: (by == EndedBy::Close).then(|| "closed".to_string()),
         })
     }

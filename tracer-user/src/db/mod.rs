@@ -47,7 +47,7 @@ pub const MAX_QUERY_TEXT: usize = 2048;
 
 /// Builds the attributes every call carries.
 pub(crate) fn base_attributes(system: &'static str, operation: &str, query_text: Option<&str>) -> Attributes {
-    let mut a = Attributes::new();
+    let mut a = Attributes::default();
     a.insert(semconv::DB_SYSTEM_NAME.into(), system.into());
     if !operation.is_empty() {
         a.insert(semconv::DB_OPERATION_NAME.into(), operation.into());

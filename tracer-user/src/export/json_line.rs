@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn same_bytes_as_serde() {
-        let mut r = Attributes::new();
+        let mut r = Attributes::default();
         r.insert("service.name".into(), json!("app"));
         r.insert("process.pid".into(), json!(4321));
         let r = Resource::new(r);

@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn encodes_and_groups_by_resource() {
-        let mut a = Attributes::new();
+        let mut a = Attributes::default();
         a.insert("http.response.status_code".into(), 200.into());
         let span = |pid: u32| Span {
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),

@@ -173,7 +173,7 @@ mod tests {
 
     fn span(id: &str, parent: Option<&str>, name: &str, start_us: u64, dur_us: u64, attrs: Value) -> Span {
         let Value::Object(attributes) = attrs else { panic!() };
-        let mut resource = Attributes::new();
+        let mut resource = Attributes::default();
         resource.insert(semconv::PROCESS_PID.into(), json!(20149));
         Span {
             trace_id: "t1".into(),

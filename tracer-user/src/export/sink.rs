@@ -125,7 +125,7 @@ mod tests {
             end_time_unix_nano: 2,
             status: Status { code: StatusCode::Unset },
             resource: crate::spans::Resource::default(),
-            attributes: crate::spans::Attributes::new(),
+            attributes: crate::spans::Attributes::default(),
         };
         sinks.send(&span).unwrap();
         sinks.send(&span).unwrap();

@@ -142,7 +142,7 @@ mod tests {
         let r = default_redaction();
         assert_eq!(r.target("/v1/charge?amount=3&api_key=k"), "/v1/charge?amount=3&api_key=<redacted>");
         assert_eq!(r.target("/v1/token"), "/v1/token", "a path is not a query");
-        let mut a = Attributes::new();
+        let mut a = Attributes::default();
         let capture = CaptureHeaders { request: vec!["x-request-id".into()], response: vec!["set-cookie".into()] };
         let r = Redaction::new(&Secrets::default(), &capture).unwrap();
         r.call_headers(&[("x-request-id".into(), "r9".into())], &[("set-cookie".into(), "s=1".into())], &mut a);
@@ -195,7 +195,7 @@ mod tests {
             ],
             ..Head::default()
         };
-        let mut a = Attributes::new();
+        let mut a = Attributes::default();
         // Authorization and Cookie are hidden whatever the list says; X-Api-Token by the list.
         redaction(SecretMatcher::Equals, &["nothing"]).request_headers(&head, &mut a);
         assert_eq!(
@@ -207,14 +207,14 @@ mod tests {
                 "http.request.header.x-api-token": ["t"],
             })
         );
-        let mut a = Attributes::new();
+        let mut a = Attributes::default();
         redaction(SecretMatcher::ContainsIgnoreCase, &["token"]).request_headers(&head, &mut a);
         assert_eq!(a["http.request.header.x-api-token"], json!(["<redacted>"]));
         let response = Head {
             headers: vec![("set-cookie".into(), "s=1".into()), ("content-type".into(), "text/plain".into())],
             ..Head::default()
         };
-        let mut a = Attributes::new();
+        let mut a = Attributes::default();
         redaction(SecretMatcher::Equals, &["nothing"]).response_headers(&response, &mut a);
         assert_eq!(
             serde_json::to_value(&a).unwrap(),

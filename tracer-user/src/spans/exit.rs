@@ -78,7 +78,7 @@ pub fn errno_type(ret: i64) -> &'static str {
 /// A connect that failed: no protocol was spoken yet, so the span says only what is known, the
 /// peer and the error. Named `connect`, the operation that failed.
 pub fn failed_connect(peer: &Peer, start_ns: u64, end_ns: u64, ret: i64) -> ExitCall {
-    let mut a = Attributes::new();
+    let mut a = Attributes::default();
     peer_attributes(&mut a, peer);
     a.insert(semconv::ERROR_TYPE.into(), json!(errno_type(ret)));
     ExitCall { name: "connect".into(), start_ns, end_ns, attributes: a, error: true }

@@ -14,7 +14,7 @@ use crate::sockaddr::Peer;
 /// The query's secrets are redacted in `url.full` (as the conventions ask) and the captured
 /// headers recorded, by `redaction`.
 pub fn call(x: &HttpCall, peer: &Peer, tls: bool, redaction: &Redaction) -> ExitCall {
-    let mut a = Attributes::new();
+    let mut a = Attributes::default();
     a.insert(semconv::HTTP_REQUEST_METHOD.into(), json!(x.method));
     peer_attributes(&mut a, peer);
     if let Some((name, _)) = x.host.as_deref().filter(|_| tls).and_then(crate::spans::server::split_host) {

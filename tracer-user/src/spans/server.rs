@@ -35,7 +35,7 @@ pub fn server_span(
 ) -> Span {
     // Room for every attribute a server span gets (those below, the route, the code and a
     // profile's): the map never grows while it is filled.
-    let mut a = Attributes::with_capacity(SERVER_SPAN_ATTRIBUTES);
+    let mut a = Attributes::with_capacity_and_hasher(SERVER_SPAN_ATTRIBUTES, foldhash::fast::RandomState::default());
     let req = &x.request;
     let known = KNOWN_METHODS.contains(&req.method.as_str());
     if known {

@@ -105,8 +105,8 @@ pub struct HttpCall {
     /// Why the exchange ended without a complete response.
     pub incomplete: Option<&'static str>,
     /// Every header of the request and of the response, for those the configuration captures.
-    pub request_headers: Vec<(String, String)>,
-    pub response_headers: Vec<(String, String)>,
+    pub request_headers: Vec<(std::borrow::Cow<'static, str>, String)>,
+    pub response_headers: Vec<(std::borrow::Cow<'static, str>, String)>,
 }
 
 /// What a connection's parser could not follow. Each counter only grows.

@@ -17,6 +17,46 @@ pub enum Framing {
     UntilClose,
 }
 
+/// A header name, lowercased: borrowed for the names nearly every message has, so that parsing a
+/// head allocates for its values only.
+pub type HeaderName = std::borrow::Cow<'static, str>;
+
+/// Names that need no allocation (compared without regard to case).
+const COMMON_NAMES: [&str; 24] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "date",
+    "server",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "cache-control",
+    "vary",
+    "location",
+    "traceparent",
+    "tracestate",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-request-id",
+    "upgrade",
+];
+
+/// `raw` lowercased.
+pub fn header_name(raw: &str) -> HeaderName {
+    match COMMON_NAMES.iter().find(|n| n.eq_ignore_ascii_case(raw)) {
+        Some(n) => HeaderName::Borrowed(n),
+        None => HeaderName::Owned(raw.to_ascii_lowercase()),
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Head {
     /// Request: method; response: empty.
@@ -28,7 +68,7 @@ pub struct Head {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
     /// Header names lowercased, values lossily decoded.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, String)>,
     /// The head did not fit the capture: some headers were not seen.
     pub truncated: bool,
     /// A uwsgi-protocol request: (modifier1, modifier2) of its packet header.
@@ -54,5 +94,19 @@ impl Head {
             }
         }
         self.header("content-length").map_or(Some(Framing::None), |v| v.trim().parse::<u64>().ok().map(Framing::Length))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_lowercased_and_common_ones_borrowed() {
+        assert!(matches!(header_name("Content-Length"), HeaderName::Borrowed("content-length")));
+        assert!(matches!(header_name("TRACEPARENT"), HeaderName::Borrowed("traceparent")));
+        let other = header_name("X-My-Header");
+        assert_eq!(other, "x-my-header");
+        assert!(matches!(other, HeaderName::Owned(_)));
     }
 }

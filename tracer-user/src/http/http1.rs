@@ -1,5 +1,5 @@
 //! HTTP/1.x heads with httparse, and a best-effort reading of heads cut by the capture window.
-use super::head::{Head, Kind};
+use super::head::{header_name, Head, HeaderName, Kind};
 
 const MAX_HEADERS: usize = 128;
 
@@ -72,7 +72,7 @@ pub fn parse_partial(kind: Kind, buf: &[u8]) -> Option<Head> {
     let rest: Vec<&str> = lines.collect();
     for line in rest.iter().take(rest.len().saturating_sub(1)) {
         if let Some((n, v)) = line.split_once(':') {
-            head.headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            head.headers.push((header_name(n.trim()), v.trim().to_string()));
         }
     }
     Some(head)
@@ -86,8 +86,8 @@ fn version_of(s: &str) -> Option<u8> {
     }
 }
 
-fn collect(headers: &[httparse::Header]) -> Vec<(String, String)> {
-    headers.iter().map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string())).collect()
+fn collect(headers: &[httparse::Header]) -> Vec<(HeaderName, String)> {
+    headers.iter().map(|h| (header_name(h.name), String::from_utf8_lossy(h.value).trim().to_string())).collect()
 }
 
 /// A piece that begins like a message: where a stream that lost its framing may pick up again.

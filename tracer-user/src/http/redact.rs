@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::spans::Attributes;
 
-use super::head::Head;
+use super::head::{Head, HeaderName};
 
 /// What a redacted value is recorded as.
 pub const REDACTED: &str = "<redacted>";
@@ -85,7 +85,12 @@ impl Redaction {
     }
 
     /// Both, from a call's headers (lower-case names, as parsed).
-    pub fn call_headers(&self, request: &[(String, String)], response: &[(String, String)], a: &mut Attributes) {
+    pub fn call_headers(
+        &self,
+        request: &[(HeaderName, String)],
+        response: &[(HeaderName, String)],
+        a: &mut Attributes,
+    ) {
         self.capture(request, &self.request_headers, "http.request.header.", a);
         self.capture(response, &self.response_headers, "http.response.header.", a);
     }
@@ -99,7 +104,7 @@ impl Redaction {
     }
 
     /// The conventions' shape: one attribute per header, a list of its values in order.
-    fn capture(&self, headers: &[(String, String)], names: &[String], prefix: &str, a: &mut Attributes) {
+    fn capture(&self, headers: &[(HeaderName, String)], names: &[String], prefix: &str, a: &mut Attributes) {
         for name in names {
             let values: Vec<&str> = headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
             if values.is_empty() {

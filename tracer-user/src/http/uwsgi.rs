@@ -69,7 +69,9 @@ pub fn parse(buf: &[u8], partial: bool) -> Result<Option<(Head, usize)>, String>
             "HTTPS" if value.eq_ignore_ascii_case("on") => head.scheme = Some("https".into()),
             "CONTENT_LENGTH" if !value.is_empty() => head.headers.push(("content-length".into(), value)),
             "CONTENT_TYPE" if !value.is_empty() => head.headers.push(("content-type".into(), value)),
-            k if k.starts_with("HTTP_") => head.headers.push((k[5..].to_ascii_lowercase().replace('_', "-"), value)),
+            k if k.starts_with("HTTP_") => {
+                head.headers.push((k[5..].to_ascii_lowercase().replace('_', "-").into(), value));
+            }
             _ => {}
         }
     }

@@ -181,7 +181,6 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
         collected_by.entry(pid).or_default()[generation] += 1;
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let after = scrape(mport);
 
     let workers = g.worker_pids();
     let mut seen = HashMap::new();
@@ -189,6 +188,11 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
         let v: serde_json::Value = serde_json::from_slice(&get(g.port(), "/debug/runtime").body).unwrap();
         seen.insert(v["pid"].to_string(), v);
     }
+    // Scraped after the workers' own accounts, and late enough that the agent's procfs figures
+    // were read after them: the CPU the /debug/runtime requests themselves cost is then counted
+    // on both sides (scraped first, a busy machine made it up to 60 ms apart).
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = scrape(mport);
     for (pid, inside) in &seen {
         for generation in 0..3 {
             let gen = generation.to_string();
@@ -207,8 +211,8 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
             inside["threads"].as_f64().unwrap(),
             "pid {pid} threads"
         );
-        // procfs counts CPU in 10 ms ticks and was sampled up to a second before the worker's
-        // getrusage; the idle worker spent far less than 50 ms in between.
+        // procfs counts CPU in 10 ms ticks and was read after the worker's getrusage; the idle
+        // worker spent far less than 50 ms in between (the end of that request, heartbeats).
         for (mode, key) in [("user", "utime"), ("system", "stime")] {
             let outside = sum(&after, "process_cpu_time_seconds_total", &[("pid", pid), ("cpu_mode", mode)]);
             let inside_s = inside["rusage"][key].as_f64().unwrap();

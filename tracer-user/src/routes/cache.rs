@@ -3,17 +3,22 @@
 //! its [`super::Matcher`], so a table read again (an exec, a reload, a route added at run time)
 //! starts with an empty one.
 //!
-//! Bounded, simply: at [`MAX_ENTRIES`] answers it is emptied and fills again, and paths longer
-//! than [`MAX_CACHED_KEY`] with the method (rarely seen twice) are matched every time without being kept, so a
-//! table's cache holds at most about 4,096 × (128 + its longest route + ~100) bytes. Paths with
-//! ids (`/users/42`, `/users/43`) mostly miss; the matchers are cheap on their own for them.
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+//! Bounded by construction: [`SLOTS`] slots, each pair's slot chosen by its hash, a newcomer
+//! taking the place of the answer there. Paths with ids (`/users/42`, `/users/43`) are mostly
+//! seen once, so a pair is only kept the second time it is seen (a slot's fingerprint remembers
+//! the first): a path seen once costs a hash and two slot reads, no copy and no allocation.
+//! Method and path over [`MAX_CACHED_KEY`] bytes (rarely seen twice) are never kept. The hash
+//! has no secret key: pairs made to share a slot can only push each other out, so the worst an
+//! attacker can do is the cost of matching without a cache.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::table::Outcome;
 
-/// Answers kept per table before the cache is emptied.
-pub const MAX_ENTRIES: usize = 4096;
+/// Slots per table (a power of two). Fixed cost: 16 bytes a slot, made at the first request;
+/// each answer kept adds its method, path and route.
+pub const SLOTS: usize = 4096;
 /// Longest method and raw path (in bytes, together) whose answer is kept.
 pub const MAX_CACHED_KEY: usize = 128;
 
@@ -23,57 +28,73 @@ pub const MAX_CACHED_KEY: usize = 128;
 pub struct Cache {
     // A `Mutex` because matchers are shared (`Arc`) by a worker's siblings; the agent asks from
     // one thread, so it is never contended.
-    entries: Mutex<Entries>,
+    slots: Mutex<Vec<Slot>>,
 }
 
+/// Both halves side by side: a lookup touches one cache line.
 #[derive(Debug, Default)]
-struct Entries {
-    /// By method, then path: both looked up as borrowed `&str`, without building a key.
-    by_method: HashMap<Box<str>, HashMap<Box<str>, Outcome>>,
-    len: usize,
+struct Slot {
+    /// Fingerprint of the last pair that missed here: seen once.
+    seen: u64,
+    kept: Option<Box<Kept>>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    method: Box<str>,
+    path: Box<str>,
+    outcome: Outcome,
 }
 
 impl Cache {
-    /// The answer for (`method`, `path`): the one kept, else `resolve()`'s, kept for next time.
+    /// The answer for (`method`, `path`): the one kept, else `resolve()`'s (kept if the pair
+    /// was seen just before).
     pub fn get_or_resolve(&self, method: &str, path: &str, resolve: impl FnOnce() -> Outcome) -> Outcome {
         if method.len() + path.len() > MAX_CACHED_KEY {
             return resolve();
         }
-        if let Some(hit) = self.lock().by_method.get(method).and_then(|paths| paths.get(path)) {
-            return hit.clone();
+        let fingerprint = fingerprint(method, path);
+        #[expect(clippy::cast_possible_truncation, reason = "the low bits pick the slot")]
+        let slot = fingerprint as usize & (SLOTS - 1);
+        let mut slots = self.lock();
+        if slots.is_empty() {
+            slots.resize_with(SLOTS, Slot::default);
         }
-        // Matched without the lock held: a panicking matcher leaves the cache as it was.
-        let outcome = resolve();
-        let mut entries = self.lock();
-        if entries.len >= MAX_ENTRIES {
-            entries.by_method.clear();
-            entries.len = 0;
-        }
-        let Entries { by_method, len } = &mut *entries;
-        if !by_method.contains_key(method) {
-            by_method.insert(method.into(), HashMap::new());
-        }
-        if let Some(paths) = by_method.get_mut(method) {
-            if paths.insert(path.into(), outcome.clone()).is_none() {
-                *len += 1;
+        let slot = &mut slots[slot];
+        if let Some(k) = &slot.kept {
+            if *k.method == *method && *k.path == *path {
+                return k.outcome.clone();
             }
+        }
+        // A matcher that panics leaves the slot as it was.
+        let outcome = resolve();
+        if slot.seen == fingerprint {
+            slot.kept = Some(Box::new(Kept { method: method.into(), path: path.into(), outcome: outcome.clone() }));
+        } else {
+            slot.seen = fingerprint;
         }
         outcome
     }
 
     /// Answers kept.
     pub fn len(&self) -> usize {
-        self.lock().len
+        self.lock().iter().filter(|s| s.kept.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // The entries are consistent after any panic (each change is one insert or a clear).
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        // The slots are consistent after any panic (each change is one store, after matching).
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn fingerprint(method: &str, path: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    (method, path).hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -87,7 +108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pair_is_matched_once_then_answered_from_the_cache() {
+    fn a_pair_seen_twice_is_kept_then_answered_from_the_cache() {
         let cache = Cache::default();
         let calls = Cell::new(0);
         let resolve = || {
@@ -95,36 +116,50 @@ mod tests {
             found("/users/<int:uid>")
         };
         assert_eq!(cache.get_or_resolve("GET", "/users/42", resolve), found("/users/<int:uid>"));
+        assert_eq!(cache.len(), 0, "seen once: not kept");
         assert_eq!(cache.get_or_resolve("GET", "/users/42", resolve), found("/users/<int:uid>"));
-        assert_eq!(calls.get(), 1);
-        // Another method or another path is another pair.
-        assert_eq!(cache.get_or_resolve("POST", "/users/42", || Outcome::NotFound), Outcome::NotFound);
-        assert_eq!(cache.get_or_resolve("GET", "/users/43", resolve), found("/users/<int:uid>"));
-        assert_eq!(calls.get(), 2);
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get_or_resolve("GET", "/users/42", resolve), found("/users/<int:uid>"));
+        assert_eq!(calls.get(), 2, "the third from the cache");
+        // Another method is another pair.
+        let calls_before = calls.get();
+        assert_eq!(cache.get_or_resolve("POST", "/users/42", resolve), found("/users/<int:uid>"));
+        assert_eq!(calls.get(), calls_before + 1);
     }
 
     #[test]
-    fn a_full_cache_is_emptied_and_long_keys_are_not_kept() {
+    fn pairs_seen_once_are_not_kept_and_the_slots_bound_the_rest() {
         let cache = Cache::default();
-        for i in 0..MAX_ENTRIES {
-            cache.get_or_resolve("GET", &format!("/r{i}"), || Outcome::NotFound);
+        for i in 0..10_000 {
+            cache.get_or_resolve("GET", &format!("/users/{i}"), || Outcome::NotFound);
         }
-        assert_eq!(cache.len(), MAX_ENTRIES);
-        cache.get_or_resolve("GET", "/one-more", || Outcome::NotFound);
-        assert_eq!(cache.len(), 1);
-        let matched = Cell::new(false);
-        cache.get_or_resolve("GET", "/r0", || {
-            matched.set(true);
-            Outcome::NotFound
-        });
-        assert!(matched.get(), "emptied: /r0 is matched again");
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.len(), 0);
+        let calls = Cell::new(0);
+        for i in 0..2 * SLOTS {
+            for _ in 0..2 {
+                cache.get_or_resolve("GET", &format!("/r/{i}"), || {
+                    calls.set(calls.get() + 1);
+                    Outcome::NotFound
+                });
+            }
+        }
+        assert_eq!(calls.get(), 2 * 2 * SLOTS, "each matched on both sightings");
+        assert!(cache.len() <= SLOTS, "{} kept", cache.len());
+        // The last one kept is answered from the cache.
+        let last = format!("/r/{}", 2 * SLOTS - 1);
+        assert_eq!(cache.get_or_resolve("GET", &last, || found("not from the cache")), Outcome::NotFound);
+    }
 
+    #[test]
+    fn long_keys_are_not_kept() {
+        let cache = Cache::default();
         let longest = format!("/{}", "a".repeat(MAX_CACHED_KEY - "GET".len() - 1));
-        cache.get_or_resolve("GET", &longest, || Outcome::NotFound);
-        assert_eq!(cache.len(), 3);
-        cache.get_or_resolve("GET", &format!("{longest}b"), || Outcome::NotFound);
-        assert_eq!(cache.len(), 3, "one byte over the key cap");
+        let longer = format!("{longest}b");
+        for _ in 0..2 {
+            cache.get_or_resolve("GET", &longest, || Outcome::NotFound);
+            cache.get_or_resolve("GET", &longer, || Outcome::NotFound);
+        }
+        assert_eq!(cache.len(), 1, "one byte over the key cap");
+        assert_eq!(cache.get_or_resolve("GET", &longer, || found("matched")), found("matched"));
     }
 }

@@ -61,8 +61,8 @@ impl Matcher {
     }
 
     /// `path` is the raw path from the request line (percent-encoded, no query); it is decoded
-    /// as the framework's server hands it over before matching. A pair seen before is answered
-    /// from the cache.
+    /// as the framework's server hands it over before matching. A pair seen twice is answered
+    /// from the cache from then on.
     pub fn resolve(&self, method: &str, path: &str) -> Outcome {
         if path.len() > MAX_PATH {
             log::debug!("{}: request path of {} bytes not matched (cap {MAX_PATH})", self.table.found_at, path.len());

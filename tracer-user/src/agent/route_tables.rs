@@ -185,9 +185,7 @@ impl Agent {
 
 fn resolved(m: &Matcher, method: &str, path: &str) -> Option<Resolved> {
     match m.resolve(method, path) {
-        Outcome::Found { route, code } => {
-            Some(Resolved { route: Some(route).filter(|r| !r.is_empty()), code: code.cloned() })
-        }
+        Outcome::Found { route, code } => Some(Resolved { route: Some(route).filter(|r| !r.is_empty()), code }),
         Outcome::MethodNotAllowed { route: Some(route) } => Some(Resolved { route: Some(route), code: None }),
         Outcome::MethodNotAllowed { route: None } | Outcome::NotFound => None,
     }

@@ -1,6 +1,7 @@
 //! The request path as each framework's router sees it: the raw path from the request line is
 //! percent-encoded; WSGI servers (PATH_INFO) and ASGI servers (`scope["path"]`) hand the
 //! framework the percent-decoded text.
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// What the framework does with decoded bytes that are not UTF-8.
@@ -15,11 +16,12 @@ pub enum Invalid {
 }
 
 /// Decodes each `%XX` (two hex digits) to its byte; a `%` not followed by two hex digits stays as
-/// it is, as `urllib.parse.unquote` leaves it. The bytes are then read as UTF-8.
-pub fn percent_decode(raw: &str, invalid: Invalid) -> String {
+/// it is, as `urllib.parse.unquote` leaves it. The bytes are then read as UTF-8. A path without
+/// `%` (nearly every one) is given back as it is, without a copy.
+pub fn percent_decode(raw: &str, invalid: Invalid) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
     if !bytes.contains(&b'%') {
-        return raw.to_owned();
+        return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -36,10 +38,10 @@ pub fn percent_decode(raw: &str, invalid: Invalid) -> String {
             i += 1;
         }
     }
-    match invalid {
+    Cow::Owned(match invalid {
         Invalid::Replace => String::from_utf8_lossy(&out).into_owned(),
         Invalid::Repercent => repercent(&out),
-    }
+    })
 }
 
 fn hex(b: u8) -> u8 {

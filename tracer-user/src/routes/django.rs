@@ -59,12 +59,12 @@ impl Django {
     }
 
     /// `URLResolver.resolve(request.path_info)` on the root resolver.
-    pub fn resolve(&self, method: &str, path_info: &str) -> Outcome<'_> {
+    pub fn resolve(&self, method: &str, path_info: &str) -> Outcome {
         let path = if path_info.is_empty() { "/" } else { path_info };
         // The root resolver's `^/`.
         let Some(rest) = path.strip_prefix('/') else { return Outcome::NotFound };
         match resolve_nodes(&self.nodes, rest) {
-            Some((route, view)) => Outcome::Found { route, code: code_for(view, method) },
+            Some((route, view)) => Outcome::Found { route, code: code_for(view, method).cloned() },
             None => Outcome::NotFound,
         }
     }

@@ -1,5 +1,6 @@
 //! Routes read from the running application: which rule the framework picks for a request, and
 //! the view that serves it, so every server span carries `http.route` and the view's code.
+pub mod cache;
 pub mod decode;
 pub mod django;
 pub mod listing;
@@ -10,6 +11,7 @@ pub mod table;
 pub mod view;
 pub mod werkzeug;
 
+use cache::Cache;
 use decode::{percent_decode, Invalid};
 use table::{Outcome, RouteTable, Rules};
 
@@ -25,6 +27,8 @@ pub const MAX_RULES: usize = 10_000;
 pub struct Matcher {
     table: RouteTable,
     compiled: Compiled,
+    /// This table's answers so far: dropped with it when the table is read again.
+    cache: Cache,
 }
 
 #[derive(Debug)]
@@ -49,7 +53,7 @@ impl Matcher {
             log::debug!("{}: route {:?} left out: {}", table.found_at, s.rule, s.reason);
         }
         table.skipped.extend(skipped);
-        Matcher { table, compiled }
+        Matcher { table, compiled, cache: Cache::default() }
     }
 
     pub fn table(&self) -> &RouteTable {
@@ -57,12 +61,22 @@ impl Matcher {
     }
 
     /// `path` is the raw path from the request line (percent-encoded, no query); it is decoded
-    /// as the framework's server hands it over before matching.
-    pub fn resolve(&self, method: &str, path: &str) -> Outcome<'_> {
+    /// as the framework's server hands it over before matching. A pair seen twice is answered
+    /// from the cache from then on.
+    pub fn resolve(&self, method: &str, path: &str) -> Outcome {
         if path.len() > MAX_PATH {
             log::debug!("{}: request path of {} bytes not matched (cap {MAX_PATH})", self.table.found_at, path.len());
             return Outcome::NotFound;
         }
+        self.cache.get_or_resolve(method, path, || self.matched(method, path))
+    }
+
+    /// Answers kept in the cache.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn matched(&self, method: &str, path: &str) -> Outcome {
         match (&self.compiled, &self.table.rules) {
             (Compiled::Werkzeug(m), Rules::Werkzeug(map)) => {
                 m.resolve(map, method, &percent_decode(path, Invalid::Replace))

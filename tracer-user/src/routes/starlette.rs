@@ -68,19 +68,19 @@ impl Starlette {
     }
 
     /// `_get_route_details` for the route; the router's own dispatch for the code.
-    pub fn resolve(&self, method: &str, path: &str) -> Outcome<'_> {
+    pub fn resolve(&self, method: &str, path: &str) -> Outcome {
         let mut partial_route = None;
         for node in &self.nodes {
             match matches(node, method, path) {
                 Match::None => {}
                 Match::Partial => partial_route = Some(node_path(node).to_owned()),
                 Match::FullRoute(view) => {
-                    return Outcome::Found { route: node_path(node).to_owned(), code: code_for(view, method) }
+                    return Outcome::Found { route: node_path(node).to_owned(), code: code_for(view, method).cloned() }
                 }
                 Match::FullMount(rest, children) => {
                     let route = node_path(node).to_owned();
                     return match dispatch(children, method, &rest, 1) {
-                        Dispatch::Found(view) => Outcome::Found { route, code: code_for(view, method) },
+                        Dispatch::Found(view) => Outcome::Found { route, code: code_for(view, method).cloned() },
                         Dispatch::MethodNotAllowed => Outcome::MethodNotAllowed { route: Some(route) },
                         Dispatch::NotFound => Outcome::Found { route, code: None },
                     };
@@ -326,7 +326,7 @@ mod tests {
         for (method, path, route, served, code) in cases {
             let got = m.resolve(method, path);
             let got_code = match &got {
-                Outcome::Found { code, .. } => code.map(|c| c.qualname.as_str()),
+                Outcome::Found { code, .. } => code.as_ref().map(|c| c.qualname.as_str()),
                 _ => None,
             };
             let ok = match (*served, &got) {
@@ -351,7 +351,7 @@ mod tests {
         match m.resolve("POST", "/items") {
             Outcome::Found { route, code } => {
                 assert_eq!(route, "");
-                assert_eq!(code.map(|c| c.qualname.as_str()), Some("Items.post"));
+                assert_eq!(code.as_ref().map(|c| c.qualname.as_str()), Some("Items.post"));
             }
             other => panic!("{other:?}"),
         }

@@ -192,14 +192,15 @@ pub enum StarletteRoute {
     Other { kind: String },
 }
 
-/// The framework's answer for one request.
+/// The framework's answer for one request. It owns what it says (the view's code is shared, not
+/// copied), so a table's cache can keep it and hand it out again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome<'t> {
+pub enum Outcome {
     /// The rule that serves it: `route` is the `http.route` OpenTelemetry's instrumentation for
     /// that framework writes; `code` the view's code for this method, when known. An empty
     /// `route` is one the instrumentation does not write (Django's `''`, a Starlette mount at
     /// the root: both guard with `if route:`).
-    Found { route: String, code: Option<&'t Arc<CodeInfo>> },
+    Found { route: String, code: Option<Arc<CodeInfo>> },
     /// A path rule matched but not for this method (405). `route` is what OpenTelemetry
     /// still writes for it (Starlette's partial match), `None` where it writes none.
     MethodNotAllowed { route: Option<String> },

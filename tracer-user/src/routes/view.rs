@@ -9,9 +9,12 @@ use crate::cpython::code::CodeInfo;
 /// class without that method (the framework answers 405 itself) gives the view function.
 pub fn code_for<'v>(view: &'v View, method: &str) -> Option<&'v Arc<CodeInfo>> {
     if !view.methods.is_empty() {
-        let wanted = method.to_ascii_lowercase();
-        let find = |name: &str| view.methods.iter().find(|(m, _)| m == name).map(|(_, code)| code);
-        let found = find(&wanted).or_else(|| if wanted == "head" { find("get") } else { None });
+        // `name == method.lower()`, without making the lower-case copy.
+        let is_lower_of = |name: &str, method: &str| {
+            name.len() == method.len() && name.bytes().zip(method.bytes()).all(|(n, m)| n == m.to_ascii_lowercase())
+        };
+        let find = |wanted: &str| view.methods.iter().find(|(m, _)| is_lower_of(m, wanted)).map(|(_, code)| code);
+        let found = find(method).or_else(|| if is_lower_of("head", method) { find("get") } else { None });
         if found.is_some() {
             return found;
         }

@@ -207,8 +207,8 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
             inside["threads"].as_f64().unwrap(),
             "pid {pid} threads"
         );
-        // procfs counts CPU in 10 ms ticks and was sampled up to a second before the worker's
-        // getrusage; the idle worker spent far less than 50 ms in between.
+        // procfs counts CPU in 10 ms ticks and was sampled at the scrape, just before the
+        // worker's getrusage; the idle worker spent far less than 50 ms in between.
         for (mode, key) in [("user", "utime"), ("system", "stime")] {
             let outside = sum(&after, "process_cpu_time_seconds_total", &[("pid", pid), ("cpu_mode", mode)]);
             let inside_s = inside["rusage"][key].as_f64().unwrap();

@@ -1,5 +1,6 @@
 //! The agent's health, once a second and at exit: its own counters synced into the metrics, the
-//! procfs and interpreter samples of the traced processes, and the exit summary.
+//! interpreter samples of the traced processes (their procfs figures are read at each scrape,
+//! crate::metrics::process), and the exit summary.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use super::{Agent, Python};
 use crate::export::sink::SpanSink;
 
 impl Agent {
-    /// Once a second: drop counters, procfs samples, expiry of exited processes' series.
+    /// Once a second: drop counters, which processes a scrape samples, expiry of exited processes'
+    /// series.
     pub(super) fn tick(&mut self) {
         self.report_drops();
         self.sync_adoption_metrics();
@@ -62,7 +64,7 @@ impl Agent {
         for l in &labels {
             self.metrics.set_active_requests(l, active.get(&l.pid).copied().unwrap_or(0));
         }
-        self.metrics.sample(&labels);
+        self.metrics.set_processes(&labels);
         let mut states: HashMap<&'static str, usize> = HashMap::new();
         for t in self.procs.values() {
             let label = match &t.python {

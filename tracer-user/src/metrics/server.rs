@@ -3,11 +3,13 @@
 //! `/readyz` (the programs are loaded and the first scan is done).
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::process::ProcessSampler;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -19,14 +21,21 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// `ready` turns true once the agent has loaded its programs and finished its first scan.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<AtomicBool>) {
+/// `ready` turns true once the agent has loaded its programs and finished its first scan;
+/// `procfs` is sampled for each scrape.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+    procfs: Arc<Mutex<ProcessSampler>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let registry = registry.clone();
+        let procfs = procfs.clone();
         let ready = ready.load(Ordering::Relaxed);
         tokio::spawn(async move {
-            let _ = answer(stream, &registry, ready).await;
+            let _ = answer(stream, &registry, ready, &procfs).await;
         });
     }
 }
@@ -42,7 +51,12 @@ fn probe(path: &str, ready: bool) -> (&'static str, &'static str) {
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry, ready: bool) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    registry: &Registry,
+    ready: bool,
+    procfs: &Mutex<ProcessSampler>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     let path = loop {
@@ -64,6 +78,8 @@ async fn answer(mut stream: TcpStream, registry: &Registry, ready: bool) -> std:
         let (status, body) = probe(path, ready);
         return respond(&mut stream, status, "text/plain", body).await;
     }
+    // The agent runs on one thread: the lock is never waited for, and no await holds it.
+    procfs.lock().unwrap_or_else(PoisonError::into_inner).sample();
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
         return respond(&mut stream, "500 Internal Server Error", "text/plain", "encoding failed\n").await;

@@ -131,11 +131,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (metrics, mut registry) = Metrics::new();
     let adoption_metrics = metrics::adoption::Adoption::registered(&mut registry);
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut scrapes = None;
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;
         log::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        let procfs = metrics.procfs_sampler();
-        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry), ready.clone(), procfs));
+        let (sync, asks) = tokio::sync::mpsc::channel(8);
+        scrapes = Some(asks);
+        let before = metrics::server::BeforeScrape { sync, procfs: metrics.procfs_sampler() };
+        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry), ready.clone(), before));
     }
     let mut agent = Agent {
         // Before `probes` moves in.
@@ -196,7 +199,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("ready");
     log::info!("tracing {} processes: {}", agent.procs.len(), agent.pid_list());
-    agent.event_loop(ring, opts.duration, discover).await?;
+    agent.event_loop(ring, opts.duration, discover, scrapes).await?;
     agent.finish()
 }
 
@@ -207,6 +210,7 @@ impl Agent {
         ring: RingBuf<MapData>,
         duration: Option<Duration>,
         discover: bool,
+        mut scrapes: Option<Scrapes>,
     ) -> anyhow::Result<()> {
         // SAFETY: the ring buffer owns its map fd and lives as long as the AsyncFd that wraps it.
         let mut ring =
@@ -247,6 +251,10 @@ impl Agent {
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 () = sleep_until(deadline) => break,
+                Some(done) = next_scrape(&mut scrapes) => {
+                    self.sync_metrics();
+                    let _ = done.send(());
+                }
                 at = tick.tick() => {
                     self.tick();
                     ticks += 1;
@@ -269,6 +277,16 @@ impl Agent {
 pub(crate) fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
     ProcInfo::read(pid)
         .map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))
+}
+
+/// The metrics server's requests to sync the metrics before a scrape.
+type Scrapes = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>;
+
+async fn next_scrape(scrapes: &mut Option<Scrapes>) -> Option<tokio::sync::oneshot::Sender<()>> {
+    match scrapes {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -188,9 +188,9 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
         let v: serde_json::Value = serde_json::from_slice(&get(g.port(), "/debug/runtime").body).unwrap();
         seen.insert(v["pid"].to_string(), v);
     }
-    // Scraped after the workers' own accounts, and late enough that the agent's procfs figures
-    // were read after them: the CPU the /debug/runtime requests themselves cost is then counted
-    // on both sides (scraped first, a busy machine made it up to 60 ms apart).
+    // Scraped after the workers' own accounts, so that the CPU the /debug/runtime requests
+    // themselves cost is counted on both sides (scraped first, a busy machine made them up to
+    // 60 ms apart); the wait lets the interpreter figures settle.
     std::thread::sleep(Duration::from_millis(1500));
     let after = scrape(mport);
     for (pid, inside) in &seen {
@@ -211,8 +211,9 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
             inside["threads"].as_f64().unwrap(),
             "pid {pid} threads"
         );
-        // procfs counts CPU in 10 ms ticks and was read after the worker's getrusage; the idle
-        // worker spent far less than 50 ms in between (the end of that request, heartbeats).
+        // procfs counts CPU in 10 ms ticks and is read at the scrape, which came after the
+        // worker's getrusage; the idle worker spent far less than 50 ms in between (the end of
+        // that request, heartbeats).
         for (mode, key) in [("user", "utime"), ("system", "stime")] {
             let outside = sum(&after, "process_cpu_time_seconds_total", &[("pid", pid), ("cpu_mode", mode)]);
             let inside_s = inside["rusage"][key].as_f64().unwrap();

@@ -3,6 +3,9 @@
 //! then ignored when it also contains a blacklist entry, or when it runs no Python: a substring
 //! also matches `tail -f /var/log/uwsgi.log` or `cargo test --test uwsgi_spans`, and a traced
 //! process's every descendant is traced too.
+use std::collections::HashSet;
+use std::os::unix::fs::DirEntryExt;
+
 use pytracer_config::Discovery;
 use serde::Serialize;
 
@@ -172,39 +175,83 @@ pub fn scan(rules: &Discovery, describe_python: bool) -> Vec<Candidate> {
     out
 }
 
-/// The processes `scan` would say are traced, as (pid, command line), by pid: what `run`'s
-/// rescans need. Whether a process is traced depends on its command line alone, so this reads
-/// only that (one file per process, not `scan`'s stat, command line and executable link): a
-/// rescan every 2 s read every process on the machine three times.
-pub fn scan_traced(rules: &Discovery) -> Vec<(u32, String)> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut out: Vec<(u32, String)> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|&pid| pid != me)
-        .filter_map(|pid| {
-            let cmdline = cmdline_of(pid)?;
+/// `run`'s rescans, and what they remember between two: which /proc entries are kernel threads
+/// (or zombies), whose command line stays empty for as long as their pid lives. A host has
+/// hundreds of kernel threads, most of what a rescan used to read.
+#[derive(Default)]
+pub struct Rescanner {
+    /// By (pid, inode of /proc/PID): a reused pid is a new /proc entry with a new inode.
+    blank: HashSet<(u32, u64)>,
+    buf: Vec<u8>,
+}
+
+impl Rescanner {
+    /// The processes `scan` would say are traced, as (pid, command line), by pid, leaving out
+    /// those `known` says are traced already. Whether a process is traced depends on its command
+    /// line alone, so this reads only that (one file per process, not `scan`'s stat, command line
+    /// and executable link): a rescan every 2 s read every process on the machine three times.
+    pub fn scan_traced(&mut self, rules: &Discovery, known: impl Fn(u32) -> bool) -> Vec<(u32, String)> {
+        let me = std::process::id();
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let mut blank = HashSet::with_capacity(self.blank.len());
+        let mut out = Vec::new();
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let key = (pid, entry.ino());
+            if pid == me || known(pid) {
+                continue;
+            }
+            if self.blank.contains(&key) {
+                blank.insert(key);
+                continue;
+            }
+            let Some(cmdline) = cmdline_of(pid, &mut self.buf) else {
+                // A process in the middle of an exec can show an empty command line for a moment;
+                // a kernel thread (or a zombie) is the one without an executable as well.
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+                if exe.is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+                    blank.insert(key);
+                }
+                continue;
+            };
             // The executable is looked at only for a whitelisted command line (a few processes).
             if !rules.whitelist.iter().any(|w| cmdline.contains(w.as_str())) {
-                return None;
+                continue;
             }
             let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
                 .ok()
                 .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()));
-            decide(&cmdline, &runs(pid, exe, &cmdline, rules), rules)
-                .is_some_and(|d| d.is_traced())
-                .then_some((pid, cmdline))
-        })
-        .collect();
-    out.sort_by_key(|c| c.0);
-    out
+            if decide(&cmdline, &runs(pid, exe, &cmdline, rules), rules).is_some_and(|d| d.is_traced()) {
+                out.push((pid, cmdline));
+            }
+        }
+        // Entries gone from /proc are forgotten: the set stays the size of the process table.
+        self.blank = blank;
+        out.sort_by_key(|c| c.0);
+        out
+    }
 }
 
 /// /proc/PID/cmdline's arguments joined by spaces, as `ProcInfo::cmdline_string` gives them
-/// (empty arguments left out); None when unreadable, not UTF-8 or empty.
-fn cmdline_of(pid: u32) -> Option<String> {
-    let raw = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+/// (empty arguments left out); None when unreadable, not UTF-8 or empty. Read into `buf`, kept
+/// between calls: /proc answers a read with all it has up to the size asked, so a short read is
+/// the end, and one read (no size query, no read of the end) does for most command lines.
+fn cmdline_of(pid: u32, buf: &mut Vec<u8>) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..]).ok()?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    let raw = std::str::from_utf8(&buf[..len]).ok()?;
     let joined = raw.split('\0').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
     (!joined.is_empty()).then_some(joined)
 }
@@ -224,11 +271,17 @@ mod tests {
         let rules = Discovery { whitelist: vec![cmdline.clone()], ..Discovery::default() };
         let full: Vec<(u32, String)> =
             scan(&rules, false).into_iter().filter(|c| c.decision.is_traced()).map(|c| (c.pid, c.cmdline)).collect();
-        let quick = scan_traced(&rules);
+        let mut rescanner = Rescanner::default();
+        let quick = rescanner.scan_traced(&rules, |_| false);
+        // The second scan skips the kernel threads the first found, and what `known` names.
+        let again = rescanner.scan_traced(&rules, |_| false);
+        let known = rescanner.scan_traced(&rules, |pid| pid == child.id());
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(quick, vec![(child.id(), cmdline)]);
         assert_eq!(quick, full);
+        assert_eq!(again, quick);
+        assert_eq!(known, vec![]);
     }
 
     fn rules() -> Discovery {

@@ -26,6 +26,7 @@ use crate::stats::Stats;
 
 mod adopt;
 mod client;
+mod drain_timer;
 mod frame_eval;
 mod handlers;
 mod ids;
@@ -73,6 +74,8 @@ struct Agent {
     /// Where finished spans go: JSON lines, and OTLP when configured.
     sink: Sinks,
     procs: HashMap<u32, Traced>,
+    /// `pytracer run`'s rescans of /proc.
+    rescanner: crate::discovery::Rescanner,
     /// Accepted connections (server.rs).
     server: server::ServerSide,
     stats: Stats,
@@ -128,10 +131,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (metrics, mut registry) = Metrics::new();
     let adoption_metrics = metrics::adoption::Adoption::registered(&mut registry);
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut scrapes = None;
     if let Some(addr) = opts.metrics_addr {
         let listener = metrics::server::bind(addr).await?;
         log::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry), ready.clone()));
+        let (sync, asks) = tokio::sync::mpsc::channel(8);
+        scrapes = Some(asks);
+        let before = metrics::server::BeforeScrape { sync, procfs: metrics.procfs_sampler() };
+        tokio::spawn(metrics::server::serve(listener, std::sync::Arc::new(registry), ready.clone(), before));
     }
     let mut agent = Agent {
         // Before `probes` moves in.
@@ -140,6 +147,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         config: opts.config,
         clock: Clock::new(),
         procs: HashMap::new(),
+        rescanner: crate::discovery::Rescanner::default(),
         server: server::ServerSide::default(),
         stats: Stats::default(),
         reported_drops: 0,
@@ -191,7 +199,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("ready");
     log::info!("tracing {} processes: {}", agent.procs.len(), agent.pid_list());
-    agent.event_loop(ring, opts.duration, discover).await?;
+    agent.event_loop(ring, opts.duration, discover, scrapes).await?;
     agent.finish()
 }
 
@@ -202,6 +210,7 @@ impl Agent {
         ring: RingBuf<MapData>,
         duration: Option<Duration>,
         discover: bool,
+        mut scrapes: Option<Scrapes>,
     ) -> anyhow::Result<()> {
         // SAFETY: the ring buffer owns its map fd and lives as long as the AsyncFd that wraps it.
         let mut ring =
@@ -209,15 +218,20 @@ impl Agent {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(start, Duration::from_secs(1));
         // The kernel side wakes the agent only when the ring buffer fills up; otherwise the agent
         // drains it on a timer: every 40 ms while records come, backing off to 80 ms while none do
         // (an idle agent's wake-ups were most of its CPU), so spans are at most that late.
         let mut drain_gap = MIN_DRAIN_GAP;
-        let drain_timer = tokio::time::sleep(drain_gap);
-        tokio::pin!(drain_timer);
+        let mut drain_timer =
+            drain_timer::DrainTimer::new().map_err(|e| anyhow::anyhow!("cannot make the drain timer: {e}"))?;
+        drain_timer.set(Instant::now() + drain_gap, drain_gap)?;
         let rescan_every = Duration::from_secs_f64(self.config.discovery.rescan_interval_seconds);
-        let mut last_scan = Instant::now();
+        // Rescans go by the ticks' scheduled instants, not by when the last scan ended: measured
+        // from its end, the next tick two seconds on was always a little short of 2 s, and the
+        // default 2 s rescan ran every 3 s.
+        let mut last_scan = start;
         let mut ticks: u64 = 0;
         loop {
             tokio::select! {
@@ -226,26 +240,31 @@ impl Agent {
                     self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
-                () = &mut drain_timer => {
+                fired = drain_timer.wait() => {
+                    fired?;
                     let busy = self.drain(ring.get_mut()) > 0 || self.frame_eval.window_open();
                     self.frame_eval_windows();
                     drain_gap = if busy { MIN_DRAIN_GAP } else { (drain_gap * 2).min(MAX_DRAIN_GAP) };
                     let due = self.frame_eval.timer_due(Instant::now() + drain_gap);
-                    drain_timer.as_mut().reset(tokio::time::Instant::from_std(due));
+                    drain_timer.set(due, drain_gap)?;
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 () = sleep_until(deadline) => break,
-                _ = tick.tick() => {
+                Some(done) = next_scrape(&mut scrapes) => {
+                    self.sync_metrics();
+                    let _ = done.send(());
+                }
+                at = tick.tick() => {
                     self.tick();
                     ticks += 1;
                     if ticks.is_multiple_of(TRIM_EVERY_TICKS) {
                         crate::heap::trim();
                     }
                     self.tls_recheck();
-                    if discover && last_scan.elapsed() >= rescan_every {
+                    if discover && at.duration_since(last_scan) >= rescan_every {
                         self.rescan();
-                        last_scan = Instant::now();
+                        last_scan = at;
                     }
                 }
             }
@@ -258,6 +277,16 @@ impl Agent {
 pub(crate) fn read_target(pid: u32) -> anyhow::Result<ProcInfo> {
     ProcInfo::read(pid)
         .map_err(|e| anyhow::anyhow!("no process with pid {pid} ({e}); check the pid with `pytracer discover`"))
+}
+
+/// The metrics server's requests to sync the metrics before a scrape.
+type Scrapes = tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>;
+
+async fn next_scrape(scrapes: &mut Option<Scrapes>) -> Option<tokio::sync::oneshot::Sender<()>> {
+    match scrapes {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -2,7 +2,6 @@
 //! program or exits. A traced process's resource (span attributes), metric labels and Python
 //! build are decided here, once per process.
 use crate::cpython::layout::Layout;
-use crate::discovery;
 use crate::metrics::ProcLabels;
 use crate::procinfo::{self, ProcInfo};
 use crate::service;
@@ -74,16 +73,20 @@ impl Agent {
     }
 
     pub(super) fn rescan(&mut self) {
-        for (pid, cmdline) in discovery::scan_traced(&self.config.discovery) {
-            if !self.procs.contains_key(&pid) {
-                match self.trace_tree(pid) {
-                    Ok(()) => log::info!("tracing pid {pid} ({cmdline})"),
-                    Err(e) => {
-                        // A process that exited between the scan and the attach is not an agent fault.
-                        let gone = procinfo::tgid_of(pid).is_none();
-                        self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
-                        log::warn!("cannot trace pid {pid}: {e:#}");
-                    }
+        let procs = &self.procs;
+        let found = self.rescanner.scan_traced(&self.config.discovery, |pid| procs.contains_key(&pid));
+        for (pid, cmdline) in found {
+            // A descendant of one found earlier in this same scan is traced with it.
+            if self.procs.contains_key(&pid) {
+                continue;
+            }
+            match self.trace_tree(pid) {
+                Ok(()) => log::info!("tracing pid {pid} ({cmdline})"),
+                Err(e) => {
+                    // A process that exited between the scan and the attach is not an agent fault.
+                    let gone = procinfo::tgid_of(pid).is_none();
+                    self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
+                    log::warn!("cannot trace pid {pid}: {e:#}");
                 }
             }
         }

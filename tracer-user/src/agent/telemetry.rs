@@ -1,5 +1,6 @@
-//! The agent's health, once a second and at exit: its own counters synced into the metrics, the
-//! procfs and interpreter samples of the traced processes, and the exit summary.
+//! The agent's health: its own counters and the interpreter samples of the traced processes,
+//! synced into the metrics before each scrape (their procfs figures are read then too,
+//! crate::metrics::process); the kernel's drop counters once a second; the exit summary.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,9 +11,21 @@ use super::{Agent, Python};
 use crate::export::sink::SpanSink;
 
 impl Agent {
-    /// Once a second: drop counters, procfs samples, expiry of exited processes' series.
+    /// Once a second: the kernel's drop counters (a warning when they grew), expiry of exited
+    /// processes' series.
     pub(super) fn tick(&mut self) {
         self.report_drops();
+        self.metrics.expire(Duration::from_secs_f64(self.config.metrics.exited_process_grace_seconds));
+    }
+
+    /// Before each scrape (the metrics server asks, see `event_loop`): the agent's counters,
+    /// gauges and interpreter samples into the metrics. Synced once a second, they were an idle
+    /// agent's largest cost after its wake-ups, for values a scrape every 15 s reads once; synced
+    /// at the scrape, they are also current.
+    pub(super) fn sync_metrics(&mut self) {
+        self.report_drops();
+        // First: its read errors are among the counters synced below.
+        self.sample_interpreters();
         self.sync_adoption_metrics();
         let s = &self.stats;
         let user_side = [
@@ -62,7 +75,11 @@ impl Agent {
         for l in &labels {
             self.metrics.set_active_requests(l, active.get(&l.pid).copied().unwrap_or(0));
         }
-        self.metrics.sample(&labels);
+        self.metrics.set_processes(&labels);
+    }
+
+    /// Each traced interpreter's GC statistics and threads, and the processes by Python support.
+    fn sample_interpreters(&mut self) {
         let mut states: HashMap<&'static str, usize> = HashMap::new();
         for t in self.procs.values() {
             let label = match &t.python {
@@ -83,7 +100,6 @@ impl Agent {
             *states.entry(label).or_default() += 1;
         }
         self.metrics.set_process_states(&states);
-        self.metrics.expire(Duration::from_secs_f64(self.config.metrics.exited_process_grace_seconds));
     }
 
     fn report_drops(&mut self) {

@@ -12,6 +12,7 @@ mod totals;
 pub use totals::Total;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,7 +21,7 @@ use prometheus_client::registry::Registry;
 
 use crate::calls::ProtocolStats;
 use crate::http::connection::Exchange;
-use process::Sample;
+use process::ProcessSampler;
 
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
 pub struct ProcLabels {
@@ -215,19 +216,12 @@ pub struct Metrics {
     request_body: Hist<HttpLabels>,
     response_body: Hist<HttpLabels>,
     active_requests: Family<ProcLabels, Gauge>,
-    cpu_time: Family<ProcKindLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
-    memory_usage: Family<ProcLabels, Gauge>,
-    memory_virtual: Family<ProcLabels, Gauge>,
-    thread_count: Family<ProcLabels, Gauge>,
-    open_fds: Family<ProcLabels, Gauge>,
-    context_switches: Family<ProcKindLabels, Counter>,
-    paging_faults: Family<ProcKindLabels, Counter>,
+    /// The procfs families, sampled at each scrape (process.rs).
+    procfs: Arc<Mutex<ProcessSampler>>,
     events_received: Counter,
     events_dropped: Family<ReasonLabels, Counter>,
     processes: Family<StateLabels, Gauge>,
     attach_errors: Family<ReasonLabels, Counter>,
-    agent_cpu: Family<ModeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
-    agent_memory: Gauge,
     /// Agent counters kept elsewhere (Stats, the exporter), in `Total::ALL` order.
     totals: [Counter; Total::ALL.len()],
     otlp_spans: Family<OutcomeLabels, Counter>,
@@ -252,9 +246,8 @@ pub struct Metrics {
     http_series: HashMap<u32, HashSet<HttpLabels>>,
     /// The request histograms' handles, by process and (method, status, route).
     exchange_series: exchange_series::ExchangeSeries,
-    /// Last procfs sample per pid: counters grow by the difference.
-    last: HashMap<u32, (ProcLabels, Sample)>,
-    last_agent: Sample,
+    /// Each traced process's labels, to remove its series when it is gone.
+    labels_of: HashMap<u32, ProcLabels>,
     /// Last values of counters the agent keeps elsewhere (Stats, kernel drop map).
     synced: HashMap<Synced, u64>,
     exited: HashMap<u32, Instant>,
@@ -272,19 +265,11 @@ impl Metrics {
             request_body: Family::new_with_constructor(size_buckets),
             response_body: Family::new_with_constructor(size_buckets),
             active_requests: Family::default(),
-            cpu_time: Family::default(),
-            memory_usage: Family::default(),
-            memory_virtual: Family::default(),
-            thread_count: Family::default(),
-            open_fds: Family::default(),
-            context_switches: Family::default(),
-            paging_faults: Family::default(),
+            procfs: Arc::default(),
             events_received: Counter::default(),
             events_dropped: Family::default(),
             processes: Family::default(),
             attach_errors: Family::default(),
-            agent_cpu: Family::default(),
-            agent_memory: Gauge::default(),
             totals: Default::default(),
             otlp_spans: Family::default(),
             stitch_missed: Family::default(),
@@ -304,8 +289,7 @@ impl Metrics {
             routes: crate::http::route::Routes::default(),
             http_series: HashMap::new(),
             exchange_series: exchange_series::ExchangeSeries::default(),
-            last: HashMap::new(),
-            last_agent: Sample::default(),
+            labels_of: HashMap::new(),
             synced: HashMap::new(),
             exited: HashMap::new(),
         };
@@ -333,8 +317,35 @@ impl Metrics {
     }
 
     /// Every family under its exported name and help.
+    /// The families sampled at each scrape (process.rs).
+    fn register_procfs(&self, r: &mut Registry) {
+        let procfs = self.procfs.lock().unwrap_or_else(PoisonError::into_inner);
+        r.register("process_cpu_time_seconds", "CPU time of the traced process by cpu_mode", procfs.cpu_time.clone());
+        r.register("process_memory_usage_bytes", "Resident memory of the traced process", procfs.memory_usage.clone());
+        r.register(
+            "process_memory_virtual_bytes",
+            "Virtual memory of the traced process",
+            procfs.memory_virtual.clone(),
+        );
+        r.register("process_thread_count", "Threads of the traced process", procfs.thread_count.clone());
+        r.register(
+            "process_open_file_descriptor_count",
+            "Open file descriptors of the traced process",
+            procfs.open_fds.clone(),
+        );
+        r.register(
+            "process_context_switches",
+            "Context switches of the traced process by type",
+            procfs.context_switches.clone(),
+        );
+        r.register("process_paging_faults", "Page faults of the traced process by type", procfs.paging_faults.clone());
+        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", procfs.agent_cpu.clone());
+        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", procfs.agent_memory.clone());
+    }
+
     fn register(&self, r: &mut Registry) {
         self.register_client(r);
+        self.register_procfs(r);
         r.register(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests, from the wire",
@@ -355,21 +366,6 @@ impl Metrics {
             "HTTP requests received and not yet answered",
             self.active_requests.clone(),
         );
-        r.register("process_cpu_time_seconds", "CPU time of the traced process by cpu_mode", self.cpu_time.clone());
-        r.register("process_memory_usage_bytes", "Resident memory of the traced process", self.memory_usage.clone());
-        r.register("process_memory_virtual_bytes", "Virtual memory of the traced process", self.memory_virtual.clone());
-        r.register("process_thread_count", "Threads of the traced process", self.thread_count.clone());
-        r.register(
-            "process_open_file_descriptor_count",
-            "Open file descriptors of the traced process",
-            self.open_fds.clone(),
-        );
-        r.register(
-            "process_context_switches",
-            "Context switches of the traced process by type",
-            self.context_switches.clone(),
-        );
-        r.register("process_paging_faults", "Page faults of the traced process by type", self.paging_faults.clone());
         r.register(
             "cpython_gc_collections",
             "Collections per generation, as gc.get_stats() counts them",
@@ -429,8 +425,6 @@ impl Metrics {
             "What the parsers of outgoing connections could not follow, by protocol and event (see ProtocolStats)",
             self.protocol_events.clone(),
         );
-        r.register("pytracer_cpu_time_seconds", "The agent's own CPU time", self.agent_cpu.clone());
-        r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", self.agent_memory.clone());
     }
 
     /// The route tables' own counters.
@@ -618,7 +612,6 @@ impl Metrics {
         total.saturating_sub(last)
     }
 
-    /// Samples procfs for every traced process and the agent itself.
     /// Traced processes by Python support state (`supported`, or why not).
     pub fn set_process_states(&mut self, states: &HashMap<&'static str, usize>) {
         self.processes.clear();
@@ -629,40 +622,17 @@ impl Metrics {
         }
     }
 
-    pub fn sample(&mut self, procs: &[ProcLabels]) {
+    /// The traced processes whose procfs figures the next scrape samples.
+    pub fn set_processes(&mut self, procs: &[ProcLabels]) {
         for p in procs {
-            let Some(s) = process::sample(p.pid) else { continue };
-            let prev = self.last.get(&p.pid).map(|l| l.1).unwrap_or_default();
-            self.cpu_time.get_or_create(&with_kind(p, "cpu_mode", "user")).inc_by((s.user_s - prev.user_s).max(0.0));
-            self.cpu_time
-                .get_or_create(&with_kind(p, "cpu_mode", "system"))
-                .inc_by((s.system_s - prev.system_s).max(0.0));
-            let switches =
-                [("voluntary", s.voluntary, prev.voluntary), ("involuntary", s.involuntary, prev.involuntary)];
-            for (t, now, before) in switches {
-                self.context_switches.get_or_create(&with_kind(p, "type", t)).inc_by(now.saturating_sub(before));
-            }
-            let faults = [("major", s.major_faults, prev.major_faults), ("minor", s.minor_faults, prev.minor_faults)];
-            for (t, now, before) in faults {
-                self.paging_faults.get_or_create(&with_kind(p, "type", t)).inc_by(now.saturating_sub(before));
-            }
-            self.memory_usage.get_or_create(p).set(s.rss_bytes as i64);
-            self.memory_virtual.get_or_create(p).set(s.virtual_bytes as i64);
-            self.thread_count.get_or_create(p).set(s.threads as i64);
-            self.open_fds.get_or_create(p).set(s.open_fds as i64);
-            self.last.insert(p.pid, (p.clone(), s));
+            self.labels_of.entry(p.pid).or_insert_with(|| p.clone());
         }
-        if let Some(s) = process::sample(std::process::id()) {
-            let prev = self.last_agent;
-            self.agent_cpu
-                .get_or_create(&ModeLabels { cpu_mode: "user".into() })
-                .inc_by((s.user_s - prev.user_s).max(0.0));
-            self.agent_cpu
-                .get_or_create(&ModeLabels { cpu_mode: "system".into() })
-                .inc_by((s.system_s - prev.system_s).max(0.0));
-            self.agent_memory.set(s.rss_bytes as i64);
-            self.last_agent = s;
-        }
+        self.procfs.lock().unwrap_or_else(PoisonError::into_inner).set_live(procs);
+    }
+
+    /// What the metrics server calls before it encodes a scrape.
+    pub fn procfs_sampler(&self) -> Arc<Mutex<ProcessSampler>> {
+        self.procfs.clone()
     }
 
     pub fn process_exited(&mut self, pid: u32) {
@@ -693,15 +663,9 @@ impl Metrics {
             if let Some(l) = self.info_of.remove(&pid) {
                 self.python_info.remove(&l);
             }
-            if let Some((p, _)) = self.last.remove(&pid) {
-                for g in [
-                    &self.memory_usage,
-                    &self.memory_virtual,
-                    &self.thread_count,
-                    &self.open_fds,
-                    &self.active_requests,
-                    &self.python_threads,
-                ] {
+            if let Some(p) = self.labels_of.remove(&pid) {
+                self.procfs.lock().unwrap_or_else(PoisonError::into_inner).forget(&p);
+                for g in [&self.active_requests, &self.python_threads] {
                     g.remove(&p);
                 }
                 self.gc_pause.remove(&p);
@@ -713,15 +677,6 @@ impl Metrics {
                             f.remove(&l);
                         }
                     }
-                }
-                for k in ["user", "system"] {
-                    self.cpu_time.remove(&with_kind(&p, "cpu_mode", k));
-                }
-                for t in ["voluntary", "involuntary"] {
-                    self.context_switches.remove(&with_kind(&p, "type", t));
-                }
-                for t in ["major", "minor"] {
-                    self.paging_faults.remove(&with_kind(&p, "type", t));
                 }
             }
         }
@@ -841,7 +796,8 @@ mod tests {
             process_role: "master".into(),
             ..ProcLabels::default()
         };
-        m.sample(&[me]);
+        m.set_processes(&[me]);
+        m.procfs_sampler().lock().unwrap().sample();
         let text = encode(&r);
         for name in [
             "process_cpu_time_seconds_total",

@@ -3,11 +3,14 @@
 //! `/readyz` (the programs are loaded and the first scan is done).
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::process::ProcessSampler;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -19,14 +22,36 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// What each scrape asks of the agent before it is encoded: its counters synced, then its
+/// procfs figures sampled.
+#[derive(Clone)]
+pub struct BeforeScrape {
+    /// The agent's event loop syncs its counters and answers on the channel sent.
+    pub sync: mpsc::Sender<oneshot::Sender<()>>,
+    pub procfs: Arc<Mutex<ProcessSampler>>,
+}
+
+impl BeforeScrape {
+    async fn run(&self) {
+        let (done, synced) = oneshot::channel();
+        // An agent that is exiting no longer answers: the scrape gets what is there.
+        if self.sync.send(done).await.is_ok() {
+            let _ = synced.await;
+        }
+        // The agent runs on one thread: the lock is never waited for, and no await holds it.
+        self.procfs.lock().unwrap_or_else(PoisonError::into_inner).sample();
+    }
+}
+
 /// `ready` turns true once the agent has loaded its programs and finished its first scan.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<AtomicBool>) {
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<AtomicBool>, before: BeforeScrape) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let registry = registry.clone();
+        let before = before.clone();
         let ready = ready.load(Ordering::Relaxed);
         tokio::spawn(async move {
-            let _ = answer(stream, &registry, ready).await;
+            let _ = answer(stream, &registry, ready, &before).await;
         });
     }
 }
@@ -42,7 +67,7 @@ fn probe(path: &str, ready: bool) -> (&'static str, &'static str) {
     }
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry, ready: bool) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, registry: &Registry, ready: bool, before: &BeforeScrape) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     let path = loop {
@@ -64,6 +89,7 @@ async fn answer(mut stream: TcpStream, registry: &Registry, ready: bool) -> std:
         let (status, body) = probe(path, ready);
         return respond(&mut stream, status, "text/plain", body).await;
     }
+    before.run().await;
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
         return respond(&mut stream, "500 Internal Server Error", "text/plain", "encoding failed\n").await;

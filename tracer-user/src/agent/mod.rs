@@ -2,7 +2,7 @@
 //! so the loop only sees the traced processes' connections and process lifecycle. Each kind of
 //! event is handled in its own room: `procs` (process life), `server` (accepted connections),
 //! `client` (outgoing calls), `handlers` and `frame_eval` (Python stacks), `telemetry` (counters).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,8 @@ struct Agent {
     clock: Clock,
     /// Where finished spans go: JSON lines, and OTLP when configured.
     sink: Sinks,
-    procs: HashMap<u32, Traced>,
+    // Looked up on every record: foldhash, not SipHash.
+    procs: foldhash::HashMap<u32, Traced>,
     /// `pytracer run`'s rescans of /proc.
     rescanner: crate::discovery::Rescanner,
     /// Accepted connections (server.rs).
@@ -146,7 +147,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         probes,
         config: opts.config,
         clock: Clock::new(),
-        procs: HashMap::new(),
+        procs: foldhash::HashMap::default(),
         rescanner: crate::discovery::Rescanner::default(),
         server: server::ServerSide::default(),
         stats: Stats::default(),

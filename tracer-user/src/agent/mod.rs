@@ -255,6 +255,11 @@ impl Agent {
                 Some(done) = next_scrape(&mut scrapes) => {
                     self.sync_metrics();
                     let _ = done.send(());
+                    // Scrapes that arrived meanwhile get this same sync, not one each: a burst
+                    // of scrapes costs the event loop one.
+                    while let Some(done) = scrapes.as_mut().and_then(|s| s.try_recv().ok()) {
+                        let _ = done.send(());
+                    }
                 }
                 at = tick.tick() => {
                     self.tick();

@@ -316,7 +316,6 @@ impl Metrics {
         );
     }
 
-    /// Every family under its exported name and help.
     /// The families sampled at each scrape (process.rs).
     fn register_procfs(&self, r: &mut Registry) {
         let procfs = self.procfs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -343,6 +342,7 @@ impl Metrics {
         r.register("pytracer_memory_usage_bytes", "The agent's own resident memory", procfs.agent_memory.clone());
     }
 
+    /// Every family under its exported name and help.
     fn register(&self, r: &mut Registry) {
         self.register_client(r);
         self.register_procfs(r);
@@ -625,7 +625,8 @@ impl Metrics {
     /// The traced processes whose procfs figures the next scrape samples.
     pub fn set_processes(&mut self, procs: &[ProcLabels]) {
         for p in procs {
-            self.labels_of.entry(p.pid).or_insert_with(|| p.clone());
+            // The latest labels: those the process's series are removed by when it is gone.
+            self.labels_of.insert(p.pid, p.clone());
         }
         self.procfs.lock().unwrap_or_else(PoisonError::into_inner).set_live(procs);
     }

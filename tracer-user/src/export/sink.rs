@@ -23,7 +23,8 @@ pub struct JsonLines {
     resources: ResourceCache,
 }
 
-/// Room for a drain's spans (40 ms of a busy server), so that each drain is one write.
+/// Room for a drain's spans (about a fifth of a second of a busy server), so that each drain is
+/// one write or a few.
 const OUTPUT_BUFFER: usize = 256 * 1024;
 
 impl JsonLines {

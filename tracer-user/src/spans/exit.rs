@@ -4,15 +4,15 @@ use serde_json::json;
 
 use super::{code, semconv, Attributes, Span, SpanIds, SpanKind, Status, StatusCode};
 use crate::cpython::code::CodeInfo;
-use crate::sockaddr::Peer;
+use crate::sockaddr::{ip_text, Peer};
 
 /// `server.*` and `network.*` of the peer called.
 pub fn peer_attributes(a: &mut Attributes, peer: &Peer) {
     match peer {
         Peer::Inet { ip, port } => {
-            a.insert(semconv::SERVER_ADDRESS.into(), json!(ip.to_string()));
+            a.insert(semconv::SERVER_ADDRESS.into(), json!(ip_text(*ip)));
             a.insert(semconv::SERVER_PORT.into(), json!(port));
-            a.insert(semconv::NETWORK_PEER_ADDRESS.into(), json!(ip.to_string()));
+            a.insert(semconv::NETWORK_PEER_ADDRESS.into(), json!(ip_text(*ip)));
             a.insert(semconv::NETWORK_PEER_PORT.into(), json!(port));
         }
         Peer::Unix { path } => {

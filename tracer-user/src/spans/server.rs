@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::{semconv, Attributes, Resource, Span, SpanIds, SpanKind, Status, StatusCode};
 use crate::http::{connection::Exchange, redact::Redaction, route};
-use crate::sockaddr::Peer;
+use crate::sockaddr::{ip_text, Peer};
 
 /// What the agent knows about the connection besides its bytes.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ pub fn server_span(
             }
         }
         (None, Some((ip, port))) => {
-            a.insert(semconv::SERVER_ADDRESS.into(), json!(ip.to_string()));
+            a.insert(semconv::SERVER_ADDRESS.into(), json!(ip_text(ip)));
             a.insert(semconv::SERVER_PORT.into(), json!(port));
         }
         (None, None) => {}
@@ -79,7 +79,7 @@ pub fn server_span(
         .map(|(ip, port)| Peer::Inet { ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), port: *port });
     match vars_client.as_ref().unwrap_or(&conn.client) {
         Peer::Inet { ip, port } => {
-            a.insert(semconv::CLIENT_ADDRESS.into(), json!(ip.to_string()));
+            a.insert(semconv::CLIENT_ADDRESS.into(), json!(ip_text(*ip)));
             a.insert(semconv::CLIENT_PORT.into(), json!(port));
         }
         Peer::Unix { path } if !path.is_empty() => {

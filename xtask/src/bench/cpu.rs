@@ -8,9 +8,10 @@
 //! each on its own connection as Gunicorn's sync workers serve them, so both see the same moment
 //! of the machine and never compete for the CPU. Per request and per server, from exact counters:
 //! on-CPU time (`/proc/PID/task/*/schedstat`, ns) split into user and system by its tick counts.
-//! X is charged besides with the agent's on-CPU time and the kernel programs' run time
+//! X is charged besides with the agent's on-CPU time; the kernel programs' run time
 //! (`kernel.bpf_stats_enabled`: each program's `run_time_ns` and `run_cnt`, for the programs the
-//! agent holds, whichever process ran them). irq+softirq is the machine's (/proc/stat), per
+//! agent holds) is X's less what they cost per second while A alone is served right after (their
+//! early returns in A's syscalls and in the rest of the machine). irq+softirq is the machine's (/proc/stat), per
 //! request of either server. A round's cost is its own ratio X/A − 1, so drifts cancel.
 use std::collections::BTreeMap;
 use std::fs;
@@ -31,8 +32,8 @@ pub struct CpuSample {
     pub server_user_us: f64,
     pub server_system_us: f64,
     pub agent_us: f64,
-    /// The agent's programs' whole run time per request of this server, whichever process ran
-    /// them (A's and the load generator's early returns too: an upper bound for X's).
+    /// The agent's programs' run time per request of this server: in a pair, less what they cost
+    /// while A alone was served (their early returns in A's syscalls, the rest of the machine).
     pub programs_us: f64,
     /// Each program's (runs per request, ns per run).
     pub programs: BTreeMap<String, (f64, f64)>,
@@ -63,7 +64,9 @@ impl PairSample {
     }
 }
 
-/// `rate` requests a second to each of `a` and `x` for `d`, in turn (`x_first`: X leads).
+/// `rate` requests a second to each of `a` and `x` for `d`, in turn (`x_first`: X leads). Then
+/// A alone for a quarter of `d`: what the agent's programs cost in A's syscalls and the rest of
+/// the machine's per second, taken out (scaled to the pair's time) so that X's programs are X's.
 pub fn measure_pair(
     a: &Running,
     x: &Running,
@@ -76,14 +79,55 @@ pub fn measure_pair(
     let agent = x.agent_pid();
     let before = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
     let ports = if x_first { [x.port, a.port] } else { [a.port, x.port] };
+    let started = Instant::now();
     let ok = fixed_rate(&ports, route, rate, d)?;
+    let paired = started.elapsed();
     let (ok_a, ok_x) = if x_first { (ok[1], ok[0]) } else { (ok[0], ok[1]) };
     let after = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
+    let mut xs = after.1.since(&before.1, ok_x);
+    if let Some(agent) = agent {
+        let p0 = programs_of(agent)?;
+        let started = Instant::now();
+        fixed_rate(&[a.port], route, rate, (d / 4).max(Duration::from_secs(1)))?;
+        let alone = started.elapsed();
+        let elsewhere = delta(&programs_of(agent)?, &p0);
+        let scale = paired.as_secs_f64() / alone.as_secs_f64().max(1e-9);
+        let mut own = delta(&after.1.programs, &before.1.programs);
+        for (name, (ns, runs)) in &mut own {
+            let (ens, eruns) = elsewhere.get(name).copied().unwrap_or_default();
+            *ns = (*ns - scale * ens).max(0.0);
+            *runs = (*runs - scale * eruns).max(0.0);
+        }
+        (xs.programs_us, xs.programs) = per_request(&own, ok_x);
+    }
     Ok(PairSample {
         a: after.0.since(&before.0, ok_a),
-        x: after.1.since(&before.1, ok_x),
+        x: xs,
         irq_us: per_request_of_ticks(after.2.saturating_sub(before.2), ok_a + ok_x),
     })
+}
+
+/// Each program's (run time ns, runs) between two readings.
+fn delta(after: &BTreeMap<String, (u64, u64)>, before: &BTreeMap<String, (u64, u64)>) -> BTreeMap<String, (f64, f64)> {
+    after
+        .iter()
+        .map(|(name, &(ns, runs))| {
+            let (ns0, runs0) = before.get(name).copied().unwrap_or_default();
+            (name.clone(), (ns.saturating_sub(ns0) as f64, runs.saturating_sub(runs0) as f64))
+        })
+        .collect()
+}
+
+/// The programs' whole run time per request (µs) and each one's (runs per request, ns per run).
+fn per_request(d: &BTreeMap<String, (f64, f64)>, requests: u64) -> (f64, BTreeMap<String, (f64, f64)>) {
+    let n = requests.max(1) as f64;
+    let us = d.values().map(|(ns, _)| ns).sum::<f64>() / 1e3 / n;
+    let each = d
+        .iter()
+        .filter(|(_, (_, runs))| *runs >= 1.0)
+        .map(|(k, &(ns, runs))| (k.clone(), (runs / n, ns / runs)))
+        .collect();
+    (us, each)
 }
 
 /// One server alone (system_wide.rs): its own CPU per request, nothing else charged.
@@ -173,22 +217,13 @@ impl Snapshot {
         let system = self.server_system_ticks.saturating_sub(before.server_system_ticks) as f64;
         // Ticks only split the exact on-CPU time: they are 10 ms coarse.
         let user_share = if user + system > 0.0 { user / (user + system) } else { 0.5 };
-        let mut programs = BTreeMap::new();
-        let mut programs_ns = 0;
-        for (name, &(ns, runs)) in &self.programs {
-            let (ns0, runs0) = before.programs.get(name).copied().unwrap_or_default();
-            let (ns, runs) = (ns.saturating_sub(ns0), runs.saturating_sub(runs0));
-            programs_ns += ns;
-            if runs > 0 {
-                programs.insert(name.clone(), (runs as f64 / requests.max(1) as f64, ns as f64 / runs as f64));
-            }
-        }
+        let (programs_us, programs) = per_request(&delta(&self.programs, &before.programs), requests);
         CpuSample {
             requests,
             server_user_us: per(server_ns) * user_share,
             server_system_us: per(server_ns) * (1.0 - user_share),
             agent_us: per(self.agent_ns.saturating_sub(before.agent_ns)),
-            programs_us: per(programs_ns),
+            programs_us,
             programs,
         }
     }

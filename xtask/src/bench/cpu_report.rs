@@ -35,9 +35,10 @@ pub fn markdown(m: &Measured, shared: &system_wide::Measured) -> String {
          (A, X, A, X …; X first in even rounds), one request per connection, for {} s per route, so both see the \
          same moment of this drifting VM. Server time is the exact on-CPU time of the server's processes (schedstat), \
          split into user and system by their ticks. X is charged besides with the agent's on-CPU time; kernel \
-         programs are the agent's programs' `kernel.bpf_stats_enabled` run time, whichever process ran them \
-         (A's and the load generator's early returns too), per request of X: they run inside the syscalls, so \
-         they are part of system time. irq+softirq is the whole machine's, per request of either server. \
+         programs are the agent's programs' `kernel.bpf_stats_enabled` run time per request of X, less what \
+         they cost per second while A alone is served for a quarter of the time right after (their early \
+         returns in A's and the rest of the machine's syscalls, scaled to the pair's time): they run inside the \
+         syscalls, so they are part of system time. irq+softirq is the whole machine's, per request of either server. \
          \"Added\" is each round's (X ÷ A) − 1 of server + agent time. Figures are {}.\n",
         p.rounds,
         p.rate,
@@ -99,9 +100,8 @@ fn split_markdown(m: &Measured, n: usize) -> String {
         out,
         "\n### Where the added CPU goes\n\n\
          Per request, each round's X against its A; {}, in µs and (after) as a share of A's CPU per request. Kernel \
-         machinery is X's system time beyond the kernel programs' run time, against A's system time; as the \
-         programs column also holds the runs in other processes' syscalls, the machinery is, by as much, \
-         understated. The parts add up to \"added in all\" round by round (their medians need not). The agent's \
+         machinery is X's system time beyond its kernel programs' run time, against A's system time (which holds \
+         the programs' early returns in A's syscalls: the share every process pays, below). The parts add up to \"added in all\" round by round (their medians need not). The agent's \
          peak RSS is the largest over rounds (VmHWM).\n",
         describe(n)
     );

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::configs::Config;
-use super::cpu::PairSample;
+use super::cpu::{CpuSample, PairSample};
 use super::side_by_side::Measured;
 use super::stats::{cell, describe, median_ci};
 use super::system_wide;
@@ -167,9 +167,9 @@ fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
         let _ = writeln!(
             out,
             "| `{route}` | {} | {} | {} → {} | {}% |",
-            cell(&col(&|r| r.off.total_us()), 1, false),
+            cell(&col(&|r| r.off_us(CpuSample::total_us)), 1, false),
             cell(&col(&|r| r.on.total_us()), 1, false),
-            cell(&col(&|r| r.off.server_system_us), 1, false),
+            cell(&col(&|r| r.off_us(|s| s.server_system_us)), 1, false),
             cell(&col(&|r| r.on.server_system_us), 1, false),
             cell(&col(&system_wide::OffOn::added_pct), 1, true),
         );

@@ -67,7 +67,7 @@ pub struct CapacityStep {
 
 /// `cargo xtask bench --quick`: the same side-by-side design, A beside C (or the configurations
 /// given), 7 rounds of 3 s per route at the fixed rate and 3 s of saturated `/`, and the
-/// system-wide share over 5 rounds: about 3 minutes, printed, results.md untouched.
+/// system-wide share over 5 rounds of 2 s phases: about 3½ minutes, printed, results.md untouched.
 pub fn quick(configs: Vec<Config>) -> Result<()> {
     setup::run()?;
     let venv = setup::Venv::bench();
@@ -87,7 +87,7 @@ pub fn quick(configs: Vec<Config>) -> Result<()> {
     let measured = side_by_side::measure(&env, &plan)?;
     let shared = system_wide::measure(
         &env,
-        &system_wide::Options { routes: CPU_ROUTES.to_vec(), rounds: 5, seconds: 3, rate: RATE },
+        &system_wide::Options { routes: CPU_ROUTES.to_vec(), rounds: 5, seconds: 2, rate: RATE },
     )?;
     println!("{}", cpu_report::markdown(&measured, &shared));
     println!("{}", report::throughput_markdown(&plan.configs, &measured.throughput, &plan.wrk_routes));

@@ -2,9 +2,9 @@
 //! syscall tracepoints put every task on the slow syscall path, and their entry programs run
 //! (and return early) in every process. The side-by-side A pays it too, so the side-by-side
 //! ratio leaves it out; this measures it apart, sequentially: one untraced Gunicorn, its CPU per
-//! request with no agent and with pytracer running as deployed but tracking nothing, the two
-//! phases back to back in each round (their order swapped every other round so a steady drift
-//! cancels), each round's ratio on/off − 1.
+//! request with no agent, with pytracer running as deployed but tracking nothing, and with no
+//! agent again, back to back in each round: each round's ratio is on / mean(off before, off
+//! after) − 1, so a steady drift within the round cancels.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -22,16 +22,22 @@ pub struct Options {
     pub rate: u32,
 }
 
-/// One round of one route: the server's CPU per request without and with the idle agent.
+/// One round of one route: the server's CPU per request without the idle agent, with it, and
+/// without it again.
 #[derive(Debug, Clone)]
 pub struct OffOn {
-    pub off: CpuSample,
+    pub off: [CpuSample; 2],
     pub on: CpuSample,
 }
 
 impl OffOn {
+    /// The mean of the two phases without the agent.
+    pub fn off_us(&self, f: fn(&CpuSample) -> f64) -> f64 {
+        f64::midpoint(f(&self.off[0]), f(&self.off[1]))
+    }
+
     pub fn added_pct(&self) -> f64 {
-        100.0 * (self.on.total_us() / self.off.total_us().max(1e-9) - 1.0)
+        100.0 * (self.on.total_us() / self.off_us(CpuSample::total_us).max(1e-9) - 1.0)
     }
 }
 
@@ -48,11 +54,9 @@ pub fn measure(env: &Env, opts: &Options) -> Result<Measured> {
         for pid in a.server_pids() {
             pin(pid, SERVER_CPU)?;
         }
-        let mut off = BTreeMap::new();
-        let mut on = BTreeMap::new();
-        let order = if round % 2 == 1 { [false, true] } else { [true, false] };
-        for with_agent in order {
-            let agent = if with_agent { Some(configs::start_idle_agent(env)?) } else { None };
+        let mut phases: [BTreeMap<&'static str, CpuSample>; 3] = Default::default();
+        for (phase, got) in phases.iter_mut().enumerate() {
+            let agent = if phase == 1 { Some(configs::start_idle_agent(env)?) } else { None };
             if let Some(agent) = &agent {
                 pin(agent.pid(), CLIENT_CPU)?;
             }
@@ -61,19 +65,22 @@ pub fn measure(env: &Env, opts: &Options) -> Result<Measured> {
                 eprintln!(
                     "[bench] system-wide round {round}/{} {route:<10} {} {:>7.1} µs/request",
                     opts.rounds,
-                    if with_agent { "idle agent" } else { "no agent  " },
+                    if agent.is_some() { "idle agent" } else { "no agent  " },
                     s.total_us()
                 );
-                if with_agent { &mut on } else { &mut off }.insert(route, s);
+                got.insert(route, s);
             }
             if let Some(agent) = agent {
                 agent.stop()?;
             }
         }
         a.stop()?;
+        let [mut off0, mut on, mut off1] = phases;
         for &route in &opts.routes {
-            let (Some(off), Some(on)) = (off.remove(route), on.remove(route)) else { continue };
-            samples.entry(route).or_default().push(OffOn { off, on });
+            let (Some(o0), Some(on), Some(o1)) = (off0.remove(route), on.remove(route), off1.remove(route)) else {
+                continue;
+            };
+            samples.entry(route).or_default().push(OffOn { off: [o0, o1], on });
         }
     }
     Ok(Measured { opts: opts.clone(), samples })

@@ -7,7 +7,8 @@
 //! other CPU sends requests to A and X in turn (A, X, A, X …, or X first in every other round),
 //! each on its own connection as Gunicorn's sync workers serve them, so both see the same moment
 //! of the machine and never compete for the CPU. Per request and per server, from exact counters:
-//! on-CPU time (`/proc/PID/task/*/schedstat`, ns) split into user and system by its tick counts.
+//! on-CPU time (`/proc/PID/task/*/schedstat`, ns) split into user and system by the threads' raw
+//! sampled times over the window (taskstats.rs).
 //! X is charged besides with the agent's on-CPU time; the kernel programs' run time
 //! (`kernel.bpf_stats_enabled`: each program's `run_time_ns` and `run_cnt`, for the programs the
 //! agent holds) is X's less what they cost per second while A alone is served right after (their
@@ -24,6 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use super::affinity::{pin, CLIENT_CPU};
 use super::configs::Running;
+use super::taskstats::Taskstats;
 
 /// One server's CPU per request over one route's run.
 #[derive(Debug, Clone, Default)]
@@ -181,8 +183,9 @@ fn fixed_rate(ports: &[u16], route: &str, rate: u32, d: Duration) -> Result<Vec<
 /// The counters at one moment.
 struct Snapshot {
     server_ns: u64,
-    server_user_ticks: u64,
-    server_system_ticks: u64,
+    /// The server threads' raw sampled user and system time (taskstats), µs.
+    server_user_raw: u64,
+    server_system_raw: u64,
     agent_ns: u64,
     /// Program name → (run time ns, runs), summed over programs of that name.
     programs: BTreeMap<String, (u64, u64)>,
@@ -190,18 +193,18 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(server: &[u32], agent: Option<u32>) -> Result<Snapshot> {
-        let mut s = Snapshot {
-            server_ns: 0,
-            server_user_ticks: 0,
-            server_system_ticks: 0,
-            agent_ns: 0,
-            programs: BTreeMap::new(),
-        };
+        let mut s =
+            Snapshot { server_ns: 0, server_user_raw: 0, server_system_raw: 0, agent_ns: 0, programs: BTreeMap::new() };
+        let mut ts = Taskstats::open()?;
         for &pid in server {
             s.server_ns += on_cpu_ns(pid);
-            let (u, sys) = ticks(pid);
-            s.server_user_ticks += u;
-            s.server_system_ticks += sys;
+            for tid in threads(pid) {
+                // A thread gone since the listing has nothing more to add.
+                if let Ok((u, sys)) = ts.cputime(tid) {
+                    s.server_user_raw += u;
+                    s.server_system_raw += sys;
+                }
+            }
         }
         if let Some(a) = agent {
             s.agent_ns = on_cpu_ns(a);
@@ -213,9 +216,9 @@ impl Snapshot {
     fn since(&self, before: &Snapshot, requests: u64) -> CpuSample {
         let per = |ns: u64| ns as f64 / 1e3 / requests.max(1) as f64;
         let server_ns = self.server_ns.saturating_sub(before.server_ns);
-        let user = self.server_user_ticks.saturating_sub(before.server_user_ticks) as f64;
-        let system = self.server_system_ticks.saturating_sub(before.server_system_ticks) as f64;
-        // Ticks only split the exact on-CPU time: they are 10 ms coarse.
+        let user = self.server_user_raw.saturating_sub(before.server_user_raw) as f64;
+        let system = self.server_system_raw.saturating_sub(before.server_system_raw) as f64;
+        // The sampled times only split the exact on-CPU time: they come in 4 ms ticks.
         let user_share = if user + system > 0.0 { user / (user + system) } else { 0.5 };
         let (programs_us, programs) = per_request(&delta(&self.programs, &before.programs), requests);
         CpuSample {
@@ -239,13 +242,10 @@ fn on_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// The process's user and system ticks (its exited threads included).
-fn ticks(pid: u32) -> (u64, u64) {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let f: Vec<&str> = stat.rsplit_once(") ").map(|(_, r)| r.split(' ').collect()).unwrap_or_default();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (n(11), n(12))
+/// The process's live threads.
+fn threads(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks.flatten().filter_map(|t| t.file_name().to_str().and_then(|n| n.parse().ok())).collect()
 }
 
 fn clock_ticks() -> f64 {

@@ -34,7 +34,9 @@ pub fn markdown(m: &Measured, shared: &system_wide::Measured) -> String {
          and the in-process agents' sinks are on CPU 1. One load thread sends {} requests/s to each, in turn \
          (A, X, A, X …; X first in even rounds), one request per connection, for {} s per route, so both see the \
          same moment of this drifting VM. Server time is the exact on-CPU time of the server's processes (schedstat), \
-         split into user and system by their ticks. X is charged besides with the agent's on-CPU time; kernel \
+         split into user and system by the threads' raw user and system ticks over the window (taskstats; \
+         /proc's are rescaled by the process's whole life), which come 250 a second: the split is the coarse \
+         part, the total exact. X is charged besides with the agent's on-CPU time; kernel \
          programs are the agent's programs' `kernel.bpf_stats_enabled` run time per request of X, less what \
          they cost per second while A alone is served for a quarter of the time right after (their early \
          returns in A's and the rest of the machine's syscalls, scaled to the pair's time): they run inside the \

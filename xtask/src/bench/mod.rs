@@ -16,6 +16,7 @@ mod report;
 mod side_by_side;
 mod stats;
 mod system_wide;
+mod taskstats;
 mod wrk;
 
 use std::time::{Duration, Instant};

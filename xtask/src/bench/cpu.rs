@@ -145,8 +145,9 @@ fn per_request_of_ticks(ticks: u64, requests: u64) -> f64 {
 }
 
 /// Sends `rate` requests a second to each port for `d` from a thread on [`CLIENT_CPU`], each on
-/// its own connection, the ports in turn; per port the number answered with a 200. A request
-/// that is due while the previous one is still answered goes as soon as it is.
+/// its own connection, the ports in turn, each at a random moment of its slot; per port the
+/// number answered with a 200. A request that is due while the previous one is still answered
+/// goes as soon as it is.
 fn fixed_rate(ports: &[u16], route: &str, rate: u32, d: Duration) -> Result<Vec<u64>> {
     let request = format!("GET {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     std::thread::scope(|s| {
@@ -156,8 +157,14 @@ fn fixed_rate(ports: &[u16], route: &str, rate: u32, d: Duration) -> Result<Vec<
             let gap = Duration::from_secs(1) / (rate * u32::try_from(ports.len())?);
             let mut ok = vec![0; ports.len()];
             let mut buf = Vec::with_capacity(4096);
+            // Each request at a random moment of its slot: a strictly periodic load would keep
+            // the same phase against the 250 Hz tick that samples user against system time, and
+            // bias the split by whatever part of a request the tick keeps landing in.
+            let seed =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
+            let mut rng = Xorshift(seed | 1);
             for i in 0u32.. {
-                let due = start + gap * i;
+                let due = start + gap * i + gap.mul_f64(rng.unit());
                 if due >= start + d {
                     break;
                 }
@@ -178,6 +185,19 @@ fn fixed_rate(ports: &[u16], route: &str, rate: u32, d: Duration) -> Result<Vec<
         .join()
         .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
     })
+}
+
+/// A small fast generator (xorshift64) for the requests' moments; nothing rides on its quality.
+struct Xorshift(u64);
+
+impl Xorshift {
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// The counters at one moment.

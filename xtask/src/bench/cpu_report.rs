@@ -83,7 +83,9 @@ pub fn markdown(m: &Measured, shared: &system_wide::Measured) -> String {
         }
         let _ = writeln!(
             out,
-            "\nKernel programs of {} on `{first}` (last round), per request of X: runs per request × ns per run\n",
+            "\nKernel programs of {} on `{first}` (last round), per request of X: runs per request × ns per run, net of \
+             the runs while A alone was served (the load generator's `connect` stays: its entry program runs in the \
+             client's syscalls, once per request to either server; on a busy machine the subtraction is noisy)\n",
             x.label()
         );
         let _ = writeln!(out, "| program | runs/request | ns/run | ns/request |\n|---|---|---|---|");
@@ -153,9 +155,9 @@ fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
          pytracer's syscall tracepoints put every task on the slow syscall path and their entry programs run (and \
          return early) in every process, so the side-by-side A pays that too and the ratios above leave it out. \
          Measured apart, sequentially: one untraced Gunicorn pinned as above, {} requests/s for {} s per route with \
-         no agent and with `pytracer run` (every probe, a whitelist that matches no process) running on CPU 1, the \
-         two phases back to back in each of {} rounds, their order swapped every other round; \"added\" is each \
-         round's (with ÷ without) − 1. Figures are {}.\n",
+         no agent, with `pytracer run` (every probe, a whitelist that matches no process) running on CPU 1, and \
+         with no agent again, back to back in each of {} rounds; \"added\" is each round's with ÷ (mean of the \
+         two without) − 1, so a steady drift within the round cancels. Figures are {}.\n",
         o.rate,
         o.seconds,
         o.rounds,

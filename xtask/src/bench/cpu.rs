@@ -123,7 +123,8 @@ fn delta(after: &BTreeMap<String, (u64, u64)>, before: &BTreeMap<String, (u64, u
 /// The programs' whole run time per request (µs) and each one's (runs per request, ns per run).
 fn per_request(d: &BTreeMap<String, (f64, f64)>, requests: u64) -> (f64, BTreeMap<String, (f64, f64)>) {
     let n = requests.max(1) as f64;
-    let us = d.values().map(|(ns, _)| ns).sum::<f64>() / 1e3 / n;
+    // `+ 0.0`: an empty sum is -0.0, which would print as such.
+    let us = d.values().map(|(ns, _)| ns).sum::<f64>() / 1e3 / n + 0.0;
     let each = d
         .iter()
         .filter(|(_, (_, runs))| *runs >= 1.0)

@@ -88,7 +88,7 @@ pub fn write(
     writeln!(md, "\n## Spans delivered against requests sent\n")?;
     writeln!(
         md,
-        "Requests = warm-up requests + wrk's completed responses. wrk stops with up to {} requests in flight per \
+        "Requests = warm-up requests + the fixed-rate requests answered + wrk's completed responses, to X. wrk stops with up to {} requests in flight per \
          route; the server still answers them, so a tracer that sees everything delivers between 0 and {} spans more \
          than wrk counted in each round.\n",
         opts.connections,

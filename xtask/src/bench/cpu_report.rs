@@ -221,3 +221,25 @@ fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[expect(clippy::float_cmp, reason = "exact: sums of values with few binary digits")]
+    fn the_split_adds_up_to_the_added_cpu() {
+        let a = CpuSample { requests: 10, server_user_us: 600.0, server_system_us: 100.0, ..Default::default() };
+        let x = CpuSample {
+            requests: 10,
+            server_user_us: 610.0,
+            server_system_us: 130.0,
+            agent_us: 25.0,
+            programs_us: 12.5,
+            ..Default::default()
+        };
+        let parts = split(&PairSample { a, x, irq_us: 0.0 });
+        assert_eq!(parts, [10.0, 17.5, 12.5, 25.0, 65.0]);
+        assert_eq!(parts[..4].iter().sum::<f64>(), parts[4]);
+    }
+}

@@ -117,6 +117,11 @@ pub fn write(
     }
 
     writeln!(md, "\n## The agent's own cost (pytracer)\n")?;
+    writeln!(
+        md,
+        "Over each round's whole life (start, warm-up, both loads): {}.\n",
+        describe(runs.len() / opts.configs.iter().filter(|&&c| c != Config::A).count().max(1))
+    )?;
     writeln!(md, "| configuration | CPU s per 1000 requests | peak RSS MiB | kernel drops |")?;
     writeln!(md, "|---|---|---|---|")?;
     for c in [Config::B, Config::C, Config::F, Config::G] {
@@ -124,12 +129,11 @@ pub fn write(
         if mine.is_empty() {
             continue;
         }
-        let cpu = stat(
-            mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect(),
-        );
+        let cpu: Vec<f64> =
+            mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect();
         let rss = mine.iter().filter_map(|r| r.counts.agent_peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
         let drops: u64 = mine.iter().filter_map(|r| r.counts.kernel_drops).sum();
-        let cpu = cpu.map_or("–".into(), |s| format!("{:.3} [{:.3}–{:.3}]", s.median, s.min, s.max));
+        let cpu = cell(&cpu, 3, false);
         writeln!(md, "| {} | {cpu} | {rss:.1} | {drops} |", c.label())?;
         writeln!(summary, "agent {}: CPU s/1000 req {cpu}, peak RSS {rss:.1} MiB, kernel drops {drops}", c.key())?;
     }

@@ -73,8 +73,8 @@ enum Task {
     /// Benchmark pytracer's cost on a Gunicorn+Flask app against in-process agents; writes
     /// bench/results.md and bench/latency.png
     Bench {
-        /// Rounds; each round runs every configuration once, alternating
-        #[arg(long, default_value_t = 3)]
+        /// Rounds; in each, every configuration runs once beside a fresh untraced twin
+        #[arg(long, default_value_t = 11)]
         rounds: u32,
         /// Seconds of load per route and configuration
         #[arg(long, default_value_t = 5)]
@@ -85,8 +85,8 @@ enum Task {
         /// Configurations to run, from A B C D E F G (`--quick`: A,C unless given)
         #[arg(long, value_delimiter = ',')]
         configs: Vec<String>,
-        /// Only CPU per request at a fixed rate, A against C, 7 short rounds (about 3 minutes);
-        /// printed, bench/results.md left as it is
+        /// The same side-by-side design, A beside C, 7 short rounds, CPU per request and `/`'s
+        /// throughput (about 3 minutes); printed, bench/results.md left as it is
         #[arg(long)]
         quick: bool,
     },

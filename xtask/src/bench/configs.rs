@@ -152,6 +152,42 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
     Ok(running)
 }
 
+/// pytracer as deployed (C's configuration) with a whitelist no process matches: every probe
+/// system-wide is attached, but nothing is tracked, so what it costs a server is the share every
+/// process on the machine pays.
+pub struct IdleAgent {
+    agent: Supervised,
+    _dir: TempDir,
+}
+
+pub fn start_idle_agent(env: &Env) -> Result<IdleAgent> {
+    let dir = TempDir::new()?;
+    let cfg = dir.path().join("pytracer.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "discovery:\n  whitelist: [\"--bind no-such-address\"]\nmetrics:\n  listen: 127.0.0.1:{}\n",
+            free_port()?
+        ),
+    )?;
+    let (agent, _, _) = start_pytracer(env, &["run", "--config", cfg.to_str().unwrap()], dir.path())?;
+    Ok(IdleAgent { agent, _dir: dir })
+}
+
+impl IdleAgent {
+    pub fn pid(&self) -> u32 {
+        self.agent.pid()
+    }
+
+    pub fn stop(mut self) -> Result<()> {
+        let status = self.agent.stop()?;
+        if !status.success() {
+            bail!("the idle pytracer exited with {status}");
+        }
+        Ok(())
+    }
+}
+
 impl Running {
     /// A few requests per route so that imports and first-request work are out of the numbers,
     /// and (for E) the sensor has announced before load starts.
@@ -215,6 +251,11 @@ impl Running {
 
     pub fn agent_pid(&self) -> Option<u32> {
         self.pytracer.as_ref().map(|(p, _, _)| p.pid())
+    }
+
+    /// The processes serving the server besides itself: pytracer, or an in-process agent's sink.
+    pub fn helper_pids(&self) -> Vec<u32> {
+        self.agent_pid().into_iter().chain(self.sink.as_ref().map(|(s, _)| s.pid())).collect()
     }
 
     /// pytracer's own CPU seconds so far and its peak RSS.

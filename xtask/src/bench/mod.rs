@@ -1,12 +1,22 @@
 //! `cargo xtask bench`: what pytracer costs the traced app, side by side with the in-process
 //! agents users would otherwise install, and what the agent itself costs.
 //!
-//! Configurations are alternated (A B C D E F A B C D E F ...) so that slow drifts of this nested VM
-//! hit all of them alike; medians are reported with the min and max across rounds.
+//! Side by side: in every round each configuration under test runs at the same time as an
+//! untraced twin (A) on the same CPU, and each figure is the median over rounds of that round's
+//! own X/A ratio, with a distribution-free confidence interval of the median (stats.rs). This
+//! nested VM drifts by a third between runs seconds apart; A and X, served in turn, see the same
+//! moment. What the tracer costs every process (A included) is measured apart (system_wide.rs).
+mod affinity;
 mod configs;
 pub mod cpu;
+mod cpu_report;
 mod interpreters;
+mod pair;
 mod report;
+mod side_by_side;
+mod stats;
+mod system_wide;
+mod taskstats;
 mod wrk;
 
 use std::time::{Duration, Instant};
@@ -18,6 +28,13 @@ pub use configs::Config;
 
 pub const ROUTES: [&str; 3] = ["/", "/users/42", "/work"];
 
+/// The routes the cost budget names, measured at a fixed rate.
+const CPU_ROUTES: [&str; 2] = ["/", "/users/42"];
+
+/// Requests per second to each server of a pair: both together keep the server CPU about half
+/// busy untraced here, so neither queues behind the other.
+const RATE: u32 = 300;
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub rounds: u32,
@@ -26,11 +43,12 @@ pub struct Options {
     pub configs: Vec<Config>,
 }
 
-/// One wrk run.
+/// One saturated wrk run of a configuration under test, and its untraced twin's beside it.
 pub struct Sample {
     pub config: Config,
     pub route: &'static str,
     pub wrk: wrk::WrkResult,
+    pub untraced: wrk::WrkResult,
 }
 
 /// One configuration's life in one round: requests sent against spans delivered.
@@ -48,23 +66,32 @@ pub struct CapacityStep {
     pub counts: configs::Counts,
 }
 
-/// The fixed-rate measurement's settings: well below saturation (about 8% of the server's CPU
-/// untraced), on the routes the cost budget names.
-fn cpu_options(configs: Vec<Config>, rounds: u32, seconds: u64) -> cpu::Options {
-    cpu::Options { configs, routes: vec!["/", "/users/42"], rounds, seconds, rate: 400 }
-}
-
-/// `cargo xtask bench --quick`: CPU per request only, untraced against pytracer as deployed (A
-/// and C, or the configurations given), 7 rounds of 4 s per route: about 3 minutes, printed,
-/// results.md untouched.
+/// `cargo xtask bench --quick`: the same side-by-side design, A beside C (or the configurations
+/// given), 7 rounds of 3 s per route at the fixed rate and 3 s of saturated `/`, and the
+/// system-wide share over 5 rounds of 2 s phases: about 3½ minutes, printed, results.md untouched.
 pub fn quick(configs: Vec<Config>) -> Result<()> {
     setup::run()?;
     let venv = setup::Venv::bench();
     setup::venv(&venv)?;
     let pytracer = cmd::build_release("bench")?;
     let env = configs::Env { venv: venv.dir, pytracer };
-    let measured = cpu::measure(&env, &cpu_options(configs, 7, 4))?;
-    println!("{}", measured.markdown());
+    let plan = side_by_side::Plan {
+        configs,
+        rounds: 7,
+        cpu_routes: CPU_ROUTES.to_vec(),
+        rate: RATE,
+        cpu_seconds: 3,
+        wrk_routes: vec!["/"],
+        wrk_seconds: 3,
+        connections: 4,
+    };
+    let measured = side_by_side::measure(&env, &plan)?;
+    let shared = system_wide::measure(
+        &env,
+        &system_wide::Options { routes: CPU_ROUTES.to_vec(), rounds: 5, seconds: 2, rate: RATE },
+    )?;
+    println!("{}", cpu_report::markdown(&measured, &shared));
+    println!("{}", report::throughput_markdown(&plan.configs, &measured.throughput, &plan.wrk_routes));
     Ok(())
 }
 
@@ -77,28 +104,26 @@ pub fn run(opts: &Options) -> Result<()> {
     let env = configs::Env { venv: venv.dir, pytracer };
     let duration = Duration::from_secs(opts.seconds);
 
-    let mut samples = Vec::new();
-    let mut runs = Vec::new();
-    for round in 1..=opts.rounds {
-        for &config in &opts.configs {
-            eprintln!("[bench] round {round}/{} {}", opts.rounds, config.label());
-            let running = configs::start(config, &env)?;
-            let mut requests = running.warm_up_requests;
-            for route in ROUTES {
-                let w = wrk::run(running.port, route, opts.connections, duration)?;
-                eprintln!(
-                    "[bench]   {route:<10} {:>8.1} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms",
-                    w.rps(),
-                    w.p("50"),
-                    w.p("99")
-                );
-                requests += w.requests;
-                samples.push(Sample { config, route, wrk: w });
-            }
-            let counts = running.stop()?;
-            runs.push(Run { config, requests, counts });
-        }
-    }
+    let plan = side_by_side::Plan {
+        configs: opts.configs.clone(),
+        rounds: opts.rounds,
+        cpu_routes: CPU_ROUTES.to_vec(),
+        rate: RATE,
+        cpu_seconds: opts.seconds,
+        wrk_routes: ROUTES.to_vec(),
+        wrk_seconds: opts.seconds,
+        connections: opts.connections,
+    };
+    let measured = side_by_side::measure(&env, &plan)?;
+    let shared = system_wide::measure(
+        &env,
+        &system_wide::Options {
+            routes: CPU_ROUTES.to_vec(),
+            rounds: opts.rounds.div_ceil(2).max(7),
+            seconds: opts.seconds,
+            rate: RATE,
+        },
+    )?;
 
     let mut capacity = Vec::new();
     if opts.configs.contains(&Config::B) {
@@ -113,9 +138,8 @@ pub fn run(opts: &Options) -> Result<()> {
     }
 
     let per_interpreter = interpreters::measure(&env.pytracer, opts.seconds.min(4), opts.connections)?;
-    let cpu = cpu::measure(&env, &cpu_options(opts.configs.clone(), opts.rounds.max(7), opts.seconds))?;
 
-    let summary = report::write(opts, &samples, &runs, &capacity, &per_interpreter, &cpu, started.elapsed())?;
+    let summary = report::write(opts, &measured, &shared, &capacity, &per_interpreter, started.elapsed())?;
     println!("{summary}");
     Ok(())
 }

@@ -3,7 +3,9 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, process::Command, time::Du
 
 use anyhow::{Context, Result};
 
-use super::{CapacityStep, Config, Options, Run, Sample, ROUTES};
+use super::side_by_side::Measured;
+use super::stats::{cell, describe, median_ci};
+use super::{system_wide, CapacityStep, Config, Options, Run, Sample, ROUTES};
 use crate::{cmd, paths};
 
 /// Cores of this machine: at saturation every core serves, so per-request CPU is cores / rate.
@@ -35,13 +37,14 @@ fn of<'a>(samples: &'a [Sample], c: Config, route: &str) -> impl Iterator<Item =
 #[expect(clippy::too_many_lines, reason = "one report, written top to bottom in the order the page reads")]
 pub fn write(
     opts: &Options,
-    samples: &[Sample],
-    runs: &[Run],
+    measured: &Measured,
+    shared: &system_wide::Measured,
     capacity: &[CapacityStep],
     per_interpreter: &[super::interpreters::InterpreterCost],
-    cpu: &super::cpu::Measured,
     took: Duration,
 ) -> Result<String> {
+    let samples = &measured.throughput[..];
+    let runs = &measured.runs[..];
     let mut md = String::new();
     let mut summary = String::new();
     writeln!(md, "# pytracer benchmark results\n")?;
@@ -55,41 +58,24 @@ pub fn write(
     writeln!(
         md,
         "\n## Method\n\nThe same Flask app (bench/apps/benchapp.py) on Gunicorn, 2 sync workers, on 127.0.0.1. \
-         Load: wrk, 1 thread, {} connections, {} s per route, routes `/` (hello), `/users/42` (small JSON) and \
-         `/work` (about 2 ms of Python CPU). Configurations alternate (A B C … A B C …) over {} rounds; each round starts \
-         the app (and its tracer) afresh and sends 15 warm-up requests. Figures are the median of the rounds, \
-         with [min–max] across rounds.\n",
-        opts.connections, opts.seconds, opts.rounds
+         Side by side: in each of {} rounds, every configuration under test runs beside an untraced twin (A), \
+         both started afresh (15 warm-up requests each), both servers on CPU 0, the load generators and agents \
+         on CPU 1. First CPU per request at a fixed rate, then saturated throughput: wrk, 1 thread, {} connections, \
+         {} s per route, one wrk per server at the same time, routes `/` (hello), `/users/42` (small JSON) and \
+         `/work` (about 2 ms of Python CPU). Every cost is the median over rounds of the round's own ratio to its \
+         twin, with a distribution-free confidence interval of the median, so the VM's slow drifts cancel.\n",
+        opts.rounds, opts.connections, opts.seconds
     )?;
     let labels: Vec<String> = opts.configs.iter().map(|c| format!("**{}**", c.label())).collect();
     writeln!(md, "Configurations: {}.\n", labels.join(", "))?;
 
-    // First: the figure that resolves a few percent (saturated throughput below does not).
-    writeln!(md, "{}", cpu.markdown())?;
-    summary.push_str(&cpu.markdown());
-    writeln!(md, "## Throughput and latency\n")?;
-    writeln!(md, "| route | configuration | req/s | ratio to A | p50 ms | p99 ms | added µs/request |")?;
-    writeln!(md, "|---|---|---|---|---|---|---|")?;
-    writeln!(summary, "{:<10} {:<30} {:>9} {:>7} {:>8}", "route", "configuration", "req/s", "ratio", "+µs/req")?;
-    for route in ROUTES {
-        let base = stat(of(samples, Config::A, route).map(|s| s.wrk.rps()).collect());
-        for &c in &opts.configs {
-            let Some(rps) = stat(of(samples, c, route).map(|s| s.wrk.rps()).collect()) else { continue };
-            let p50 = stat(of(samples, c, route).map(|s| s.wrk.p("50")).collect()).unwrap();
-            let p99 = stat(of(samples, c, route).map(|s| s.wrk.p("99")).collect()).unwrap();
-            let (ratio, added) = match &base {
-                Some(b) => (rps.median / b.median, Some(cores() * (1e6 / rps.median - 1e6 / b.median))),
-                None => (f64::NAN, None),
-            };
-            let added_s = added.map_or("–".into(), |a| format!("{a:+.0}"));
-            writeln!(
-                md,
-                "| `{route}` | {} | {:.0} [{:.0}–{:.0}] | {:.2} | {:.2} [{:.2}–{:.2}] | {:.2} [{:.2}–{:.2}] | {added_s} |",
-                c.label(), rps.median, rps.min, rps.max, ratio, p50.median, p50.min, p50.max, p99.median, p99.min, p99.max
-            )?;
-            writeln!(summary, "{:<10} {:<30} {:>9.0} {:>7.2} {:>8}", route, c.label(), rps.median, ratio, added_s)?;
-        }
-    }
+    // First: CPU per request, which resolves a few percent; then throughput side by side.
+    let cpu = super::cpu_report::markdown(measured, shared);
+    writeln!(md, "{cpu}")?;
+    summary.push_str(&cpu);
+    let throughput = throughput_markdown(&opts.configs, samples, &ROUTES);
+    writeln!(md, "{throughput}")?;
+    summary.push_str(&throughput);
 
     for &c in &opts.configs {
         let bad: u64 = samples.iter().filter(|s| s.config == c).map(|s| s.wrk.errors + s.wrk.non_2xx).sum();
@@ -102,7 +88,7 @@ pub fn write(
     writeln!(md, "\n## Spans delivered against requests sent\n")?;
     writeln!(
         md,
-        "Requests = warm-up requests + wrk's completed responses. wrk stops with up to {} requests in flight per \
+        "Requests = warm-up requests + the fixed-rate requests answered + wrk's completed responses, to X. wrk stops with up to {} requests in flight per \
          route; the server still answers them, so a tracer that sees everything delivers between 0 and {} spans more \
          than wrk counted in each round.\n",
         opts.connections,
@@ -131,6 +117,11 @@ pub fn write(
     }
 
     writeln!(md, "\n## The agent's own cost (pytracer)\n")?;
+    writeln!(
+        md,
+        "Over each round's whole life (start, warm-up, both loads): {}.\n",
+        describe(runs.len() / opts.configs.iter().filter(|&&c| c != Config::A).count().max(1))
+    )?;
     writeln!(md, "| configuration | CPU s per 1000 requests | peak RSS MiB | kernel drops |")?;
     writeln!(md, "|---|---|---|---|")?;
     for c in [Config::B, Config::C, Config::F, Config::G] {
@@ -138,12 +129,11 @@ pub fn write(
         if mine.is_empty() {
             continue;
         }
-        let cpu = stat(
-            mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect(),
-        );
+        let cpu: Vec<f64> =
+            mine.iter().filter_map(|r| r.counts.agent_cpu_s.map(|s| 1000.0 * s / r.requests.max(1) as f64)).collect();
         let rss = mine.iter().filter_map(|r| r.counts.agent_peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0;
         let drops: u64 = mine.iter().filter_map(|r| r.counts.kernel_drops).sum();
-        let cpu = cpu.map_or("–".into(), |s| format!("{:.3} [{:.3}–{:.3}]", s.median, s.min, s.max));
+        let cpu = cell(&cpu, 3, false);
         writeln!(md, "| {} | {cpu} | {rss:.1} | {drops} |", c.label())?;
         writeln!(summary, "agent {}: CPU s/1000 req {cpu}, peak RSS {rss:.1} MiB, kernel drops {drops}", c.key())?;
     }
@@ -247,13 +237,13 @@ pub fn write(
         writeln!(summary, "capacity: {best:.0} req/s followed with zero drops (machine saturated)")?;
     }
 
-    let wrk_share = stat(samples.iter().map(|s| s.wrk.cpu_s / s.wrk.duration_s).collect());
+    let wrk_share = stat(samples.iter().map(|s| (s.wrk.cpu_s + s.untraced.cpu_s) / s.wrk.duration_s).collect());
     writeln!(md, "\n## How the cores were shared\n")?;
     writeln!(
         md,
-        "Nothing is pinned: the 2 Gunicorn workers, the tracer (pytracer, or the in-process agent's threads and its \
-         sink) and wrk share both cores. wrk runs one thread and used a median of {:.0}% of one core [{:.0}–{:.0}%], \
-         so the server always had more than one core.",
+        "The two servers of a pair (2 Gunicorn workers each) share CPU 0; the two wrk processes (1 thread each), \
+         pytracer and the in-process agents' sinks share CPU 1. Together the two wrk used a median of {:.0}% of \
+         that CPU [{:.0}–{:.0}%].",
         wrk_share.as_ref().map_or(0.0, |s| s.median * 100.0),
         wrk_share.as_ref().map_or(0.0, |s| s.min * 100.0),
         wrk_share.as_ref().map_or(0.0, |s| s.max * 100.0)
@@ -263,10 +253,9 @@ pub fn write(
         md,
         "- This VM is nested: every trap into the kernel (a uprobe, a context switch) costs more than on bare metal, \
          so absolute rates are low and noisy. Compare configurations within one run, never across machines.\n\
-         - The ratio is median req/s over the untraced median for the same route. Min and max show the spread \
-         between rounds: a ratio within that spread is noise.\n\
-         - Added µs/request = cores × (1/rate − 1/rate_A): the CPU time a request costs more than untraced, at \
-         saturation. It is the number that carries to other machines.\n\
+         - The ratio is the median of each round's X req/s over its twin's, both served by the same CPU at the \
+         same time; its interval is the confidence interval of that median. A 1.00 inside it is no measured cost.\n\
+         - Added µs/request = (1/rate − 1/rate_A) per the one CPU both servers share, at saturation.\n\
          - For in-process agents the cost lands in the app's own workers; pytracer's lands in the kernel's syscall \
          tracepoints (counted in the app's rate) and in the agent process (the agent table).\n\
          - Latency percentiles come from wrk at fixed concurrency, so they rise with any throughput loss.\n"
@@ -286,10 +275,15 @@ fn plot(opts: &Options, samples: &[Sample]) -> Result<()> {
     for &c in &opts.configs {
         let mut per_route = serde_json::Map::new();
         for route in ROUTES {
-            let mut mine: Vec<&Sample> = of(samples, c, route).collect();
-            mine.sort_by(|a, b| a.wrk.rps().total_cmp(&b.wrk.rps()));
+            // A: its runs beside every configuration under test.
+            let mut mine: Vec<&super::wrk::WrkResult> = if c == Config::A {
+                samples.iter().filter(|s| s.route == route).map(|s| &s.untraced).collect()
+            } else {
+                of(samples, c, route).map(|s| &s.wrk).collect()
+            };
+            mine.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
             if let Some(m) = mine.get(mine.len() / 2) {
-                per_route.insert(route.into(), serde_json::to_value(&m.wrk.percentiles_us)?);
+                per_route.insert(route.into(), serde_json::to_value(&m.percentiles_us)?);
             }
         }
         latency.insert(c.key().into(), per_route.into());
@@ -356,4 +350,62 @@ fn sh(script: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// Saturated throughput side by side: per route and configuration, both servers' req/s, the
+/// median of the rounds' own X/A ratios, latency, and the added µs per request at saturation.
+pub fn throughput_markdown(configs: &[Config], samples: &[Sample], routes: &[&str]) -> String {
+    let mut md = String::new();
+    let n = configs
+        .iter()
+        .flat_map(|&c| routes.iter().map(move |&r| samples.iter().filter(|s| s.config == c && s.route == r).count()))
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "## Throughput side by side\n\nEach round, X and its untraced twin A saturated at the same time by one wrk each; \
+         the two servers share CPU 0, so each gets about half of it. Figures are {}. Added µs/request = \
+         1/rate − 1/rate_A, each side's rate from its share of the one server CPU, per round.\n",
+        describe(n)
+    );
+    let _ =
+        writeln!(md, "| route | configuration | A req/s | X req/s | X/A | X p50 ms | X p99 ms | added µs/request |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for &route in routes {
+        for &c in configs.iter().filter(|&&c| c != Config::A) {
+            let mine: Vec<&Sample> = samples.iter().filter(|s| s.config == c && s.route == route).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let col = |f: &dyn Fn(&Sample) -> f64| mine.iter().map(|s| f(s)).collect::<Vec<_>>();
+            let ratio = median_ci(&col(&|s| s.wrk.rps() / s.untraced.rps().max(1e-9))).unwrap();
+            // Each server had about half the CPU: its CPU per request is half a second per req/s.
+            let added = col(&|s| 0.5e6 * (1.0 / s.wrk.rps().max(1e-9) - 1.0 / s.untraced.rps().max(1e-9)));
+            let _ = writeln!(
+                md,
+                "| `{route}` | {} | {} | {} | **{:.3} [{:.3}, {:.3}]** | {} | {} | {} |",
+                c.label(),
+                cell(&col(&|s| s.untraced.rps()), 0, false),
+                cell(&col(&|s| s.wrk.rps()), 0, false),
+                ratio.median,
+                ratio.lo,
+                ratio.hi,
+                cell(&col(&|s| s.wrk.p("50")), 2, false),
+                cell(&col(&|s| s.wrk.p("99")), 2, false),
+                cell(&added, 0, true),
+            );
+        }
+    }
+    for &c in configs {
+        let bad: u64 = samples
+            .iter()
+            .filter(|s| s.config == c)
+            .map(|s| s.wrk.errors + s.wrk.non_2xx + s.untraced.errors + s.untraced.non_2xx)
+            .sum();
+        if bad > 0 {
+            let _ =
+                writeln!(md, "\n**{}: {bad} requests failed or were not 2xx**: its figures are suspect.", c.label());
+        }
+    }
+    md
 }

@@ -1,6 +1,6 @@
 //! One wrk run: fixed concurrency and duration, with the reporting script's JSON line parsed and
 //! wrk's own CPU time measured (to show it did not starve the server).
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::{collections::BTreeMap, os::unix::process::CommandExt, process::Command, time::Duration};
 
 use anyhow::{bail, Context, Result};
 
@@ -29,6 +29,16 @@ impl WrkResult {
 }
 
 pub fn run(port: u16, route: &str, connections: u32, duration: Duration) -> Result<WrkResult> {
+    spawn(port, route, connections, duration, None)?.wait()
+}
+
+/// A wrk started and not yet waited for: two run side by side (bench::pairs).
+pub struct Spawned {
+    child: std::process::Child,
+}
+
+/// wrk against `port`, on `cpu` only if given (set before it starts its thread, which inherits it).
+pub fn spawn(port: u16, route: &str, connections: u32, duration: Duration, cpu: Option<usize>) -> Result<Spawned> {
     let script = paths::repo_root().join("bench/wrk_report.lua");
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -45,27 +55,45 @@ pub fn run(port: u16, route: &str, connections: u32, duration: Duration) -> Resu
     .arg(format!("http://127.0.0.1:{port}{route}"))
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().context("cannot start wrk (it is installed by `cargo xtask setup`)")?;
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.take().expect("piped");
-    // wait4 gives wrk's own rusage (std's wait does not); wrk prints far less than a pipe holds,
-    // so it cannot block on its output meanwhile.
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; status and usage are valid out-pointers.
-    if unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) } < 0 {
-        bail!("waiting for wrk: {}", std::io::Error::last_os_error());
+    if let Some(cpu) = cpu {
+        // SAFETY: the hook only calls sched_setaffinity, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if super::affinity::pin_raw(0, cpu) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut text)?;
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("WRK_JSON "))
-        .with_context(|| format!("wrk printed no report (exit status {status}):\n{text}"))?;
-    let mut r = parse(line)?;
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    r.cpu_s = secs(usage.ru_utime) + secs(usage.ru_stime);
-    Ok(r)
+    let child = cmd.spawn().context("cannot start wrk (it is installed by `cargo xtask setup`)")?;
+    Ok(Spawned { child })
+}
+
+impl Spawned {
+    pub fn wait(mut self) -> Result<WrkResult> {
+        let pid = self.child.id() as libc::pid_t;
+        let mut stdout = self.child.stdout.take().expect("piped");
+        // wait4 gives wrk's own rusage (std's wait does not); wrk prints far less than a pipe
+        // holds, so it cannot block on its output meanwhile.
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: pid is our child; status and usage are valid out-pointers.
+        if unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) } < 0 {
+            bail!("waiting for wrk: {}", std::io::Error::last_os_error());
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text)?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("WRK_JSON "))
+            .with_context(|| format!("wrk printed no report (exit status {status}):\n{text}"))?;
+        let mut r = parse(line)?;
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        r.cpu_s = secs(usage.ru_utime) + secs(usage.ru_stime);
+        Ok(r)
+    }
 }
 
 fn parse(line: &str) -> Result<WrkResult> {

@@ -18,7 +18,7 @@ impl Peer {
     }
 }
 
-/// `ip` as text, as `Display` writes it: IPv4 without `fmt`, which took a twentieth of the
+/// `ip` as text, as `Display` writes it: IPv4 without `fmt`, which took about 2.5% of the
 /// agent's CPU per span (client and server addresses of every span).
 pub fn ip_text(ip: IpAddr) -> String {
     match ip {
@@ -93,17 +93,15 @@ pub fn local_addr_of(pid: u32, fd: i32) -> Option<Peer> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr as Ip;
+    use super::*;
 
     #[test]
     fn ip_text_is_display() {
         for ip in ["0.0.0.0", "127.0.0.1", "10.20.255.9", "192.168.100.1", "::1", "fe80::1:2"] {
-            let ip: Ip = ip.parse().unwrap();
+            let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_text(ip), ip.to_string());
         }
     }
-
-    use super::*;
 
     #[test]
     fn inet4() {

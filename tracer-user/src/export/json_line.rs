@@ -2,8 +2,8 @@
 //! derived form gives (the key order is the documented one), without building it through
 //! serde's generic path, and with each process's resource rendered once, not once per span.
 //! Strings that need no escaping (nearly all: names, paths, addresses) are copied as they are,
-//! and integers go through `itoa`: serde's escaping and `fmt` had been a tenth of the agent's
-//! CPU per span.
+//! and integers go through `itoa`: serde's escaping and `fmt` had been nearly a tenth of the
+//! agent's CPU per span.
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, Write};

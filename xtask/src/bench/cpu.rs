@@ -88,11 +88,11 @@ pub fn measure_pair(
     let after = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
     let mut xs = after.1.since(&before.1, ok_x);
     if let Some(agent) = agent {
-        let p0 = programs_of(agent)?;
+        // The pair's closing reading opens the A-alone window: no second bpftool run.
         let started = Instant::now();
         fixed_rate(&[a.port], route, rate, (d / 4).max(Duration::from_secs(1)))?;
         let alone = started.elapsed();
-        let elsewhere = delta(&programs_of(agent)?, &p0);
+        let elsewhere = delta(&programs_of(agent)?, &after.1.programs);
         let scale = paired.as_secs_f64() / alone.as_secs_f64().max(1e-9);
         let mut own = delta(&after.1.programs, &before.1.programs);
         for (name, (ns, runs)) in &mut own {

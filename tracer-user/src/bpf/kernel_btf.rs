@@ -3,7 +3,8 @@
 //! it is the thread pointer, which glibc's pthread_self() returns and CPython stores as each
 //! thread state's `thread_id`. That is how the kernel side finds the current thread's state.
 //! aya-obj parses BTF but keeps member offsets private, so this reads just what it needs.
-use std::collections::HashMap;
+//! It indexes the raw bytes (where each type's record starts) instead of building every type:
+//! the whole parse had been about 10 MB of the agent's peak memory, for a dozen lookups.
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
@@ -18,118 +19,128 @@ pub enum BtfError {
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
-
-struct Member {
-    name: u32,
-    ty: u32,
-    bit_offset: u32,
-}
-
-struct Type {
-    kind: u32,
-    name: u32,
-    /// The header's third word: the referenced type for typedefs and qualifiers.
-    size_or_id: u32,
-    members: Vec<Member>,
-}
+/// A type record's common header: name, info, size or referenced type.
+const HEADER: usize = 12;
+/// A struct or union member: name, type, offset.
+const MEMBER: usize = 12;
 
 pub struct KernelBtf {
-    strings: Vec<u8>,
-    /// Index = type id - 1.
-    types: Vec<Type>,
-    by_name: HashMap<String, Vec<u32>>,
+    /// The whole file, kept as read: no copy of its sections.
+    data: Vec<u8>,
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Where each type's record starts in `types`. Index = type id - 1.
+    starts: Vec<u32>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
     b.get(at..at + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap())).ok_or(BtfError::Malformed("truncated"))
 }
 
+/// One type's header fields.
+struct Header {
+    name: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// The header's third word: the referenced type for typedefs and qualifiers.
+    size_or_id: u32,
+}
+
 impl KernelBtf {
     pub fn load() -> Result<KernelBtf, BtfError> {
         let data = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|e| BtfError::Read(e.to_string()))?;
-        Self::parse(&data)
+        Self::parse(data)
     }
 
-    pub fn parse(data: &[u8]) -> Result<KernelBtf, BtfError> {
+    pub fn parse(data: Vec<u8>) -> Result<KernelBtf, BtfError> {
         if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
             return Err(BtfError::Malformed("bad magic (or big-endian BTF)"));
         }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
-        let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
-        let types_raw =
-            data.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or(BtfError::Malformed("type section"))?;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Malformed("string section"))?
-            .to_vec();
-        let mut types = Vec::new();
+        let hdr_len = u32_at(&data, 4)? as usize;
+        let (type_off, type_len) = (u32_at(&data, 8)? as usize, u32_at(&data, 12)? as usize);
+        let (str_off, str_len) = (u32_at(&data, 16)? as usize, u32_at(&data, 20)? as usize);
+        let types_at = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings_at = hdr_len + str_off..hdr_len + str_off + str_len;
+        let types = data.get(types_at.clone()).ok_or(BtfError::Malformed("type section"))?;
+        data.get(strings_at.clone()).ok_or(BtfError::Malformed("string section"))?;
+        let mut starts = Vec::new();
         let mut at = 0;
-        while at < types_raw.len() {
-            let name = u32_at(types_raw, at)?;
-            let info = u32_at(types_raw, at + 4)?;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let size_or_id = u32_at(types_raw, at + 8)?;
-            at += 12;
-            let mut members = Vec::new();
+        while at < types.len() {
+            let h = header(types, at)?;
             // Bytes following the common header, by kind (linux/btf.h).
-            let extra = match kind {
+            let extra = match h.kind {
                 1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
                 3 => 12,          // ARRAY
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = at + 12 * i;
-                        let raw = u32_at(types_raw, m + 8)?;
-                        let bit_offset = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                        members.push(Member { name: u32_at(types_raw, m)?, ty: u32_at(types_raw, m + 4)?, bit_offset });
-                    }
-                    12 * vlen
-                }
-                6 | 13 => 8 * vlen,   // ENUM, FUNC_PROTO
-                15 | 19 => 12 * vlen, // DATASEC, ENUM64
+                KIND_STRUCT | KIND_UNION => MEMBER * h.vlen,
+                6 | 13 => 8 * h.vlen,   // ENUM, FUNC_PROTO
+                15 | 19 => 12 * h.vlen, // DATASEC, ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
-            at += extra;
-            types.push(Type { kind, name, size_or_id, members });
+            starts.push(u32::try_from(at).map_err(|_| BtfError::Malformed("type section over 4 GiB"))?);
+            at += HEADER + extra;
         }
-        let mut btf = KernelBtf { strings, types, by_name: HashMap::new() };
-        for (i, t) in btf.types.iter().enumerate() {
-            if matches!(t.kind, KIND_STRUCT | KIND_UNION) {
-                let name = btf.str(t.name).to_string();
-                btf.by_name.entry(name).or_default().push(i as u32 + 1);
-            }
+        if at > types.len() {
+            return Err(BtfError::Malformed("truncated"));
         }
-        Ok(btf)
+        Ok(KernelBtf { data, types: types_at, strings: strings_at, starts })
+    }
+
+    fn types(&self) -> &[u8] {
+        &self.data[self.types.clone()]
     }
 
     fn str(&self, off: u32) -> &str {
-        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        let rest = self.data[self.strings.clone()].get(off as usize..).unwrap_or_default();
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or("")
+    }
+
+    fn start(&self, id: u32) -> Option<usize> {
+        self.starts.get(id.checked_sub(1)? as usize).map(|&at| at as usize)
+    }
+
+    fn header(&self, id: u32) -> Option<Header> {
+        header(self.types(), self.start(id)?).ok()
+    }
+
+    /// Member `i` of struct or union `id`: (name, type, bit offset). The parse checked that
+    /// every member is inside the section.
+    fn member(&self, id: u32, kind_flag: bool, i: usize) -> (u32, u32, u32) {
+        let at = self.start(id).unwrap_or(0) + HEADER + MEMBER * i;
+        let word = |k: usize| u32_at(self.types(), at + k).unwrap_or(0);
+        let raw = word(8);
+        (word(0), word(4), if kind_flag { raw & 0x00ff_ffff } else { raw })
     }
 
     /// Strips typedefs and qualifiers (kinds 8–11, 18) to the underlying type id.
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..16 {
-            let Some(t) = id.checked_sub(1).and_then(|i| self.types.get(i as usize)) else { return id };
-            if !matches!(t.kind, 8..=11 | 18) {
+            let Some(h) = self.header(id) else { return id };
+            if !matches!(h.kind, 8..=11 | 18) {
                 return id;
             }
-            id = t.size_or_id;
+            id = h.size_or_id;
         }
         id
+    }
+
+    /// The struct or union named `name` with the most members (a name may appear twice: a
+    /// forward-declared copy has none). A scan of every type: it runs a dozen times, once.
+    fn struct_named(&self, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32)
+            .filter_map(|id| self.header(id).map(|h| (id, h)))
+            .filter(|(_, h)| matches!(h.kind, KIND_STRUCT | KIND_UNION) && self.str(h.name) == name)
+            .max_by_key(|(_, h)| h.vlen)
+            .map(|(id, _)| id)
     }
 
     /// Byte offset of `path` (e.g. `["thread", "fsbase"]`) inside struct `root`, looking through
     /// anonymous struct and union members.
     pub fn offset_of(&self, root: &str, path: &[&str]) -> Result<u64, BtfError> {
         let missing = || BtfError::Missing(format!("{root}.{}", path.join(".")));
-        let ids = self.by_name.get(root).ok_or_else(missing)?;
-        // A struct name may appear twice (a forward-declared copy has no members).
-        let mut id = *ids.iter().max_by_key(|id| self.types[**id as usize - 1].members.len()).ok_or_else(missing)?;
+        let mut id = self.struct_named(root).ok_or_else(missing)?;
         let mut total = 0u64;
         for name in path {
             let (bits, ty) = self.find_member(id, name, 0).ok_or_else(missing)?;
@@ -143,21 +154,36 @@ impl KernelBtf {
     }
 
     fn find_member(&self, id: u32, name: &str, depth: u32) -> Option<(u64, u32)> {
-        let t = self.types.get(id.checked_sub(1)? as usize)?;
-        for m in &t.members {
-            if self.str(m.name) == name {
-                return Some((u64::from(m.bit_offset), m.ty));
+        let h = self.header(id)?;
+        if !matches!(h.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        let members = (0..h.vlen).map(|i| self.member(id, h.kind_flag, i));
+        for (m_name, ty, bits) in members.clone() {
+            if self.str(m_name) == name {
+                return Some((u64::from(bits), ty));
             }
         }
         if depth < 4 {
-            for m in t.members.iter().filter(|m| m.name == 0) {
-                if let Some((bits, ty)) = self.find_member(self.resolve(m.ty), name, depth + 1) {
-                    return Some((u64::from(m.bit_offset) + bits, ty));
+            for (_, ty, bits) in members.filter(|m| m.0 == 0) {
+                if let Some((inner, ty)) = self.find_member(self.resolve(ty), name, depth + 1) {
+                    return Some((u64::from(bits) + inner, ty));
                 }
             }
         }
         None
     }
+}
+
+fn header(types: &[u8], at: usize) -> Result<Header, BtfError> {
+    let info = u32_at(types, at + 4)?;
+    Ok(Header {
+        name: u32_at(types, at)?,
+        kind: (info >> 24) & 0x1f,
+        vlen: (info & 0xffff) as usize,
+        kind_flag: info >> 31 == 1,
+        size_or_id: u32_at(types, at + 8)?,
+    })
 }
 
 #[cfg(test)]

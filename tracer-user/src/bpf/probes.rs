@@ -5,7 +5,7 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use tracer_common::names::{map, program};
 use tracer_common::{ConnKey, DropReason, PyOffsets, TrackedProc};
 
@@ -124,7 +124,12 @@ impl Probes {
             return Err(ProbeError::NoObject);
         }
         ensure_tracefs()?;
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| ProbeError::Load(Box::new(e)))?;
+        // Without the kernel's BTF: aya's loader needs it only for CO-RE relocations, which the
+        // object has none of (`object_has_no_core_relocations` checks), and `Ebpf::load` parsed
+        // all 5 MB of it twice, most of the agent's peak memory. `EbpfLoader::new` still parses
+        // it once (it has no constructor that does not); `btf(None)` frees that copy before the
+        // programs load.
+        let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT).map_err(|e| ProbeError::Load(Box::new(e)))?;
         for &(name, category, tracepoints) in ATTACHMENTS {
             let prog: &mut TracePoint =
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;

@@ -135,6 +135,7 @@ impl Agent {
                 let ctx = ConnContext { client: e.peer, local: e.local.inet(), tls: false };
                 let conn = Conn { http: Connection::default(), ctx, listen_fd: -1, tid: 0, routed: VecDeque::new() };
                 self.server.conns.insert(key, conn);
+                self.frame_eval_serving(pid);
             }
             Side::Connected => self.adopt_client(key, e.peer, e.local.inet()),
         }

@@ -49,6 +49,7 @@ impl Agent {
         let ctx = ConnContext { client: sockaddr::decode(addr), local: None, tls: false };
         let client = ctx.client.inet();
         let conn = Conn { http: Connection::default(), ctx, listen_fd, tid, routed: Routed::new() };
+        self.frame_eval_serving(key.0);
         if let Some(mut old) = self.server.conns.insert(key, conn) {
             // The close of the previous socket on this fd was not seen.
             if let Some(old_client) = old.ctx.client.inet() {

@@ -135,14 +135,8 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
             let cfg = dir.path().join("pytracer.yaml");
             let mport = free_port()?;
             metrics_port = Some(mport);
-            fs::write(
-                &cfg,
-                format!(
-                    "discovery:\n  whitelist: [\"--bind 127.0.0.1:{port}\"]\nmetrics:\n  listen: 127.0.0.1:{mport}\ncpython:\n  gil_wait: {}\n  frame_eval:\n    mode: {}\n",
-                    config == Config::F,
-                    if config == Config::G { "always" } else { "sampled" }
-                ),
-            )?;
+            let frame_eval = if config == Config::G { "always" } else { "sampled" };
+            fs::write(&cfg, agent_config(&format!("--bind 127.0.0.1:{port}"), mport, config == Config::F, frame_eval))?;
             Some(start_pytracer(env, &["run", "--config", cfg.to_str().unwrap()], dir.path())?)
         }
         _ => None,
@@ -150,6 +144,14 @@ pub fn start(config: Config, env: &Env) -> Result<Running> {
     let mut running = Running { config, port, gunicorn, pytracer, metrics_port, sink, warm_up_requests: 0, _dir: dir };
     running.warm_up()?;
     Ok(running)
+}
+
+/// `pytracer run`'s configuration: discovery limited to command lines holding `whitelist`, the
+/// metrics port, and the CPython probes (the defaults are `gil_wait: false`, `mode: sampled`).
+fn agent_config(whitelist: &str, metrics_port: u16, gil_wait: bool, frame_eval: &str) -> String {
+    format!(
+        "discovery:\n  whitelist: [\"{whitelist}\"]\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\ncpython:\n  gil_wait: {gil_wait}\n  frame_eval:\n    mode: {frame_eval}\n"
+    )
 }
 
 /// pytracer as deployed (C's configuration) with a whitelist no process matches: every probe
@@ -163,13 +165,7 @@ pub struct IdleAgent {
 pub fn start_idle_agent(env: &Env) -> Result<IdleAgent> {
     let dir = TempDir::new()?;
     let cfg = dir.path().join("pytracer.yaml");
-    fs::write(
-        &cfg,
-        format!(
-            "discovery:\n  whitelist: [\"--bind no-such-address\"]\nmetrics:\n  listen: 127.0.0.1:{}\n",
-            free_port()?
-        ),
-    )?;
+    fs::write(&cfg, agent_config("--bind no-such-address", free_port()?, false, "sampled"))?;
     let (agent, _, _) = start_pytracer(env, &["run", "--config", cfg.to_str().unwrap()], dir.path())?;
     Ok(IdleAgent { agent, _dir: dir })
 }

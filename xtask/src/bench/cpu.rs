@@ -161,11 +161,9 @@ fn fixed_rate(ports: &[u16], route: &str, rate: u32, d: Duration) -> Result<Vec<
             // Each request at a random moment of its slot: a strictly periodic load would keep
             // the same phase against the 250 Hz tick that samples user against system time, and
             // bias the split by whatever part of a request the tick keeps landing in.
-            let seed =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos() as u64);
-            let mut rng = Xorshift(seed | 1);
+            let mut rng = rand::thread_rng();
             for i in 0u32.. {
-                let due = start + gap * i + gap.mul_f64(rng.unit());
+                let due = start + gap * i + gap.mul_f64(rand::Rng::gen::<f64>(&mut rng));
                 if due >= start + d {
                     break;
                 }
@@ -186,19 +184,6 @@ fn fixed_rate(ports: &[u16], route: &str, rate: u32, d: Duration) -> Result<Vec<
         .join()
         .map_err(|_| anyhow::anyhow!("the load generator panicked"))?
     })
-}
-
-/// A small fast generator (xorshift64) for the requests' moments; nothing rides on its quality.
-struct Xorshift(u64);
-
-impl Xorshift {
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// The counters at one moment.

@@ -112,16 +112,18 @@ fn ring_buffer_overflow_is_counted() {
     // Stop the agent (never the target): the kernel side goes on producing, the ring buffer
     // (4 MiB) fills with the uploads' records, and every record that does not fit is counted.
     // Gunicorn reads a 1 MB body in about four recv calls, 4 KiB of each captured: about 21 KB of
-    // records per upload, so 400 uploads bring about 8 MB.
+    // records per upload until 2 MiB wait unread, then 1 KiB of each (the pressed capture, about
+    // 5 KB per upload): about 100 uploads fill the first half and 420 more the second, so 1000
+    // bring twice what fits.
     unsafe { libc::kill(agent, libc::SIGSTOP) };
     let body = vec![b'u'; 1_048_576];
-    for _ in 0..400 {
+    for _ in 0..1000 {
         assert_eq!(request(g.port(), "POST", "/upload", &[], &body).status, 200);
     }
     unsafe { libc::kill(agent, libc::SIGCONT) };
     std::thread::sleep(Duration::from_millis(2500));
     let dropped = sum(&scrape(mport), "pytracer_events_dropped_total", &[("reason", "ringbuf_full")]);
-    assert!(dropped > 0.0, "400 uploads must overflow a 4 MiB ring buffer");
+    assert!(dropped > 0.0, "1000 uploads must overflow a 4 MiB ring buffer");
     let r = t.stop();
     let summary = r.stderr.lines().rev().find(|l| l.contains("kernel_dropped[")).unwrap();
     assert!(summary.contains(&format!("ringbuf_full={dropped} ")), "metric {dropped} vs exit summary: {summary}");

@@ -5,6 +5,37 @@
 /// length with a mask the verifier understands. Request and response heads longer than this are
 /// truncated; the agent marks such spans.
 pub const CAPTURE_LEN: usize = 4096;
+/// Unread bytes in the 4 MiB ring buffer above which a read's or write's capture is cut to
+/// [`PRESSED_CAPTURE_LEN`]. A relayed body costs a full record per 4 KiB chunk and direction
+/// (uWSGI's HTTP router reads each chunk from the worker and writes it to the client): a 1 MiB
+/// upload and a 1 MiB download back to back are 4 MiB of records, which filled the ring
+/// whenever the agent was not scheduled within a few milliseconds, and the records dropped
+/// took their byte counts with them (the span then said `response_incomplete`). The record's
+/// count is what body framing needs; its bytes only matter where heads and chunk-size lines lie.
+pub const PRESSURE_UNREAD_BYTES: u64 = 2 << 20;
+/// The capture while the ring is past [`PRESSURE_UNREAD_BYTES`]: most request and response
+/// heads still fit, and a record costs about a quarter of a full one, so the ring's second half
+/// holds some 1,900 of them instead of 500.
+pub const PRESSED_CAPTURE_LEN: usize = 1024;
+
+/// Whether `unread` bytes waiting in the ring buffer are past [`PRESSURE_UNREAD_BYTES`].
+#[inline]
+pub fn ring_pressed(unread: u64) -> bool {
+    unread > PRESSURE_UNREAD_BYTES
+}
+
+/// How many of the `moved` bytes of a read or write to copy into its record, with `unread`
+/// bytes already waiting in the ring buffer.
+#[inline]
+pub fn capture_len(moved: u64, unread: u64) -> usize {
+    let cap = if ring_pressed(unread) { PRESSED_CAPTURE_LEN } else { CAPTURE_LEN };
+    if moved > cap as u64 {
+        cap
+    } else {
+        moved as usize
+    }
+}
+
 /// The scratch buffer is twice the capture window so that "offset < CAPTURE_LEN" plus
 /// "length <= CAPTURE_LEN" is provably in bounds when gathering iovecs.
 pub const SCRATCH_LEN: usize = 2 * CAPTURE_LEN;
@@ -86,6 +117,9 @@ pub const DATA_FLAG_IOV_TRUNCATED: u32 = 2;
 /// The bytes are TLS plaintext, read from libssl's SSL_read/SSL_write (the socket's own bytes are
 /// ciphertext and are not sent).
 pub const DATA_FLAG_TLS: u32 = 4;
+/// The capture was cut to [`PRESSED_CAPTURE_LEN`] because the ring buffer was filling up (the
+/// byte count is right; bytes past the cut are counted, not parsed).
+pub const DATA_FLAG_PRESSED: u32 = 8;
 
 pub const DATA_HEADER_LEN: usize = size_of::<EventHeader>() + 8;
 
@@ -165,3 +199,17 @@ pub struct StackEvent {
 }
 
 pub const STACK_HEADER_LEN: usize = size_of::<EventHeader>() + 16;
+
+#[cfg(test)]
+mod capture_tests {
+    use super::*;
+
+    #[test]
+    fn capture_is_cut_only_while_the_ring_fills() {
+        assert_eq!(capture_len(100, 0), 100);
+        assert_eq!(capture_len(65_536, 0), CAPTURE_LEN);
+        assert_eq!(capture_len(4096, PRESSURE_UNREAD_BYTES), CAPTURE_LEN, "at the threshold: not yet");
+        assert_eq!(capture_len(4096, PRESSURE_UNREAD_BYTES + 1), PRESSED_CAPTURE_LEN);
+        assert_eq!(capture_len(300, 3 << 20), 300, "a short head is whole either way");
+    }
+}

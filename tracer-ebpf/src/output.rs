@@ -12,9 +12,20 @@ const WAKEUP_BYTES: u64 = 512 * 1024;
 /// Unread bytes in the 4 MiB ring buffer above which stacks are not sent.
 const STACK_SHARE_BYTES: u64 = 1 << 20;
 
+/// Bytes written to the ring buffer that the agent has not read yet.
+#[inline(always)]
+pub fn unread() -> u64 {
+    EVENTS.query(u64::from(BPF_RB_AVAIL_DATA))
+}
+
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) > WAKEUP_BYTES {
+    wakeup_flags_at(unread())
+}
+
+#[inline(always)]
+fn wakeup_flags_at(unread: u64) -> u64 {
+    if unread > WAKEUP_BYTES {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
@@ -41,7 +52,14 @@ pub fn output<T>(ev: &T) {
 /// as long as what they carry).
 #[inline(always)]
 pub fn output_bytes(bytes: &[u8]) {
-    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+    output_bytes_at(bytes, unread());
+}
+
+/// [`output_bytes`] with the ring's unread bytes already queried (a data record's capture
+/// depends on them too: one query per record, not two).
+#[inline(always)]
+pub fn output_bytes_at(bytes: &[u8], unread: u64) {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags_at(unread)).is_err() {
         count_drop(DropReason::RingBufFull);
     }
 }
@@ -61,5 +79,5 @@ pub fn output_proc(kind: EventKind, tgid: u32, tid: u32, fd: i32, start_ns: u64,
 /// busy server) must not crowd out the records that make the spans.
 #[inline(always)]
 pub fn room_for_stacks() -> bool {
-    EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) <= STACK_SHARE_BYTES
+    unread() <= STACK_SHARE_BYTES
 }

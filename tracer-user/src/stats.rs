@@ -41,6 +41,9 @@ pub struct Stats {
     pub stitch_missed_ids_fixed_early: u64,
     /// Interpreter snapshots that could not be read (process starting or exiting).
     pub interpreter_read_errors: u64,
+    /// Reads and writes whose capture the kernel cut short because the ring buffer was filling
+    /// (tracer_common::PRESSED_CAPTURE_LEN): counted in full, parsed only as far as captured.
+    pub pressed_captures: u64,
     pub kernel_drops: Vec<(DropReason, u64)>,
 }
 
@@ -49,7 +52,7 @@ impl Stats {
         let drops: Vec<String> = self.kernel_drops.iter().map(|(r, n)| format!("{}={n}", r.name())).collect();
         format!(
             "spans={} events={} kernel_dropped[{}] spans_lost={} bad_records={} unknown_connection={} \
-             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} failed_connects={} failed_unix_connects={} unparsed_client_connections={} stitched={} stitch_missed={}",
+             malformed_requests={} malformed_responses={} unmatched_responses={} incomplete={} in_flight_at_exit={} invalid_traceparent={} unsampled={} routed={} exit_spans={} failed_connects={} failed_unix_connects={} unparsed_client_connections={} stitched={} stitch_missed={} pressed_captures={}",
             self.spans,
             self.events,
             drops.join(" "),
@@ -69,7 +72,8 @@ impl Stats {
             self.failed_unix_connects,
             self.unparsed_client_connections,
             self.stitched,
-            self.stitch_missed_call_not_seen + self.stitch_missed_ids_fixed_early
+            self.stitch_missed_call_not_seen + self.stitch_missed_ids_fixed_early,
+            self.pressed_captures
         )
     }
 }

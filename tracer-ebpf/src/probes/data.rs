@@ -4,12 +4,13 @@
 use super::tls;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, CONN_TLS, DATA_FLAG_IOV_TRUNCATED,
-    DATA_FLAG_READ_FAULT, DATA_HEADER_LEN, MAX_IOVECS, SCRATCH_LEN, STACK_TRIGGER_CLIENT_WRITE,
+    capture_len, ring_pressed, ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, CONN_TLS,
+    DATA_FLAG_IOV_TRUNCATED, DATA_FLAG_PRESSED, DATA_FLAG_READ_FAULT, DATA_HEADER_LEN, MAX_IOVECS, SCRATCH_LEN,
+    STACK_TRIGGER_CLIENT_WRITE,
 };
 
 use crate::maps::{Inflight, Op, CONNS, SCRATCH};
-use crate::output::output_bytes;
+use crate::output::{output_bytes_at, unread};
 use crate::python_stack;
 use crate::syscall::{arg, save, ARG0, ARG1, ARG2};
 use crate::task::{ids, is_tracked};
@@ -92,7 +93,8 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
 }
 
 /// The exit of a read or write that moved bytes (or of an SSL call, its plaintext): copies up to
-/// CAPTURE_LEN of them. `flags`: DATA_FLAG_* bits the caller already knows.
+/// CAPTURE_LEN of them (PRESSED_CAPTURE_LEN while the ring buffer fills). `flags`: DATA_FLAG_*
+/// bits the caller already knows.
 #[inline(always)]
 pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else { return };
@@ -102,7 +104,13 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
     header.kind = if write { EventKind::Write as u32 } else { EventKind::Read as u32 };
     ev.header = header;
     ev.flags = flags;
-    let want = if header.ret as u64 > CAPTURE_LEN as u64 { CAPTURE_LEN } else { header.ret as usize };
+    // Past PRESSURE_UNREAD_BYTES the capture is cut rather than the record lost: the byte count
+    // is what follows a body, and a dropped record took it with it (tracer_common::capture_len).
+    let unread = unread();
+    let want = capture_len(header.ret as u64, unread);
+    if ring_pressed(unread) && (want as u64) < header.ret as u64 {
+        ev.flags |= DATA_FLAG_PRESSED;
+    }
     let captured = match inf.op {
         Op::ReadBuf | Op::WriteBuf => {
             if read_user::<CAPTURE_LEN>(ev.data.as_mut_ptr(), want, inf.ptr) {
@@ -125,7 +133,7 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
     let size = DATA_HEADER_LEN + (captured & (SCRATCH_LEN - 1));
     // SAFETY: `size` is at most the record's own size (header plus SCRATCH_LEN bytes).
     let bytes = unsafe { core::slice::from_raw_parts(core::ptr::from_ref::<DataEvent>(ev).cast::<u8>(), size) };
-    output_bytes(bytes);
+    output_bytes_at(bytes, unread);
 }
 
 /// Copies up to `want` bytes from the first MAX_IOVECS iovecs into the scratch record.

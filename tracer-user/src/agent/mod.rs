@@ -341,6 +341,9 @@ impl Agent {
             Event::Read { h, data, flags } | Event::Write { h, data, flags } => {
                 let is_read = matches!(ev, Event::Read { .. });
                 let tls = flags & tracer_common::DATA_FLAG_TLS != 0;
+                if flags & tracer_common::DATA_FLAG_PRESSED != 0 {
+                    self.stats.pressed_captures += 1;
+                }
                 let piece = Piece { data, len: h.ret as u64, start_ns: h.start_ns, end_ns: h.end_ns };
                 if self.is_client(h.tgid, h.fd) {
                     self.on_client_data(h.tgid, h.tid, h.fd, &piece, !is_read, tls);

@@ -55,6 +55,7 @@ impl Agent {
         self.metrics.sync_stitch_missed("ids_fixed_early", self.stats.stitch_missed_ids_fixed_early);
         self.metrics.sync_total(Total::ClientConnectionsUnparsed, self.stats.unparsed_client_connections);
         self.metrics.sync_total(Total::PythonStacks, self.samples.stacks);
+        self.metrics.sync_total(Total::CapturesPressed, self.stats.pressed_captures);
         if let Some(e) = &self.sink.otlp {
             use std::sync::atomic::Ordering::Relaxed;
             let c = &e.counters;

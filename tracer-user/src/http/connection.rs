@@ -412,6 +412,32 @@ mod tests {
     }
 
     #[test]
+    fn relayed_body_captured_short_is_counted_in_full() {
+        // uWSGI's HTTP router relays a 1 MiB response in 4 KiB writes; while the ring buffer
+        // fills, the kernel captures 1 KiB of each (tracer_common::PRESSED_CAPTURE_LEN). Every
+        // byte is still counted, and the head, in the first write, still parses.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1048576\r\n\r\n";
+        let mut first = head.to_vec();
+        first.resize(4096, b'x');
+        let cut = tracer_common::PRESSED_CAPTURE_LEN;
+        let mut c = Connection::default();
+        c.on_read(&p(b"GET /big/1048576 HTTP/1.1\r\nHost: a\r\n\r\n", 1));
+        let mut t = 10;
+        let mut out = c.on_write(&Piece { data: &first[..cut], len: 4096, start_ns: t, end_ns: t + 1 });
+        let mut left = head.len() as u64 + 1_048_576 - 4096;
+        let chunk = [b'x'; 4096];
+        while left > 0 {
+            t += 10;
+            let len = left.min(4096);
+            out = c.on_write(&Piece { data: &chunk[..cut.min(len as usize)], len, start_ns: t, end_ns: t + 1 });
+            left -= len;
+        }
+        assert_eq!(summary(&out.finished), [("GET /big/1048576".into(), 200, 0, 1_048_576, 1, t + 1)]);
+        assert_eq!(out.finished[0].incomplete, None);
+        assert_eq!(c.on_close(), Outcome::default());
+    }
+
+    #[test]
     fn garbage_is_counted_not_paired() {
         let mut c = Connection::default();
         let out = c.on_read(&p(b"\x00\x01\x02 nonsense\r\n\r\n", 1));

@@ -12,10 +12,11 @@ pub enum Total {
     SpansStitched,
     ClientConnectionsUnparsed,
     PythonStacks,
+    CapturesPressed,
 }
 
 impl Total {
-    pub const ALL: [Total; 7] = [
+    pub const ALL: [Total; 8] = [
         Total::TraceparentInvalid,
         Total::SpansUnsampled,
         Total::OtlpRetries,
@@ -23,6 +24,7 @@ impl Total {
         Total::SpansStitched,
         Total::ClientConnectionsUnparsed,
         Total::PythonStacks,
+        Total::CapturesPressed,
     ];
 
     /// The metric's name (the registry adds `_total`) and help.
@@ -52,6 +54,10 @@ impl Total {
             Total::PythonStacks => (
                 "pytracer_python_stacks",
                 "Python stacks walked in the kernel (frame-evaluation windows and outgoing writes)",
+            ),
+            Total::CapturesPressed => (
+                "pytracer_captures_pressed",
+                "Reads and writes whose captured bytes the kernel cut short while the ring buffer filled (counted in full)",
             ),
         }
     }

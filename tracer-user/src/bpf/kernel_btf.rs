@@ -209,4 +209,65 @@ mod tests {
             assert!(btf.offset_of(root, path).is_ok(), "{root}.{}", path.join("."));
         }
     }
+
+    /// A BTF blob: the header, then `types` and the string section.
+    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let type_len = (types.len() * 4) as u32;
+        let mut b = vec![0x9f, 0xeb, 1, 0];
+        for w in [24, 0, type_len, type_len, strings.len() as u32] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        for w in types {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(strings);
+        b
+    }
+
+    /// `struct outer { int a; struct inner { int b@4; }; }` (the inner one an anonymous member at
+    /// byte 8), then a forward-declared `outer` with no members.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0outer\0inner\0a\0b\0int\0";
+        let (outer, inner, a, b, int) = (1, 7, 13, 15, 17);
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        #[rustfmt::skip]
+        let types = [
+            int, info(1, 0), 4, 32,             // 1: int (INT, its encoding word)
+            inner, info(KIND_STRUCT, 1), 8,     // 2: struct inner
+            b, 1, 32,                           //    b: int at bit 32
+            outer, info(KIND_STRUCT, 2), 16,    // 3: struct outer
+            a, 1, 0,                            //    a: int at bit 0
+            0, 2, 64,                           //    (anonymous): struct inner at bit 64
+            outer, info(KIND_STRUCT, 0), 0,     // 4: struct outer, forward-declared
+        ];
+        blob(&types, strings)
+    }
+
+    #[test]
+    fn offsets_through_anonymous_members_of_the_full_definition() {
+        let btf = KernelBtf::parse(sample()).unwrap();
+        assert_eq!(btf.offset_of("outer", &["a"]), Ok(0));
+        assert_eq!(btf.offset_of("outer", &["b"]), Ok(12), "8 for the anonymous member, 4 inside it");
+        assert_eq!(btf.offset_of("inner", &["b"]), Ok(4));
+        assert_eq!(btf.offset_of("outer", &["c"]), Err(BtfError::Missing("outer.c".into())));
+        assert_eq!(btf.offset_of("nothing", &["a"]), Err(BtfError::Missing("nothing.a".into())));
+    }
+
+    #[test]
+    fn bad_blobs_are_named_not_read_past() {
+        let good = sample();
+        assert_eq!(
+            KernelBtf::parse(good[..10].to_vec()).err(),
+            Some(BtfError::Malformed("bad magic (or big-endian BTF)"))
+        );
+        let mut cut = good.clone();
+        // The type section says it is longer than the file.
+        cut[12..16].copy_from_slice(&10_000u32.to_le_bytes());
+        assert_eq!(KernelBtf::parse(cut).err(), Some(BtfError::Malformed("type section")));
+        // The last struct claims members past the end of the type section.
+        let mut long = good;
+        let last = 24 + 4 * 20; // type 4's info word
+        long[last..last + 4].copy_from_slice(&((KIND_STRUCT << 24) | 3).to_le_bytes());
+        assert_eq!(KernelBtf::parse(long).err(), Some(BtfError::Malformed("truncated")));
+    }
 }

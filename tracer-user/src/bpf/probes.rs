@@ -125,7 +125,7 @@ impl Probes {
         }
         ensure_tracefs()?;
         // Without the kernel's BTF: aya's loader needs it only for CO-RE relocations, which the
-        // object has none of (`object_has_no_core_relocations` checks), and `Ebpf::load` parsed
+        // object has none of (`the_object_loads_without_kernel_btf` checks), and `Ebpf::load` parsed
         // all 5 MB of it twice, most of the agent's peak memory. `EbpfLoader::new` still parses
         // it once (it has no constructor that does not); `btf(None)` frees that copy before the
         // programs load.

@@ -25,14 +25,16 @@ pub fn ring_pressed(unread: u64) -> bool {
 }
 
 /// How many of the `moved` bytes of a read or write to copy into its record, with `unread`
-/// bytes already waiting in the ring buffer.
+/// bytes already waiting in the ring buffer, and whether the ring's pressure cut them short
+/// (the record's DATA_FLAG_PRESSED).
 #[inline]
-pub fn capture_len(moved: u64, unread: u64) -> usize {
-    let cap = if ring_pressed(unread) { PRESSED_CAPTURE_LEN } else { CAPTURE_LEN };
+pub fn capture_len(moved: u64, unread: u64) -> (usize, bool) {
+    let pressed = ring_pressed(unread);
+    let cap = if pressed { PRESSED_CAPTURE_LEN } else { CAPTURE_LEN };
     if moved > cap as u64 {
-        cap
+        (cap, pressed)
     } else {
-        moved as usize
+        (moved as usize, false)
     }
 }
 
@@ -206,10 +208,10 @@ mod capture_tests {
 
     #[test]
     fn capture_is_cut_only_while_the_ring_fills() {
-        assert_eq!(capture_len(100, 0), 100);
-        assert_eq!(capture_len(65_536, 0), CAPTURE_LEN);
-        assert_eq!(capture_len(4096, PRESSURE_UNREAD_BYTES), CAPTURE_LEN, "at the threshold: not yet");
-        assert_eq!(capture_len(4096, PRESSURE_UNREAD_BYTES + 1), PRESSED_CAPTURE_LEN);
-        assert_eq!(capture_len(300, 3 << 20), 300, "a short head is whole either way");
+        assert_eq!(capture_len(100, 0), (100, false));
+        assert_eq!(capture_len(65_536, 0), (CAPTURE_LEN, false), "cut by the window, not by pressure");
+        assert_eq!(capture_len(4096, PRESSURE_UNREAD_BYTES), (CAPTURE_LEN, false), "at the threshold: not yet");
+        assert_eq!(capture_len(4096, PRESSURE_UNREAD_BYTES + 1), (PRESSED_CAPTURE_LEN, true));
+        assert_eq!(capture_len(300, 3 << 20), (300, false), "a short head is whole either way");
     }
 }

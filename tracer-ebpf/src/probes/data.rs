@@ -4,7 +4,7 @@
 use super::tls;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    capture_len, ring_pressed, ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, CONN_TLS,
+    capture_len, ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, CONN_TLS,
     DATA_FLAG_IOV_TRUNCATED, DATA_FLAG_PRESSED, DATA_FLAG_READ_FAULT, DATA_HEADER_LEN, MAX_IOVECS, SCRATCH_LEN,
     STACK_TRIGGER_CLIENT_WRITE,
 };
@@ -107,8 +107,8 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
     // Past PRESSURE_UNREAD_BYTES the capture is cut rather than the record lost: the byte count
     // is what follows a body, and a dropped record took it with it (tracer_common::capture_len).
     let unread = unread();
-    let want = capture_len(header.ret as u64, unread);
-    if ring_pressed(unread) && (want as u64) < header.ret as u64 {
+    let (want, pressed) = capture_len(header.ret as u64, unread);
+    if pressed {
         ev.flags |= DATA_FLAG_PRESSED;
     }
     let captured = match inf.op {

@@ -23,13 +23,9 @@ use crate::task::{ids, is_tracked, now_ns};
 use crate::user_mem::read_user;
 
 /// accept/accept4 (fd, addr, addrlen pointer) and connect (fd, addr, addrlen): the same three
-/// arguments, saved for the exit.
+/// arguments, saved for the exit. The caller has checked that the process is traced.
 #[inline(always)]
-fn enter_with_addr(ctx: &TracePointContext, op: Op) -> u32 {
-    let (id, tgid, _) = ids();
-    if !is_tracked(tgid) {
-        return 0;
-    }
+fn save_with_addr(ctx: &TracePointContext, id: u64, op: Op) -> u32 {
     let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(ctx, ARG0), arg::<u64>(ctx, ARG1), arg::<u64>(ctx, ARG2))
     else {
         return 0;
@@ -40,18 +36,24 @@ fn enter_with_addr(ctx: &TracePointContext, op: Op) -> u32 {
 
 #[tracepoint]
 pub fn enter_accept(ctx: TracePointContext) -> u32 {
-    enter_with_addr(&ctx, Op::Accept)
+    let (id, tgid, _) = ids();
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    save_with_addr(&ctx, id, Op::Accept)
 }
 
 /// connect: (fd, uservaddr, addrlen). The Python code that connects is walked here: a connect
-/// that fails has no write to name its caller.
+/// that fails has no write to name its caller. One TRACKED lookup: every process's connects
+/// run this.
 #[tracepoint]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let (_, tgid, tid) = ids();
-    if is_tracked(tgid) {
-        python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
+    let (id, tgid, tid) = ids();
+    if !is_tracked(tgid) {
+        return 0;
     }
-    enter_with_addr(&ctx, Op::Connect)
+    python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
+    save_with_addr(&ctx, id, Op::Connect)
 }
 
 const SOL_SOCKET: u64 = 1;

@@ -18,18 +18,12 @@ pub const PRESSURE_UNREAD_BYTES: u64 = 2 << 20;
 /// holds some 1,900 of them instead of 500.
 pub const PRESSED_CAPTURE_LEN: usize = 1024;
 
-/// Whether `unread` bytes waiting in the ring buffer are past [`PRESSURE_UNREAD_BYTES`].
-#[inline]
-pub fn ring_pressed(unread: u64) -> bool {
-    unread > PRESSURE_UNREAD_BYTES
-}
-
 /// How many of the `moved` bytes of a read or write to copy into its record, with `unread`
-/// bytes already waiting in the ring buffer, and whether the ring's pressure cut them short
-/// (the record's DATA_FLAG_PRESSED).
+/// bytes already waiting in the ring buffer, and whether the ring's pressure (more than
+/// [`PRESSURE_UNREAD_BYTES`] unread) cut them short (the record's DATA_FLAG_PRESSED).
 #[inline]
 pub fn capture_len(moved: u64, unread: u64) -> (usize, bool) {
-    let pressed = ring_pressed(unread);
+    let pressed = unread > PRESSURE_UNREAD_BYTES;
     let cap = if pressed { PRESSED_CAPTURE_LEN } else { CAPTURE_LEN };
     if moved > cap as u64 {
         (cap, pressed)

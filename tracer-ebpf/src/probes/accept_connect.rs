@@ -25,13 +25,10 @@ use crate::user_mem::read_user;
 /// accept/accept4 (fd, addr, addrlen pointer) and connect (fd, addr, addrlen): the same three
 /// arguments, saved for the exit. The caller has checked that the process is traced.
 #[inline(always)]
-fn save_with_addr(ctx: &TracePointContext, id: u64, op: Op) -> u32 {
-    let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(ctx, ARG0), arg::<u64>(ctx, ARG1), arg::<u64>(ctx, ARG2))
-    else {
-        return 0;
-    };
-    save(id, op, fd as i32, addr, len, 0);
-    0
+fn save_with_addr(ctx: &TracePointContext, id: u64, op: Op) {
+    if let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(ctx, ARG0), arg::<u64>(ctx, ARG1), arg::<u64>(ctx, ARG2)) {
+        save(id, op, fd as i32, addr, len, 0);
+    }
 }
 
 #[tracepoint]
@@ -40,7 +37,8 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
     if !is_tracked(tgid) {
         return 0;
     }
-    save_with_addr(&ctx, id, Op::Accept)
+    save_with_addr(&ctx, id, Op::Accept);
+    0
 }
 
 /// connect: (fd, uservaddr, addrlen). The Python code that connects is walked here: a connect
@@ -53,7 +51,8 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
         return 0;
     }
     python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
-    save_with_addr(&ctx, id, Op::Connect)
+    save_with_addr(&ctx, id, Op::Connect);
+    0
 }
 
 const SOL_SOCKET: u64 = 1;

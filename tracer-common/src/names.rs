@@ -47,15 +47,16 @@ pub mod map {
 
 /// Program names (the functions under tracer-ebpf's probes/).
 pub mod program {
-    // Syscall entries (probes/accept_connect.rs, data.rs, close.rs) and their one exit.
-    pub const ENTER_ACCEPT: &str = "enter_accept";
+    // Syscall entries (probes/accept_connect.rs, data.rs, close.rs), their one exit, and the
+    // exit-only programs of reads and accepts.
+    pub const EXIT_ACCEPT: &str = "exit_accept";
     pub const ENTER_CONNECT: &str = "enter_connect";
     pub const ENTER_GETSOCKOPT: &str = "enter_getsockopt";
-    pub const ENTER_READ_BUF: &str = "enter_read_buf";
+    pub const EXIT_READ_BUF: &str = "exit_read_buf";
     pub const ENTER_WRITE_BUF: &str = "enter_write_buf";
-    pub const ENTER_READ_IOV: &str = "enter_read_iov";
+    pub const EXIT_READ_IOV: &str = "exit_read_iov";
     pub const ENTER_WRITE_IOV: &str = "enter_write_iov";
-    pub const ENTER_READ_MSG: &str = "enter_read_msg";
+    pub const EXIT_READ_MSG: &str = "exit_read_msg";
     pub const ENTER_WRITE_MSG: &str = "enter_write_msg";
     pub const ENTER_SENDFILE: &str = "enter_sendfile";
     pub const ENTER_CLOSE: &str = "enter_close";
@@ -83,14 +84,14 @@ pub mod program {
 
     /// Every program of the object.
     pub const ALL: &[&str] = &[
-        ENTER_ACCEPT,
+        EXIT_ACCEPT,
         ENTER_CONNECT,
         ENTER_GETSOCKOPT,
-        ENTER_READ_BUF,
+        EXIT_READ_BUF,
         ENTER_WRITE_BUF,
-        ENTER_READ_IOV,
+        EXIT_READ_IOV,
         ENTER_WRITE_IOV,
-        ENTER_READ_MSG,
+        EXIT_READ_MSG,
         ENTER_WRITE_MSG,
         ENTER_SENDFILE,
         ENTER_CLOSE,

@@ -28,23 +28,23 @@ pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(MA
 #[repr(C)]
 pub struct Inflight {
     pub start_ns: u64,
-    /// Buffer, iovec array or msghdr pointer; for accept the sockaddr pointer.
+    /// Buffer, iovec array or msghdr pointer; for connect the sockaddr pointer.
     pub ptr: u64,
-    /// iovec count; for accept the addrlen pointer.
+    /// iovec count; for connect the sockaddr's length.
     pub aux: u64,
     pub fd: i32,
     pub op: Op,
-    /// The socket's CONNS flags at entry (0 for accept and connect), so that the exit needs no
+    /// The socket's CONNS flags at entry (0 for connect), so that the exit needs no
     /// second lookup to know a client socket from a server one.
     pub how: u32,
     pub _pad: u32,
 }
 
-/// Which syscall an INFLIGHT entry was saved by, grouped by argument layout.
+/// Which syscall an INFLIGHT entry was saved by (or, for the exit-only reads, which one a read
+/// record describes), grouped by argument layout.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Op {
-    Accept,
     ReadBuf,
     WriteBuf,
     ReadIov,

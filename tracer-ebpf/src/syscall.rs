@@ -1,5 +1,10 @@
-//! What syscall programs share: their tracepoint records' layout, and the entry saved for the exit.
-use aya_ebpf::{programs::TracePointContext, EbpfContext};
+//! What syscall programs share: their tracepoint records' layout, the entry saved for the exit,
+//! and the arguments an exit-only program reads back from the registers.
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated},
+    programs::TracePointContext,
+    EbpfContext,
+};
 use tracer_common::DropReason;
 
 use crate::maps::{Inflight, Op, INFLIGHT};
@@ -27,6 +32,28 @@ pub fn arg<T: Copy>(ctx: &TracePointContext, off: usize) -> Option<T> {
     // SAFETY: `off` is a constant inside the record (the offsets above and in sched.rs come from
     // the tracepoints' format files); the verifier refuses the program otherwise.
     Some(unsafe { core::ptr::read_unaligned(ctx.as_ptr().cast::<u8>().add(off).cast::<T>()) })
+}
+
+/// x86_64 `struct pt_regs` (arch/x86/include/asm/ptrace.h): the registers the first three
+/// syscall arguments came in, rdx, rsi and rdi, sit side by side from byte 96.
+const PT_REGS_DX: u64 = 96;
+
+/// The first three arguments of the syscall this exit ends, read from the registers the task
+/// entered the kernel with: a syscall does not change its saved user registers (only `ax`, the
+/// return value), so an exit needs no entry program to know its arguments. That saves a program
+/// run, a map write and a clock read on every call; an entry program is left only where the
+/// entry's time matters (a client's first write starts its span) or its state (close).
+#[inline(always)]
+pub fn exit_args() -> Option<[u64; 3]> {
+    // SAFETY: helpers without memory arguments; the task pointer is the kernel's own, and the
+    // registers are read through bpf_probe_read_kernel, which checks the address.
+    let regs = unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let [dx, si, di] = unsafe { bpf_probe_read_kernel((regs + PT_REGS_DX) as *const [u64; 3]) }.ok()?;
+    Some([di, si, dx])
 }
 
 /// Saves a syscall's entry for its exit (sys_exit), keyed by thread: in place in the thread's

@@ -1,13 +1,16 @@
-//! accept/accept4 and connect: the entries save the address arguments; at the exit (sys_exit)
-//! the socket joins CONNS and an Accept or Connect record carries the peer's address. A connect
-//! that failed still sends its record (with the error), so the failed call gets a span; and
-//! getsockopt(SO_ERROR), how a non-blocking connect learns it failed, sends that error.
+//! accept/accept4 and connect. An accept is hooked at its exit only: its arguments come back
+//! from the registers (syscall::exit_args), the new socket joins CONNS and an Accept record
+//! carries the peer's address. A connect's entry saves its address arguments and walks the
+//! Python stack that connects; at the exit (sys_exit) the socket joins CONNS and a Connect record
+//! carries the peer's address. A connect that failed still sends its record (with the error), so
+//! the failed call gets a span; and getsockopt(SO_ERROR), how a non-blocking connect learns it
+//! failed, sends that error.
 //!
-//! Why accept's entry is hooked although most of a pre-fork server's accepts fail with EAGAIN:
-//! an exit-only program that read both addresses from the new socket (sock.rs's walk) was tried
-//! and measured (bpf_stats, Gunicorn at 300 requests/s): 6.4–6.7 µs per request against
-//! 5.3–5.9 µs for this entry plus sys_exit. The walk's dozen kernel reads cost more than the
-//! entry's save and the exit's two user reads.
+//! Why accept has no entry program: most of a pre-fork server's accepts fail with EAGAIN (two of
+//! three per request for a Gunicorn sync worker), and an exit-only program drops those on its
+//! return value alone, with no entry run, map write or clock read. (An exit-only program that
+//! read both addresses from the new socket, sock.rs's walk, was measured slower than an entry:
+//! 6.4–6.7 µs per request against 5.3–5.9; the registers give the user's sockaddr for free.)
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     AcceptEvent, ConnKey, DropReason, EventHeader, EventKind, ProcEvent, CONN_ACCEPTED, CONN_CONNECTED, CONN_TLS,
@@ -18,26 +21,50 @@ use crate::maps::{Inflight, Op, CONNS, TLS_PENDING};
 use crate::output::{count_drop, output};
 use crate::python_stack;
 use crate::sock::local_addr;
-use crate::syscall::{arg, save, ARG0, ARG1, ARG2, ARG3};
+use crate::syscall::{arg, exit_args, save, ARG0, ARG1, ARG2, ARG3, EXIT_RET};
 use crate::task::{ids, is_tracked, now_ns};
 use crate::user_mem::read_user;
 
-/// accept/accept4 (fd, addr, addrlen pointer) and connect (fd, addr, addrlen): the same three
-/// arguments, saved for the exit. The caller has checked that the process is traced.
-#[inline(always)]
-fn save_with_addr(ctx: &TracePointContext, id: u64, op: Op) {
-    if let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(ctx, ARG0), arg::<u64>(ctx, ARG1), arg::<u64>(ctx, ARG2)) {
-        save(id, op, fd as i32, addr, len, 0);
-    }
-}
-
+/// accept/accept4: (fd, upeer_sockaddr, upeer_addrlen pointer), from the registers. The new
+/// socket (the return value) is followed as a server one.
 #[tracepoint]
-pub fn enter_accept(ctx: TracePointContext) -> u32 {
-    let (id, tgid, _) = ids();
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    let Some(ret) = arg::<i64>(&ctx, EXIT_RET) else { return 0 };
+    if ret < 0 {
+        return 0; // EAGAIN on a shared listening socket, mostly: decided before any lookup
+    }
+    let (_, tgid, tid) = ids();
     if !is_tracked(tgid) {
         return 0;
     }
-    save_with_addr(&ctx, id, Op::Accept);
+    let Some([listen_fd, addr, len_ptr]) = exit_args() else { return 0 };
+    let key = ConnKey { tgid, fd: ret as u32 };
+    if CONNS.insert(key, CONN_ACCEPTED, 0).is_err() {
+        count_drop(DropReason::ConnMapFull);
+        return 0;
+    }
+    let now = now_ns();
+    let header =
+        EventHeader { kind: EventKind::Accept as u32, tgid, tid, fd: ret as i32, start_ns: now, end_ns: now, ret };
+    let mut ev = AcceptEvent {
+        header,
+        listen_fd: listen_fd as i32,
+        addr_len: 0,
+        addr: [0; SOCKADDR_LEN],
+        local_family: 0,
+        local_port: 0,
+        local_addr: [0; 16],
+    };
+    if addr != 0 && len_ptr != 0 {
+        // SAFETY: the helper checks the (user) address.
+        if let Ok(len) = unsafe { bpf_probe_read_user(len_ptr as *const u32) } {
+            let len = if len as usize > SOCKADDR_LEN { SOCKADDR_LEN } else { len as usize };
+            if len > 0 && read_user::<SOCKADDR_LEN>(ev.addr.as_mut_ptr(), len, addr) {
+                ev.addr_len = len as u32;
+            }
+        }
+    }
+    output(&ev);
     0
 }
 
@@ -51,7 +78,10 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
         return 0;
     }
     python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
-    save_with_addr(&ctx, id, Op::Connect);
+    if let (Some(fd), Some(addr), Some(len)) = (arg::<u64>(&ctx, ARG0), arg::<u64>(&ctx, ARG1), arg::<u64>(&ctx, ARG2))
+    {
+        save(id, Op::Connect, fd as i32, addr, len, 0);
+    }
     0
 }
 
@@ -146,37 +176,6 @@ pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight, ret: i64, followed: boo
     let len = if inf.aux as usize > SOCKADDR_LEN { SOCKADDR_LEN } else { inf.aux as usize };
     if inf.ptr != 0 && len > 0 && read_user::<SOCKADDR_LEN>(ev.addr.as_mut_ptr(), len, inf.ptr) {
         ev.addr_len = len as u32;
-    }
-    output(&ev);
-}
-
-/// The exit of a successful accept: the new socket (the return value) is followed as a server one.
-#[inline(always)]
-pub fn on_accepted(mut header: EventHeader, inf: &Inflight) {
-    let key = ConnKey { tgid: header.tgid, fd: header.ret as u32 };
-    if CONNS.insert(key, CONN_ACCEPTED, 0).is_err() {
-        count_drop(DropReason::ConnMapFull);
-        return;
-    }
-    header.kind = EventKind::Accept as u32;
-    header.fd = header.ret as i32;
-    let mut ev = AcceptEvent {
-        header,
-        listen_fd: inf.fd,
-        addr_len: 0,
-        addr: [0; SOCKADDR_LEN],
-        local_family: 0,
-        local_port: 0,
-        local_addr: [0; 16],
-    };
-    if inf.ptr != 0 && inf.aux != 0 {
-        // SAFETY: the helper checks the (user) address.
-        if let Ok(len) = unsafe { bpf_probe_read_user(inf.aux as *const u32) } {
-            let len = if len as usize > SOCKADDR_LEN { SOCKADDR_LEN } else { len as usize };
-            if len > 0 && read_user::<SOCKADDR_LEN>(ev.addr.as_mut_ptr(), len, inf.ptr) {
-                ev.addr_len = len as u32;
-            }
-        }
     }
     output(&ev);
 }

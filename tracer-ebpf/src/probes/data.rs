@@ -1,6 +1,12 @@
-//! Reads and writes on followed sockets: the entries save the buffer arguments (and, for a write
-//! on a client socket, walk the Python stack that made the call); at the exit (sys_exit) the
-//! bytes moved are copied into a Read or Write record.
+//! Reads and writes on followed sockets. A write's entry saves its buffer arguments (and, on a
+//! client socket, walks the Python stack that made the call), and its exit (sys_exit) copies the
+//! bytes moved into a Write record. A read is hooked at its exit only: its arguments come back
+//! from the registers (syscall::exit_args), and the bytes it moved go into a Read record.
+//!
+//! Why writes keep their entry: a client call's span starts at its first write's entry, and a
+//! large upload spends its time inside that write. A read's entry time is only when the thread
+//! began waiting, which the spans do not use: a request starts when its bytes arrive.
+use super::sys_exit::{finish_data, EAGAIN, EINTR};
 use super::tls;
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
@@ -12,12 +18,26 @@ use tracer_common::{
 use crate::maps::{Inflight, Op, CONNS, SCRATCH};
 use crate::output::{output_bytes_at, unread};
 use crate::python_stack;
-use crate::syscall::{arg, save, ARG0, ARG1, ARG2};
-use crate::task::{ids, is_tracked};
+use crate::syscall::{arg, exit_args, save, ARG0, ARG1, ARG2, EXIT_RET};
+use crate::task::{ids, is_tracked, now_ns};
 use crate::user_mem::{read_u64, read_user};
 
+/// The CONNS flags of `fd` when the process follows it, and whether its bytes are TLS ciphertext
+/// (inside an SSL call, or on a socket marked CONN_TLS), whose plaintext the libssl probes send.
 #[inline(always)]
-fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
+fn followed(id: u64, tgid: u32, tid: u32, fd: i32, write: bool) -> Option<(u32, bool)> {
+    if fd < 0 {
+        return None;
+    }
+    let how = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 })?;
+    // SAFETY: a value pointer from a map lookup, valid for this program run.
+    let how = unsafe { *how };
+    let cipher = tls::inside_ssl_call(id, tgid, tid, fd, how, write) || how & CONN_TLS != 0;
+    Some((how, cipher))
+}
+
+#[inline(always)]
+fn enter_write(ctx: &TracePointContext, op: Op) -> u32 {
     let (id, tgid, tid) = ids();
     if !is_tracked(tgid) {
         return 0;
@@ -26,70 +46,83 @@ fn enter_data(ctx: &TracePointContext, op: Op) -> u32 {
         return 0;
     };
     let fd = fd as i32;
-    if fd < 0 {
+    let Some((how, cipher)) = followed(id, tgid, tid, fd, true) else { return 0 };
+    if cipher {
+        // Saved only for its failures.
+        save(id, Op::CipherWrite, fd, 0, 0, how);
         return 0;
     }
-    let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
-    // SAFETY: a value pointer from a map lookup, valid for this program run.
-    let how = unsafe { *how };
-    let write = matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData);
-    if tls::inside_ssl_call(id, tgid, tid, fd, how, write) || how & CONN_TLS != 0 {
-        // Ciphertext: the libssl probes send its plaintext. Saved only for its failures.
-        save(id, if write { Op::CipherWrite } else { Op::CipherRead }, fd, 0, 0, how);
-        return 0;
-    }
-    if how & CONN_CONNECTED != 0 && matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg) {
+    if how & CONN_CONNECTED != 0 && op != Op::WriteNoData {
         // An outgoing call (a query, an HTTP request): which Python code made it.
         python_stack::walk_current(tgid, tid, STACK_TRIGGER_CLIENT_WRITE);
     }
-    let aux = match op {
-        Op::ReadIov | Op::WriteIov => arg::<u64>(ctx, ARG2).unwrap_or(0),
-        _ => 0,
-    };
+    let aux = if op == Op::WriteIov { arg::<u64>(ctx, ARG2).unwrap_or(0) } else { 0 };
     save(id, op, fd, ptr, aux, how);
+    0
+}
+
+/// The exit of a read: (fd, buffer, aux) from the registers, `aux` the iovec count for readv.
+#[inline(always)]
+fn exit_read(ctx: &TracePointContext, op: Op) -> u32 {
+    let Some(ret) = arg::<i64>(ctx, EXIT_RET) else { return 0 };
+    if ret == -EAGAIN || ret == -EINTR {
+        return 0; // nothing moved and nothing failed: decided before any lookup
+    }
+    let (id, tgid, tid) = ids();
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    let Some([fd, ptr, aux]) = exit_args() else { return 0 };
+    let fd = fd as i32;
+    let Some((how, cipher)) = followed(id, tgid, tid, fd, false) else { return 0 };
+    let now = now_ns();
+    let op = if cipher { Op::CipherRead } else { op };
+    let aux = if op == Op::ReadIov { aux } else { 0 };
+    let inf = Inflight { start_ns: now, ptr, aux, fd, op, how, _pad: 0 };
+    finish_data(tgid, tid, &inf, ret, now);
     0
 }
 
 /// read, recvfrom: (fd, buf, ...)
 #[tracepoint]
-pub fn enter_read_buf(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::ReadBuf)
+pub fn exit_read_buf(ctx: TracePointContext) -> u32 {
+    exit_read(&ctx, Op::ReadBuf)
 }
 
 /// write, sendto: (fd, buf, ...)
 #[tracepoint]
 pub fn enter_write_buf(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::WriteBuf)
+    enter_write(&ctx, Op::WriteBuf)
 }
 
 /// readv: (fd, iov, iovcnt)
 #[tracepoint]
-pub fn enter_read_iov(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::ReadIov)
+pub fn exit_read_iov(ctx: TracePointContext) -> u32 {
+    exit_read(&ctx, Op::ReadIov)
 }
 
 /// writev: (fd, iov, iovcnt)
 #[tracepoint]
 pub fn enter_write_iov(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::WriteIov)
+    enter_write(&ctx, Op::WriteIov)
 }
 
 /// recvmsg: (fd, msghdr, flags)
 #[tracepoint]
-pub fn enter_read_msg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::ReadMsg)
+pub fn exit_read_msg(ctx: TracePointContext) -> u32 {
+    exit_read(&ctx, Op::ReadMsg)
 }
 
 /// sendmsg: (fd, msghdr, flags)
 #[tracepoint]
 pub fn enter_write_msg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::WriteMsg)
+    enter_write(&ctx, Op::WriteMsg)
 }
 
 /// sendfile64: (out_fd, in_fd, offset, count)
 #[tracepoint]
 pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, Op::WriteNoData)
+    enter_write(&ctx, Op::WriteNoData)
 }
 
 /// The exit of a read or write that moved bytes (or of an SSL call, its plaintext): copies up to
@@ -127,7 +160,7 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
             let n = read_u64(inf.ptr + 24).unwrap_or(0);
             gather_iov(ev, iov, n, want)
         }
-        Op::WriteNoData | Op::Accept | Op::Connect | Op::SoError | Op::CipherRead | Op::CipherWrite | Op::Done => 0,
+        Op::WriteNoData | Op::Connect | Op::SoError | Op::CipherRead | Op::CipherWrite | Op::Done => 0,
     };
     ev.captured = captured as u32;
     let size = DATA_HEADER_LEN + (captured & (SCRATCH_LEN - 1));

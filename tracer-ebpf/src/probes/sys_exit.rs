@@ -1,5 +1,7 @@
-//! The one exit program of every traced syscall: the entry saved in INFLIGHT says what the call
-//! was, and the handler of that call's file finishes it.
+//! The exit program of the syscalls whose entry is traced (writes, connect, getsockopt): the
+//! entry saved in INFLIGHT says what the call was, and the handler of that call's file finishes
+//! it. Reads and accepts have exit-only programs (data.rs, accept_connect.rs) that share
+//! `finish_data`.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{EventHeader, CONN_CONNECTED};
 
@@ -9,8 +11,8 @@ use crate::syscall::{arg, take, EXIT_RET};
 use crate::task::{ids, now_ns};
 use crate::thread_request;
 
-const EINTR: i64 = 4;
-const EAGAIN: i64 = 11;
+pub const EINTR: i64 = 4;
+pub const EAGAIN: i64 = 11;
 const EISCONN: i64 = 106;
 const EALREADY: i64 = 114;
 const EINPROGRESS: i64 = 115;
@@ -47,25 +49,30 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
         }
         return 0;
     }
-    if ret < 0 || (ret == 0 && inf.op != Op::Accept) {
+    finish_data(tgid, tid, &inf, ret, now_ns());
+    0
+}
+
+/// The end of a read or write on a followed socket, `ret` its return value, `end_ns` now.
+#[inline(always)]
+pub fn finish_data(tgid: u32, tid: u32, inf: &Inflight, ret: i64, end_ns: u64) {
+    if ret <= 0 {
         // A read or write on an outgoing socket that failed (a reset, a refused non-blocking
         // connect) or found the peer's end: the call ends there.
-        let failed = ret != -EAGAIN && ret != -EINTR && inf.op != Op::Accept;
-        if failed && is_client(&inf) && !(ret == 0 && is_write(inf.op)) {
+        let failed = ret != -EAGAIN && ret != -EINTR;
+        if failed && is_client(inf) && !(ret == 0 && is_write(inf.op)) {
             accept_connect::sock_error(tgid, tid, inf.fd, inf.start_ns, ret);
         }
-        return 0; // EAGAIN on non-blocking sockets and the like: nothing moved
+        return; // EAGAIN on non-blocking sockets and the like: nothing moved
     }
-    let header = EventHeader { kind: 0, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns: now_ns(), ret };
-    if inf.op == Op::Accept {
-        accept_connect::on_accepted(header, &inf);
-    } else if ret > 0 && !matches!(inf.op, Op::CipherRead | Op::CipherWrite) {
+    if matches!(inf.op, Op::CipherRead | Op::CipherWrite) {
         // Ciphertext is neither data nor a request boundary: libssl's plaintext (probes/tls.rs)
         // is the data, and a TLS server's requests go unattributed by the sampler.
-        if !is_client(&inf) {
-            thread_request::on_server_data(tgid, tid, inf.fd, inf.start_ns, is_write(inf.op));
-        }
-        data::on_data(header, &inf, 0);
+        return;
     }
-    0
+    if !is_client(inf) {
+        thread_request::on_server_data(tgid, tid, inf.fd, inf.start_ns, is_write(inf.op));
+    }
+    let header = EventHeader { kind: 0, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns, ret };
+    data::on_data(header, inf, 0);
 }

@@ -11,15 +11,17 @@ use tracer_common::{ConnKey, DropReason, PyOffsets, TrackedProc};
 
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-/// Program name → the tracepoints it serves. Entry programs are grouped by argument layout; one
-/// exit program serves every traced syscall (it finds the saved entry by thread id).
+/// Program name → the tracepoints it serves. Programs are grouped by argument layout. Reads and
+/// accepts are hooked at their exit only (their arguments come from the registers); the other
+/// syscalls have an entry program, and one exit program serves them all (it finds the saved
+/// entry by thread id).
 const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
-    (program::ENTER_ACCEPT, "syscalls", &["sys_enter_accept", "sys_enter_accept4"]),
-    (program::ENTER_READ_BUF, "syscalls", &["sys_enter_read", "sys_enter_recvfrom"]),
+    (program::EXIT_ACCEPT, "syscalls", &["sys_exit_accept", "sys_exit_accept4"]),
+    (program::EXIT_READ_BUF, "syscalls", &["sys_exit_read", "sys_exit_recvfrom"]),
+    (program::EXIT_READ_IOV, "syscalls", &["sys_exit_readv"]),
+    (program::EXIT_READ_MSG, "syscalls", &["sys_exit_recvmsg"]),
     (program::ENTER_WRITE_BUF, "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
-    (program::ENTER_READ_IOV, "syscalls", &["sys_enter_readv"]),
     (program::ENTER_WRITE_IOV, "syscalls", &["sys_enter_writev"]),
-    (program::ENTER_READ_MSG, "syscalls", &["sys_enter_recvmsg"]),
     (program::ENTER_WRITE_MSG, "syscalls", &["sys_enter_sendmsg"]),
     (program::ENTER_SENDFILE, "syscalls", &["sys_enter_sendfile64"]),
     (program::ENTER_CLOSE, "syscalls", &["sys_enter_close"]),
@@ -29,15 +31,9 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
         program::SYS_EXIT,
         "syscalls",
         &[
-            "sys_exit_accept",
-            "sys_exit_accept4",
-            "sys_exit_read",
-            "sys_exit_recvfrom",
             "sys_exit_write",
             "sys_exit_sendto",
-            "sys_exit_readv",
             "sys_exit_writev",
-            "sys_exit_recvmsg",
             "sys_exit_sendmsg",
             "sys_exit_sendfile64",
             "sys_exit_connect",

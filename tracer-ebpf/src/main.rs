@@ -3,10 +3,12 @@
 //! Cost model: every program first looks its process up in TRACKED (one hash lookup) and returns
 //! when it is not there, so untraced processes pay only that; the exit-only programs of reads and
 //! accepts return even before it on a value that moved nothing (EAGAIN). A run costs most of its
-//! time in the hook itself, so hooks that need no entry have none (syscall::exit_args). Reads and writes are followed only
-//! on sockets the process accepted while tracked (CONNS), which keeps file and pipe I/O out. On
-//! TLS sockets the plaintext comes from libssl's uprobes instead (probes/tls.rs, attached per
-//! process), and the syscalls' ciphertext is only watched for failures.
+//! time in the hook itself, so hooks that need no entry have none (syscall::exit_args).
+//!
+//! Reads and writes are followed only on sockets the process accepted while tracked (CONNS),
+//! which keeps file and pipe I/O out. On TLS sockets the plaintext comes from libssl's uprobes
+//! instead (probes/tls.rs, attached per process), and the syscalls' ciphertext is only watched
+//! for failures.
 //! Programs only read user memory; they never write it.
 //!
 //! Layout: `maps` holds every map, `output` writes the ring buffer and counts what it could not,

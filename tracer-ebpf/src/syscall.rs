@@ -20,6 +20,10 @@ pub const ARG3: usize = 40;
 /// The return value in syscalls:sys_exit_* records.
 pub const EXIT_RET: usize = 16;
 
+/// The errors after which a read or write is retried: nothing moved and nothing failed.
+pub const EINTR: i64 = 4;
+pub const EAGAIN: i64 = 11;
+
 /// A field of a tracepoint record, loaded straight from the context: the verifier checks a
 /// constant offset into a tracepoint record, so no bpf_probe_read helper call is needed (one
 /// fewer call per argument on every traced syscall).

@@ -6,8 +6,7 @@
 //! Why writes keep their entry: a client call's span starts at its first write's entry, and a
 //! large upload spends its time inside that write. A read's entry time is only when the thread
 //! began waiting, which the spans do not use: a request starts when its bytes arrive.
-use super::sys_exit::{finish_data, EAGAIN, EINTR};
-use super::tls;
+use super::{accept_connect, tls};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     capture_len, ConnKey, DataEvent, EventHeader, EventKind, CAPTURE_LEN, CONN_CONNECTED, CONN_TLS,
@@ -18,9 +17,21 @@ use tracer_common::{
 use crate::maps::{Inflight, Op, CONNS, SCRATCH};
 use crate::output::{output_bytes_at, unread};
 use crate::python_stack;
-use crate::syscall::{arg, exit_args, save, ARG0, ARG1, ARG2, EXIT_RET};
+use crate::syscall::{arg, exit_args, save, ARG0, ARG1, ARG2, EAGAIN, EINTR, EXIT_RET};
 use crate::task::{ids, is_tracked, now_ns};
+use crate::thread_request;
 use crate::user_mem::{read_u64, read_user};
+
+/// An outgoing socket, by the CONNS flags its entry saved.
+#[inline(always)]
+fn is_client(inf: &Inflight) -> bool {
+    inf.how & CONN_CONNECTED != 0
+}
+
+#[inline(always)]
+fn is_write(op: Op) -> bool {
+    matches!(op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData | Op::CipherWrite)
+}
 
 /// The CONNS flags of `fd` when the process follows it, and whether its bytes are TLS ciphertext
 /// (inside an SSL call, or on a socket marked CONN_TLS), whose plaintext the libssl probes send.
@@ -125,6 +136,30 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
     enter_write(&ctx, Op::WriteNoData)
 }
 
+/// The end of a read or write on a followed socket, `ret` its return value, `end_ns` now.
+#[inline(always)]
+pub fn finish_data(tgid: u32, tid: u32, inf: &Inflight, ret: i64, end_ns: u64) {
+    if ret <= 0 {
+        // A read or write on an outgoing socket that failed (a reset, a refused non-blocking
+        // connect) or found the peer's end: the call ends there.
+        let failed = ret != -EAGAIN && ret != -EINTR;
+        if failed && is_client(inf) && !(ret == 0 && is_write(inf.op)) {
+            accept_connect::sock_error(tgid, tid, inf.fd, inf.start_ns, ret);
+        }
+        return; // EAGAIN on non-blocking sockets and the like: nothing moved
+    }
+    if matches!(inf.op, Op::CipherRead | Op::CipherWrite) {
+        // Ciphertext is neither data nor a request boundary: libssl's plaintext (probes/tls.rs)
+        // is the data, and a TLS server's requests go unattributed by the sampler.
+        return;
+    }
+    if !is_client(inf) {
+        thread_request::on_server_data(tgid, tid, inf.fd, inf.start_ns, is_write(inf.op));
+    }
+    let header = EventHeader { kind: 0, tgid, tid, fd: inf.fd, start_ns: inf.start_ns, end_ns, ret };
+    on_data(header, inf, 0);
+}
+
 /// The exit of a read or write that moved bytes (or of an SSL call, its plaintext): copies up to
 /// CAPTURE_LEN of them (PRESSED_CAPTURE_LEN while the ring buffer fills). `flags`: DATA_FLAG_*
 /// bits the caller already knows.
@@ -133,8 +168,7 @@ pub fn on_data(mut header: EventHeader, inf: &Inflight, flags: u32) {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot, used by one program at a time on this CPU.
     let ev = unsafe { &mut *ev };
-    let write = matches!(inf.op, Op::WriteBuf | Op::WriteIov | Op::WriteMsg | Op::WriteNoData);
-    header.kind = if write { EventKind::Write as u32 } else { EventKind::Read as u32 };
+    header.kind = if is_write(inf.op) { EventKind::Write as u32 } else { EventKind::Read as u32 };
     ev.header = header;
     ev.flags = flags;
     // Past PRESSURE_UNREAD_BYTES the capture is cut rather than the record lost: the byte count

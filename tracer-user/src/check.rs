@@ -37,8 +37,11 @@ fn check(name: impl Into<String>, outcome: Outcome) -> Check {
     Check { name: name.into(), outcome }
 }
 
-/// BPF ring buffers arrived in 5.8; everything else pytracer loads is older.
-const MIN_KERNEL: (u32, u32) = (5, 8);
+/// The newest kernel feature the object needs: `bpf_loop` (5.17), which the Python stack walks
+/// run in. The others are older: `bpf_task_pt_regs` (5.15, the exit-only reads and accepts),
+/// `bpf_get_current_task_btf` (5.11), BPF ring buffers (5.8). Every program is loaded at start,
+/// so an older kernel fails the whole load.
+const MIN_KERNEL: (u32, u32) = (5, 17);
 
 /// (major, minor) of a release such as `6.1.0-28-cloud-amd64`.
 pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
@@ -53,7 +56,7 @@ pub fn kernel(release: &str) -> Outcome {
     match parse_kernel_release(release) {
         Some(v) if v >= MIN_KERNEL => Outcome::Ok(release.to_string()),
         Some(_) => Outcome::Fail(format!(
-            "kernel {release} is older than {}.{} (BPF ring buffers): run on a newer kernel",
+            "kernel {release} is older than {}.{} (bpf_loop, which the Python stack walks need): run on a newer kernel",
             MIN_KERNEL.0, MIN_KERNEL.1
         )),
         None => Outcome::Warn(format!("cannot read the kernel version from `{release}`")),
@@ -231,7 +234,8 @@ mod tests {
         assert_eq!(parse_kernel_release("5.15.167+"), Some((5, 15)));
         assert_eq!(parse_kernel_release("4.19.0"), Some((4, 19)));
         assert_eq!(kernel("6.1.0-28-cloud-amd64\n"), Outcome::Ok("6.1.0-28-cloud-amd64".into()));
-        assert_eq!(kernel("5.8.0"), Outcome::Ok("5.8.0".into()));
+        assert_eq!(kernel("5.17.0"), Outcome::Ok("5.17.0".into()));
+        assert!(matches!(kernel("5.15.0-125-generic"), Outcome::Fail(_)));
         assert!(matches!(kernel("5.4.0-150-generic"), Outcome::Fail(_)));
         assert!(matches!(kernel("garbage"), Outcome::Warn(_)));
     }

@@ -66,7 +66,7 @@ pub enum ProbeError {
     NoObject,
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({0}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
     Tracefs(std::io::Error),
-    #[error("loading the eBPF object failed: {0}. pytracer needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel with BPF ring buffers (5.8+)")]
+    #[error("loading the eBPF object failed: {0}. pytracer needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and a kernel of 5.17 or later (`pytracer check` says what is missing)")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("loading program {name} failed: {source}")]
     Program { name: &'static str, source: aya::programs::ProgramError },

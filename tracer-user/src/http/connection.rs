@@ -175,7 +175,7 @@ impl Connection {
         while let Some(ev) = self.responses.next(piece, &mut pos) {
             match ev {
                 Event::Head { head, end_ns, .. } => {
-                    let framing = self.response_framing(&head, &mut out);
+                    let framing = self.response_framing(head, &mut out);
                     if let Some(done) = self.responses.set_framing(framing, end_ns) {
                         self.response_done(&done, &mut out);
                     }
@@ -188,7 +188,7 @@ impl Connection {
     }
 
     /// Attaches a response head to its request and decides how its body is framed.
-    fn response_framing(&mut self, head: &Head, out: &mut Outcome) -> Framing {
+    fn response_framing(&mut self, head: Head, out: &mut Outcome) -> Framing {
         let interim = (100..200).contains(&head.status) && head.status != 101;
         let Some(x) = self.pending.front_mut() else {
             if !interim {
@@ -202,15 +202,14 @@ impl Connection {
             return Framing::None;
         }
         let no_body = x.request.method == "HEAD" || head.status == 204 || head.status == 304;
-        x.response = Some(head.clone());
-        self.responding = true;
-        if no_body {
-            return Framing::None;
-        }
-        match head.declared_framing() {
+        let framing = match head.declared_framing() {
+            _ if no_body => Framing::None,
             Some(Framing::None) | None => Framing::UntilClose,
             Some(f) => f,
-        }
+        };
+        x.response = Some(head);
+        self.responding = true;
+        framing
     }
 
     fn response_done(&mut self, done: &Event, out: &mut Outcome) {

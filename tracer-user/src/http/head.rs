@@ -51,7 +51,9 @@ const COMMON_NAMES: [&str; 24] = [
 
 /// `raw` lowercased.
 pub fn header_name(raw: &str) -> HeaderName {
-    match COMMON_NAMES.iter().find(|n| n.eq_ignore_ascii_case(raw)) {
+    // The length first, inline: nearly every candidate differs in it, and this runs for each
+    // header of each message.
+    match COMMON_NAMES.iter().find(|n| n.len() == raw.len() && n.eq_ignore_ascii_case(raw)) {
         Some(n) => HeaderName::Borrowed(n),
         None => HeaderName::Owned(raw.to_ascii_lowercase()),
     }

@@ -1,15 +1,20 @@
 //! HTTP/1.x heads with httparse, and a best-effort reading of heads cut by the capture window.
+use std::mem::MaybeUninit;
+
 use super::head::{header_name, Head, HeaderName, Kind};
 
 const MAX_HEADERS: usize = 128;
 
 /// A complete head and its length in bytes; Ok(None) while more bytes are needed.
 pub fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Left uninitialised: httparse writes each header it finds, and zeroing room for 128 of them
+    // (4 KiB) cost more than parsing the five a response usually has.
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let config = httparse::ParserConfig::default();
     match kind {
         Kind::Request => {
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf) {
+            let mut req = httparse::Request::new(&mut []);
+            match config.parse_request_with_uninit_headers(&mut req, buf, &mut headers) {
                 Ok(httparse::Status::Complete(n)) => Ok(Some((
                     Head {
                         method: req.method.unwrap_or_default().to_string(),
@@ -28,8 +33,8 @@ pub fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(Head, usize)>, Strin
             }
         }
         Kind::Response => {
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(buf) {
+            let mut resp = httparse::Response::new(&mut []);
+            match config.parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
                 Ok(httparse::Status::Complete(n)) => Ok(Some((
                     Head {
                         method: String::new(),
@@ -87,7 +92,16 @@ fn version_of(s: &str) -> Option<u8> {
 }
 
 fn collect(headers: &[httparse::Header]) -> Vec<(HeaderName, String)> {
-    headers.iter().map(|h| (header_name(h.name), String::from_utf8_lossy(h.value).trim().to_string())).collect()
+    headers.iter().map(|h| (header_name(h.name), value_text(h.value))).collect()
+}
+
+/// A header value, trimmed, lossily decoded: checked as UTF-8 first (nearly every value is
+/// ASCII), since the lossy decoder walks it in chunks even when nothing needs replacing.
+fn value_text(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.trim().to_owned(),
+        Err(_) => String::from_utf8_lossy(v).trim().to_owned(),
+    }
 }
 
 /// A piece that begins like a message: where a stream that lost its framing may pick up again.

@@ -8,7 +8,8 @@ const MAX_SEGMENTS: usize = 8;
 
 /// `/users/42/orders/9f1c...` → `/users/{id}/orders/{id}`.
 pub fn template(path: &str) -> String {
-    let mut out = String::new();
+    // Room for the path and a placeholder or two: built once per request, it should not grow.
+    let mut out = String::with_capacity(path.len() + 8);
     for (i, seg) in path.split('/').skip(1).enumerate() {
         if i == MAX_SEGMENTS {
             out.push_str("/…");
@@ -40,8 +41,14 @@ pub struct Routes {
 impl Routes {
     pub fn label(&mut self, service: &str, path: &str) -> String {
         let t = template(path);
-        let seen = self.seen.entry(service.to_string()).or_default();
-        if seen.contains(&t) || seen.len() < MAX_ROUTES {
+        // A seen service costs no allocation: this runs for every request without a route.
+        if !self.seen.contains_key(service) {
+            self.seen.insert(service.to_string(), HashSet::new());
+        }
+        let seen = self.seen.get_mut(service).expect("inserted above");
+        if seen.contains(&t) {
+            t
+        } else if seen.len() < MAX_ROUTES {
             seen.insert(t.clone());
             t
         } else {

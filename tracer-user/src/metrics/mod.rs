@@ -449,9 +449,18 @@ impl Metrics {
     /// `route`: the framework's route when the app's table matched; else the label is the
     /// path's template.
     pub fn observe_exchange(&mut self, p: &ProcLabels, x: &Exchange, path: &str, route: Option<&str>) {
-        let route = route.map_or_else(|| self.routes.label(&p.service_name, path), str::to_string);
-        let key = (x.request.method.clone(), x.response.as_ref().map(|r| r.status), route);
-        let series = if let Some(s) = self.exchange_series.get(p, &key) { s.clone() } else { self.new_series(p, key) };
+        let guessed;
+        let route = if let Some(r) = route {
+            r
+        } else {
+            guessed = self.routes.label(&p.service_name, path);
+            guessed.as_str()
+        };
+        let (method, status) = (x.request.method.as_str(), x.response.as_ref().map(|r| r.status));
+        let series = match self.exchange_series.get(p, method, status, route) {
+            Some(s) => s.clone(),
+            None => self.new_series(p, (method.to_string(), status, route.to_string())),
+        };
         let secs = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
         series.duration.observe(secs);
         series.request_body.observe(x.request_body as f64);

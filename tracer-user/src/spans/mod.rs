@@ -97,7 +97,11 @@ impl Span {
     /// outside the known set, whose name is `HTTP` already).
     pub fn set_route(&mut self, route: &str) {
         self.attributes.insert(semconv::HTTP_ROUTE.into(), route.into());
-        self.name = format!("{} {route}", self.name);
+        let mut name = String::with_capacity(self.name.len() + 1 + route.len());
+        name.push_str(&self.name);
+        name.push(' ');
+        name.push_str(route);
+        self.name = name;
     }
 }
 

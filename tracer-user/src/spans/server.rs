@@ -140,18 +140,18 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
 }
 
 /// "host", "host:port", "[v6]" or "[v6]:port".
-pub(crate) fn split_host(h: &str) -> Option<(String, Option<u16>)> {
+pub(crate) fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
     let h = h.trim();
     if h.is_empty() {
         return None;
     }
     if let Some(rest) = h.strip_prefix('[') {
         let (ip, after) = rest.split_once(']')?;
-        return Some((ip.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok())));
+        return Some((ip, after.strip_prefix(':').and_then(|p| p.parse().ok())));
     }
     match h.rsplit_once(':') {
-        Some((host, port)) => Some((host.to_string(), port.parse().ok())),
-        None => Some((h.to_string(), None)),
+        Some((host, port)) => Some((host, port.parse().ok())),
+        None => Some((h, None)),
     }
 }
 
@@ -316,8 +316,8 @@ mod tests {
         assert_eq!(split_target("/a/b?x=1&y"), ("/a/b", Some("x=1&y")));
         assert_eq!(split_target("http://h:1/p?q"), ("/p", Some("q")));
         assert_eq!(split_target("http://h"), ("/", None));
-        assert_eq!(split_host("[::1]:8080"), Some(("::1".into(), Some(8080))));
-        assert_eq!(split_host("example.com"), Some(("example.com".into(), None)));
+        assert_eq!(split_host("[::1]:8080"), Some(("::1", Some(8080))));
+        assert_eq!(split_host("example.com"), Some(("example.com", None)));
         assert_eq!(split_host(""), None);
     }
 }

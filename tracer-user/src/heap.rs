@@ -11,6 +11,19 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h's option 15; the -sys crate names no constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Called first in `main`: freed pages go back to the kernel at once, not 10 ms later. Loading
+/// frees the BTF's several MB while it allocates more, and with the delay the agent's peak RSS
+/// was 39 MB, not 24.
+pub fn init() {
+    // SAFETY: sets one of mimalloc's global options; no allocation depends on it yet.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
+}
+
 /// Returns the heap's unused pages: mimalloc's, and glibc's (what C code in the process freed).
 pub fn trim() {
     // SAFETY: mi_collect only walks mimalloc's own pages; `force` also returns the pages of

@@ -268,6 +268,15 @@ mod tests {
             // Debian's own, not a pyenv shim that executes another program under that name.
             std::process::Command::new("/usr/bin/python3").args(["-c", "import time; time.sleep(100)", &arg]).spawn().unwrap();
         let cmdline = format!("/usr/bin/python3 -c import time; time.sleep(100) {arg}");
+        // Until the child has executed python3, /proc shows this test's own command line: the
+        // scans below would race the exec (one saw the child, the next did not, on a busy CI).
+        let proc_cmdline = format!("/proc/{}/cmdline", child.id());
+        for _ in 0..500 {
+            if std::fs::read(&proc_cmdline).is_ok_and(|c| c.windows(arg.len()).any(|w| w == arg.as_bytes())) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let rules = Discovery { whitelist: vec![cmdline.clone()], ..Discovery::default() };
         let full: Vec<(u32, String)> =
             scan(&rules, false).into_iter().filter(|c| c.decision.is_traced()).map(|c| (c.pid, c.cmdline)).collect();

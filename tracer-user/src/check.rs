@@ -122,21 +122,19 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// tracefs where the loader looks (it mounts it when absent, if it may).
-fn tracefs() -> Outcome {
-    let mounts = read("/proc/mounts").unwrap_or_default();
-    let mounted = mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        let (_, point, kind) = (f.next(), f.next(), f.next());
-        kind == Some("tracefs") && point == Some("/sys/kernel/tracing")
-    });
-    if mounted || std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
-        Outcome::Ok("/sys/kernel/tracing".into())
-    } else {
-        Outcome::Fail(
-            "not mounted at /sys/kernel/tracing: `mount -t tracefs tracefs /sys/kernel/tracing` (in a container, mount the host's in)"
+/// tracefs where the loader looks: the tracefs mount or debugfs's tracing directory. Where
+/// neither is there (a fresh machine without systemd's mount), the loader mounts tracefs itself,
+/// which takes CAP_SYS_ADMIN: with it the check passes, since the agent will find tracefs.
+fn tracefs(cap_eff: u64) -> Outcome {
+    match crate::bpf::probes::tracefs_dir() {
+        Some(dir) => Outcome::Ok(dir.into()),
+        None if cap_eff & (1 << CAP_SYS_ADMIN) != 0 => {
+            Outcome::Ok("not mounted yet: the agent mounts it at /sys/kernel/tracing".into())
+        }
+        None => Outcome::Fail(
+            "not mounted, and mounting it takes CAP_SYS_ADMIN: `mount -t tracefs tracefs /sys/kernel/tracing` (in a container, mount the host's in)"
                 .into(),
-        )
+        ),
     }
 }
 
@@ -201,7 +199,7 @@ pub fn run_all(rules: &Discovery) -> Vec<Check> {
     let mut checks = vec![
         check("kernel", kernel(&read("/proc/sys/kernel/osrelease").unwrap_or_default())),
         check("btf", btf()),
-        check("tracefs", tracefs()),
+        check("tracefs", tracefs(cap_eff)),
         check("capability CAP_BPF", capability(cap_eff, CAP_BPF)),
         check("capability CAP_PERFMON", capability(cap_eff, CAP_PERFMON)),
         check("capability CAP_SYS_ADMIN", capability(cap_eff, CAP_SYS_ADMIN)),

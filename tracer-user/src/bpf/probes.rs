@@ -390,10 +390,19 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeErro
     ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
 }
 
+/// Where aya looks for tracefs, in its order: the tracefs mount, then debugfs's tracing
+/// directory (which the kernel mounts on first access once debugfs is mounted: a fresh machine
+/// without systemd's tracefs mount has only this one).
+const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracefs directory the loader will find tracepoint ids in, if one is there now.
+pub fn tracefs_dir() -> Option<&'static str> {
+    TRACEFS_DIRS.into_iter().find(|d| Path::new(d).join("events").is_dir())
+}
+
 /// aya finds tracepoint ids under tracefs, which a fresh machine may not have mounted.
 fn ensure_tracefs() -> Result<(), ProbeError> {
-    let dir = Path::new("/sys/kernel/tracing");
-    if dir.join("events").is_dir() || Path::new("/sys/kernel/debug/tracing/events").is_dir() {
+    if tracefs_dir().is_some() {
         return Ok(());
     }
     let rc = unsafe {

@@ -36,11 +36,6 @@ pub(super) struct FrameEvalProbes {
 }
 
 impl FrameEvalProbes {
-    /// A sampled window is open: the drain timer keeps its short gap so that it closes on time.
-    pub(super) fn window_open(&self) -> bool {
-        self.window_end.is_some()
-    }
-
     /// When the drain timer should fire next: at `at`, or earlier when an open window closes
     /// before (the probe costs the traced app on every hit, so a window ends on time).
     pub(super) fn timer_due(&self, at: Instant) -> Instant {

@@ -105,14 +105,14 @@ struct Agent {
     profiler: Option<profile::Profiler>,
 }
 
-/// How often the ring buffer is drained while records come, and at most while none do. Each
-/// drain is a wake-up, a timer and a write of the spans, and it starts on caches the traced app
-/// has since cooled: at 400 requests/s the agent spent 24.5 µs per request draining every 40 ms,
-/// 14–16 µs every 100 ms and 13–14 µs every 250 ms. Spans are that much later (in-process SDKs
-/// batch for seconds); a busy server never waits so long, as the kernel side wakes the agent
-/// early when 512 KiB wait.
-const MIN_DRAIN_GAP: Duration = Duration::from_millis(250);
-const MAX_DRAIN_GAP: Duration = Duration::from_millis(500);
+/// How often the ring buffer is drained. Each drain is a wake-up, a timer and a write of the
+/// spans, and it starts on caches the traced app has since cooled: at 400 requests/s the agent
+/// spent 24.5 µs per request draining every 40 ms, 14–16 µs every 100 ms and 13–14 µs every
+/// 250 ms; at 300 requests/s, 9.7–13.7 µs every 250 ms and 7.8–8.3 µs every second. Spans are
+/// that much later (OpenTelemetry's SDKs batch for 5 s); a busy server never waits so long, as
+/// the kernel side wakes the agent early when 512 KiB wait (about 3 s of records at 300
+/// requests/s).
+const DRAIN_GAP: Duration = Duration::from_secs(1);
 /// Rescans and bursts free memory too: it goes back to the kernel every half minute.
 const TRIM_EVERY_TICKS: u64 = 30;
 
@@ -225,12 +225,10 @@ impl Agent {
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval_at(start, Duration::from_secs(1));
         // The kernel side wakes the agent only when the ring buffer fills up; otherwise the agent
-        // drains it on a timer: every 250 ms while records come, backing off to 500 ms while none do
-        // (an idle agent's wake-ups were most of its CPU), so spans are at most that late.
-        let mut drain_gap = MIN_DRAIN_GAP;
+        // drains it on a timer, every DRAIN_GAP, so spans are at most that late.
         let mut drain_timer =
             drain_timer::DrainTimer::new().map_err(|e| anyhow::anyhow!("cannot make the drain timer: {e}"))?;
-        drain_timer.set(Instant::now() + drain_gap, drain_gap)?;
+        drain_timer.set(Instant::now() + DRAIN_GAP, DRAIN_GAP)?;
         let rescan_every = Duration::from_secs_f64(self.config.discovery.rescan_interval_seconds);
         // Rescans go by the ticks' scheduled instants, not by when the last scan ended: measured
         // from its end, the next tick two seconds on was always a little short of 2 s, and the
@@ -246,11 +244,11 @@ impl Agent {
                 }
                 fired = drain_timer.wait() => {
                     fired?;
-                    let busy = self.drain(ring.get_mut()) > 0 || self.frame_eval.window_open();
+                    self.drain(ring.get_mut());
                     self.frame_eval_windows();
-                    drain_gap = if busy { MIN_DRAIN_GAP } else { (drain_gap * 2).min(MAX_DRAIN_GAP) };
-                    let due = self.frame_eval.timer_due(Instant::now() + drain_gap);
-                    drain_timer.set(due, drain_gap)?;
+                    // Sooner when a sampled frame-evaluation window is due to close.
+                    let due = self.frame_eval.timer_due(Instant::now() + DRAIN_GAP);
+                    drain_timer.set(due, DRAIN_GAP)?;
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,

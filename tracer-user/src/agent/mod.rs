@@ -110,8 +110,7 @@ struct Agent {
 /// spent 24.5 µs per request draining every 40 ms, 14–16 µs every 100 ms and 13–14 µs every
 /// 250 ms; at 300 requests/s, 9.7–13.7 µs every 250 ms and 7.8–8.3 µs every second. Spans are
 /// that much later (OpenTelemetry's SDKs batch for 5 s); a busy server never waits so long, as
-/// the kernel side wakes the agent early when 512 KiB wait (about 3 s of records at 300
-/// requests/s).
+/// the kernel side wakes the agent early when 512 KiB wait.
 const DRAIN_GAP: Duration = Duration::from_secs(1);
 /// Rescans and bursts free memory too: it goes back to the kernel every half minute.
 const TRIM_EVERY_TICKS: u64 = 30;

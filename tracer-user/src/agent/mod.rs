@@ -227,7 +227,10 @@ impl Agent {
         // drains it on a timer, every DRAIN_GAP, so spans are at most that late.
         let mut drain_timer =
             drain_timer::DrainTimer::new().map_err(|e| anyhow::anyhow!("cannot make the drain timer: {e}"))?;
-        drain_timer.set(Instant::now() + DRAIN_GAP, DRAIN_GAP)?;
+        // Sets the first sampled frame-evaluation window's time, so that the first drain is due
+        // by then.
+        self.frame_eval_windows();
+        drain_timer.set(self.frame_eval.timer_due(Instant::now() + DRAIN_GAP), DRAIN_GAP)?;
         let rescan_every = Duration::from_secs_f64(self.config.discovery.rescan_interval_seconds);
         // Rescans go by the ticks' scheduled instants, not by when the last scan ended: measured
         // from its end, the next tick two seconds on was always a little short of 2 s, and the
@@ -245,7 +248,7 @@ impl Agent {
                     fired?;
                     self.drain(ring.get_mut());
                     self.frame_eval_windows();
-                    // Sooner when a sampled frame-evaluation window is due to close.
+                    // Sooner when a sampled frame-evaluation window is due to open or close.
                     let due = self.frame_eval.timer_due(Instant::now() + DRAIN_GAP);
                     drain_timer.set(due, DRAIN_GAP)?;
                 }

@@ -213,10 +213,14 @@ pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]
         assert!(workers.contains(&pid), "span from pid {pid}, workers are {workers:?}");
         let (start, end) =
             (span["start_time_unix_nano"].as_u64().unwrap(), span["end_time_unix_nano"].as_u64().unwrap());
-        // The clocks agree to well under a millisecond; allow 5 ms for the conversion.
+        // The clocks agree to well under a millisecond; allow 5 ms for the conversion. The end
+        // gets more: it is the exit of the server's last write, and the client can read those
+        // bytes before the server thread, preempted inside that write on a busy 2-core CI
+        // machine, returns from it (seen once: uWSGI's span ended 11 ms after the client's read).
         let slack = 5_000_000;
+        let end_slack = 50_000_000;
         assert!(
-            start + slack >= s.sent_at && end <= s.done_at + slack && start <= end,
+            start + slack >= s.sent_at && end <= s.done_at + end_slack && start <= end,
             "{} {}: span [{start}, {end}] outside [{}, {}]",
             s.method,
             s.target,

@@ -217,10 +217,10 @@ pub fn check_spans_of(spans: &[Value], sent: &[Sent], port: u16, workers: &[u32]
         // gets more: it is the exit of the server's last write, and the client can read those
         // bytes before the server thread, preempted inside that write on a busy 2-core CI
         // machine, returns from it (seen once: uWSGI's span ended 11 ms after the client's read).
-        let slack = 5_000_000;
+        let start_slack = 5_000_000;
         let end_slack = 50_000_000;
         assert!(
-            start + slack >= s.sent_at && end <= s.done_at + end_slack && start <= end,
+            start + start_slack >= s.sent_at && end <= s.done_at + end_slack && start <= end,
             "{} {}: span [{start}, {end}] outside [{}, {}]",
             s.method,
             s.target,

@@ -19,6 +19,9 @@ pub const CONN_CONNECTED: u32 = 1;
 /// Set once libssl was seen using the socket (SSL_set_fd, or a syscall inside an SSL call): its
 /// bytes are ciphertext, never sent as data; the plaintext comes from the libssl probes.
 pub const CONN_TLS: u32 = 2;
+/// The entry of a socket the process closed: left in place for the next socket that gets its
+/// descriptor number (tracer-ebpf's conns.rs says why), never a followed socket's flags.
+pub const CONN_CLOSED: u32 = u32::MAX;
 
 /// SSL objects remembered with their socket (an LRU: an `SSL*` freed without a trace ages out).
 pub const MAX_TLS_SESSIONS: u32 = 65_536;

@@ -11,8 +11,9 @@
 //! for failures.
 //! Programs only read user memory; they never write it.
 //!
-//! Layout: `maps` holds every map, `output` writes the ring buffer and counts what it could not,
-//! `probes/` has one file per hook, `python_stack` walks CPython's frames for them.
+//! Layout: `maps` holds every map, `conns` keeps the followed sockets, `output` writes the ring
+//! buffer and counts what it could not, `probes/` has one file per hook, `python_stack` walks
+//! CPython's frames for them.
 #![no_std]
 #![no_main]
 // A call that is not inlined is a BPF-to-BPF call: the verifier then checks the callee apart, and
@@ -22,6 +23,7 @@
 #![allow(clippy::needless_pass_by_value, reason = "aya's program macros hand each program its context by value")]
 #![allow(clippy::similar_names, reason = "tgid and tid are the kernel's own names")]
 
+mod conns;
 mod maps;
 mod output;
 mod probes;

@@ -14,6 +14,7 @@ use tracer_common::{
 #[map]
 pub static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries(MAX_TRACKED_PIDS, 0);
 
+/// The followed sockets and their CONN_* flags; read and written through conns.rs only.
 #[map]
 pub static CONNS: HashMap<ConnKey, u32> = HashMap::with_max_entries(MAX_CONNECTIONS, 0);
 

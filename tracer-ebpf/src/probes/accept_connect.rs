@@ -13,12 +13,13 @@
 //! 6.4–6.7 µs per request against 5.3–5.9; the registers give the user's sockaddr for free.)
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
-    AcceptEvent, ConnKey, DropReason, EventHeader, EventKind, ProcEvent, CONN_ACCEPTED, CONN_CONNECTED, CONN_TLS,
-    SOCKADDR_LEN, STACK_TRIGGER_CLIENT_WRITE,
+    AcceptEvent, ConnKey, EventHeader, EventKind, ProcEvent, CONN_ACCEPTED, CONN_CONNECTED, CONN_TLS, SOCKADDR_LEN,
+    STACK_TRIGGER_CLIENT_WRITE,
 };
 
-use crate::maps::{Inflight, Op, CONNS, TLS_PENDING};
-use crate::output::{count_drop, output};
+use crate::conns;
+use crate::maps::{Inflight, Op, TLS_PENDING};
+use crate::output::output;
 use crate::python_stack;
 use crate::sock::local_addr;
 use crate::syscall::{arg, exit_args, save, ARG0, ARG1, ARG2, ARG3, EXIT_RET};
@@ -39,8 +40,7 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
     }
     let Some([listen_fd, addr, len_ptr]) = exit_args() else { return 0 };
     let key = ConnKey { tgid, fd: ret as u32 };
-    if CONNS.insert(key, CONN_ACCEPTED, 0).is_err() {
-        count_drop(DropReason::ConnMapFull);
+    if !conns::follow(key, CONN_ACCEPTED) {
         return 0;
     }
     let now = now_ns();
@@ -104,9 +104,7 @@ pub fn enter_getsockopt(ctx: TracePointContext) -> u32 {
     if level != SOL_SOCKET || name != SO_ERROR || val == 0 {
         return 0;
     }
-    let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
-    // SAFETY: a value pointer from a map lookup, valid for this program run.
-    let how = unsafe { *how };
+    let Some(how) = conns::get(ConnKey { tgid, fd: fd as u32 }) else { return 0 };
     if how & CONN_CONNECTED == 0 {
         return 0;
     }
@@ -146,8 +144,7 @@ pub fn on_connected(tgid: u32, tid: u32, inf: &Inflight, ret: i64, followed: boo
         let key = ConnKey { tgid, fd: inf.fd as u32 };
         // A socket libssl was given before it connected carries TLS from its first byte.
         let tls = if TLS_PENDING.remove(key).is_ok() { CONN_TLS } else { 0 };
-        if CONNS.insert(key, CONN_CONNECTED | tls, 0).is_err() {
-            count_drop(DropReason::ConnMapFull);
+        if !conns::follow(key, CONN_CONNECTED | tls) {
             return;
         }
     }

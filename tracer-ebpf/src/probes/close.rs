@@ -1,8 +1,10 @@
-//! close: a followed socket leaves CONNS, and a Close record ends its connection.
+//! close: a followed socket is no longer followed (conns.rs), and a Close record ends its
+//! connection.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{ConnKey, EventKind};
 
-use crate::maps::{CONNS, TLS_PENDING};
+use crate::conns;
+use crate::maps::TLS_PENDING;
 use crate::output::output_proc;
 use crate::syscall::{arg, ARG0};
 use crate::task::{ids, is_tracked, now_ns};
@@ -16,7 +18,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     }
     let Some(fd) = arg::<u64>(&ctx, ARG0) else { return 0 };
     let key = ConnKey { tgid, fd: fd as u32 };
-    if CONNS.remove(key).is_err() {
+    if conns::unfollow(key).is_none() {
         // Not a connection we follow; a socket given to libssl that never connected is forgotten.
         let _ = TLS_PENDING.remove(key);
         return 0;

@@ -14,7 +14,8 @@ use tracer_common::{
     STACK_TRIGGER_CLIENT_WRITE,
 };
 
-use crate::maps::{Inflight, Op, CONNS, SCRATCH};
+use crate::conns;
+use crate::maps::{Inflight, Op, SCRATCH};
 use crate::output::{output_bytes_at, unread};
 use crate::python_stack;
 use crate::syscall::{arg, exit_args, save, ARG0, ARG1, ARG2, EAGAIN, EINTR, EXIT_RET};
@@ -40,9 +41,7 @@ fn followed(id: u64, tgid: u32, tid: u32, fd: i32, write: bool) -> Option<(u32, 
     if fd < 0 {
         return None;
     }
-    let how = CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 })?;
-    // SAFETY: a value pointer from a map lookup, valid for this program run.
-    let how = unsafe { *how };
+    let how = conns::get(ConnKey { tgid, fd: fd as u32 })?;
     let cipher = tls::inside_ssl_call(id, tgid, tid, fd, how, write) || how & CONN_TLS != 0;
     Some((how, cipher))
 }

@@ -19,7 +19,8 @@ use tracer_common::{
 };
 
 use super::data;
-use crate::maps::{Inflight, Op, SslCall, CONNS, SSL_CALLS, SSL_FDS, TLS_PENDING};
+use crate::conns;
+use crate::maps::{Inflight, Op, SslCall, SSL_CALLS, SSL_FDS, TLS_PENDING};
 use crate::output::count_drop;
 use crate::python_stack;
 use crate::task::{ids, is_tracked, now_ns};
@@ -32,18 +33,14 @@ fn remember(tgid: u32, ssl: u64, fd: i32) {
         count_drop(DropReason::TlsMapFull);
     }
     let key = ConnKey { tgid, fd: fd as u32 };
-    if let Some(how) = CONNS.get_ptr_mut(key) {
-        // SAFETY: a value pointer from a map lookup, valid for this program run.
-        unsafe { *how |= CONN_TLS };
-    } else if TLS_PENDING.insert(key, ssl, 0).is_err() {
+    if !conns::mark(key, CONN_TLS) && TLS_PENDING.insert(key, ssl, 0).is_err() {
         count_drop(DropReason::TlsMapFull);
     }
 }
 
 #[inline(always)]
 fn is_client(tgid: u32, fd: i32) -> bool {
-    // SAFETY: a value pointer from a map lookup, valid for this program run.
-    fd >= 0 && CONNS.get_ptr(ConnKey { tgid, fd: fd as u32 }).is_some_and(|how| unsafe { *how } & CONN_CONNECTED != 0)
+    fd >= 0 && conns::get(ConnKey { tgid, fd: fd as u32 }).is_some_and(|how| how & CONN_CONNECTED != 0)
 }
 
 /// From a read or write syscall on followed socket `fd` (CONNS value `how`): whether the thread
@@ -169,11 +166,9 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         count_drop(DropReason::TlsNoSocket);
         return 0;
     }
-    let Some(how) = CONNS.get_ptr(ConnKey { tgid, fd: call.fd as u32 }) else {
+    let Some(how) = conns::get(ConnKey { tgid, fd: call.fd as u32 }) else {
         return 0; // a socket we do not follow, as for syscall data
     };
-    // SAFETY: a value pointer from a map lookup, valid for this program run.
-    let how = unsafe { *how };
     let kind = if call.write != 0 { EventKind::Write } else { EventKind::Read };
     let header = EventHeader {
         kind: kind as u32,

@@ -269,14 +269,26 @@ impl Probes {
     /// Enters a connection the process had before it was tracked in the connection map, as its
     /// accept or connect would have. False when the map already follows that descriptor: the
     /// socket was accepted or connected since the process was tracked, and its own record tells
-    /// of it.
+    /// of it. An entry a close left (CONN_CLOSED) is written over, as the next accept would.
     pub fn adopt_connection(&mut self, tgid: u32, fd: i32, connected: bool) -> Result<bool, ProbeError> {
-        use tracer_common::{CONN_ACCEPTED, CONN_CONNECTED};
+        use tracer_common::{CONN_ACCEPTED, CONN_CLOSED, CONN_CONNECTED};
         const BPF_NOEXIST: u64 = 1;
+        const BPF_EXIST: u64 = 2;
         let how = if connected { CONN_CONNECTED } else { CONN_ACCEPTED };
-        match self.conns.insert(ConnKey { tgid, fd: fd as u32 }, how, BPF_NOEXIST) {
+        let key = ConnKey { tgid, fd: fd as u32 };
+        let exists = |e: &aya::maps::MapError| matches!(e, aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EEXIST));
+        match self.conns.insert(key, how, BPF_NOEXIST) {
             Ok(()) => Ok(true),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) if exists(&e) => match self.conns.get(&key, 0) {
+                Ok(CONN_CLOSED) => {
+                    self.conns
+                        .insert(key, how, BPF_EXIST)
+                        .map_err(|source| ProbeError::Map { map: map::CONNS, source })?;
+                    Ok(true)
+                }
+                // Followed already, or gone again since (its close's record tells of it).
+                _ => Ok(false),
+            },
             Err(source) => Err(ProbeError::Map { map: map::CONNS, source }),
         }
     }

@@ -9,11 +9,14 @@
 //! of the machine and never compete for the CPU. Per request and per server, from exact counters:
 //! on-CPU time (`/proc/PID/task/*/schedstat`, ns) split into user and system by the threads' raw
 //! sampled times over the window (taskstats.rs).
-//! X is charged besides with the agent's on-CPU time; the kernel programs' run time
-//! (`kernel.bpf_stats_enabled`: each program's `run_time_ns` and `run_cnt`, for the programs the
-//! agent holds) is X's less what they cost per second while A alone is served right after (their
-//! early returns in A's syscalls and in the rest of the machine). irq+softirq is the machine's (/proc/stat), per
-//! request of either server. A round's cost is its own ratio X/A − 1, so drifts cancel.
+//! X is charged besides with the agent's on-CPU time. Those totals are taken with
+//! `kernel.bpf_stats_enabled` off, as production runs: with it on, every program run of every
+//! task pays two clock reads more. The kernel programs' run time (each program's `run_time_ns` and
+//! `run_cnt`, for the programs the agent holds) comes from a window of its own right after, with
+//! the stats on: the pair again for a quarter of the time, then A alone as long, whose cost per
+//! second (the programs' early returns in A's syscalls and in the rest of the machine) is taken
+//! out. irq+softirq is the machine's (/proc/stat), per request of either server. A round's cost
+//! is its own ratio X/A − 1, so drifts cancel.
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -34,8 +37,9 @@ pub struct CpuSample {
     pub server_user_us: f64,
     pub server_system_us: f64,
     pub agent_us: f64,
-    /// The agent's programs' run time per request of this server: in a pair, less what they cost
-    /// while A alone was served (their early returns in A's syscalls, the rest of the machine).
+    /// The agent's programs' run time per request of this server, from the stats' own window (in a
+    /// pair, less what they cost while A alone was served: their early returns in A's syscalls,
+    /// the rest of the machine); 0 elsewhere.
     pub programs_us: f64,
     /// Each program's (runs per request, ns per run).
     pub programs: BTreeMap<String, (f64, f64)>,
@@ -57,6 +61,8 @@ pub struct PairSample {
     pub x: CpuSample,
     /// The machine's irq and softirq time per request of either server.
     pub irq_us: f64,
+    /// What X served in the programs' own window besides (each one a span to count).
+    pub x_stats_requests: u64,
 }
 
 impl PairSample {
@@ -66,9 +72,10 @@ impl PairSample {
     }
 }
 
-/// `rate` requests a second to each of `a` and `x` for `d`, in turn (`x_first`: X leads). Then
-/// A alone for a quarter of `d`: what the agent's programs cost in A's syscalls and the rest of
-/// the machine's per second, taken out (scaled to the pair's time) so that X's programs are X's.
+/// `rate` requests a second to each of `a` and `x` for `d`, in turn (`x_first`: X leads), with
+/// the programs' stats off. Then, stats on, X's programs over a quarter of `d` of the pair again,
+/// less what they cost per second while A alone is served as long (their early returns in A's
+/// syscalls and in the rest of the machine's), so that X's programs are X's.
 pub fn measure_pair(
     a: &Running,
     x: &Running,
@@ -78,34 +85,42 @@ pub fn measure_pair(
     x_first: bool,
 ) -> Result<PairSample> {
     let (sa, sx) = (a.server_pids(), x.server_pids());
+    let ports = if x_first { [x.port, a.port] } else { [a.port, x.port] };
+    let x_of = |ok: &[u64]| if x_first { ok[0] } else { ok[1] };
     let agent = x.agent_pid();
     let before = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
-    let ports = if x_first { [x.port, a.port] } else { [a.port, x.port] };
-    let started = Instant::now();
     let ok = fixed_rate(&ports, route, rate, d)?;
-    let paired = started.elapsed();
-    let (ok_a, ok_x) = if x_first { (ok[1], ok[0]) } else { (ok[0], ok[1]) };
+    let (ok_a, ok_x) = (if x_first { ok[1] } else { ok[0] }, x_of(&ok));
     let after = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
     let mut xs = after.1.since(&before.1, ok_x);
+    let mut x_stats_requests = 0;
     if let Some(agent) = agent {
-        // The pair's closing reading opens the A-alone window: no second bpftool run.
+        let _stats = BpfStats::enable()?;
+        let window = (d / 4).max(Duration::from_secs(1));
+        let start = programs_of(agent)?;
         let started = Instant::now();
-        fixed_rate(&[a.port], route, rate, (d / 4).max(Duration::from_secs(1)))?;
+        let ok = fixed_rate(&ports, route, rate, window)?;
+        let paired = started.elapsed();
+        let end = programs_of(agent)?;
+        let started = Instant::now();
+        fixed_rate(&[a.port], route, rate, window)?;
         let alone = started.elapsed();
-        let elsewhere = delta(&programs_of(agent)?, &after.1.programs);
+        let elsewhere = delta(&programs_of(agent)?, &end);
         let scale = paired.as_secs_f64() / alone.as_secs_f64().max(1e-9);
-        let mut own = delta(&after.1.programs, &before.1.programs);
+        let mut own = delta(&end, &start);
         for (name, (ns, runs)) in &mut own {
             let (ens, eruns) = elsewhere.get(name).copied().unwrap_or_default();
             *ns = (*ns - scale * ens).max(0.0);
             *runs = (*runs - scale * eruns).max(0.0);
         }
-        (xs.programs_us, xs.programs) = per_request(&own, ok_x);
+        x_stats_requests = x_of(&ok);
+        (xs.programs_us, xs.programs) = per_request(&own, x_stats_requests);
     }
     Ok(PairSample {
         a: after.0.since(&before.0, ok_a),
         x: xs,
         irq_us: per_request_of_ticks(after.2.saturating_sub(before.2), ok_a + ok_x),
+        x_stats_requests,
     })
 }
 
@@ -193,14 +208,11 @@ struct Snapshot {
     server_user_raw: u64,
     server_system_raw: u64,
     agent_ns: u64,
-    /// Program name → (run time ns, runs), summed over programs of that name.
-    programs: BTreeMap<String, (u64, u64)>,
 }
 
 impl Snapshot {
     fn take(server: &[u32], agent: Option<u32>) -> Result<Snapshot> {
-        let mut s =
-            Snapshot { server_ns: 0, server_user_raw: 0, server_system_raw: 0, agent_ns: 0, programs: BTreeMap::new() };
+        let mut s = Snapshot { server_ns: 0, server_user_raw: 0, server_system_raw: 0, agent_ns: 0 };
         let mut ts = Taskstats::open()?;
         for &pid in server {
             s.server_ns += on_cpu_ns(pid);
@@ -214,7 +226,6 @@ impl Snapshot {
         }
         if let Some(a) = agent {
             s.agent_ns = on_cpu_ns(a);
-            s.programs = programs_of(a)?;
         }
         Ok(s)
     }
@@ -226,14 +237,13 @@ impl Snapshot {
         let system = self.server_system_raw.saturating_sub(before.server_system_raw) as f64;
         // The sampled times only split the exact on-CPU time: they come in 4 ms ticks.
         let user_share = if user + system > 0.0 { user / (user + system) } else { 0.5 };
-        let (programs_us, programs) = per_request(&delta(&self.programs, &before.programs), requests);
         CpuSample {
             requests,
             server_user_us: per(server_ns) * user_share,
             server_system_us: per(server_ns) * (1.0 - user_share),
             agent_us: per(self.agent_ns.saturating_sub(before.agent_ns)),
-            programs_us,
-            programs,
+            programs_us: 0.0,
+            programs: BTreeMap::new(),
         }
     }
 }
@@ -299,16 +309,16 @@ fn prog_ids_of(pid: u32) -> std::collections::BTreeSet<u64> {
         .collect()
 }
 
-/// `kernel.bpf_stats_enabled` on while it lives (programs' run time costs a clock read per run,
-/// alike in every traced configuration), back to what it was after.
-pub struct BpfStats {
+/// `kernel.bpf_stats_enabled` on while it lives (every program run then costs two clock reads
+/// more, so no total is taken under it), back to what it was after.
+struct BpfStats {
     before: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    pub fn enable() -> Result<BpfStats> {
+    fn enable() -> Result<BpfStats> {
         let before = fs::read_to_string(BPF_STATS).with_context(|| format!("reading {BPF_STATS}"))?;
         fs::write(BPF_STATS, "1").with_context(|| format!("enabling {BPF_STATS} (needs root)"))?;
         Ok(BpfStats { before })

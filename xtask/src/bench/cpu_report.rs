@@ -36,11 +36,12 @@ pub fn markdown(m: &Measured, shared: &system_wide::Measured) -> String {
          same moment of this drifting VM. Server time is the exact on-CPU time of the server's processes (schedstat), \
          split into user and system by the threads' raw user and system ticks over the window (taskstats; \
          /proc's are rescaled by the process's whole life), which come 250 a second: the split is the coarse \
-         part, the total exact. X is charged besides with the agent's on-CPU time; kernel \
-         programs are the agent's programs' `kernel.bpf_stats_enabled` run time per request of X, less what \
-         they cost per second while A alone is served for a quarter of the time right after (their early \
-         returns in A's and the rest of the machine's syscalls, scaled to the pair's time): they run inside the \
-         syscalls, so they are part of system time. irq+softirq is the whole machine's, per request of either server. \
+         part, the total exact. X is charged besides with the agent's on-CPU time. These totals are taken \
+         with `kernel.bpf_stats_enabled` off, as in production (on, it adds two clock reads to every program \
+         run). Kernel programs come from a window of their own right after, stats on: the agent's programs' \
+         run time per request of X over a quarter of the time of the pair again, less what they cost per \
+         second while A alone is served as long (their early returns in A's and the rest of the machine's \
+         syscalls, scaled to the pair's time): they run inside the syscalls, so they are part of system time. irq+softirq is the whole machine's, per request of either server. \
          \"Added\" is each round's (X ÷ A) − 1 of server + agent time. Figures are {}.\n",
         p.rounds,
         p.rate,
@@ -247,7 +248,7 @@ mod tests {
             programs_us: 12.5,
             ..Default::default()
         };
-        let parts = split(&PairSample { a, x, irq_us: 0.0 });
+        let parts = split(&PairSample { a, x, irq_us: 0.0, x_stats_requests: 0 });
         assert_eq!(parts, [10.0, 17.5, 12.5, 25.0, 65.0]);
         assert_eq!(parts[..4].iter().sum::<f64>(), parts[4]);
     }

@@ -1,6 +1,6 @@
 //! The rounds of the side-by-side design: for each configuration under test X, a fresh pair
-//! (pair.rs) per round serves first the fixed-rate CPU measurement (cpu.rs, with the kernel
-//! programs' run times switched on) and then saturated wrk runs, one wrk per server at the same
+//! (pair.rs) per round serves first the fixed-rate CPU measurement (cpu.rs, and the kernel
+//! programs' run times in a window of their own) and then saturated wrk runs, one wrk per server at the same
 //! time, both on the load generator's CPU, so that A and X share the server CPU and one round's
 //! X/A ratio of requests per second sees one moment of the machine.
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::affinity::CLIENT_CPU;
 use super::configs::{Config, Env};
-use super::cpu::{measure_pair, BpfStats, PairSample};
+use super::cpu::{measure_pair, PairSample};
 use super::{pair, wrk, Run, Sample};
 
 #[derive(Debug, Clone)]
@@ -56,32 +56,23 @@ pub fn measure(env: &Env, plan: &Plan) -> Result<Measured> {
             // on `/users/42`. It is paid once per process, not per request.
             std::thread::sleep(SETTLE);
             let mut requests = p.x.warm_up_requests;
-            {
-                let _stats = BpfStats::enable()?;
-                for &route in &plan.cpu_routes {
-                    let s = measure_pair(
-                        &p.a,
-                        &p.x,
-                        route,
-                        plan.rate,
-                        Duration::from_secs(plan.cpu_seconds),
-                        round % 2 == 0,
-                    )?;
-                    eprintln!(
-                        "[bench]   cpu {route:<10} A {:>6.1} µs/request ({} requests), X {:>6.1} (server {:.1} + {:.1}, agent {:.1}; programs {:.1}; {} requests): {:+.1}%",
-                        s.a.total_us(),
-                        s.a.requests,
-                        s.x.total_us(),
-                        s.x.server_user_us,
-                        s.x.server_system_us,
-                        s.x.agent_us,
-                        s.x.programs_us,
-                        s.x.requests,
-                        s.added_pct()
-                    );
-                    requests += s.x.requests;
-                    m.cpu.entry((route, x)).or_default().push(s);
-                }
+            for &route in &plan.cpu_routes {
+                let s =
+                    measure_pair(&p.a, &p.x, route, plan.rate, Duration::from_secs(plan.cpu_seconds), round % 2 == 0)?;
+                eprintln!(
+                    "[bench]   cpu {route:<10} A {:>6.1} µs/request ({} requests), X {:>6.1} (server {:.1} + {:.1}, agent {:.1}; programs {:.1}; {} requests): {:+.1}%",
+                    s.a.total_us(),
+                    s.a.requests,
+                    s.x.total_us(),
+                    s.x.server_user_us,
+                    s.x.server_system_us,
+                    s.x.agent_us,
+                    s.x.programs_us,
+                    s.x.requests,
+                    s.added_pct()
+                );
+                requests += s.x.requests + s.x_stats_requests;
+                m.cpu.entry((route, x)).or_default().push(s);
             }
             for &route in &plan.wrk_routes {
                 let d = Duration::from_secs(plan.wrk_seconds);

@@ -86,11 +86,12 @@ pub fn measure_pair(
 ) -> Result<PairSample> {
     let (sa, sx) = (a.server_pids(), x.server_pids());
     let ports = if x_first { [x.port, a.port] } else { [a.port, x.port] };
-    let x_of = |ok: &[u64]| if x_first { ok[0] } else { ok[1] };
+    // fixed_rate counts per port, in the order of `ports`.
+    let (x_at, a_at) = if x_first { (0, 1) } else { (1, 0) };
     let agent = x.agent_pid();
     let before = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
     let ok = fixed_rate(&ports, route, rate, d)?;
-    let (ok_a, ok_x) = (if x_first { ok[1] } else { ok[0] }, x_of(&ok));
+    let (ok_a, ok_x) = (ok[a_at], ok[x_at]);
     let after = (Snapshot::take(&sa, None)?, Snapshot::take(&sx, agent)?, irq_ticks()?);
     let mut xs = after.1.since(&before.1, ok_x);
     let mut x_stats_requests = 0;
@@ -113,7 +114,7 @@ pub fn measure_pair(
             *ns = (*ns - scale * ens).max(0.0);
             *runs = (*runs - scale * eruns).max(0.0);
         }
-        x_stats_requests = x_of(&ok);
+        x_stats_requests = ok[x_at];
         (xs.programs_us, xs.programs) = per_request(&own, x_stats_requests);
     }
     Ok(PairSample {

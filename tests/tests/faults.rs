@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 use pytracer_tests::*;
 use serde_json::Value;
 
-/// The kernel map sizes (tracer-common/src/maps.rs): MAX_CONNECTIONS and MAX_TRACKED_PIDS.
-const MAX_CONNECTIONS: usize = 65_536;
-/// A closed socket's CONNS entry stays for the next socket of its number below this descriptor
-/// (tracer-ebpf/src/conns.rs's KEEP_BELOW_FD); above it, the close deletes the entry.
-const KEEP_BELOW_FD: usize = 32;
-const MAX_TRACKED_PIDS: usize = 16_384;
-/// Index of `ringbuf_full` in the kernel's DROPS array (DropReason::RingBufFull).
-const RINGBUF_FULL: u32 = 0;
+/// The kernel map sizes and the closed-entry bound (tracer-common/src/maps.rs), as counts here.
+const MAX_CONNECTIONS: usize = tracer_common::MAX_CONNECTIONS as usize;
+/// A closed socket's CONNS entry stays for the next socket of its number below this descriptor;
+/// above it, the close deletes the entry.
+const KEEP_BELOW_FD: usize = tracer_common::KEEP_BELOW_FD as usize;
+const MAX_TRACKED_PIDS: usize = tracer_common::MAX_TRACKED_PIDS as usize;
+/// Index of `ringbuf_full` in the kernel's DROPS array.
+const RINGBUF_FULL: u32 = tracer_common::DropReason::RingBufFull as u32;
 
 /// One request sent during a fault.
 struct Req {

@@ -22,6 +22,9 @@ pub const CONN_TLS: u32 = 2;
 /// The entry of a socket the process closed: left in place for the next socket that gets its
 /// descriptor number (tracer-ebpf's conns.rs says why), never a followed socket's flags.
 pub const CONN_CLOSED: u32 = u32::MAX;
+/// Only sockets with a descriptor number below this keep their closed entry: at most this many
+/// closed entries per process stay in the map.
+pub const KEEP_BELOW_FD: u32 = 32;
 
 /// SSL objects remembered with their socket (an LRU: an `SSL*` freed without a trace ages out).
 pub const MAX_TLS_SESSIONS: u32 = 65_536;

@@ -8,13 +8,10 @@
 //! must not leave thousands of closed entries in the map every process shares, and a pre-fork
 //! worker's connection has a small number. Kept entries go when the agent forgets the process at
 //! its exit.
-use tracer_common::{ConnKey, DropReason, CONN_CLOSED};
+use tracer_common::{ConnKey, DropReason, CONN_CLOSED, KEEP_BELOW_FD};
 
 use crate::maps::CONNS;
 use crate::output::count_drop;
-
-/// At most this many closed entries per process stay in the map.
-const KEEP_BELOW_FD: u32 = 32;
 
 /// The CONNS flags of a followed socket; None when it is not followed (or was closed).
 #[inline(always)]
@@ -25,15 +22,17 @@ pub fn get(key: ConnKey) -> Option<u32> {
     (how != CONN_CLOSED).then_some(how)
 }
 
-/// Follows a socket, `how` its CONNS flags: in place when the descriptor number had an entry.
+/// Follows a socket, `how` its CONNS flags: in place when the descriptor number kept its entry.
 /// False (counted) when the map is full.
 #[inline(always)]
 pub fn follow(key: ConnKey, how: u32) -> bool {
-    if let Some(slot) = CONNS.get_ptr_mut(key) {
-        // SAFETY: a value pointer from a map lookup, valid for this program run; the descriptor
-        // number is this process's, and its syscalls on it are ordered.
-        unsafe { *slot = how };
-        return true;
+    if key.fd < KEEP_BELOW_FD {
+        if let Some(slot) = CONNS.get_ptr_mut(key) {
+            // SAFETY: a value pointer from a map lookup, valid for this program run; the
+            // descriptor number is this process's, and its syscalls on it are ordered.
+            unsafe { *slot = how };
+            return true;
+        }
     }
     if CONNS.insert(key, how, 0).is_err() {
         count_drop(DropReason::ConnMapFull);
@@ -55,20 +54,18 @@ pub fn mark(key: ConnKey, flag: u32) -> bool {
     true
 }
 
-/// Stops following a socket at its close; its flags when it was followed.
+/// Stops following a socket at its close; false when it was not followed.
 #[inline(always)]
-pub fn unfollow(key: ConnKey) -> Option<u32> {
-    let slot = CONNS.get_ptr_mut(key)?;
+pub fn unfollow(key: ConnKey) -> bool {
+    if key.fd >= KEEP_BELOW_FD {
+        return CONNS.remove(key).is_ok(); // no entry is kept closed up there
+    }
+    let Some(slot) = CONNS.get_ptr_mut(key) else { return false };
     // SAFETY: as in `follow`.
     let slot = unsafe { &mut *slot };
-    let how = *slot;
-    if how == CONN_CLOSED {
-        return None;
+    if *slot == CONN_CLOSED {
+        return false;
     }
-    if key.fd < KEEP_BELOW_FD {
-        *slot = CONN_CLOSED;
-    } else {
-        let _ = CONNS.remove(key);
-    }
-    Some(how)
+    *slot = CONN_CLOSED;
+    true
 }

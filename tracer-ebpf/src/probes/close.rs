@@ -18,7 +18,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     }
     let Some(fd) = arg::<u64>(&ctx, ARG0) else { return 0 };
     let key = ConnKey { tgid, fd: fd as u32 };
-    if conns::unfollow(key).is_none() {
+    if !conns::unfollow(key) {
         // Not a connection we follow; a socket given to libssl that never connected is forgotten.
         let _ = TLS_PENDING.remove(key);
         return 0;

@@ -127,8 +127,10 @@ pub struct Discovery {
     pub whitelist: Vec<String>,
     /// ...and is ignored when it also contains one of these (checked after the whitelist).
     pub blacklist: Vec<String>,
-    /// How often `pytracer run` looks for new processes. Children of traced processes are
-    /// followed in the kernel at once; this only finds unrelated new servers.
+    /// How often `pytracer run` reads all of /proc for new processes. Children of traced
+    /// processes are followed in the kernel at once, and a new program is looked at about a second
+    /// after its exec; this rescan is the safety net, for an exec record lost to a full ring
+    /// buffer and a command line rewritten after the exec.
     pub rescan_interval_seconds: f64,
 }
 
@@ -199,7 +201,7 @@ impl Default for Discovery {
         Discovery {
             whitelist: strings(&["gunicorn", "uwsgi"]),
             blacklist: strings(&["pipenv", "runserver", "ipython"]),
-            rescan_interval_seconds: 2.0,
+            rescan_interval_seconds: 30.0,
         }
     }
 }

@@ -214,14 +214,7 @@ impl Rescanner {
                 }
                 continue;
             };
-            // The executable is looked at only for a whitelisted command line (a few processes).
-            if !rules.whitelist.iter().any(|w| cmdline.contains(w.as_str())) {
-                continue;
-            }
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()));
-            if decide(&cmdline, &runs(pid, exe, &cmdline, rules), rules).is_some_and(|d| d.is_traced()) {
+            if is_traced(pid, &cmdline, rules) {
                 out.push((pid, cmdline));
             }
         }
@@ -230,6 +223,28 @@ impl Rescanner {
         out.sort_by_key(|c| c.0);
         out
     }
+
+    /// The command line of process `pid` when `scan` would say it is traced, read now: for a
+    /// process that has just executed a new program (the kernel tells its exec).
+    pub fn check(&mut self, pid: u32, rules: &Discovery) -> Option<String> {
+        if pid == std::process::id() {
+            return None;
+        }
+        let cmdline = cmdline_of(pid, &mut self.buf)?;
+        is_traced(pid, &cmdline, rules).then_some(cmdline)
+    }
+}
+
+/// `decide`'s verdict for a process with a readable command line. The executable is looked at
+/// only for a whitelisted command line (a few processes).
+fn is_traced(pid: u32, cmdline: &str, rules: &Discovery) -> bool {
+    if !rules.whitelist.iter().any(|w| cmdline.contains(w.as_str())) {
+        return false;
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()));
+    decide(cmdline, &runs(pid, exe, cmdline, rules), rules).is_some_and(|d| d.is_traced())
 }
 
 /// /proc/PID/cmdline's arguments joined by spaces, as `ProcInfo::cmdline_string` gives them
@@ -285,8 +300,12 @@ mod tests {
         // The second scan skips the kernel threads the first found, and what `known` names.
         let again = rescanner.scan_traced(&rules, |_| false);
         let known = rescanner.scan_traced(&rules, |pid| pid == child.id());
+        let checked = rescanner.check(child.id(), &rules);
+        let me = rescanner.check(std::process::id(), &rules);
         child.kill().unwrap();
         child.wait().unwrap();
+        assert_eq!(checked.as_deref(), Some(cmdline.as_str()));
+        assert_eq!(me, None);
         assert_eq!(quick, vec![(child.id(), cmdline)]);
         assert_eq!(quick, full);
         assert_eq!(again, quick);

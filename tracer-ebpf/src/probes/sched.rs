@@ -62,14 +62,16 @@ pub fn sched_exit(ctx: TracePointContext) -> u32 {
 
 /// A tracked process that executes a new program keeps its pid (and stays tracked), but its
 /// address space is new: the agent must look at it again (a uWSGI reload re-executes the master).
+/// Any other process's exec is told too: the agent checks the new program's command line against
+/// discovery then, instead of reading all of /proc every few seconds to find new servers (a
+/// host executes a few programs a second; a rescan read hundreds of files).
 #[tracepoint]
 pub fn sched_exec(_ctx: TracePointContext) -> u32 {
     let (_, tgid, tid) = ids();
-    if !is_tracked(tgid) {
-        return 0;
+    if is_tracked(tgid) {
+        // A new image: the old interpreter's addresses mean nothing now; the agent pushes new ones.
+        let _ = PY_OFFSETS.remove(tgid);
     }
-    // A new image: the old interpreter's addresses mean nothing now; the agent pushes new ones.
-    let _ = PY_OFFSETS.remove(tgid);
     let now = now_ns();
     output_proc(EventKind::Exec, tgid, tid, -1, now, now, 0);
     0

@@ -27,6 +27,7 @@ use crate::stats::Stats;
 mod adopt;
 mod client;
 mod drain_timer;
+mod execs;
 mod frame_eval;
 mod handlers;
 mod ids;
@@ -77,6 +78,8 @@ struct Agent {
     procs: foldhash::HashMap<u32, Traced>,
     /// `pytracer run`'s rescans of /proc.
     rescanner: crate::discovery::Rescanner,
+    /// `pytracer run`'s execs to look at (execs.rs); None when tracing given pids.
+    execs: Option<execs::PendingExecs>,
     /// Accepted connections (server.rs).
     server: server::ServerSide,
     stats: Stats,
@@ -151,6 +154,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         clock: Clock::new(),
         procs: foldhash::HashMap::default(),
         rescanner: crate::discovery::Rescanner::default(),
+        execs: None,
         server: server::ServerSide::default(),
         stats: Stats::default(),
         reported_drops: 0,
@@ -192,6 +196,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             false
         }
         Targets::Discover => {
+            agent.execs = Some(execs::PendingExecs::default());
             agent.rescan();
             true
         }
@@ -273,7 +278,8 @@ impl Agent {
                         crate::heap::trim();
                     }
                     self.tls_recheck();
-                    if discover && at.duration_since(last_scan) >= rescan_every {
+                    let overflowed = self.check_execs();
+                    if discover && (overflowed || at.duration_since(last_scan) >= rescan_every) {
                         self.rescan();
                         last_scan = at;
                     }

@@ -80,14 +80,19 @@ impl Agent {
             if self.procs.contains_key(&pid) {
                 continue;
             }
-            match self.trace_tree(pid) {
-                Ok(()) => log::info!("tracing pid {pid} ({cmdline})"),
-                Err(e) => {
-                    // A process that exited between the scan and the attach is not an agent fault.
-                    let gone = procinfo::tgid_of(pid).is_none();
-                    self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
-                    log::warn!("cannot trace pid {pid}: {e:#}");
-                }
+            self.start_tracing(pid, &cmdline);
+        }
+    }
+
+    /// Traces a process discovery picked, and its descendants.
+    pub(super) fn start_tracing(&mut self, pid: u32, cmdline: &str) {
+        match self.trace_tree(pid) {
+            Ok(()) => log::info!("tracing pid {pid} ({cmdline})"),
+            Err(e) => {
+                // A process that exited between the scan and the attach is not an agent fault.
+                let gone = procinfo::tgid_of(pid).is_none();
+                self.metrics.attach_error(if gone { "process_gone" } else { "map_update" });
+                log::warn!("cannot trace pid {pid}: {e:#}");
             }
         }
     }
@@ -146,7 +151,10 @@ impl Agent {
 
     /// Same pid, new program: its Python build, addresses and command line are all new.
     pub(super) fn on_exec(&mut self, tgid: u32) {
-        let Some(old) = self.procs.get(&tgid) else { return };
+        let Some(old) = self.procs.get(&tgid) else {
+            self.exec_seen(tgid);
+            return;
+        };
         let master = old.labels.process_role == "master";
         let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
         self.frame_eval_forget(tgid);

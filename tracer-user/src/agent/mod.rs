@@ -188,26 +188,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ),
         Err(e) => log::warn!("keeping every capability: {e}"),
     }
-    let discover = match opts.targets {
+    match opts.targets {
         Targets::Pids(pids) => {
             for pid in pids {
                 agent.trace_tree(pid)?;
             }
-            false
         }
         Targets::Discover => {
             agent.execs = Some(execs::PendingExecs::default());
             agent.rescan();
-            true
         }
-    };
+    }
     agent.tick();
     // What loading and the first scan freed (the kernel's BTF among it) back to the kernel.
     crate::heap::trim();
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("ready");
     log::info!("tracing {} processes: {}", agent.procs.len(), agent.pid_list());
-    agent.event_loop(ring, opts.duration, discover, scrapes).await?;
+    agent.event_loop(ring, opts.duration, scrapes).await?;
     agent.finish()
 }
 
@@ -217,7 +215,6 @@ impl Agent {
         &mut self,
         ring: RingBuf<MapData>,
         duration: Option<Duration>,
-        discover: bool,
         mut scrapes: Option<Scrapes>,
     ) -> anyhow::Result<()> {
         // SAFETY: the ring buffer owns its map fd and lives as long as the AsyncFd that wraps it.
@@ -278,8 +275,9 @@ impl Agent {
                         crate::heap::trim();
                     }
                     self.tls_recheck();
+                    // Discovering (`pytracer run`) is having execs to look at.
                     let overflowed = self.check_execs();
-                    if discover && (overflowed || at.duration_since(last_scan) >= rescan_every) {
+                    if self.execs.is_some() && (overflowed || at.duration_since(last_scan) >= rescan_every) {
                         self.rescan();
                         last_scan = at;
                     }

@@ -114,3 +114,38 @@ pub mod program {
         PROFILE_SAMPLE,
     ];
 }
+
+/// Program name → the tracepoints it serves (category, names), as the agent attaches them; the
+/// bench reads it too, to tell which syscalls every process pays a program run in. Programs are grouped by argument layout. Reads and
+/// accepts are hooked at their exit only (their arguments come from the registers); the other
+/// syscalls have an entry program, and one exit program serves them all (it finds the saved
+/// entry by thread id).
+pub const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
+    (program::EXIT_ACCEPT, "syscalls", &["sys_exit_accept", "sys_exit_accept4"]),
+    (program::EXIT_READ_BUF, "syscalls", &["sys_exit_read", "sys_exit_recvfrom"]),
+    (program::EXIT_READ_IOV, "syscalls", &["sys_exit_readv"]),
+    (program::EXIT_READ_MSG, "syscalls", &["sys_exit_recvmsg"]),
+    (program::ENTER_WRITE_BUF, "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
+    (program::ENTER_WRITE_IOV, "syscalls", &["sys_enter_writev"]),
+    (program::ENTER_WRITE_MSG, "syscalls", &["sys_enter_sendmsg"]),
+    (program::ENTER_SENDFILE, "syscalls", &["sys_enter_sendfile64"]),
+    (program::ENTER_CLOSE, "syscalls", &["sys_enter_close"]),
+    (program::ENTER_CONNECT, "syscalls", &["sys_enter_connect"]),
+    (program::ENTER_GETSOCKOPT, "syscalls", &["sys_enter_getsockopt"]),
+    (
+        program::SYS_EXIT,
+        "syscalls",
+        &[
+            "sys_exit_write",
+            "sys_exit_sendto",
+            "sys_exit_writev",
+            "sys_exit_sendmsg",
+            "sys_exit_sendfile64",
+            "sys_exit_connect",
+            "sys_exit_getsockopt",
+        ],
+    ),
+    (program::SCHED_FORK, "sched", &["sched_process_fork"]),
+    (program::SCHED_EXIT, "sched", &["sched_process_exit"]),
+    (program::SCHED_EXEC, "sched", &["sched_process_exec"]),
+];

@@ -47,6 +47,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tmux",
     // `cargo xtask bench` reads the kernel programs' run times with it.
     "bpftool",
+    // ... and counts an untraced server's syscalls per request with it (bench/syscall_mix.rs).
+    "strace",
     // The container tests (tests/tests/containers.rs): rootful podman with runc.
     "podman",
     "buildah",

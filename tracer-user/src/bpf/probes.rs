@@ -6,44 +6,10 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use tracer_common::names::{map, program};
+use tracer_common::names::{map, program, TRACEPOINTS};
 use tracer_common::{ConnKey, DropReason, PyOffsets, TrackedProc};
 
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
-
-/// Program name → the tracepoints it serves. Programs are grouped by argument layout. Reads and
-/// accepts are hooked at their exit only (their arguments come from the registers); the other
-/// syscalls have an entry program, and one exit program serves them all (it finds the saved
-/// entry by thread id).
-const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
-    (program::EXIT_ACCEPT, "syscalls", &["sys_exit_accept", "sys_exit_accept4"]),
-    (program::EXIT_READ_BUF, "syscalls", &["sys_exit_read", "sys_exit_recvfrom"]),
-    (program::EXIT_READ_IOV, "syscalls", &["sys_exit_readv"]),
-    (program::EXIT_READ_MSG, "syscalls", &["sys_exit_recvmsg"]),
-    (program::ENTER_WRITE_BUF, "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
-    (program::ENTER_WRITE_IOV, "syscalls", &["sys_enter_writev"]),
-    (program::ENTER_WRITE_MSG, "syscalls", &["sys_enter_sendmsg"]),
-    (program::ENTER_SENDFILE, "syscalls", &["sys_enter_sendfile64"]),
-    (program::ENTER_CLOSE, "syscalls", &["sys_enter_close"]),
-    (program::ENTER_CONNECT, "syscalls", &["sys_enter_connect"]),
-    (program::ENTER_GETSOCKOPT, "syscalls", &["sys_enter_getsockopt"]),
-    (
-        program::SYS_EXIT,
-        "syscalls",
-        &[
-            "sys_exit_write",
-            "sys_exit_sendto",
-            "sys_exit_writev",
-            "sys_exit_sendmsg",
-            "sys_exit_sendfile64",
-            "sys_exit_connect",
-            "sys_exit_getsockopt",
-        ],
-    ),
-    (program::SCHED_FORK, "sched", &["sched_process_fork"]),
-    (program::SCHED_EXIT, "sched", &["sched_process_exit"]),
-    (program::SCHED_EXEC, "sched", &["sched_process_exec"]),
-];
 
 /// Loaded at start, attached per Python library file once a traced process is seen using it.
 const UPROBES: [&str; 6] =
@@ -126,7 +92,7 @@ impl Probes {
         // it once (it has no constructor that does not); `btf(None)` frees that copy before the
         // programs load.
         let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT).map_err(|e| ProbeError::Load(Box::new(e)))?;
-        for &(name, category, tracepoints) in ATTACHMENTS {
+        for &(name, category, tracepoints) in TRACEPOINTS {
             let prog: &mut TracePoint =
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;

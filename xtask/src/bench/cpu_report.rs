@@ -6,6 +6,7 @@ use super::configs::Config;
 use super::cpu::{CpuSample, PairSample};
 use super::side_by_side::Measured;
 use super::stats::{cell, describe, median_ci};
+use super::syscall_cost::Class;
 use super::system_wide;
 
 /// Where one round's added CPU per request went, X against A: the server's user time; its
@@ -143,9 +144,8 @@ fn split_markdown(m: &Measured, n: usize) -> String {
     out
 }
 
-/// The system-wide share, and pytracer's added CPU with it: the side-by-side median plus the
-/// share's, the interval the sum of the two intervals' ends, whose confidence is at least
-/// 1 − (the two intervals' miss chances) whatever the two measurements' dependence.
+/// The share every process pays: per syscall (the figure), directly (the cross-check), and
+/// pytracer's added CPU with it.
 fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
     let mut out = String::new();
     let o = &shared.opts;
@@ -153,19 +153,86 @@ fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
     let _ = writeln!(
         out,
         "\n### The share every process pays\n\n\
-         pytracer's syscall tracepoints put every task on the slow syscall path and their entry programs run (and \
-         return early) in every process, so the side-by-side A pays that too and the ratios above leave it out. \
-         Measured apart, sequentially: one untraced Gunicorn pinned as above, {} requests/s for {} s per route with \
-         no agent, with `pytracer run` (every probe, a whitelist that matches no process) running on CPU 1, and \
-         with no agent again, back to back in each of {} rounds; \"added\" is each round's with ÷ (mean of the \
-         two without) − 1, so a steady drift within the round cancels. The slow path and the early returns run in the \
-         kernel, so the share lands in system time: \"in kernel time\" is the system time added, as a share of the \
-         CPU per request without the agent. The user time of phases seconds apart carries mostly this VM's drift, \
-         which the total's \"added\" keeps. Figures are {}.\n",
-        o.rate,
-        o.seconds,
+         pytracer's syscall tracepoints put every task on the slow syscall path, and in every process the hooked \
+         syscalls build the tracepoints' records and run their programs, which return early: the side-by-side A \
+         pays that too, so the ratios above leave it out. It is measured apart, sequentially: one untraced \
+         Gunicorn pinned as above, with no agent, with `pytracer run` (every probe, a whitelist that matches no \
+         process) running on CPU 1, and with no agent again, back to back in each of {} rounds. Figures are {}.\n\n\
+         **Per syscall.** In each phase one syscall of each class (what pytracer attaches to it) is timed on CPU 0: \
+         the fastest of 50 interleaved slices of 10,000 calls, in bursts before each route and after the last, so \
+         that slices the VM or an interrupt took from, and this VM's spells of a second or more in which every \
+         syscall is some 50 ns slower with or without a tracer, are left out. \"Added\" is the time with the agent − the mean of the two without. The classes come from the \
+         agent's own table of tracepoints (`tracer_common::names::TRACEPOINTS`).\n",
         o.rounds,
         describe(n)
+    );
+    let _ = writeln!(out, "| class | timed syscall | no agent ns | idle agent ns | added ns |\n|---|---|---|---|---|");
+    for class in Class::ALL {
+        let col = |f: &dyn Fn(&system_wide::SyscallRound) -> f64| shared.syscalls.iter().map(f).collect::<Vec<_>>();
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} | {} |",
+            class.label(),
+            class.representative(),
+            cell(&col(&|r| r.off_ns(class)), 1, false),
+            cell(&col(&|r| r.on[class.index()]), 1, false),
+            cell(&col(&|r| r.added_ns(class)), 1, true),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe untraced server's syscalls per request, all its processes, counted by `strace -c -f` at {} requests/s \
+         for {} s per route in the first round (after its timed phases), by class; times each round's added ns, that \
+         is what the agent adds to a request's syscalls, and its share of that round's CPU per request without the \
+         agent (below). The timed loops run with warm caches, so this is the floor of the share; the direct measure \
+         after it bounds it from above.\n",
+        system_wide::MIX_RATE,
+        o.seconds
+    );
+    let _ = writeln!(
+        out,
+        "| route | syscalls/request | no program | entry | exit | both | added µs/request | share of CPU per request |\n|---|---|---|---|---|---|---|---|"
+    );
+    for &route in &o.routes {
+        let per = shared.per_class(route);
+        let names: Vec<String> = shared
+            .mix
+            .get(route)
+            .into_iter()
+            .flatten()
+            .filter(|(_, calls)| **calls >= 0.05)
+            .map(|(name, calls)| format!("{name} {calls:.2}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{route}` | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {}% |",
+            names.join(", "),
+            per[0],
+            per[1],
+            per[2],
+            per[3],
+            cell(&shared.per_syscall_us(route), 2, true),
+            cell(&shared.per_syscall_pct(route), 2, true),
+        );
+    }
+
+    out.push_str(&direct_markdown(shared));
+    out.push_str(&total_markdown(m, shared));
+    out
+}
+
+/// The share measured directly, on the server's own CPU per request: the cross-check.
+fn direct_markdown(shared: &system_wide::Measured) -> String {
+    let mut out = String::new();
+    let o = &shared.opts;
+    let _ = writeln!(
+        out,
+        "\n**Directly**, the server's own CPU per request at {} requests/s for {} s per route in each phase; \
+         \"added\" is each round's with ÷ (mean of the two without) − 1, so a steady drift within the round cancels. \
+         The slow path and the early returns run in the kernel, so \"in kernel time\" is the system time added, as a \
+         share of the CPU per request without the agent. Phases seconds apart carry this VM's drift, which this \
+         cannot resolve below a few percent: it is the cross-check, not the figure.\n",
+        o.rate, o.seconds
     );
     let _ = writeln!(
         out,
@@ -187,23 +254,28 @@ fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
         );
     }
 
+    out
+}
+
+/// pytracer's added CPU per request in all: the side-by-side median plus the per-syscall share's,
+/// the interval the sum of the two intervals' ends, whose confidence is at least 1 − (the two
+/// intervals' miss chances) whatever the two measurements' dependence.
+fn total_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
+    let mut out = String::new();
+    let o = &shared.opts;
     let _ = writeln!(
         out,
         "\npytracer's added CPU per request in all: the side-by-side \"added\" plus the share every process pays, \
-         in kernel time. The interval adds the two intervals' ends; its confidence is at least \
+         per syscall. The interval adds the two intervals' ends; its confidence is at least \
          1 − (1 − c₁) − (1 − c₂), as given.\n"
     );
-    let _ =
-        writeln!(out, "| route | configuration | side by side | system-wide share, in kernel time | added in all |");
+    let _ = writeln!(
+        out,
+        "| route | configuration | side by side | share every process pays, per syscall | added in all |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|");
     for &route in &o.routes {
-        let Some(sw) = shared
-            .samples
-            .get(route)
-            .and_then(|s| median_ci(&s.iter().map(system_wide::OffOn::added_system_pct).collect::<Vec<_>>()))
-        else {
-            continue;
-        };
+        let Some(sw) = median_ci(&shared.per_syscall_pct(route)) else { continue };
         for x in m.plan.tested().filter(|x| matches!(x, Config::B | Config::C | Config::F | Config::G)) {
             let Some(sbs) = m
                 .cpu
@@ -215,7 +287,7 @@ fn shared_markdown(m: &Measured, shared: &system_wide::Measured) -> String {
             let conf = 100.0 * (1.0 - (1.0 - sbs.confidence) - (1.0 - sw.confidence));
             let _ = writeln!(
                 out,
-                "| `{route}` | {} | {:+.1}% [{:+.1}, {:+.1}] | {:+.1}% [{:+.1}, {:+.1}] | **{:+.1}% [{:+.1}, {:+.1}]** (≥ {conf:.1}%) |",
+                "| `{route}` | {} | {:+.1}% [{:+.1}, {:+.1}] | {:+.2}% [{:+.2}, {:+.2}] | **{:+.1}% [{:+.1}, {:+.1}]** (≥ {conf:.1}%) |",
                 x.label(),
                 sbs.median,
                 sbs.lo,

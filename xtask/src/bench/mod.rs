@@ -15,6 +15,8 @@ mod pair;
 mod report;
 mod side_by_side;
 mod stats;
+mod syscall_cost;
+mod syscall_mix;
 mod system_wide;
 mod taskstats;
 mod wrk;

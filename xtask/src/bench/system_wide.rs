@@ -4,7 +4,10 @@
 //! ratio leaves it out; this measures it apart, sequentially: one untraced Gunicorn, its CPU per
 //! request with no agent, with pytracer running as deployed but tracking nothing, and with no
 //! agent again, back to back in each round: each round's ratio is on / mean(off before, off
-//! after) − 1, so a steady drift within the round cancels.
+//! after) − 1, so a steady drift within the round cancels. That direct measure cannot resolve
+//! a share this small on this VM, so each phase also times one syscall of each class
+//! (syscall_cost.rs), and the first round counts the server's syscalls per request
+//! (syscall_mix.rs): their product is the share, per round.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,6 +16,8 @@ use anyhow::Result;
 use super::affinity::{pin, CLIENT_CPU, SERVER_CPU};
 use super::configs::{self, Config, Env};
 use super::cpu::{measure_alone, CpuSample};
+use super::syscall_cost::{self, Class, Costs};
+use super::syscall_mix;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -50,25 +55,84 @@ impl OffOn {
     }
 }
 
+/// One round's syscall timings: without the idle agent, with it, and without it again.
+#[derive(Debug, Clone)]
+pub struct SyscallRound {
+    pub off: [Costs; 2],
+    pub on: Costs,
+}
+
+impl SyscallRound {
+    pub fn off_ns(&self, class: Class) -> f64 {
+        f64::midpoint(self.off[0][class.index()], self.off[1][class.index()])
+    }
+
+    /// What the idle agent adds to one syscall of `class`, ns.
+    pub fn added_ns(&self, class: Class) -> f64 {
+        self.on[class.index()] - self.off_ns(class)
+    }
+}
+
 pub struct Measured {
     pub opts: Options,
     pub samples: BTreeMap<&'static str, Vec<OffOn>>,
+    pub syscalls: Vec<SyscallRound>,
+    /// The untraced server's syscalls per request, by route and name (first round).
+    pub mix: BTreeMap<&'static str, BTreeMap<String, f64>>,
+}
+
+impl Measured {
+    /// The route's syscalls per request by class.
+    pub fn per_class(&self, route: &str) -> Costs {
+        let mut n = [0.0; 4];
+        for (name, calls) in self.mix.get(route).into_iter().flatten() {
+            n[Class::of(name).index()] += calls;
+        }
+        n
+    }
+
+    /// Round by round: what the idle agent adds to the route's syscalls of one request, µs.
+    pub fn per_syscall_us(&self, route: &str) -> Vec<f64> {
+        let n = self.per_class(route);
+        self.syscalls
+            .iter()
+            .map(|costs| Class::ALL.iter().map(|&c| n[c.index()] * costs.added_ns(c)).sum::<f64>() / 1000.0)
+            .collect()
+    }
+
+    /// [`Measured::per_syscall_us`] as a share of the same round's CPU per request without the
+    /// agent.
+    pub fn per_syscall_pct(&self, route: &str) -> Vec<f64> {
+        let Some(samples) = self.samples.get(route) else { return Vec::new() };
+        self.per_syscall_us(route)
+            .iter()
+            .zip(samples)
+            .map(|(us, cpu)| 100.0 * us / cpu.off_us(CpuSample::total_us).max(1e-9))
+            .collect()
+    }
 }
 
 pub fn measure(env: &Env, opts: &Options) -> Result<Measured> {
     let d = Duration::from_secs(opts.seconds);
     let mut samples: BTreeMap<&'static str, Vec<OffOn>> = BTreeMap::new();
+    let mut syscalls = Vec::new();
+    let mut mix = BTreeMap::new();
     for round in 1..=opts.rounds {
         let a = configs::start(Config::A, env)?;
         for pid in a.server_pids() {
             pin(pid, SERVER_CPU)?;
         }
         let mut phases: [BTreeMap<&'static str, CpuSample>; 3] = Default::default();
-        for (phase, got) in phases.iter_mut().enumerate() {
+        let mut timed: [Costs; 3] = Default::default();
+        for (phase, (got, costs)) in phases.iter_mut().zip(&mut timed).enumerate() {
             let agent = if phase == 1 { Some(configs::start_idle_agent(env)?) } else { None };
             if let Some(agent) = &agent {
                 pin(agent.pid(), CLIENT_CPU)?;
             }
+            // The syscalls are timed before each route and after the last: this VM has spells of
+            // a second or more in which every syscall is some 50 ns slower, with or without a
+            // tracer, and the fastest of bursts spread over the phase leaves them out.
+            let mut fastest = syscall_cost::measure()?;
             for &route in &opts.routes {
                 let s = measure_alone(&a, route, opts.rate, d)?;
                 eprintln!(
@@ -78,12 +142,26 @@ pub fn measure(env: &Env, opts: &Options) -> Result<Measured> {
                     s.total_us()
                 );
                 got.insert(route, s);
+                fastest = syscall_cost::fastest(fastest, syscall_cost::measure()?);
             }
+            *costs = fastest;
+            eprintln!(
+                "[bench] system-wide round {round}/{} syscalls ns: {}",
+                opts.rounds,
+                Class::ALL.map(|c| format!("{} {:.1}", c.representative(), costs[c.index()])).join(", ")
+            );
             if let Some(agent) = agent {
                 agent.stop()?;
             }
         }
+        if round == 1 {
+            for &route in &opts.routes {
+                mix.insert(route, syscall_mix::count(&a, route, MIX_RATE, d)?);
+            }
+        }
         a.stop()?;
+        let [off_costs0, on_costs, off_costs1] = timed;
+        syscalls.push(SyscallRound { off: [off_costs0, off_costs1], on: on_costs });
         let [mut off0, mut on, mut off1] = phases;
         for &route in &opts.routes {
             let (Some(o0), Some(on), Some(o1)) = (off0.remove(route), on.remove(route), off1.remove(route)) else {
@@ -92,8 +170,12 @@ pub fn measure(env: &Env, opts: &Options) -> Result<Measured> {
             samples.entry(route).or_default().push(OffOn { off: [o0, o1], on });
         }
     }
-    Ok(Measured { opts: opts.clone(), samples })
+    Ok(Measured { opts: opts.clone(), samples, syscalls, mix })
 }
+
+/// Requests a second while strace counts syscalls: strace makes each syscall a few µs dearer, so
+/// fewer than the timed phases' keep the server from queueing.
+pub const MIX_RATE: u32 = 100;
 
 #[cfg(test)]
 mod tests {

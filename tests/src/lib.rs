@@ -14,6 +14,7 @@
 
 pub mod bpf_maps;
 pub mod bpf_objects;
+pub mod bpf_runs;
 pub mod env;
 pub mod expect;
 pub mod gunicorn;
@@ -38,6 +39,7 @@ pub mod wire;
 
 pub use bpf_maps::{AgentMaps, Map};
 pub use bpf_objects::BpfObjects;
+pub use bpf_runs::{program_runs, RunStats};
 pub use env::{
     apps_dir, debian_chroot, debian_venv_dir, gunicorn_bin, interpreter_venv_dir, pytracer_bin, require_chroot_venvs,
     require_interpreters, require_privileged, require_privileged_debian, require_venv, require_venvs, venv_dir,

@@ -251,6 +251,36 @@ fn check_cpython_metrics(opts: GunicornOpts, version: &str) {
     assert!(!r.stderr.contains("no GC pause metric"), "{}", r.stderr);
 }
 
+/// The GC probes run in the traced processes only: an untraced Python mapping the very same
+/// libpython runs none of them, however often it collects. (On the file for every process, each
+/// of its collections had trapped into them.)
+#[test]
+fn gc_probes_run_in_traced_processes_only() {
+    if !require_privileged() {
+        return;
+    }
+    let g = Gunicorn::start(GunicornOpts::sync(2));
+    let t = Tracer::start(&[g.pid()], &[]);
+    let agent = t.pid().unwrap();
+    let _stats = RunStats::enable();
+    let runs = || program_runs(agent, "gc_start");
+    let before = runs();
+    // The app raised gen0's threshold: these are the workers' only collections.
+    for _ in 0..3 {
+        assert_eq!(get(g.port(), "/gc/collect/0").status, 200);
+    }
+    let traced = runs() - before;
+    let out = std::process::Command::new(venv_dir().join("bin").join("python"))
+        .args(["-c", "import gc\nfor _ in range(200): gc.collect(0)"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let untraced = runs() - before - traced;
+    assert_eq!(traced, 3, "one run per collection in the traced workers");
+    assert_eq!(untraced, 0, "no run in an untraced Python with the same libpython");
+    t.stop();
+}
+
 /// The GIL-wait histogram costs a uprobe pair on every PyEval_RestoreThread, so it is off unless
 /// the configuration asks for it: no samples by default, samples for every worker when on.
 #[test]

@@ -2,7 +2,6 @@
 //! so the loop only sees the traced processes' connections and process lifecycle. Each kind of
 //! event is handled in its own room: `procs` (process life), `server` (accepted connections),
 //! `client` (outgoing calls), `handlers` and `frame_eval` (Python stacks), `telemetry` (counters).
-use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -85,10 +84,8 @@ struct Agent {
     stats: Stats,
     reported_drops: u64,
     metrics: Metrics,
-    /// Library files, by (device, inode), whose GC (and GIL) probes were attached or found
-    /// impossible to attach. Not by path: each process reaches the same file through its own
-    /// /proc/PID/root, and a second attach would trap twice for nothing.
-    probed_files: HashSet<(u64, u64)>,
+    /// Each traced process's GC (and GIL) probes (python.rs).
+    python_probes: python::PythonProbes,
     frame_eval: frame_eval::FrameEvalProbes,
     samples: handlers::Samples,
     code_cache: cpython::code::CodeCache,
@@ -167,7 +164,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 otlp::Exporter::start(s)
             }),
         },
-        probed_files: HashSet::new(),
+        python_probes: python::PythonProbes::default(),
         frame_eval: frame_eval::FrameEvalProbes::default(),
         samples: handlers::Samples::default(),
         code_cache: cpython::code::CodeCache::default(),

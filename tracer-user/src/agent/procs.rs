@@ -126,6 +126,7 @@ impl Agent {
         // zombie by then, whose command line and executable are gone.
         let info = ProcInfo::read(child).ok().filter(|i| !i.cmdline.is_empty());
         self.tls_forked(parent, child);
+        self.python_forked(parent, child);
         let traced = if let Some(info) = info {
             self.traced(&info, false, python)
         } else {
@@ -159,6 +160,7 @@ impl Agent {
         let info = ProcInfo::read(tgid).unwrap_or(ProcInfo { pid: tgid, ..Default::default() });
         self.frame_eval_forget(tgid);
         self.tls_forget(tgid);
+        self.python_forget(tgid);
         self.code_cache.forget(tgid);
         self.profile_forget(tgid);
         self.routes.forget(tgid);
@@ -184,6 +186,7 @@ impl Agent {
         self.ids.assigned.retain(|k, _| k.0 != tgid);
         self.frame_eval_forget(tgid);
         self.tls_forget(tgid);
+        self.python_forget(tgid);
         self.code_cache.forget(tgid);
         self.profile_forget(tgid);
         self.samples.forget(tgid);

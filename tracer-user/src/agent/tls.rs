@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracer_common::names::program;
 
 use super::Agent;
-use crate::bpf::probes::TlsLink;
+use crate::bpf::probes::UprobeLink;
 use crate::libssl::{self, Library};
 
 const FIRST_RECHECK: Duration = Duration::from_secs(1);
@@ -59,7 +59,7 @@ pub(super) struct TlsProbes {
     finder: libssl::Finder,
     /// Each process's OpenSSL copies, once found.
     libraries: HashMap<u32, Vec<Library>>,
-    links: HashMap<u32, Vec<TlsLink>>,
+    links: HashMap<u32, Vec<UprobeLink>>,
     /// Processes without OpenSSL yet: when to look again, and the delay after that.
     pending: HashMap<u32, (Instant, Duration)>,
 }
@@ -115,7 +115,7 @@ impl Agent {
         self.tls.pending.remove(&pid);
         self.tls.libraries.remove(&pid);
         for link in self.tls.links.remove(&pid).unwrap_or_default() {
-            self.probes.detach_tls(link);
+            self.probes.detach_uprobe(link);
         }
     }
 
@@ -125,13 +125,13 @@ impl Agent {
             for &(prog, function, on_entry) in sites(lib) {
                 let Some(f) = lib.functions.get(function) else { continue };
                 let offset = if on_entry { f.entry } else { f.after_endbr64 };
-                match self.probes.attach_tls(prog, pid, &lib.path, offset) {
+                match self.probes.attach_uprobe(prog, pid, &lib.path, offset) {
                     Ok(link) => links.push(link),
                     Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
                         // A short-lived child that exited before its probes went on: nothing of
                         // it is left unseen, so it is no attach error. The probes it did get go.
                         for link in links {
-                            self.probes.detach_tls(link);
+                            self.probes.detach_uprobe(link);
                         }
                         return;
                     }

@@ -9,6 +9,8 @@ use aya::{Ebpf, EbpfLoader};
 use tracer_common::names::{map, program, TRACEPOINTS};
 use tracer_common::{ConnKey, DropReason, PyOffsets, TrackedProc};
 
+pub use super::usdt::UsdtLink;
+
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
 /// Loaded at start, attached per Python library file once a traced process is seen using it.
@@ -64,16 +66,15 @@ pub struct Probes {
     conns: HashMap<MapData, ConnKey, u32>,
     drops: PerCpuArray<MapData, u64>,
     py_offsets: HashMap<MapData, u32, PyOffsets>,
-    usdt_links: Vec<super::usdt::UsdtLink>,
 }
 
 /// A frame-evaluation probe attached to one process; give it back to [`Probes::detach_frame_eval`].
 #[derive(Debug)]
 pub struct FrameEvalLink(UProbeLinkId);
 
-/// One libssl uprobe attached to one process; give it back to [`Probes::detach_tls`].
+/// One uprobe attached to one process; give it back to [`Probes::detach_uprobe`].
 #[derive(Debug)]
-pub struct TlsLink {
+pub struct UprobeLink {
     program: &'static str,
     link: UProbeLinkId,
 }
@@ -121,7 +122,7 @@ impl Probes {
                 ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
             prog.load().map_err(|source| ProbeError::Program { name, source })?;
         }
-        Ok((Probes { ebpf, tracked, conns, drops, py_offsets, usdt_links: Vec::new() }, events))
+        Ok((Probes { ebpf, tracked, conns, drops, py_offsets }, events))
     }
 
     /// Follows `pid` (and, through the fork tracepoint, every child it creates from now on).
@@ -133,16 +134,6 @@ impl Probes {
 
     pub fn is_tracked(&self, pid: u32) -> bool {
         self.tracked.get(&pid, 0).is_ok()
-    }
-
-    /// Attaches program `name` (a uprobe or uretprobe) at a file offset of `path`, for every
-    /// process that maps the file; the programs themselves skip untraced processes.
-    pub fn attach_uprobe(&mut self, name: &'static str, path: &Path, offset: u64) -> Result<(), ProbeError> {
-        let prog: &mut UProbe =
-            self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
-        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses).map(|_| ()).map_err(
-            |source| ProbeError::Uprobe { name, path: path.display().to_string(), offset, source: Box::new(source) },
-        )
     }
 
     /// The least time between two frame-evaluation walks on one thread (0: every hit).
@@ -174,20 +165,21 @@ impl Probes {
         })
     }
 
-    /// Attaches libssl program `program` (one of tracer-ebpf's probes/tls.rs) at `offset` of
-    /// `path`, for process `pid` only.
-    pub fn attach_tls(
+    /// Attaches uprobe program `program` (tracer-ebpf's probes/tls.rs or gc_gil.rs) at `offset`
+    /// of `path`, for process `pid` only: a probe for every process would trap in all that map
+    /// the same file, traced or not.
+    pub fn attach_uprobe(
         &mut self,
         program: &'static str,
         pid: u32,
         path: &Path,
         offset: u64,
-    ) -> Result<TlsLink, ProbeError> {
+    ) -> Result<UprobeLink, ProbeError> {
         let prog: &mut UProbe =
             self.ebpf.program_mut(program).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(program))?;
         let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)
-            .map(|link| TlsLink { program, link })
+            .map(|link| UprobeLink { program, link })
             .map_err(|source| ProbeError::Uprobe {
                 name: program,
                 path: path.display().to_string(),
@@ -196,7 +188,7 @@ impl Probes {
             })
     }
 
-    pub fn detach_tls(&mut self, link: TlsLink) {
+    pub fn detach_uprobe(&mut self, link: UprobeLink) {
         if let Some(prog) =
             self.ebpf.program_mut(link.program).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() })
         {
@@ -213,23 +205,22 @@ impl Probes {
         }
     }
 
-    /// Attaches program `name` (a uprobe) to a USDT probe at file `offset`, raising its semaphore
-    /// through the kernel (see usdt.rs).
+    /// Attaches program `name` (a uprobe) to a USDT probe at file `offset`, for process `pid`
+    /// only, raising its semaphore in that process alone through the kernel (see usdt.rs).
     pub fn attach_usdt(
         &mut self,
         name: &'static str,
+        pid: u32,
         path: &Path,
         offset: u64,
         semaphore_offset: u64,
-    ) -> Result<(), ProbeError> {
+    ) -> Result<UsdtLink, ProbeError> {
         use std::os::fd::{AsFd, AsRawFd};
         let prog: &mut UProbe =
             self.ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(ProbeError::MissingMap(name))?;
         let err = |e: std::io::Error| ProbeError::Usdt { name, path: path.display().to_string(), offset, source: e };
         let fd = prog.fd().map_err(|e| err(std::io::Error::other(e.to_string())))?.as_fd().as_raw_fd();
-        let link = super::usdt::attach(fd, path, offset, semaphore_offset).map_err(err)?;
-        self.usdt_links.push(link);
-        Ok(())
+        super::usdt::attach(fd, pid, path, offset, semaphore_offset).map_err(err)
     }
 
     /// Enters a connection the process had before it was tracked in the connection map, as its

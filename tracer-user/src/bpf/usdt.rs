@@ -1,9 +1,9 @@
 //! Attaching a loaded uprobe program to a USDT probe whose semaphore must be raised.
 //!
 //! CPython guards its probe sites with a semaphore: the probe's code runs only while the
-//! semaphore is non-zero. The kernel raises it in every process mapping the file when the uprobe
-//! is created with a `ref_ctr_offset`, and lowers it when the uprobe goes away, so pytracer never
-//! writes to the target itself. aya 0.14 cannot pass that offset, hence this perf_event_open.
+//! semaphore is non-zero. The kernel raises it in each process the uprobe is installed in when
+//! the uprobe is created with a `ref_ctr_offset` (here one process: the one traced), and lowers
+//! it when the uprobe goes away, so pytracer never writes to the target itself. aya 0.14 cannot pass that offset, hence this perf_event_open.
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -33,7 +33,8 @@ pub struct UsdtLink {
     _fd: OwnedFd,
 }
 
-pub fn attach(prog_fd: RawFd, path: &Path, offset: u64, semaphore_offset: u64) -> io::Result<UsdtLink> {
+pub fn attach(prog_fd: RawFd, pid: u32, path: &Path, offset: u64, semaphore_offset: u64) -> io::Result<UsdtLink> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
     let pmu: u32 = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")?
         .trim()
         .parse()
@@ -46,9 +47,10 @@ pub fn attach(prog_fd: RawFd, path: &Path, offset: u64, semaphore_offset: u64) -
     attr.config = semaphore_offset << REF_CTR_OFFSET_SHIFT;
     attr.config1 = path.as_ptr() as u64;
     attr.config2 = offset;
-    // pid -1, cpu 0: every process mapping the file (a uprobe is not per CPU).
+    // One process, any CPU: the kernel installs the probe (and raises the semaphore) in that
+    // process's address space alone, whichever of its threads runs.
     // SAFETY: attr and path outlive the call.
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &raw const attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC) };
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &raw const attr, pid, -1, -1, PERF_FLAG_FD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

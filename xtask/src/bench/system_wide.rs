@@ -195,4 +195,22 @@ mod tests {
         assert_eq!(r.added_system_pct(), 100.0 * 16.0 / 840.0);
         assert_eq!(r.added_pct(), 100.0 * (796.0 / 840.0 - 1.0));
     }
+
+    #[test]
+    #[expect(clippy::float_cmp, reason = "exact: values with few binary digits")]
+    fn the_per_syscall_share_is_each_class_count_times_its_added_time() {
+        let cpu = |us: f64| CpuSample { requests: 10, server_user_us: us, ..Default::default() };
+        let mix = [("getppid", 1.0), ("shutdown", 3.0), ("close", 1.0), ("recvfrom", 2.0), ("sendto", 0.5)];
+        let m = Measured {
+            opts: Options { routes: vec!["/"], rounds: 1, seconds: 1, rate: 1 },
+            samples: BTreeMap::from([("/", vec![OffOn { off: [cpu(1000.0), cpu(1000.0)], on: cpu(1000.0) }])]),
+            // Added: 50 ns with no program, 200 with an entry one, 150 with an exit one, 300 with both.
+            syscalls: vec![SyscallRound { off: [[100.0; 4], [200.0; 4]], on: [200.0, 350.0, 300.0, 450.0] }],
+            mix: BTreeMap::from([("/", mix.iter().map(|&(n, c)| (n.to_string(), c)).collect())]),
+        };
+        assert_eq!(m.per_class("/"), [4.0, 1.0, 2.0, 0.5]);
+        let ns = 4.0 * 50.0 + 200.0 + 2.0 * 150.0 + 0.5 * 300.0;
+        assert_eq!(m.per_syscall_us("/"), vec![ns / 1000.0]);
+        assert_eq!(m.per_syscall_pct("/"), vec![100.0 * ns / 1000.0 / 1000.0]);
+    }
 }

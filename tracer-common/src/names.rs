@@ -116,10 +116,10 @@ pub mod program {
 }
 
 /// Program name → the tracepoints it serves (category, names), as the agent attaches them; the
-/// bench reads it too, to tell which syscalls every process pays a program run in. Programs are grouped by argument layout. Reads and
-/// accepts are hooked at their exit only (their arguments come from the registers); the other
-/// syscalls have an entry program, and one exit program serves them all (it finds the saved
-/// entry by thread id).
+/// bench reads it too, to tell in which syscalls every process runs a program. Programs are
+/// grouped by argument layout. Reads and accepts are hooked at their exit only (their arguments
+/// come from the registers); the other syscalls have an entry program, and one exit program
+/// serves them all (it finds the saved entry by thread id).
 pub const TRACEPOINTS: &[(&str, &str, &[&str])] = &[
     (program::EXIT_ACCEPT, "syscalls", &["sys_exit_accept", "sys_exit_accept4"]),
     (program::EXIT_READ_BUF, "syscalls", &["sys_exit_read", "sys_exit_recvfrom"]),

@@ -13,7 +13,8 @@ pub use super::usdt::UsdtLink;
 
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-/// Loaded at start, attached per Python library file once a traced process is seen using it.
+/// Loaded at start, attached to each traced process whose interpreter has their sites
+/// (agent/python.rs).
 const UPROBES: [&str; 6] =
     [program::GC_START, program::GC_RETURN, program::GC_DONE, program::GIL_REQUEST, program::GIL_TAKEN, FRAME_EVAL];
 /// The stack-walking uprobe on `_PyEval_EvalFrameDefault`, attached per process.

@@ -26,19 +26,18 @@ impl RunStats {
     }
 }
 
-/// Runs so far of process `pid`'s programs named `name`, summed (bpftool, by the ids its
-/// descriptors name).
+/// Runs so far of process `pid`'s programs named `name`, summed (one `bpftool prog show`, kept
+/// to the ids its descriptors name).
 pub fn program_runs(pid: u32, name: &str) -> u64 {
-    let mut runs = 0;
-    for id in BpfObjects::of(pid).programs {
-        let out = std::process::Command::new("bpftool")
-            .args(["prog", "show", "id", &id.to_string(), "--json"])
-            .output()
-            .expect("running bpftool");
-        let Ok(p) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { continue };
-        if p["name"] == name {
-            runs += p["run_cnt"].as_u64().unwrap_or(0);
-        }
-    }
-    runs
+    let ours = BpfObjects::of(pid).programs;
+    let out = std::process::Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("running bpftool");
+    assert!(out.status.success(), "bpftool prog show: {}", String::from_utf8_lossy(&out.stderr));
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == name && p["id"].as_u64().is_some_and(|id| ours.contains(&(id as u32))))
+        .map(|p| p["run_cnt"].as_u64().unwrap_or(0))
+        .sum()
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use pytracer_config::{FrameEval, FrameEvalMode};
 
 use super::Agent;
-use crate::bpf::probes::FrameEvalLink;
+use tracer_common::names::program;
+
+use crate::bpf::probes::UprobeLink;
 
 /// Where the probe goes in one process's interpreter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +26,7 @@ pub(super) struct Site {
 #[derive(Default)]
 pub(super) struct FrameEvalProbes {
     sites: HashMap<u32, Site>,
-    links: HashMap<u32, FrameEvalLink>,
+    links: HashMap<u32, UprobeLink>,
     /// Processes that accepted (or were adopted with) a connection: the only ones whose stacks
     /// can name a request's handler. The master's windows had been 2.4% of the agent's CPU
     /// under load (an attach and a detach every window) and traps in a process serving nothing.
@@ -84,7 +86,7 @@ impl Agent {
         self.frame_eval.sites.remove(&pid);
         self.frame_eval.serving.remove(&pid);
         if let Some(link) = self.frame_eval.links.remove(&pid) {
-            self.probes.detach_frame_eval(link);
+            self.probes.detach_uprobe(link);
         }
     }
 
@@ -93,7 +95,7 @@ impl Agent {
             return;
         }
         let Some(site) = self.frame_eval.sites.get(&pid) else { return };
-        match self.probes.attach_frame_eval(pid, &site.path, site.offset) {
+        match self.probes.attach_uprobe(program::PY_FRAME_EVAL, pid, &site.path, site.offset) {
             Ok(link) => {
                 self.frame_eval.links.insert(pid, link);
             }
@@ -124,7 +126,7 @@ impl Agent {
                 );
                 let links: Vec<_> = self.frame_eval.links.drain().collect();
                 for (_, link) in links {
-                    self.probes.detach_frame_eval(link);
+                    self.probes.detach_uprobe(link);
                 }
             }
             Some(_) => {}

@@ -97,7 +97,12 @@ impl Agent {
     /// The process exited or executed another program: its probes go.
     pub(super) fn python_forget(&mut self, pid: u32) {
         self.python_probes.of_pid.remove(&pid);
-        for link in self.python_probes.links.remove(&pid).unwrap_or_default() {
+        let links = self.python_probes.links.remove(&pid).unwrap_or_default();
+        self.python_detach(links);
+    }
+
+    fn python_detach(&mut self, links: Vec<Link>) {
+        for link in links {
             match link {
                 Link::Uprobe(link) => self.probes.detach_uprobe(link),
                 Link::Usdt(link) => drop(link),
@@ -121,8 +126,11 @@ impl Agent {
             match attached {
                 Ok(link) => links.push(link),
                 // A short-lived child that exited before its probes went on: nothing of it is
-                // left unseen, so it is no attach error.
-                Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => break,
+                // left unseen, so it is no attach error. The probes it did get go.
+                Err(_) if !Path::new(&format!("/proc/{pid}")).exists() => {
+                    self.python_detach(links);
+                    return;
+                }
                 Err(e) => {
                     self.metrics.attach_error(metric.attach_error());
                     log::warn!("pid {pid}: {} for {}: {e}", metric.missing(), path.display());

@@ -15,10 +15,14 @@ pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 
 /// Loaded at start, attached to each traced process whose interpreter has their sites
 /// (agent/python.rs).
-const UPROBES: [&str; 6] =
-    [program::GC_START, program::GC_RETURN, program::GC_DONE, program::GIL_REQUEST, program::GIL_TAKEN, FRAME_EVAL];
-/// The stack-walking uprobe on `_PyEval_EvalFrameDefault`, attached per process.
-const FRAME_EVAL: &str = program::PY_FRAME_EVAL;
+const UPROBES: [&str; 6] = [
+    program::GC_START,
+    program::GC_RETURN,
+    program::GC_DONE,
+    program::GIL_REQUEST,
+    program::GIL_TAKEN,
+    program::PY_FRAME_EVAL,
+];
 /// libssl's uprobes (tracer-ebpf's probes/tls.rs), loaded at start, attached per process.
 const TLS_PROGRAMS: [&str; 6] = [
     program::SSL_SET_FD,
@@ -68,10 +72,6 @@ pub struct Probes {
     drops: PerCpuArray<MapData, u64>,
     py_offsets: HashMap<MapData, u32, PyOffsets>,
 }
-
-/// A frame-evaluation probe attached to one process; give it back to [`Probes::detach_frame_eval`].
-#[derive(Debug)]
-pub struct FrameEvalLink(UProbeLinkId);
 
 /// One uprobe attached to one process; give it back to [`Probes::detach_uprobe`].
 #[derive(Debug)]
@@ -152,21 +152,7 @@ impl Probes {
         self.py_offsets.insert(pid, offsets, 0).map_err(|source| ProbeError::Map { map: map::PY_OFFSETS, source })
     }
 
-    /// Attaches the stack-walking probe at `offset` of `path` for process `pid` only: a probe for
-    /// all processes would trap in every process that maps the same library.
-    pub fn attach_frame_eval(&mut self, pid: u32, path: &Path, offset: u64) -> Result<FrameEvalLink, ProbeError> {
-        let prog: &mut UProbe = self
-            .ebpf
-            .program_mut(FRAME_EVAL)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(ProbeError::MissingMap(FRAME_EVAL))?;
-        let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope).map(FrameEvalLink).map_err(|source| {
-            ProbeError::Uprobe { name: FRAME_EVAL, path: path.display().to_string(), offset, source: Box::new(source) }
-        })
-    }
-
-    /// Attaches uprobe program `program` (tracer-ebpf's probes/tls.rs or gc_gil.rs) at `offset`
+    /// Attaches uprobe program `program` (tracer-ebpf's probes/tls.rs, gc_gil.rs, frame_eval.rs) at `offset`
     /// of `path`, for process `pid` only: a probe for every process would trap in all that map
     /// the same file, traced or not.
     pub fn attach_uprobe(
@@ -195,14 +181,6 @@ impl Probes {
         {
             // Fails only when the process is gone and the kernel already dropped the probe.
             let _ = prog.detach(link.link);
-        }
-    }
-
-    pub fn detach_frame_eval(&mut self, link: FrameEvalLink) {
-        if let Some(prog) = self.ebpf.program_mut(FRAME_EVAL).and_then(|p| -> Option<&mut UProbe> { p.try_into().ok() })
-        {
-            // Fails only when the process is gone and the kernel already dropped the probe.
-            let _ = prog.detach(link.0);
         }
     }
 
